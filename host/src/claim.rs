@@ -1,0 +1,207 @@
+//! Claim: taking runs from a queue as soon as they are ready, and only as many as there are
+//! free slots.
+//!
+//! Three things wake a claimer:
+//! * a notification on the `absurd_wakeup` channel (payload: the queue name), sent by our
+//!   schema's functions whenever they make a run claimable now, received on one dedicated
+//!   `LISTEN` connection that is re-established after a drop;
+//! * a timer set to the earliest `available_at` of the queue's waiting runs (sleeping tasks,
+//!   retry back-offs), so they start on time without waiting for a poll tick;
+//! * the poll interval (`ABSURD_WORKER_POLL_INTERVAL`), the fallback for schemas that do not
+//!   notify (one installed by `absurdctl init`) and for notifications missed while the
+//!   listener was reconnecting.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::client::{table, ClaimedRun, Client, ClientError};
+
+/// The notification channel our schema uses.
+pub const WAKEUP_CHANNEL: &str = "absurd_wakeup";
+
+/// One `Notify` per queue this worker claims from.
+#[derive(Clone)]
+pub struct Wakeups {
+    by_queue: Arc<HashMap<String, Arc<Notify>>>,
+}
+
+impl Wakeups {
+    pub fn new(queues: &[String]) -> Wakeups {
+        Wakeups {
+            by_queue: Arc::new(queues.iter().map(|q| (q.clone(), Arc::new(Notify::new()))).collect()),
+        }
+    }
+
+    pub fn get(&self, queue: &str) -> Arc<Notify> {
+        self.by_queue[queue].clone()
+    }
+
+    pub fn wake(&self, queue: &str) {
+        if let Some(n) = self.by_queue.get(queue) {
+            n.notify_one();
+        }
+    }
+
+    fn wake_all(&self) {
+        for n in self.by_queue.values() {
+            n.notify_one();
+        }
+    }
+
+    /// Listens for wake-up notifications until `stop`; reconnects after a dropped connection
+    /// and then wakes every claimer, since notifications sent meanwhile are lost.
+    pub async fn listen(self, pool: PgPool, stop: CancellationToken) {
+        let mut down_since: Option<tokio::time::Instant> = None;
+        loop {
+            let mut listener = match PgListener::connect_with(&pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    if down_since.is_none() {
+                        warn!(error = %e, "wake-up listener cannot connect; polling until it can");
+                        down_since = Some(tokio::time::Instant::now());
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            if let Err(e) = listener.listen(WAKEUP_CHANNEL).await {
+                warn!(error = %e, "LISTEN {WAKEUP_CHANNEL} failed; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+            if down_since.take().is_some() {
+                info!("wake-up listener connected again");
+            }
+            debug!("listening on {WAKEUP_CHANNEL}");
+            self.wake_all();
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    n = listener.try_recv() => match n {
+                        Ok(Some(n)) => self.wake(n.payload()),
+                        Ok(None) => {
+                            // The connection dropped; sqlx reconnects on the next call.
+                            warn!("wake-up listener lost its connection; reconnecting");
+                            self.wake_all();
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "wake-up listener failed; reconnecting");
+                            down_since = Some(tokio::time::Instant::now());
+                            self.wake_all();
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Claims runs from one queue.
+pub struct Claimer {
+    client: Client,
+    queue: String,
+    worker_id: String,
+    claim_timeout_secs: i32,
+    poll_interval: Duration,
+    /// Back-off while claims come back empty although runs look due (locked by others).
+    empty_backoff: Duration,
+    down: bool,
+}
+
+impl Claimer {
+    pub fn new(client: Client, queue: &str, worker_id: &str, claim_timeout: Duration, poll_interval: Duration) -> Claimer {
+        Claimer {
+            client,
+            queue: queue.to_string(),
+            worker_id: worker_id.to_string(),
+            claim_timeout_secs: claim_timeout.as_secs().clamp(1, i32::MAX as u64) as i32,
+            poll_interval,
+            empty_backoff: Duration::from_millis(10),
+            down: false,
+        }
+    }
+
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// Claims up to `qty` runs. Database trouble is logged once and reported as no runs.
+    pub async fn claim(&mut self, qty: usize) -> Vec<ClaimedRun> {
+        match self
+            .client
+            .claim(&self.queue, &self.worker_id, self.claim_timeout_secs, qty as i32)
+            .await
+        {
+            Ok(runs) => {
+                if self.down {
+                    info!(queue = %self.queue, "database reachable again; claiming");
+                    self.down = false;
+                }
+                runs
+            }
+            Err(e) => {
+                if !self.down {
+                    match &e {
+                        ClientError::QueueNotFound(_) => warn!(queue = %self.queue, "{e}"),
+                        _ => warn!(queue = %self.queue, error = %e, "claim failed; backing off and retrying"),
+                    }
+                    self.down = true;
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// How long to wait, after a claim that left slots free, before claiming again: until
+    /// the earliest waiting run is due, at most the poll interval.
+    pub async fn idle_wait(&mut self) -> Duration {
+        if self.down {
+            return self.poll_interval.max(Duration::from_millis(500));
+        }
+        let sql = format!(
+            "select extract(epoch from least(
+                (select min(available_at) from {r} where state = 'pending'),
+                (select min(available_at) from {r} where state = 'sleeping')
+             ) - absurd.current_time())::float8",
+            r = table("r", &self.queue)
+        );
+        let next: Option<f64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(self.client.pool())
+            .await
+            .unwrap_or(None);
+        match next {
+            Some(s) if s.is_finite() && s > 0.0 => {
+                self.empty_backoff = Duration::from_millis(10);
+                Duration::from_secs_f64(s).min(self.poll_interval)
+            }
+            Some(s) if s.is_finite() => {
+                // Due but not claimable by us right now (locked by another claimer, or its
+                // task is in a state that cannot run): back off briefly, doubling.
+                let wait = self.empty_backoff;
+                self.empty_backoff = (self.empty_backoff * 2).min(self.poll_interval);
+                wait
+            }
+            _ => {
+                self.empty_backoff = Duration::from_millis(10);
+                self.poll_interval
+            }
+        }
+    }
+
+    /// Resets the empty-claim back-off after a claim that found work.
+    pub fn found_work(&mut self) {
+        self.empty_backoff = Duration::from_millis(10);
+    }
+}

@@ -1,0 +1,725 @@
+//! The `absurd-host` command line: argument definitions and the admin commands.
+//!
+//! Every database command takes `--database-url` (or `ABSURD_DATABASE_URL`) and prints
+//! human-readable text by default, or one JSON document with `--json`.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::client::{
+    Cancellation, Client, RetryOptions, RetryStrategy, SpawnOptions, State, TaskDetails, TaskFilter,
+};
+use crate::config::{AbsurdConfig, DEFAULT_DATABASE_URL};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "absurd-host",
+    version,
+    about = "A worker host for Absurd durable tasks",
+    long_about = "absurd-host claims Absurd 0.5.1 tasks from PostgreSQL and runs them as sandboxed \
+WebAssembly components or supervised native subprocesses. It also installs the `absurd` schema \
+and administers queues, tasks and events.\n\n\
+Configuration comes from the seed's ABSURD_* environment variables; command-line flags override them.",
+    after_help = "Examples:\n  absurd-host migrate --database-url postgresql://postgres@localhost/absurd\n  \
+absurd-host queue create dsa110-pipeline\n  \
+absurd-host task spawn calibration-solve --queue dsa110-pipeline --params '{\"inputs\":{\"ms_path\":\"/data/x.ms\"}}'\n  \
+absurd-host task result 0190f3c4-... --wait 60"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// PostgreSQL URL of the database holding the `absurd` schema
+    /// [default: postgresql://postgres:postgres@localhost/dsa110_absurd]
+    #[arg(long, global = true, env = "ABSURD_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Print one JSON document instead of text (for scripts).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "ABSURD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or upgrade the `absurd` schema (idempotent).
+    ///
+    /// Refuses a database whose `absurd` schema was installed by something else (such as
+    /// `absurdctl init`) or by a newer absurd-host.
+    Migrate {
+        /// Print the whole schema as one SQL script (one transaction) instead of applying it.
+        #[arg(long)]
+        dump_sql: bool,
+    },
+    /// Print the schema version reported by `absurd.get_schema_version()`.
+    SchemaVersion,
+    /// Create, list, drop and inspect queues.
+    #[command(subcommand)]
+    Queue(QueueCmd),
+    /// Spawn, inspect, list, cancel and retry tasks.
+    #[command(subcommand)]
+    Task(TaskCmd),
+    /// Emit events that wake waiting tasks.
+    #[command(subcommand)]
+    Event(EventCmd),
+    /// Run tasks: claim them from the queue(s) and execute them with the configured handlers.
+    ///
+    /// Runs until SIGTERM or SIGINT, then stops claiming, lets running tasks finish within
+    /// --shutdown-grace, and hands the rest back to the queue. A second signal skips the wait.
+    Worker(WorkerArgs),
+}
+
+/// Options of `absurd-host worker`. Each one can also be set by the environment variable
+/// shown; the flag wins.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Queue to claim from; repeat (or separate with commas) for several queues.
+    #[arg(long = "queue", short = 'q', env = "ABSURD_QUEUE_NAME", value_delimiter = ',', value_name = "QUEUE")]
+    pub queues: Vec<String>,
+    /// Tasks in flight at once, over all queues [default: 4].
+    #[arg(long, env = "ABSURD_WORKER_CONCURRENCY", value_name = "N")]
+    pub concurrency: Option<String>,
+    /// Fallback poll period in seconds, for when no wake-up notification arrives [default: 1.0].
+    #[arg(long, env = "ABSURD_WORKER_POLL_INTERVAL", value_name = "SECONDS")]
+    pub poll_interval: Option<String>,
+    /// Hard wall-clock limit per run in seconds; per-type `timeout` overrides it [default: 3600].
+    #[arg(long, env = "ABSURD_TASK_TIMEOUT", value_name = "SECONDS")]
+    pub task_timeout: Option<String>,
+    /// Lease length in seconds; renewed every third of it while a task runs. A worker that
+    /// dies loses its tasks to other workers this long after its last renewal.
+    #[arg(long, env = "ABSURD_CLAIM_TIMEOUT", default_value = "60", value_name = "SECONDS")]
+    pub claim_timeout: String,
+    /// Retries for tasks this host spawns (max_attempts = retries + 1) [default: 3].
+    #[arg(long, env = "ABSURD_MAX_RETRIES", value_name = "N")]
+    pub max_retries: Option<String>,
+    /// Copy tasks that end failed into the dead-letter queue [default: true].
+    #[arg(long, env = "ABSURD_DLQ_ENABLED", value_name = "BOOL")]
+    pub dlq_enabled: Option<String>,
+    /// Dead-letter queue (created if missing) [default: <queue>-dlq].
+    #[arg(long, env = "ABSURD_DLQ_QUEUE_NAME", value_name = "QUEUE")]
+    pub dlq_queue: Option<String>,
+    /// Worker id recorded on claimed runs [default: <hostname>:<pid>:<random 8 hex>].
+    #[arg(long, env = "ABSURD_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Host configuration file declaring the task types (absurd-host.toml).
+    #[arg(long, env = "ABSURD_HOST_CONFIG", value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
+    /// Fail tasks whose name has no handler here, instead of deferring them 15–30 s for
+    /// another worker (the Absurd SDKs' behaviour, which lets mixed fleets share a queue).
+    #[arg(long)]
+    pub fail_unknown: bool,
+    /// Seconds to let running tasks finish after SIGTERM before handing them back.
+    #[arg(long, env = "ABSURD_SHUTDOWN_GRACE", default_value = "30", value_name = "SECONDS")]
+    pub shutdown_grace: String,
+    /// Do not create the queues at start (by default missing queues are created).
+    #[arg(long)]
+    pub no_create_queues: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCmd {
+    /// Create a queue (no-op if it exists).
+    Create { queue: String },
+    /// List queues.
+    List,
+    /// Drop a queue and every task, run, checkpoint and event in it.
+    Drop {
+        queue: String,
+        /// Required: confirms that the queue's data is to be deleted.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Counts by state, oldest pending age and recent throughput.
+    Stats { queue: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCmd {
+    /// Spawn a task.
+    Spawn(SpawnArgs),
+    /// Show a task with its runs, checkpoints and waits.
+    Get(TaskRef),
+    /// List tasks, newest first.
+    List(ListArgs),
+    /// Cancel a task (no-op if it already finished).
+    Cancel(TaskRef),
+    /// Retry a failed task, in place or as a new task.
+    Retry {
+        #[command(flatten)]
+        task: TaskRef,
+        /// Spawn a new task with the same name and params instead of retrying in place.
+        #[arg(long)]
+        spawn_new: bool,
+        /// New max_attempts (default: one more attempt than it had).
+        #[arg(long)]
+        max_attempts: Option<i32>,
+    },
+    /// Show a task's state and its result or failure.
+    Result {
+        #[command(flatten)]
+        task: TaskRef,
+        /// Wait up to this many seconds for the task to finish.
+        #[arg(long, value_name = "SECONDS")]
+        wait: Option<f64>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TaskRef {
+    /// The task id.
+    pub task_id: Uuid,
+    /// The task's queue (looked up when omitted).
+    #[arg(long, short = 'q')]
+    pub queue: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SpawnArgs {
+    /// The task name (the handler that runs it).
+    pub task_name: String,
+    /// Queue to spawn into.
+    #[arg(long, short = 'q', env = "ABSURD_QUEUE_NAME", default_value = crate::config::DEFAULT_QUEUE_NAME)]
+    pub queue: String,
+    /// Params as a JSON document.
+    #[arg(long, default_value = "{}")]
+    pub params: String,
+    /// One param: `key=text` or `key:=json` (repeatable; merged into --params).
+    #[arg(long = "param", short = 'P', value_name = "KEY=VALUE")]
+    pub param: Vec<String>,
+    /// One header: `key=text` (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "KEY=VALUE")]
+    pub header: Vec<String>,
+    /// Maximum number of attempts [default: ABSURD_MAX_RETRIES + 1].
+    #[arg(long)]
+    pub max_attempts: Option<i32>,
+    /// Retry backoff kind [default: exponential, 30 s doubling up to 1 h].
+    #[arg(long, value_parser = ["none", "fixed", "exponential"])]
+    pub retry_kind: Option<String>,
+    /// Retry base delay in seconds.
+    #[arg(long)]
+    pub retry_base: Option<f64>,
+    /// Exponential retry factor.
+    #[arg(long)]
+    pub retry_factor: Option<f64>,
+    /// Maximum retry delay in seconds.
+    #[arg(long)]
+    pub retry_max: Option<f64>,
+    /// Cancel the task if it has not started within this many seconds.
+    #[arg(long)]
+    pub max_delay: Option<i64>,
+    /// Cancel the task this many seconds after it first started.
+    #[arg(long)]
+    pub max_duration: Option<i64>,
+    /// Spawning twice with the same key returns the first task.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this queue (default: every queue).
+    #[arg(long, short = 'q')]
+    pub queue: Option<String>,
+    /// Only tasks in this state.
+    #[arg(long, short = 's', value_parser = ["pending", "running", "sleeping", "completed", "failed", "cancelled"])]
+    pub state: Option<String>,
+    /// Only tasks with this name.
+    #[arg(long, short = 'n')]
+    pub task_name: Option<String>,
+    /// Page size (1–1000).
+    #[arg(long, short = 'l', default_value_t = 50)]
+    pub limit: i64,
+    /// Continue after this cursor (printed at the end of the previous page).
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventCmd {
+    /// Emit an event (the first emit of a name wins; later ones are ignored).
+    Emit {
+        /// The event name.
+        name: String,
+        #[arg(long, short = 'q', env = "ABSURD_QUEUE_NAME", default_value = crate::config::DEFAULT_QUEUE_NAME)]
+        queue: String,
+        /// Payload as JSON (default: JSON null).
+        #[arg(long)]
+        payload: Option<String>,
+    },
+}
+
+/// Parses `key=text` / `key:=json` pairs into a JSON object.
+pub fn parse_pairs(pairs: &[String], what: &str) -> Result<serde_json::Map<String, Value>> {
+    let mut map = serde_json::Map::new();
+    for pair in pairs {
+        if let Some((k, v)) = pair.split_once(":=") {
+            let value: Value = serde_json::from_str(v)
+                .with_context(|| format!("{what} {pair:?}: {v:?} after `:=` is not valid JSON"))?;
+            map.insert(k.to_string(), value);
+        } else if let Some((k, v)) = pair.split_once('=') {
+            map.insert(k.to_string(), Value::String(v.to_string()));
+        } else {
+            bail!("{what} {pair:?} must look like key=value or key:=json");
+        }
+    }
+    Ok(map)
+}
+
+pub fn parse_json(what: &str, raw: &str) -> Result<Value> {
+    serde_json::from_str(raw).with_context(|| format!("{what} is not valid JSON: {raw:?}"))
+}
+
+impl SpawnArgs {
+    fn build(&self, config: &AbsurdConfig) -> Result<(Value, SpawnOptions)> {
+        let mut params = parse_json("--params", &self.params)?;
+        let extra = parse_pairs(&self.param, "--param")?;
+        if !extra.is_empty() {
+            match params.as_object_mut() {
+                Some(obj) => obj.extend(extra),
+                None => bail!("--param needs --params to be a JSON object, got {}", self.params),
+            }
+        }
+        let headers = parse_pairs(&self.header, "--header")?;
+        let any_retry = self.retry_base.is_some() || self.retry_factor.is_some() || self.retry_max.is_some();
+        let retry_strategy = match (&self.retry_kind, any_retry) {
+            (None, false) => crate::config::default_retry_strategy(),
+            (kind, _) => RetryStrategy {
+                kind: kind.clone().unwrap_or_else(|| "exponential".into()),
+                base_seconds: self.retry_base,
+                factor: self.retry_factor,
+                max_seconds: self.retry_max,
+            },
+        };
+        let cancellation = (self.max_delay.is_some() || self.max_duration.is_some()).then(|| Cancellation {
+            max_delay: self.max_delay,
+            max_duration: self.max_duration,
+        });
+        let opts = SpawnOptions {
+            headers: (!headers.is_empty()).then_some(Value::Object(headers)),
+            retry_strategy: Some(retry_strategy),
+            max_attempts: Some(self.max_attempts.unwrap_or_else(|| config.default_max_attempts())),
+            cancellation,
+            idempotency_key: self.idempotency_key.clone(),
+        };
+        Ok((params, opts))
+    }
+}
+
+/// Runs an admin command.
+pub async fn run_admin(cli: Cli, config: AbsurdConfig) -> Result<()> {
+    let json_out = cli.global.json;
+    let url = cli
+        .global
+        .database_url
+        .clone()
+        .or_else(|| config.database_url.clone())
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
+    if let Command::Migrate { dump_sql: true } = cli.command {
+        print!("{}", crate::db::dump_sql());
+        return Ok(());
+    }
+    let redacted = crate::db::redact_url(&url);
+    let client = Client::connect(&url)
+        .await
+        .with_context(|| format!("cannot connect to {redacted}"))?;
+    match cli.command {
+        Command::Migrate { .. } => {
+            let report = crate::db::migrate(client.pool()).await?;
+            if json_out {
+                emit(json!({
+                    "applied": report.applied.iter().map(|(v, d)| json!({"version": v, "description": d})).collect::<Vec<_>>(),
+                    "schema_version": report.schema_version,
+                }));
+            } else if report.applied.is_empty() {
+                println!("{redacted}: schema is up to date (absurd {})", report.schema_version);
+            } else {
+                for (v, d) in &report.applied {
+                    println!("applied migration {v}: {d}");
+                }
+                println!("{redacted}: schema is now absurd {}", report.schema_version);
+            }
+        }
+        Command::SchemaVersion => {
+            let v = client.schema_version().await?;
+            if json_out {
+                emit(json!({ "schema_version": v }));
+            } else {
+                println!("{}", v.as_deref().unwrap_or("unknown (no absurd schema)"));
+            }
+        }
+        Command::Queue(cmd) => queue_cmd(&client, cmd, json_out).await?,
+        Command::Task(cmd) => task_cmd(&client, cmd, &config, json_out).await?,
+        Command::Worker(_) => unreachable!("the worker is started by main"),
+        Command::Event(EventCmd::Emit { name, queue, payload }) => {
+            let payload = payload.as_deref().map(|p| parse_json("--payload", p)).transpose()?;
+            client.emit_event(&queue, &name, payload.as_ref()).await?;
+            if json_out {
+                emit(json!({"queue": queue, "event": name, "emitted": true}));
+            } else {
+                println!("emitted {name:?} on queue {queue:?}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn emit(v: Value) {
+    println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+}
+
+async fn queue_cmd(client: &Client, cmd: QueueCmd, json_out: bool) -> Result<()> {
+    match cmd {
+        QueueCmd::Create { queue } => {
+            client.create_queue(&queue).await?;
+            if json_out {
+                emit(json!({"queue": queue, "created": true}));
+            } else {
+                println!("queue {queue:?} is ready");
+            }
+        }
+        QueueCmd::List => {
+            let queues = client.list_queues().await?;
+            if json_out {
+                emit(json!(queues));
+            } else if queues.is_empty() {
+                println!("no queues (create one with `absurd-host queue create NAME`)");
+            } else {
+                for q in queues {
+                    println!("{q}");
+                }
+            }
+        }
+        QueueCmd::Drop { queue, yes } => {
+            if !yes {
+                bail!("dropping queue {queue:?} deletes all of its tasks; pass --yes to confirm");
+            }
+            client.drop_queue(&queue).await?;
+            if json_out {
+                emit(json!({"queue": queue, "dropped": true}));
+            } else {
+                println!("dropped queue {queue:?}");
+            }
+        }
+        QueueCmd::Stats { queue } => {
+            if !client.queue_exists(&queue).await? {
+                bail!("queue {queue:?} does not exist");
+            }
+            let s = client.queue_stats(&queue).await?;
+            if json_out {
+                emit(serde_json::to_value(&s)?);
+            } else {
+                println!("queue {}", s.queue_name);
+                println!(
+                    "  pending {}  running {}  sleeping {}  completed {}  failed {}  cancelled {}  (total {})",
+                    s.pending, s.running, s.sleeping, s.completed, s.failed, s.cancelled, s.total
+                );
+                match s.oldest_pending_age_secs {
+                    Some(a) => println!("  oldest pending: {}", human_age(a)),
+                    None => println!("  oldest pending: none"),
+                }
+                println!(
+                    "  completed in the last 1/5/15 min: {}/{}/{}",
+                    s.completed_last_1m, s.completed_last_5m, s.completed_last_15m
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn resolve_queue(client: &Client, task: &TaskRef) -> Result<String> {
+    if let Some(q) = &task.queue {
+        return Ok(q.clone());
+    }
+    client
+        .find_task_queue(task.task_id)
+        .await?
+        .with_context(|| format!("task {} was not found in any queue", task.task_id))
+}
+
+async fn task_cmd(client: &Client, cmd: TaskCmd, config: &AbsurdConfig, json_out: bool) -> Result<()> {
+    match cmd {
+        TaskCmd::Spawn(args) => {
+            let (params, opts) = args.build(config)?;
+            let s = client.spawn(&args.queue, &args.task_name, &params, &opts).await?;
+            if json_out {
+                emit(serde_json::to_value(&s)?);
+            } else if s.created {
+                println!("spawned {} {} on {:?} (run {})", args.task_name, s.task_id, args.queue, s.run_id);
+            } else {
+                println!(
+                    "task {} already exists for idempotency key {:?} (attempt {})",
+                    s.task_id,
+                    args.idempotency_key.unwrap_or_default(),
+                    s.attempt
+                );
+            }
+        }
+        TaskCmd::Get(task) => {
+            let queue = resolve_queue(client, &task).await?;
+            let Some(t) = client.get_task(&queue, task.task_id).await? else {
+                bail!("task {} not found in queue {queue:?}", task.task_id);
+            };
+            if json_out {
+                emit(serde_json::to_value(&t)?);
+            } else {
+                print_task(&t);
+            }
+        }
+        TaskCmd::List(args) => {
+            let filter = TaskFilter {
+                queue: args.queue,
+                state: args.state.as_deref().map(str::parse::<State>).transpose()?,
+                task_name: args.task_name,
+                limit: Some(args.limit),
+                cursor: args.cursor,
+            };
+            let page = client.list_tasks(&filter).await?;
+            if json_out {
+                emit(serde_json::to_value(&page)?);
+            } else {
+                for t in &page.tasks {
+                    println!(
+                        "{}  {:<9}  {}/{}  {}  {}",
+                        t.task_id,
+                        t.state.as_str(),
+                        t.attempts,
+                        t.max_attempts.map(|m| m.to_string()).unwrap_or_else(|| "∞".into()),
+                        t.queue_name,
+                        t.task_name
+                    );
+                }
+                println!("{} of {} matching task(s)", page.tasks.len(), page.total);
+                if let Some(c) = page.next_cursor {
+                    println!("next page: --cursor {c}");
+                }
+            }
+        }
+        TaskCmd::Cancel(task) => {
+            let queue = resolve_queue(client, &task).await?;
+            client.cancel_task(&queue, task.task_id).await?;
+            let r = client.task_result(&queue, task.task_id).await?;
+            let state = r.map(|r| r.state.as_str()).unwrap_or("unknown");
+            if json_out {
+                emit(json!({"task_id": task.task_id, "queue": queue, "state": state}));
+            } else {
+                println!("task {} is {state}", task.task_id);
+            }
+        }
+        TaskCmd::Retry { task, spawn_new, max_attempts } => {
+            let queue = resolve_queue(client, &task).await?;
+            let s = client
+                .retry_task(&queue, task.task_id, &RetryOptions { spawn_new, max_attempts })
+                .await?;
+            if json_out {
+                emit(serde_json::to_value(&s)?);
+            } else if s.created {
+                println!("spawned new task {} (run {})", s.task_id, s.run_id);
+            } else {
+                println!("task {} retried in place: attempt {} (run {})", s.task_id, s.attempt, s.run_id);
+            }
+        }
+        TaskCmd::Result { task, wait } => {
+            let queue = resolve_queue(client, &task).await?;
+            let r = match wait {
+                Some(secs) => {
+                    let d = Duration::try_from_secs_f64(secs)
+                        .map_err(|_| anyhow::anyhow!("--wait {secs} is not a valid number of seconds"))?;
+                    client.await_result(&queue, task.task_id, d).await?
+                }
+                None => client
+                    .task_result(&queue, task.task_id)
+                    .await?
+                    .with_context(|| format!("task {} not found in queue {queue:?}", task.task_id))?,
+            };
+            if json_out {
+                emit(serde_json::to_value(&r)?);
+            } else {
+                println!("{}: {}", r.task_id, r.state);
+                if let Some(v) = &r.result {
+                    println!("result: {}", serde_json::to_string_pretty(v)?);
+                }
+                if let Some(v) = &r.failure_reason {
+                    println!("failure: {}", serde_json::to_string_pretty(v)?);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_task(t: &TaskDetails) {
+    let s = &t.summary;
+    println!("task {} ({}) on queue {}", s.task_id, s.task_name, s.queue_name);
+    println!(
+        "  state {}  attempts {}/{}",
+        s.state,
+        s.attempts,
+        s.max_attempts.map(|m| m.to_string()).unwrap_or_else(|| "∞".into())
+    );
+    println!("  enqueued {}", s.enqueue_at.to_rfc3339());
+    println!("  params {}", t.params);
+    if let Some(h) = &t.headers {
+        println!("  headers {h}");
+    }
+    if let Some(p) = &t.completed_payload {
+        println!("  result {p}");
+    }
+    for r in &t.runs {
+        println!(
+            "  run {} attempt {} {}{}",
+            r.run_id,
+            r.attempt,
+            r.state,
+            r.claimed_by.as_deref().map(|w| format!(" by {w}")).unwrap_or_default()
+        );
+        if let Some(f) = &r.failure_reason {
+            println!("    failure {f}");
+        }
+    }
+    for c in &t.checkpoints {
+        println!("  checkpoint {} ({}) = {}", c.checkpoint_name, c.status, c.state);
+    }
+    for w in &t.waits {
+        println!("  waiting for event {:?} (step {})", w.event_name, w.step_name);
+    }
+}
+
+fn human_age(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        _ => format!("{:.1} h", s as f64 / 3600.0),
+    }
+}
+
+impl WorkerArgs {
+    /// The configuration: each `ABSURD_*` variable comes from its flag (which clap fills from
+    /// the environment when the flag is absent), validated in one place so that every error
+    /// names the variable.
+    pub fn config(&self, global: &GlobalArgs) -> Result<AbsurdConfig> {
+        let queue = match self.queues.as_slice() {
+            [] => None,
+            [first, ..] => Some(first.clone()),
+        };
+        let lookup = |name: &str| -> Option<String> {
+            match name {
+                "ABSURD_ENABLED" => std::env::var(name).ok(),
+                "ABSURD_DATABASE_URL" => global.database_url.clone(),
+                "ABSURD_QUEUE_NAME" => queue.clone(),
+                "ABSURD_WORKER_CONCURRENCY" => self.concurrency.clone(),
+                "ABSURD_WORKER_POLL_INTERVAL" => self.poll_interval.clone(),
+                "ABSURD_TASK_TIMEOUT" => self.task_timeout.clone(),
+                "ABSURD_MAX_RETRIES" => self.max_retries.clone(),
+                "ABSURD_DLQ_ENABLED" => self.dlq_enabled.clone(),
+                "ABSURD_DLQ_QUEUE_NAME" => self.dlq_queue.clone(),
+                _ => None,
+            }
+        };
+        let config = AbsurdConfig::from_lookup(lookup)?;
+        for q in &self.queues {
+            crate::config::validate_queue_name("--queue", q)?;
+        }
+        Ok(config)
+    }
+
+    pub fn settings(&self, config: &AbsurdConfig) -> Result<crate::worker::WorkerSettings> {
+        let claim_timeout = crate::config::parse_seconds("ABSURD_CLAIM_TIMEOUT", &self.claim_timeout)?;
+        if claim_timeout < Duration::from_secs(1) || claim_timeout.subsec_nanos() != 0 {
+            bail!(
+                "invalid ABSURD_CLAIM_TIMEOUT: must be a whole number of seconds >= 1, got {}",
+                self.claim_timeout
+            );
+        }
+        let shutdown_grace = match self.shutdown_grace.trim().parse::<f64>() {
+            Ok(s) if s >= 0.0 && s.is_finite() => Duration::from_secs_f64(s),
+            _ => bail!(
+                "invalid ABSURD_SHUTDOWN_GRACE: {:?} is not a number of seconds >= 0",
+                self.shutdown_grace
+            ),
+        };
+        let queues = if self.queues.is_empty() {
+            vec![config.queue_name.clone()]
+        } else {
+            let mut q = self.queues.clone();
+            q.dedup();
+            q
+        };
+        if let Some(dlq) = config.dlq_enabled.then_some(&config.dlq_queue_name) {
+            if queues.contains(dlq) {
+                bail!("invalid ABSURD_DLQ_QUEUE_NAME: {dlq:?} is also a queue this worker claims from");
+            }
+        }
+        Ok(crate::worker::WorkerSettings {
+            queues,
+            worker_id: self
+                .worker_id
+                .clone()
+                .filter(|w| !w.trim().is_empty())
+                .unwrap_or_else(crate::worker::default_worker_id),
+            concurrency: config.worker_concurrency as usize,
+            poll_interval: config.worker_poll_interval,
+            claim_timeout,
+            task_timeout: config.task_timeout,
+            fail_unknown: self.fail_unknown,
+            shutdown_grace,
+            dlq: config.dlq_enabled.then(|| config.dlq_queue_name.clone()),
+            dlq_sweep_interval: Duration::from_secs(5),
+        })
+    }
+}
+
+/// `absurd-host worker`: runs until `shutdown` is cancelled.
+pub async fn run_worker(
+    global: &GlobalArgs,
+    args: &WorkerArgs,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<()> {
+    let config = args.config(global)?;
+    let settings = args.settings(&config)?;
+    let registry = crate::dispatch::Registry::load(args.config.as_ref())?;
+    if registry.is_empty() {
+        tracing::warn!(
+            "no task types are configured (see --config); every task will be deferred for other workers"
+        );
+    }
+    let url = config.database_url_or_default().to_string();
+    let redacted = crate::db::redact_url(&url);
+    // Claimers, lease renewal, settling and the listener share the pool; size it to the load.
+    let pool = crate::db::connect(&url, (settings.concurrency as u32 + 4).min(64))
+        .await
+        .with_context(|| format!("cannot connect to {redacted}"))?;
+    let client = Client::new(pool);
+    match client.schema_version().await? {
+        Some(v) => tracing::info!(schema_version = %v, database = %redacted, "connected"),
+        None => bail!(
+            "{redacted} has no absurd schema; run `absurd-host migrate` (or `absurdctl init`) first"
+        ),
+    }
+    if !args.no_create_queues {
+        for q in &settings.queues {
+            client.ensure_queue(q).await?;
+        }
+    }
+    crate::worker::run(client, registry, settings, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! Dispatch: which handler runs a task, by task name.
+//!
+//! Task types are declared in the host configuration file (`absurd-host.toml`, given with
+//! `--config` or `ABSURD_HOST_CONFIG`):
+//!
+//! ```toml
+//! [tasks.echo]
+//! kind = "builtin"      # builtin | wasm | native
+//! builtin = "echo"      # which builtin (default: the task name)
+//! timeout = 30          # seconds; overrides ABSURD_TASK_TIMEOUT for this type
+//! max_attempts = 2      # never run more attempts than this, whatever the spawner asked
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::execute::builtin::{self, Builtin};
+use crate::execute::Handler;
+
+/// The parsed `absurd-host.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Task types by task name.
+    #[serde(default)]
+    pub tasks: HashMap<String, TaskTypeConfig>,
+}
+
+/// One `[tasks.<name>]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskTypeConfig {
+    pub kind: HandlerKind,
+    /// For `kind = "builtin"`: the builtin's name (default: the task name).
+    pub builtin: Option<String>,
+    /// Wall-clock limit per run in seconds (default: `ABSURD_TASK_TIMEOUT`).
+    pub timeout: Option<f64>,
+    /// Upper bound on attempts for this type.
+    pub max_attempts: Option<i32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandlerKind {
+    Builtin,
+    Wasm,
+    Native,
+}
+
+/// An error in the host configuration file, naming the file and the entry at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct HostConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl HostConfig {
+    pub fn load(path: &Path) -> Result<HostConfig, HostConfigError> {
+        let err = |message: String| HostConfigError {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        Self::parse(&text).map_err(|m| err(m))
+    }
+
+    pub fn parse(text: &str) -> Result<HostConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+/// A task type ready to run: its handler and per-type limits.
+#[derive(Clone)]
+pub struct TaskType {
+    pub handler: Arc<dyn Handler>,
+    pub timeout: Option<Duration>,
+    pub max_attempts: Option<i32>,
+}
+
+/// Task name → task type.
+#[derive(Clone, Default)]
+pub struct Registry {
+    types: HashMap<String, TaskType>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("task_types", &self.names()).finish()
+    }
+}
+
+impl Registry {
+    /// Builds the registry, checking every entry (an unknown builtin, a bad timeout, …) so
+    /// that configuration mistakes stop the host at start rather than fail tasks later.
+    pub fn from_config(config: &HostConfig, config_path: Option<&Path>) -> Result<Registry, HostConfigError> {
+        let path = config_path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "host configuration".into());
+        let mut types = HashMap::new();
+        let mut names: Vec<_> = config.tasks.keys().collect();
+        names.sort();
+        for name in names {
+            let t = &config.tasks[name];
+            let err = |message: String| HostConfigError {
+                path: path.clone(),
+                message: format!("[tasks.{name}]: {message}"),
+            };
+            let timeout = match t.timeout {
+                None => None,
+                Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+                Some(s) => return Err(err(format!("timeout must be a positive number of seconds, got {s}"))),
+            };
+            if let Some(m) = t.max_attempts {
+                if m < 1 {
+                    return Err(err(format!("max_attempts must be >= 1, got {m}")));
+                }
+            }
+            let handler: Arc<dyn Handler> = match t.kind {
+                HandlerKind::Builtin => {
+                    let which = t.builtin.as_deref().unwrap_or(name);
+                    Arc::new(Builtin::new(which).ok_or_else(|| {
+                        err(format!(
+                            "unknown builtin {which:?}; the builtins are {}",
+                            builtin::NAMES.join(", ")
+                        ))
+                    })?)
+                }
+                HandlerKind::Wasm | HandlerKind::Native => {
+                    return Err(err(format!(
+                        "handler kind {:?} is not available in this build yet",
+                        t.kind
+                    )))
+                }
+            };
+            if t.kind != HandlerKind::Builtin && t.builtin.is_some() {
+                return Err(err("`builtin` is only valid with kind = \"builtin\"".into()));
+            }
+            types.insert(
+                name.clone(),
+                TaskType {
+                    handler,
+                    timeout,
+                    max_attempts: t.max_attempts,
+                },
+            );
+        }
+        Ok(Registry { types })
+    }
+
+    /// Loads the file at `path` (if any) and builds the registry.
+    pub fn load(path: Option<&PathBuf>) -> Result<Registry, HostConfigError> {
+        match path {
+            None => Ok(Registry::default()),
+            Some(p) => Registry::from_config(&HostConfig::load(p)?, Some(p)),
+        }
+    }
+
+    pub fn get(&self, task_name: &str) -> Option<&TaskType> {
+        self.types.get(task_name)
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.types.keys().map(String::as_str).collect();
+        v.sort();
+        v
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.types.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(text: &str) -> Result<Registry, String> {
+        let c = HostConfig::parse(text)?;
+        Registry::from_config(&c, None).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn builtins_are_registered_with_their_limits() {
+        let r = registry(
+            "[tasks.echo]\nkind = \"builtin\"\n[tasks.slow]\nkind = \"builtin\"\nbuiltin = \"sleep\"\ntimeout = 2.5\nmax_attempts = 2\n",
+        )
+        .unwrap();
+        assert_eq!(r.names(), vec!["echo", "slow"]);
+        let slow = r.get("slow").unwrap();
+        assert_eq!(slow.timeout, Some(Duration::from_millis(2500)));
+        assert_eq!(slow.max_attempts, Some(2));
+        assert_eq!(slow.handler.kind(), "builtin");
+        assert!(r.get("other").is_none());
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let e = registry("[tasks.x]\nkind = \"builtin\"\n").unwrap_err();
+        assert!(e.contains("[tasks.x]") && e.contains("unknown builtin \"x\""), "{e}");
+        let e = registry("[tasks.echo]\nkind = \"builtin\"\ntimeout = 0\n").unwrap_err();
+        assert!(e.contains("timeout must be a positive number of seconds, got 0"), "{e}");
+        let e = registry("[tasks.echo]\nkind = \"builtin\"\nmax_attempts = 0\n").unwrap_err();
+        assert!(e.contains("max_attempts must be >= 1, got 0"), "{e}");
+        let e = registry("[tasks.echo]\nkind = \"python\"\n").unwrap_err();
+        assert!(e.contains("python"), "{e}");
+        let e = registry("[tasks.echo]\nkind = \"builtin\"\ntimeot = 3\n").unwrap_err();
+        assert!(e.contains("timeot"), "{e}");
+    }
+}

@@ -1,0 +1,115 @@
+//! The `builtin` handler kind: small in-process handlers for tests, smoke checks and demos.
+//!
+//! | name     | does                                                                  |
+//! |----------|-----------------------------------------------------------------------|
+//! | `noop`   | returns `null`                                                        |
+//! | `echo`   | returns its params                                                    |
+//! | `fail`   | fails with `params.message` (permanent when `params.permanent`)       |
+//! | `sleep`  | busy-waits `params.seconds` in the host (for timeout tests), returns them |
+//! | `nap`    | durable sleep: suspends for `params.seconds`, then returns `"rested"` |
+//! | `wait-event` | waits for the event `params.event` (timeout `params.timeout`), returns its payload |
+//! | `steps`  | runs `params.count` checkpointed steps, returning their values         |
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::{BoxFuture, Failure, Handler, TaskContext, TaskError};
+
+pub const NAMES: &[&str] = &["noop", "echo", "fail", "sleep", "nap", "wait-event", "steps"];
+
+/// A builtin handler, by name.
+pub struct Builtin {
+    name: &'static str,
+}
+
+impl Builtin {
+    pub fn new(name: &str) -> Option<Builtin> {
+        NAMES.iter().find(|n| **n == name).map(|n| Builtin { name: n })
+    }
+}
+
+fn param_f64(ctx: &TaskContext, key: &str, default: f64) -> Result<f64, TaskError> {
+    match ctx.params().get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v.as_f64().ok_or_else(|| {
+            TaskError::Failed(
+                Failure::new("$InvalidParams", format!("params.{key} must be a number, got {v}")).permanent(),
+            )
+        }),
+    }
+}
+
+impl Handler for Builtin {
+    fn kind(&self) -> &'static str {
+        "builtin"
+    }
+
+    fn run(&self, ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
+        let name = self.name;
+        Box::pin(async move {
+            match name {
+                "noop" => Ok(Value::Null),
+                "echo" => Ok(ctx.params().clone()),
+                "fail" => {
+                    let message = ctx
+                        .params()
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("the fail builtin always fails")
+                        .to_string();
+                    let mut f = Failure::new("BuiltinFailure", message);
+                    if ctx.params().get("permanent").and_then(Value::as_bool) == Some(true) {
+                        f = f.permanent();
+                    }
+                    Err(f.into())
+                }
+                "sleep" => {
+                    let secs = param_f64(&ctx, "seconds", 1.0)?;
+                    tokio::time::sleep(Duration::from_secs_f64(secs.max(0.0))).await;
+                    Ok(json!({"slept": secs}))
+                }
+                "nap" => {
+                    let secs = param_f64(&ctx, "seconds", 1.0)?;
+                    ctx.sleep_for("nap", secs).await?;
+                    Ok(json!("rested"))
+                }
+                "wait-event" => {
+                    let event = ctx
+                        .params()
+                        .get("event")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| {
+                            TaskError::Failed(
+                                Failure::new("$InvalidParams", "params.event (a string) is required").permanent(),
+                            )
+                        })?
+                        .to_string();
+                    let timeout = ctx.params().get("timeout").and_then(Value::as_i64).map(|t| t as i32);
+                    match ctx.await_event(&event, None, timeout).await? {
+                        Some(payload) => Ok(json!({"event": event, "payload": payload})),
+                        None => Err(Failure::new("TimeoutError", format!("event {event:?} did not arrive in time")).into()),
+                    }
+                }
+                "steps" => {
+                    let count = param_f64(&ctx, "count", 3.0)? as u32;
+                    let mut values = Vec::new();
+                    for i in 0..count {
+                        let name = ctx.next_checkpoint_name("step");
+                        let v = match ctx.checkpoint(&name) {
+                            Some(v) => v,
+                            None => {
+                                let v = json!(i * i);
+                                ctx.store_checkpoint(&name, &v).await?;
+                                v
+                            }
+                        };
+                        values.push(v);
+                    }
+                    Ok(Value::Array(values))
+                }
+                other => unreachable!("unknown builtin {other}"),
+            }
+        })
+    }
+}

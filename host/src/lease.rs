@@ -1,0 +1,159 @@
+//! Leases: keeping the claims of running tasks alive, and noticing when one is lost.
+//!
+//! Every in-flight run is registered here. One timer renews all of them every third of the
+//! claim timeout, one statement per queue; a run that is no longer `running` (lease expired
+//! and swept, or the task cancelled) has its token cancelled, which stops its execution
+//! without reporting anything.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::Row;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::client::{table, Client, ClientError};
+
+struct Lease {
+    queue: String,
+    lost: CancellationToken,
+}
+
+/// The registry of in-flight runs and their leases.
+#[derive(Clone, Default)]
+pub struct Leases {
+    runs: Arc<Mutex<HashMap<Uuid, Lease>>>,
+}
+
+impl Leases {
+    /// Registers a run; the token is cancelled if the run is lost.
+    pub fn register(&self, queue: &str, run_id: Uuid) -> CancellationToken {
+        let lost = CancellationToken::new();
+        self.runs.lock().unwrap().insert(
+            run_id,
+            Lease {
+                queue: queue.to_string(),
+                lost: lost.clone(),
+            },
+        );
+        lost
+    }
+
+    pub fn release(&self, run_id: Uuid) {
+        self.runs.lock().unwrap().remove(&run_id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.runs.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn by_queue(&self) -> HashMap<String, Vec<Uuid>> {
+        let mut m: HashMap<String, Vec<Uuid>> = HashMap::new();
+        for (run, lease) in self.runs.lock().unwrap().iter() {
+            m.entry(lease.queue.clone()).or_default().push(*run);
+        }
+        m
+    }
+
+    fn mark_lost(&self, run_id: Uuid, why: &str) {
+        if let Some(l) = self.runs.lock().unwrap().get(&run_id) {
+            if !l.lost.is_cancelled() {
+                info!(%run_id, "run lost ({why}); stopping it without reporting");
+                l.lost.cancel();
+            }
+        }
+    }
+
+    /// Renews every lease now. Runs found lost are cancelled.
+    pub async fn renew_all(&self, client: &Client, extend_by_secs: i32) {
+        for (queue, runs) in self.by_queue() {
+            if let Err(e) = self.renew_queue(client, &queue, &runs, extend_by_secs).await {
+                warn!(%queue, error = %e, "could not renew leases");
+            }
+        }
+    }
+
+    async fn renew_queue(&self, client: &Client, queue: &str, runs: &[Uuid], extend_by: i32) -> Result<(), ClientError> {
+        let qerr = |e| ClientError::from_sqlx(e, Some(queue));
+        // Find the runs that are no longer ours before extending, so that one lost run does
+        // not fail the batched statement for all the others.
+        let sql = format!(
+            "select r.run_id, r.state, t.state as task_state
+             from {r} r join {t} t on t.task_id = r.task_id where r.run_id = any($1)",
+            r = table("r", queue),
+            t = table("t", queue)
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(runs)
+            .fetch_all(client.pool())
+            .await
+            .map_err(qerr)?;
+        let mut alive = Vec::new();
+        for row in &rows {
+            let run_id: Uuid = row.get("run_id");
+            let state: String = row.get("state");
+            let task_state: String = row.get("task_state");
+            if task_state == "cancelled" {
+                self.mark_lost(run_id, "task cancelled");
+            } else if state != "running" {
+                self.mark_lost(run_id, &format!("run is {state}; its lease expired"));
+            } else {
+                alive.push(run_id);
+            }
+        }
+        for run in runs {
+            if !rows.iter().any(|r| r.get::<Uuid, _>("run_id") == *run) {
+                self.mark_lost(*run, "run no longer exists");
+            }
+        }
+        if alive.is_empty() {
+            return Ok(());
+        }
+        let batch = sqlx::query("select absurd.extend_claim($1, x, $3) from unnest($2::uuid[]) as x")
+            .bind(queue)
+            .bind(&alive)
+            .bind(extend_by)
+            .execute(client.pool())
+            .await;
+        match batch {
+            Ok(_) => {
+                debug!(%queue, runs = alive.len(), "leases renewed");
+                Ok(())
+            }
+            Err(_) => {
+                // Something changed between the two statements: renew one by one.
+                for run in alive {
+                    match client.extend_claim(queue, run, extend_by).await {
+                        Ok(()) => {}
+                        Err(ClientError::Cancelled) => self.mark_lost(run, "task cancelled"),
+                        Err(ClientError::RunFailed(_)) => self.mark_lost(run, "lease expired"),
+                        Err(e @ ClientError::Rejected(_)) => self.mark_lost(run, &e.to_string()),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Renews all leases every `claim_timeout / 3` until `stop` is cancelled.
+    pub async fn run(self, client: Client, claim_timeout: Duration, stop: CancellationToken) {
+        let period = (claim_timeout / 3).max(Duration::from_millis(200));
+        let extend_by = claim_timeout.as_secs().max(1) as i32;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(period) => {}
+            }
+            if !self.is_empty() {
+                self.renew_all(&client, extend_by).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! absurd-host: a worker host for Absurd durable tasks.
+//!
+//! The modules follow a task's path through the host:
+//!
+//! * [`claim`]: taking runs from a queue as soon as they are ready (LISTEN/NOTIFY, timers, polling);
+//! * [`lease`]: renewing the claims of running tasks and noticing lost ones;
+//! * [`dispatch`]: task name → handler, from `absurd-host.toml`;
+//! * [`execute`]: the handler trait, the durable task context, and the handler kinds;
+//! * [`settle`]: completing, failing, handing back — every write fenced by run id;
+//! * [`dead_letter`]: copying failed tasks into the dead-letter queue exactly once;
+//! * [`worker`]: the loop that ties them together, with graceful shutdown.
+//!
+//! Around them: [`config`] (the `ABSURD_*` environment), [`db`] (connection and migrations),
+//! [`client`] (typed calls for every Absurd operation) and [`cli`] (the `absurd-host` command).
+
+pub mod claim;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod db;
+pub mod dead_letter;
+pub mod dispatch;
+pub mod execute;
+pub mod lease;
+pub mod metrics;
+pub mod settle;
+pub mod worker;

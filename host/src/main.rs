@@ -1,0 +1,59 @@
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+use absurd_host::cli::{Cli, Command, LogFormat};
+use absurd_host::config::AbsurdConfig;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.log_format);
+    let result = match &cli.command {
+        Command::Worker(args) => {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(on_signals(shutdown.clone()));
+            absurd_host::cli::run_worker(&cli.global, args, shutdown).await
+        }
+        _ => match AbsurdConfig::from_env() {
+            Ok(config) => absurd_host::cli::run_admin(cli, config).await,
+            Err(e) => Err(e.into()),
+        },
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// First SIGTERM/SIGINT: drain gracefully. Second: stop now (the grace period is skipped by
+/// exiting; running tasks are then recovered by lease expiry).
+async fn on_signals(shutdown: CancellationToken) {
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutdown requested; draining (send the signal again to exit at once)");
+    shutdown.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::warn!("second signal; exiting without waiting for running tasks");
+    std::process::exit(130);
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ABSURD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

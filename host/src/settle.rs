@@ -1,0 +1,172 @@
+//! Settle: reporting a run's outcome, fenced by run id.
+//!
+//! Every write names the run it settles; the schema refuses a stale run (`AB002`, lease lost)
+//! or a cancelled one (`AB001`), so a worker that lost its run can never complete or fail the
+//! task. Writes that fail because the database is unreachable are retried with backoff for as
+//! long as the lease could still be ours; after that the lease sweep owns the run.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::client::{ClaimedRun, Client, ClientError, State};
+use crate::execute::Failure;
+
+/// What happened to the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Completed,
+    /// The run failed; `task_failed` says whether that was the task's last attempt.
+    Failed { task_failed: bool },
+    /// The run was lost (cancelled or lease expired) before it could be reported.
+    Lost,
+    /// Could not reach the database before the lease ran out; the lease sweep takes over.
+    GaveUp,
+}
+
+fn retryable(e: &ClientError) -> bool {
+    matches!(e, ClientError::Unavailable(_) | ClientError::Database(_))
+}
+
+/// Retries `op` while the database is unreachable, until `give_up_after`.
+async fn with_retries<T, F, Fut>(what: &str, give_up_after: Duration, mut op: F) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let deadline = tokio::time::Instant::now() + give_up_after;
+    let mut pause = Duration::from_millis(100);
+    let mut warned = false;
+    loop {
+        match op().await {
+            Err(e) if retryable(&e) && tokio::time::Instant::now() + pause < deadline => {
+                if !warned {
+                    warn!(error = %e, "{what}: database unreachable; retrying until it is back");
+                    warned = true;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            other => {
+                if warned && other.is_ok() {
+                    info!("{what}: database reachable again");
+                }
+                return other;
+            }
+        }
+    }
+}
+
+/// The state of a run, to resolve a write whose commit we did not see acknowledged.
+async fn run_state(client: &Client, queue: &str, task_id: Uuid, run_id: Uuid) -> Option<State> {
+    let task = client.get_task(queue, task_id).await.ok()??;
+    task.runs.iter().find(|r| r.run_id == run_id).map(|r| r.state)
+}
+
+/// Completes the run with `result`.
+pub async fn complete(client: &Client, queue: &str, run: &ClaimedRun, result: &Value, lease: Duration) -> Settled {
+    let r = with_retries("complete_run", lease, || client.complete_run(queue, run.run_id, result)).await;
+    match r {
+        Ok(()) => Settled::Completed,
+        Err(e) if e.is_run_lost() => Settled::Lost,
+        Err(ClientError::Rejected(msg)) => {
+            // A retried write after a commit whose reply was lost: did the first one land?
+            match run_state(client, queue, run.task_id, run.run_id).await {
+                Some(State::Completed) => Settled::Completed,
+                Some(State::Cancelled) | Some(State::Failed) => Settled::Lost,
+                _ => {
+                    warn!(%msg, "complete_run was refused");
+                    Settled::Lost
+                }
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, "could not complete the run; its lease will expire and it will be retried");
+            Settled::GaveUp
+        }
+    }
+}
+
+/// Fails the run. With `permanent`, the task gets no further attempts: its `max_attempts`
+/// is lowered to this attempt in the same transaction as `fail_run`.
+pub async fn fail(
+    client: &Client,
+    queue: &str,
+    run: &ClaimedRun,
+    failure: &Failure,
+    permanent: bool,
+    lease: Duration,
+) -> Settled {
+    let reason = failure.to_json();
+    let r = with_retries("fail_run", lease, || async {
+        if permanent {
+            fail_permanently(client, queue, run, &reason).await
+        } else {
+            client.fail_run(queue, run.run_id, &reason, None).await
+        }
+    })
+    .await;
+    match r {
+        Ok(()) => {}
+        Err(e) if e.is_run_lost() => return Settled::Lost,
+        Err(ClientError::Rejected(msg)) => match run_state(client, queue, run.task_id, run.run_id).await {
+            Some(State::Failed) => {}
+            _ => {
+                warn!(%msg, "fail_run was refused");
+                return Settled::Lost;
+            }
+        },
+        Err(e) => {
+            warn!(error = %e, "could not fail the run; its lease will expire and it will be retried");
+            return Settled::GaveUp;
+        }
+    }
+    let task_failed = matches!(
+        client.task_result(queue, run.task_id).await,
+        Ok(Some(r)) if r.state == State::Failed
+    );
+    Settled::Failed { task_failed }
+}
+
+async fn fail_permanently(client: &Client, queue: &str, run: &ClaimedRun, reason: &Value) -> Result<(), ClientError> {
+    let mut tx = client.pool().begin().await.map_err(|e| ClientError::Unavailable(e.to_string()))?;
+    let sql = format!(
+        "update {} set max_attempts = $2 where task_id = $1 and (max_attempts is null or max_attempts > $2)",
+        crate::client::table("t", queue)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(run.task_id)
+        .bind(run.attempt)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
+    sqlx::query("select absurd.fail_run($1, $2, $3, null)")
+        .bind(queue)
+        .bind(run.run_id)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
+    tx.commit().await.map_err(|e| ClientError::from_sqlx(e, Some(queue)))
+}
+
+/// Hands a run back for another worker to resume from its checkpoints right away (used on
+/// shutdown, instead of leaving it to wait for its lease to expire).
+pub async fn hand_back(client: &Client, queue: &str, run: &ClaimedRun) -> bool {
+    match client.schedule_run_in(queue, run.run_id, 0.0).await {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(error = %e, "could not hand the run back; it will be retried after its lease expires");
+            false
+        }
+    }
+}
+
+/// Puts back a run whose task name this host does not know, 15–30 s later, as the Absurd
+/// SDKs do, so that a worker that knows it can take it.
+pub async fn defer_unknown(client: &Client, queue: &str, run: &ClaimedRun) -> Result<(), ClientError> {
+    let jitter = (run.run_id.as_u128() % 15_000) as f64 / 1000.0;
+    client.schedule_run_in(queue, run.run_id, 15.0 + jitter).await
+}

@@ -1,0 +1,391 @@
+//! The worker: claim → dispatch → execute → settle → dead-letter, for one or more queues.
+//!
+//! Concurrency is one semaphore of `ABSURD_WORKER_CONCURRENCY` slots shared by all queues.
+//! A claimer asks only for as many runs as there are free slots, and claims again as soon as a
+//! slot frees while its queue still has work. Shutdown stops claiming, lets running tasks
+//! finish within the grace period, then stops the rest and hands them back to the queue.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, info_span, warn, Instrument};
+
+use crate::claim::{Claimer, Wakeups};
+use crate::client::{ClaimedRun, Client};
+use crate::dead_letter::DeadLetters;
+use crate::dispatch::Registry;
+use crate::execute::{Failure, TaskContext, TaskError};
+use crate::lease::Leases;
+use crate::metrics::{Counters, Event};
+use crate::settle::{self, Settled};
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub queues: Vec<String>,
+    pub worker_id: String,
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+    pub claim_timeout: Duration,
+    pub task_timeout: Duration,
+    pub fail_unknown: bool,
+    pub shutdown_grace: Duration,
+    /// The dead-letter queue, when enabled.
+    pub dlq: Option<String>,
+    /// How often to look for failures written by others (lease expiry, other workers).
+    pub dlq_sweep_interval: Duration,
+}
+
+/// `<hostname>:<pid>:<8 hex digits>`.
+pub fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    let short = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &short[..8])
+}
+
+struct Shared {
+    client: Client,
+    registry: Registry,
+    settings: WorkerSettings,
+    leases: Leases,
+    counters: Counters,
+    /// Cancelled when the grace period is over: running tasks stop and are handed back.
+    hard_stop: CancellationToken,
+    /// Wakes a queue's claimer to recompute its timer (after a run went to sleep here).
+    wakeups: Wakeups,
+    unknown_logged: Mutex<HashSet<String>>,
+}
+
+/// Runs the worker until `shutdown` is cancelled, then drains. Returns the counters.
+pub async fn run(
+    client: Client,
+    registry: Registry,
+    settings: WorkerSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Counters> {
+    let counters = Counters::default();
+    let wakeups = Wakeups::new(&settings.queues);
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        registry,
+        settings: settings.clone(),
+        leases: Leases::default(),
+        counters: counters.clone(),
+        hard_stop: CancellationToken::new(),
+        wakeups: wakeups.clone(),
+        unknown_logged: Mutex::new(HashSet::new()),
+    });
+    info!(
+        worker_id = %settings.worker_id,
+        queues = ?settings.queues,
+        concurrency = settings.concurrency,
+        task_types = ?shared.registry.names(),
+        "worker starting"
+    );
+
+    let background = CancellationToken::new();
+    let mut helpers = JoinSet::new();
+    helpers.spawn(wakeups.clone().listen(client.pool().clone(), background.clone()));
+    helpers.spawn(shared.leases.clone().run(client.clone(), settings.claim_timeout, background.clone()));
+    if let Some(dlq) = &settings.dlq {
+        for queue in &settings.queues {
+            let dl = DeadLetters::new(client.clone(), queue, dlq, &settings.worker_id);
+            helpers.spawn(sweep_dead_letters(dl, settings.dlq_sweep_interval, background.clone()));
+        }
+    }
+
+    let slots = Arc::new(Semaphore::new(settings.concurrency));
+    let in_flight = Arc::new(Mutex::new(JoinSet::new()));
+    let mut claimers = JoinSet::new();
+    for queue in &settings.queues {
+        let claimer = Claimer::new(
+            client.clone(),
+            queue,
+            &settings.worker_id,
+            settings.claim_timeout,
+            settings.poll_interval,
+        );
+        claimers.spawn(claim_loop(
+            claimer,
+            shared.clone(),
+            slots.clone(),
+            wakeups.get(queue),
+            in_flight.clone(),
+            shutdown.clone(),
+        ));
+    }
+    while claimers.join_next().await.is_some() {}
+
+    // Drain: let running tasks finish within the grace period.
+    let running = shared.leases.len();
+    if running > 0 {
+        info!(running, grace = ?settings.shutdown_grace, "stopped claiming; waiting for running tasks");
+    }
+    let mut set = std::mem::take(&mut *in_flight.lock().unwrap());
+    let drained = tokio::time::timeout(settings.shutdown_grace, async {
+        while set.join_next().await.is_some() {}
+    })
+    .await
+    .is_ok();
+    if !drained {
+        warn!(
+            still_running = set.len(),
+            "grace period over; stopping the remaining tasks and handing them back"
+        );
+        shared.hard_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(30), async {
+            while set.join_next().await.is_some() {}
+        })
+        .await;
+    }
+    background.cancel();
+    while helpers.join_next().await.is_some() {}
+    info!(
+        completed = counters.total(Event::Completed),
+        failed = counters.total(Event::Failed),
+        handed_back = counters.total(Event::HandedBack),
+        "worker stopped"
+    );
+    Ok(counters)
+}
+
+async fn sweep_dead_letters(mut dl: DeadLetters, every: Duration, stop: CancellationToken) {
+    let mut ready = false;
+    loop {
+        if !ready {
+            ready = dl.ensure_queue().await.is_ok();
+        }
+        if ready {
+            if let Err(e) = dl.sweep().await {
+                debug!(error = %e, "dead-letter sweep failed; will retry");
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+async fn claim_loop(
+    mut claimer: Claimer,
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    wakeup: Arc<tokio::sync::Notify>,
+    in_flight: Arc<Mutex<JoinSet<()>>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        // Wait for at least one free slot, then take every free slot.
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = slots.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        let wanted = permits.len();
+        let runs = claimer.claim(wanted).await;
+        let got = runs.len();
+        if got > 0 {
+            claimer.found_work();
+        }
+        for run in runs {
+            let permit = permits.pop().expect("claimed no more than the free slots");
+            let shared = shared.clone();
+            let queue = claimer.queue().to_string();
+            in_flight.lock().unwrap().spawn(async move {
+                execute_run(&shared, &queue, run).await;
+                drop(permit);
+            });
+        }
+        drop(permits);
+        // Reap finished tasks so the set does not grow without bound.
+        {
+            let mut set = in_flight.lock().unwrap();
+            while set.try_join_next().is_some() {}
+        }
+        if got == wanted {
+            // The queue may hold more: claim again as soon as a slot frees.
+            continue;
+        }
+        let wait = claimer.idle_wait().await;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = wakeup.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Runs one claimed run from dispatch to settle.
+async fn execute_run(shared: &Shared, queue: &str, run: ClaimedRun) {
+    let span = info_span!(
+        "task",
+        queue = %queue,
+        task_id = %run.task_id,
+        run_id = %run.run_id,
+        attempt = run.attempt,
+        task_name = %run.task_name,
+    );
+    async {
+        shared.counters.add(queue, &run.task_name, Event::Claimed);
+        let lease = shared.settings.claim_timeout;
+        let client = &shared.client;
+
+        // Dispatch.
+        let Some(task_type) = shared.registry.get(&run.task_name).cloned() else {
+            unknown_task(shared, queue, &run).await;
+            return;
+        };
+
+        let lost = shared.leases.register(queue, run.run_id);
+        let timeout = task_type.timeout.unwrap_or(shared.settings.task_timeout);
+        let claim_secs = lease.as_secs().max(1) as i32;
+        debug!(kind = task_type.handler.kind(), ?timeout, "running");
+        let started = tokio::time::Instant::now();
+
+        // Execute.
+        let outcome = match TaskContext::load(client.clone(), queue, run.clone(), &shared.settings.worker_id, claim_secs).await {
+            Err(e) if e.is_run_lost() => Err(TaskError::RunLost(e)),
+            Err(e) => Err(TaskError::Failed(Failure::new("$HostError", format!("could not load checkpoints: {e}")))),
+            Ok(ctx) => {
+                let fut = task_type.handler.run(ctx);
+                tokio::select! {
+                    r = tokio::time::timeout(timeout, fut) => match r {
+                        Ok(r) => r,
+                        Err(_) => {
+                            shared.counters.add(queue, &run.task_name, Event::TimedOut);
+                            let secs = timeout.as_secs_f64();
+                            Err(TaskError::Failed(
+                                Failure::new("$Timeout", format!("Task timed out after {} seconds", fmt_secs(secs)))
+                                    .with_details(json!({"timeout_seconds": secs, "attempt": run.attempt})),
+                            ))
+                        }
+                    },
+                    _ = lost.cancelled() => {
+                        shared.leases.release(run.run_id);
+                        shared.counters.add(queue, &run.task_name, Event::Lost);
+                        return;
+                    }
+                    _ = shared.hard_stop.cancelled() => {
+                        shared.leases.release(run.run_id);
+                        if settle::hand_back(client, queue, &run).await {
+                            info!("handed back to the queue on shutdown");
+                            shared.counters.add(queue, &run.task_name, Event::HandedBack);
+                        }
+                        return;
+                    }
+                }
+            }
+        };
+        shared.leases.release(run.run_id);
+        let elapsed = started.elapsed();
+
+        // Settle.
+        match outcome {
+            Ok(result) => {
+                if settle::complete(client, queue, &run, &result, lease).await == Settled::Completed {
+                    info!(elapsed_ms = elapsed.as_millis() as u64, "completed");
+                    shared.counters.add(queue, &run.task_name, Event::Completed);
+                }
+            }
+            Err(TaskError::Suspended) => {
+                debug!("suspended");
+                shared.counters.add(queue, &run.task_name, Event::Suspended);
+                // Its wake-up time may be the earliest now: let the claimer re-arm its timer.
+                shared.wakeups.wake(queue);
+            }
+            Err(TaskError::RunLost(e)) => {
+                info!(reason = %e, "run lost; nothing to report");
+                shared.counters.add(queue, &run.task_name, Event::Lost);
+            }
+            Err(TaskError::Failed(failure)) => {
+                let capped = task_type.max_attempts.is_some_and(|m| run.attempt >= m);
+                let permanent = !failure.retryable || capped;
+                warn!(name = %failure.name, message = %failure.message, permanent, "failed");
+                let settled = settle::fail(client, queue, &run, &failure, permanent, lease).await;
+                if let Settled::Failed { task_failed } = settled {
+                    shared.counters.add(queue, &run.task_name, Event::Failed);
+                    if task_failed {
+                        dead_letter(shared, queue, &run).await;
+                    }
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn dead_letter(shared: &Shared, queue: &str, run: &ClaimedRun) {
+    let Some(dlq) = &shared.settings.dlq else { return };
+    let dl = DeadLetters::new(shared.client.clone(), queue, dlq, &shared.settings.worker_id);
+    let routed = async {
+        dl.ensure_queue().await?;
+        dl.route(run.task_id).await
+    }
+    .await;
+    match routed {
+        Ok(true) => shared.counters.add(queue, &run.task_name, Event::DeadLettered),
+        Ok(false) => {}
+        Err(e) => warn!(error = %e, "could not dead-letter now; the periodic sweep will"),
+    }
+}
+
+async fn unknown_task(shared: &Shared, queue: &str, run: &ClaimedRun) {
+    let first_time = shared.unknown_logged.lock().unwrap().insert(run.task_name.clone());
+    if shared.settings.fail_unknown {
+        let failure = Failure::new(
+            "$UnknownTask",
+            format!(
+                "no handler for task {:?} on this host (known: {})",
+                run.task_name,
+                shared.registry.names().join(", ")
+            ),
+        )
+        .permanent();
+        if first_time {
+            warn!("unknown task name; failing it (--fail-unknown)");
+        }
+        if let Settled::Failed { task_failed: true } =
+            settle::fail(&shared.client, queue, run, &failure, true, shared.settings.claim_timeout).await
+        {
+            shared.counters.add(queue, &run.task_name, Event::Failed);
+            dead_letter(shared, queue, run).await;
+        }
+        return;
+    }
+    if first_time {
+        warn!(
+            known = ?shared.registry.names(),
+            "no handler for this task name; deferring such tasks 15-30 s for a worker that has one (logged once per name)"
+        );
+    }
+    match settle::defer_unknown(&shared.client, queue, run).await {
+        Ok(()) => {
+            shared.counters.add(queue, &run.task_name, Event::Deferred);
+            shared.wakeups.wake(queue);
+        }
+        Err(e) if e.is_run_lost() => {}
+        Err(e) => error!(error = %e, "could not defer the unknown task; its lease will expire"),
+    }
+}
+
+fn fmt_secs(s: f64) -> String {
+    if s.fract() == 0.0 {
+        format!("{}", s as u64)
+    } else {
+        format!("{s}")
+    }
+}

@@ -1,0 +1,264 @@
+//! Shared test fixtures: a fresh database per test on the real PostgreSQL server.
+//!
+//! The server is the one `.ci/run` (or `scripts/test`) makes sure is running; its admin URL
+//! comes from `ABSURD_TEST_ADMIN_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`).
+//! Every [`TestDb`] is a new database with a unique name, dropped again when the value is
+//! dropped, so tests run in parallel without seeing each other.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use sqlx::{Connection, PgConnection, PgPool};
+
+pub fn admin_url() -> String {
+    std::env::var("ABSURD_TEST_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// The URL of database `name` on the admin URL's server.
+pub fn db_url(name: &str) -> String {
+    let admin = admin_url();
+    let (base, query) = match admin.split_once('?') {
+        Some((b, q)) => (b.to_string(), format!("?{q}")),
+        None => (admin.clone(), String::new()),
+    };
+    let base = base.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(base);
+    format!("{base}/{name}{query}")
+}
+
+/// Repository root (the directory holding the workspace `Cargo.toml`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The Python virtualenv with `absurd-sdk` and `absurdctl` (made by `scripts/setup-python`).
+pub fn venv() -> PathBuf {
+    std::env::var_os("ABSURD_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv"))
+}
+
+pub fn venv_bin(name: &str) -> PathBuf {
+    let p = venv().join("bin").join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `scripts/setup-python` (the README's test command does) first",
+        p.display()
+    );
+    p
+}
+
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+async fn admin_conn() -> PgConnection {
+    PgConnection::connect(&admin_url())
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at {}: {e}", admin_url()))
+}
+
+fn unique_name(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+impl TestDb {
+    /// An empty database (no schema).
+    pub async fn empty() -> TestDb {
+        Self::create(&unique_name("ah_test"), None).await
+    }
+
+    /// A database migrated by absurd-host's own migrations.
+    pub async fn migrated() -> TestDb {
+        let db = Self::empty().await;
+        absurd_host::db::migrate(&db.pool).await.expect("migrate a fresh database");
+        db
+    }
+
+    /// A database whose schema was installed by `absurdctl init` (the upstream SQL).
+    pub async fn upstream() -> TestDb {
+        let template = upstream_template().await;
+        Self::create(&unique_name("ah_up"), Some(&template)).await
+    }
+
+    async fn create(name: &str, template: Option<&str>) -> TestDb {
+        let mut admin = admin_conn().await;
+        let sql = match template {
+            Some(t) => format!("create database \"{name}\" template \"{t}\""),
+            None => format!("create database \"{name}\""),
+        };
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let url = db_url(name);
+        let pool = absurd_host::db::connect(&url, 8).await.expect("connect to test database");
+        TestDb { name: name.to_string(), url, pool }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Best effort: `dropdb --force` ends the pool's connections for us.
+        let _ = Command::new("dropdb")
+            .args(["--if-exists", "--force", "-d"])
+            .arg(admin_url())
+            .arg(&self.name)
+            .output();
+    }
+}
+
+const UPSTREAM_TEMPLATE: &str = "ah_upstream_template_0_5_1";
+
+/// Creates (once per server) a template database holding the upstream 0.5.1 schema installed
+/// by the real `absurdctl init`, so each upstream test only pays for a cheap copy.
+async fn upstream_template() -> String {
+    let mut admin = admin_conn().await;
+    // Serialise template creation across concurrently running test binaries.
+    sqlx::query("select pg_advisory_lock(551551)")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let exists: bool = sqlx::query_scalar(
+        "select exists(select 1 from pg_database where datname = $1)",
+    )
+    .bind(UPSTREAM_TEMPLATE)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    if !exists {
+        let building = format!("{UPSTREAM_TEMPLATE}_building");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "drop database if exists \"{building}\" with (force)"
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database \"{building}\"")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let out = Command::new(venv_bin("absurdctl"))
+            .args(["init", "-d"])
+            .arg(db_url(&building))
+            .output()
+            .expect("run absurdctl init");
+        assert!(
+            out.status.success(),
+            "absurdctl init failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "alter database \"{building}\" rename to \"{UPSTREAM_TEMPLATE}\""
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+    sqlx::query("select pg_advisory_unlock(551551)")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    UPSTREAM_TEMPLATE.to_string()
+}
+
+// ---- worker processes ----------------------------------------------------------------------
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// Writes `text` to a fresh temporary file and returns its path (kept until the process ends).
+pub fn temp_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("absurd-host-test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// A running `absurd-host worker` process, killed when dropped. Its stderr goes to a log file
+/// that is printed if the test fails.
+pub struct WorkerProc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl WorkerProc {
+    pub fn start(db_url: &str, config: &Path, args: &[&str]) -> WorkerProc {
+        let log = temp_file("worker.log", "");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_absurd-host"));
+        cmd.arg("worker")
+            .arg("--database-url")
+            .arg(db_url)
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env_remove("ABSURD_QUEUE_NAME")
+            .env_remove("ABSURD_DATABASE_URL")
+            .env("ABSURD_LOG", "info,sqlx=warn,absurd_host=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let child = cmd.spawn().expect("start absurd-host worker");
+        WorkerProc { child, log }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- worker log {} ----\n{}", self.log.display(), self.log_text());
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing the test with `what` after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
