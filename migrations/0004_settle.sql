@@ -151,9 +151,8 @@ begin
             set state = $4, attempts = $3, last_attempt_run = $1
             where t.task_id = $2$sql$, v_r, v_t)
             using v_new_run, v_task_id, v_attempt + 1, v_new_state, v_retry_at, v_now;
-        if v_new_state = 'pending' then
-            perform absurd._host_notify_ready(v_q);
-        end if;
+        -- Due now: wake a claimer. Due later: let idle workers re-arm their timers.
+        perform absurd._host_notify_ready(v_q);
     else
         execute format('update %s t set state = ''failed'', last_attempt_run = $2 where t.task_id = $1', v_t)
             using v_task_id, p_run_id;
@@ -187,10 +186,8 @@ begin
     if v_done = 0 then
         raise exception 'Run "%" is not currently running in queue "%"', p_run_id, v_q;
     end if;
-    -- A wake time that has already passed makes the run claimable right away.
-    if p_wake_at <= v_now then
-        perform absurd._host_notify_ready(v_q);
-    end if;
+    -- Due now or later: either way idle workers should look (claim, or re-arm their timer).
+    perform absurd._host_notify_ready(v_q);
 end;
 $$;
 

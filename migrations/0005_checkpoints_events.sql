@@ -237,8 +237,8 @@ begin
         'w_' || v_q, v_r, 't_' || v_q)
         using p_task_id, p_run_id, p_step_name, p_event_name,
               case when p_timeout is null then null else v_available_at end, v_now, v_available_at;
-    -- A zero timeout makes the run claimable again immediately.
-    if v_available_at <= v_now then
+    -- A timeout gives the run a wake-up time: claim it now (zero timeout) or re-arm timers.
+    if p_timeout is not null then
         perform absurd._host_notify_ready(v_q);
     end if;
     return query select true, null::jsonb;

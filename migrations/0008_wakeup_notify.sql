@@ -4,11 +4,11 @@
 -- Channel: absurd_wakeup
 -- Payload: the queue name, verbatim (at most 57 bytes, well under the 8000-byte payload limit).
 --
--- Sent by every function that makes a run claimable immediately, i.e. with available_at <= now:
--- spawn_task, emit_event (when it wakes at least one run), fail_run (when the retry is due now),
--- retry_task (in place; spawn_new goes through spawn_task), schedule_run with a wake time that
--- has already passed, and await_event with a zero timeout. Runs that become due later (sleeps,
--- backoff) are found by the worker's fallback poll.
+-- Sent by every function that makes a run claimable now or gives it a new wake-up time:
+-- spawn_task, emit_event (when it wakes at least one run), fail_run (when it schedules a retry),
+-- retry_task (in place; spawn_new goes through spawn_task), schedule_run, and await_event with a
+-- timeout. An idle worker receiving it claims, and if nothing is due yet, re-arms its timer for
+-- the queue's earliest available_at, so sleeps and back-offs end on time, not on a poll tick.
 --
 -- Notifications are delivered only when the transaction commits, and Postgres folds identical
 -- (channel, payload) pairs within one transaction, so spawning a batch in one transaction sends one

@@ -684,6 +684,7 @@ impl WorkerArgs {
             shutdown_grace,
             dlq: config.dlq_enabled.then(|| config.dlq_queue_name.clone()),
             dlq_sweep_interval: Duration::from_secs(5),
+            default_max_attempts: config.default_max_attempts(),
         })
     }
 }

@@ -28,11 +28,17 @@ pub struct HostConfig {
     /// Task types by task name.
     #[serde(default)]
     pub tasks: HashMap<String, TaskTypeConfig>,
+    /// Defaults for every `kind = "wasm"` task type (`[sandbox]`), read by `crate::sandbox`.
+    #[serde(default)]
+    pub sandbox: toml::Table,
+    /// Defaults for every `kind = "native"` task type (`[native]`), read by
+    /// `crate::execute::native`.
+    #[serde(default)]
+    pub native: toml::Table,
 }
 
-/// One `[tasks.<name>]` table.
+/// One `[tasks.<name>]` table: the keys every kind shares, plus the kind's own keys.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TaskTypeConfig {
     pub kind: HandlerKind,
     /// For `kind = "builtin"`: the builtin's name (default: the task name).
@@ -41,6 +47,9 @@ pub struct TaskTypeConfig {
     pub timeout: Option<f64>,
     /// Upper bound on attempts for this type.
     pub max_attempts: Option<i32>,
+    /// The kind's own settings (checked by the kind, which rejects unknown keys).
+    #[serde(flatten)]
+    pub rest: toml::Table,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -101,6 +110,11 @@ impl Registry {
         let path = config_path
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "host configuration".into());
+        // Relative paths in the file are relative to the file.
+        let base_dir = config_path
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
         let mut types = HashMap::new();
         let mut names: Vec<_> = config.tasks.keys().collect();
         names.sort();
@@ -120,8 +134,14 @@ impl Registry {
                     return Err(err(format!("max_attempts must be >= 1, got {m}")));
                 }
             }
+            if t.kind != HandlerKind::Builtin && t.builtin.is_some() {
+                return Err(err("`builtin` is only valid with kind = \"builtin\"".into()));
+            }
             let handler: Arc<dyn Handler> = match t.kind {
                 HandlerKind::Builtin => {
+                    if let Some(key) = t.rest.keys().next() {
+                        return Err(err(format!("unknown key `{key}` for kind = \"builtin\"")));
+                    }
                     let which = t.builtin.as_deref().unwrap_or(name);
                     Arc::new(Builtin::new(which).ok_or_else(|| {
                         err(format!(
@@ -130,21 +150,40 @@ impl Registry {
                         ))
                     })?)
                 }
-                HandlerKind::Wasm | HandlerKind::Native => {
-                    return Err(err(format!(
-                        "handler kind {:?} is not available in this build yet",
-                        t.kind
-                    )))
+                HandlerKind::Native => {
+                    crate::execute::native::build(name, &t.rest, &config.native, &base_dir).map_err(err)?
                 }
+                // Built below, all together, because they share one engine.
+                HandlerKind::Wasm => continue,
             };
-            if t.kind != HandlerKind::Builtin && t.builtin.is_some() {
-                return Err(err("`builtin` is only valid with kind = \"builtin\"".into()));
-            }
             types.insert(
                 name.clone(),
                 TaskType {
                     handler,
                     timeout,
+                    max_attempts: t.max_attempts,
+                },
+            );
+        }
+        let wasm: Vec<(&str, &toml::Table)> = config
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.kind == HandlerKind::Wasm)
+            .map(|(n, t)| (n.as_str(), &t.rest))
+            .collect();
+        let built = crate::sandbox::build_handlers(&config.sandbox, &wasm, &base_dir).map_err(|(name, message)| {
+            HostConfigError {
+                path: path.clone(),
+                message: if name.is_empty() { message } else { format!("[tasks.{name}]: {message}") },
+            }
+        })?;
+        for (name, handler) in built {
+            let t = &config.tasks[&name];
+            types.insert(
+                name,
+                TaskType {
+                    handler,
+                    timeout: t.timeout.map(Duration::from_secs_f64),
                     max_attempts: t.max_attempts,
                 },
             );

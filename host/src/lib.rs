@@ -5,7 +5,8 @@
 //! * [`claim`]: taking runs from a queue as soon as they are ready (LISTEN/NOTIFY, timers, polling);
 //! * [`lease`]: renewing the claims of running tasks and noticing lost ones;
 //! * [`dispatch`]: task name → handler, from `absurd-host.toml`;
-//! * [`execute`]: the handler trait, the durable task context, and the handler kinds;
+//! * [`execute`]: the handler trait, the durable task context, builtin and native handlers;
+//! * [`sandbox`]: the `wasm` handler kind (wasmtime components, limits, capabilities);
 //! * [`settle`]: completing, failing, handing back — every write fenced by run id;
 //! * [`dead_letter`]: copying failed tasks into the dead-letter queue exactly once;
 //! * [`worker`]: the loop that ties them together, with graceful shutdown.
@@ -23,5 +24,6 @@ pub mod dispatch;
 pub mod execute;
 pub mod lease;
 pub mod metrics;
+pub mod sandbox;
 pub mod settle;
 pub mod worker;

@@ -16,10 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::claim::{Claimer, Wakeups};
-use crate::client::{ClaimedRun, Client};
+use crate::client::{ClaimedRun, Client, SpawnOptions};
 use crate::dead_letter::DeadLetters;
 use crate::dispatch::Registry;
-use crate::execute::{Failure, TaskContext, TaskError};
+use crate::execute::{ContextSettings, Failure, TaskContext, TaskError};
 use crate::lease::Leases;
 use crate::metrics::{Counters, Event};
 use crate::settle::{self, Settled};
@@ -39,6 +39,8 @@ pub struct WorkerSettings {
     pub dlq: Option<String>,
     /// How often to look for failures written by others (lease expiry, other workers).
     pub dlq_sweep_interval: Duration,
+    /// `max_attempts` for tasks spawned from inside tasks (`ABSURD_MAX_RETRIES + 1`).
+    pub default_max_attempts: i32,
 }
 
 /// `<hostname>:<pid>:<8 hex digits>`.
@@ -256,7 +258,17 @@ async fn execute_run(shared: &Shared, queue: &str, run: ClaimedRun) {
         let started = tokio::time::Instant::now();
 
         // Execute.
-        let outcome = match TaskContext::load(client.clone(), queue, run.clone(), &shared.settings.worker_id, claim_secs).await {
+        let settings = ContextSettings {
+            worker_id: shared.settings.worker_id.clone(),
+            claim_timeout_secs: claim_secs,
+            deadline: Some(started + timeout),
+            spawn_defaults: SpawnOptions {
+                max_attempts: Some(shared.settings.default_max_attempts),
+                retry_strategy: Some(crate::config::default_retry_strategy()),
+                ..Default::default()
+            },
+        };
+        let outcome = match TaskContext::load(client.clone(), queue, run.clone(), settings).await {
             Err(e) if e.is_run_lost() => Err(TaskError::RunLost(e)),
             Err(e) => Err(TaskError::Failed(Failure::new("$HostError", format!("could not load checkpoints: {e}")))),
             Ok(ctx) => {

@@ -7,6 +7,7 @@
 //! components and native subprocesses.
 
 pub mod builtin;
+pub mod native;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -108,12 +109,26 @@ pub struct TaskContext {
     inner: Arc<Inner>,
 }
 
+/// What the worker tells a task context about the run's surroundings.
+#[derive(Debug, Clone)]
+pub struct ContextSettings {
+    pub worker_id: String,
+    /// The lease length; checkpoint writes and heartbeats renew the lease by this much.
+    pub claim_timeout_secs: i32,
+    /// When the run's wall-clock limit ends (the worker also enforces it).
+    pub deadline: Option<tokio::time::Instant>,
+    /// Options applied to tasks spawned from inside a task when it leaves them unset.
+    pub spawn_defaults: SpawnOptions,
+}
+
 struct Inner {
     client: Client,
     queue: String,
     run: ClaimedRun,
     worker_id: String,
     claim_timeout_secs: i32,
+    deadline: Option<tokio::time::Instant>,
+    spawn_defaults: SpawnOptions,
     /// Committed checkpoints visible to this run, by checkpoint name.
     checkpoints: Mutex<HashMap<String, Value>>,
     /// How often each step name was used in this execution (for `name#2`, `name#3`, …).
@@ -126,8 +141,7 @@ impl TaskContext {
         client: Client,
         queue: &str,
         run: ClaimedRun,
-        worker_id: &str,
-        claim_timeout_secs: i32,
+        settings: ContextSettings,
     ) -> Result<TaskContext, ClientError> {
         let checkpoints = client
             .get_checkpoints(queue, run.task_id, run.run_id)
@@ -140,8 +154,10 @@ impl TaskContext {
                 client,
                 queue: queue.to_string(),
                 run,
-                worker_id: worker_id.to_string(),
-                claim_timeout_secs,
+                worker_id: settings.worker_id,
+                claim_timeout_secs: settings.claim_timeout_secs,
+                deadline: settings.deadline,
+                spawn_defaults: settings.spawn_defaults,
                 checkpoints: Mutex::new(checkpoints),
                 step_uses: Mutex::new(HashMap::new()),
             }),
@@ -168,6 +184,10 @@ impl TaskContext {
     }
     pub fn client(&self) -> &Client {
         &self.inner.client
+    }
+    /// When the run's wall-clock limit ends.
+    pub fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.inner.deadline
     }
 
     /// The checkpoint name for the next use of `step` in this execution, following the SDKs'
@@ -298,8 +318,12 @@ impl TaskContext {
         options: &SpawnOptions,
     ) -> Result<Spawned, TaskError> {
         let i = &self.inner;
+        let mut options = options.clone();
+        let d = &i.spawn_defaults;
+        options.max_attempts = options.max_attempts.or(d.max_attempts);
+        options.retry_strategy = options.retry_strategy.or_else(|| d.retry_strategy.clone());
         i.client
-            .spawn(queue.unwrap_or(&i.queue), task_name, params, options)
+            .spawn(queue.unwrap_or(&i.queue), task_name, params, &options)
             .await
             .map_err(|e| match e {
                 ClientError::InvalidInput(_)

@@ -262,3 +262,34 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+// ---- example components ----------------------------------------------------------------------
+
+/// The directory holding the example components (`echo.wasm`, `durable.wasm`, `pipeline.wasm`,
+/// `zoo.wasm`), built by `scripts/build-examples` the first time a test asks for it.
+pub fn components_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let script = repo_root().join("scripts").join("build-examples");
+        let out = Command::new(&script)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "scripts/build-examples failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let dir = stdout
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(|l| PathBuf::from(l.rsplit(' ').next().unwrap()))
+            .expect("build-examples prints the components directory last");
+        assert!(dir.join("echo.wasm").is_file(), "no echo.wasm in {}", dir.display());
+        dir
+    })
+    .clone()
+}

@@ -1,0 +1,225 @@
+//! `zoo`: misbehaving guests for the sandbox's isolation tests. `params.mode` picks one:
+//!
+//! | mode | what it does | expected host outcome |
+//! |---|---|---|
+//! | `infinite-loop` | spins forever, no host calls | `$Timeout` / `$OutOfFuel` |
+//! | `deep-recursion` | unbounded recursion | `$Trap` (stack overflow) |
+//! | `memory-bomb` | grows memory 1 MiB at a time until allocation fails | `$MemoryLimit` |
+//! | `huge-step-allocation` | one step allocates `bytes` (default 1 GiB) at once | `$MemoryLimit` |
+//! | `panic` | `panic!` | `$Trap` (unreachable) |
+//! | `unreachable` | the wasm `unreachable` instruction | `$Trap` |
+//! | `huge-result` | returns a JSON string of `bytes` (default 64 MiB) | result size cap |
+//! | `log-flood` | `lines` host log lines (default 1,000,000) plus `bytes` (default 64 MiB) each to stdout and stderr | completes; logs truncated |
+//! | `read-passwd` | reads `/etc/passwd`; returns what happened | completes with the denial |
+//! | `read-env` | reads `HOME` and all env vars; returns them | completes with nothing visible |
+//! | `open-socket` | TCP connect to `addr` (default `127.0.0.1:5432`); returns the outcome | completes with the denial |
+//! | `block-poll` | blocks forever in a WASI poll (`via`: `"sleep"` default, or `"stdin"`) | `$Timeout` |
+//! | `hostcall-loop` | `calls` (default 10,000,000) iterations of `begin-step` + `log` | `$Timeout` / `$OutOfFuel`, or completes |
+//! | `sleep-wake` | `count` (default 5) sleeps of `seconds` (default 0.1) each | completes with `{"sleeps": count}` |
+//! | `ok` | returns `{"ok": true}` | completes |
+//!
+//! Results of the "completes" modes report what the guest saw, so tests can assert that the
+//! sandbox denied the access.
+
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use absurd_guest::bindings::absurd::task::{durable, log as wit_log};
+use absurd_guest::{Context, TaskError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    mode: Mode,
+    /// Allocation / result / output size, mode-specific default.
+    bytes: Option<u64>,
+    /// `log-flood`: host log lines.
+    lines: Option<u64>,
+    /// `hostcall-loop`: iterations.
+    calls: Option<u64>,
+    /// `sleep-wake`: number of sleeps.
+    count: Option<u32>,
+    /// `sleep-wake`: seconds per sleep.
+    seconds: Option<f64>,
+    /// `open-socket`: address to connect to.
+    addr: Option<String>,
+    /// `block-poll`: `"sleep"` or `"stdin"`.
+    via: Option<BlockVia>,
+}
+
+#[derive(Deserialize, Clone, Copy, Debug)]
+#[serde(rename_all = "kebab-case")]
+enum Mode {
+    InfiniteLoop,
+    DeepRecursion,
+    MemoryBomb,
+    HugeStepAllocation,
+    Panic,
+    Unreachable,
+    HugeResult,
+    LogFlood,
+    ReadPasswd,
+    ReadEnv,
+    OpenSocket,
+    BlockPoll,
+    HostcallLoop,
+    SleepWake,
+    Ok,
+}
+
+#[derive(Deserialize, Clone, Copy, Debug)]
+#[serde(rename_all = "lowercase")]
+enum BlockVia {
+    Sleep,
+    Stdin,
+}
+
+const MIB: u64 = 1024 * 1024;
+
+fn zoo(ctx: &Context, params: Params) -> Result<Value, TaskError> {
+    absurd_guest::debug!("zoo: mode {:?}", params.mode);
+    match params.mode {
+        Mode::InfiniteLoop => {
+            let mut x: u64 = 0;
+            loop {
+                x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        Mode::DeepRecursion => Ok(json!({ "depth": recurse(black_box(0)) })),
+        Mode::MemoryBomb => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                // Infallible allocation: running out aborts (a trap) unless the host's
+                // limiter traps first on `memory.grow`.
+                let mut chunk = vec![0u8; MIB as usize];
+                chunk[0] = 1;
+                chunk[MIB as usize - 1] = 1;
+                hoard.push(black_box(chunk));
+            }
+        }
+        Mode::HugeStepAllocation => {
+            let bytes = params.bytes.unwrap_or(1024 * MIB);
+            let sum: u64 = ctx.step("allocate", || {
+                let block = black_box(vec![1u8; bytes as usize]);
+                Ok(block.iter().step_by(4096).map(|&b| u64::from(b)).sum::<u64>())
+            })?;
+            Ok(json!({ "allocated": bytes, "pages_touched": sum }))
+        }
+        Mode::Panic => panic!("zoo: deliberate panic"),
+        Mode::Unreachable => unreachable_instruction(),
+        Mode::HugeResult => {
+            let bytes = params.bytes.unwrap_or(64 * MIB) as usize;
+            Ok(Value::String("x".repeat(bytes)))
+        }
+        Mode::LogFlood => {
+            let lines = params.lines.unwrap_or(1_000_000);
+            let bytes = params.bytes.unwrap_or(64 * MIB);
+            for i in 0..lines {
+                wit_log::log(wit_log::Level::Info, &format!("zoo: log flood line {i}"));
+            }
+            let line = [b'o'; 1023].iter().copied().chain(Some(b'\n')).collect::<Vec<u8>>();
+            let (mut out_written, mut err_written) = (0u64, 0u64);
+            let mut stdout = std::io::stdout().lock();
+            let mut stderr = std::io::stderr().lock();
+            while out_written < bytes || err_written < bytes {
+                if out_written < bytes && stdout.write_all(&line).is_ok() {
+                    out_written += line.len() as u64;
+                } else {
+                    out_written = bytes;
+                }
+                if err_written < bytes && stderr.write_all(&line).is_ok() {
+                    err_written += line.len() as u64;
+                } else {
+                    err_written = bytes;
+                }
+            }
+            let _ = stdout.flush();
+            let _ = stderr.flush();
+            Ok(json!({ "log_lines": lines, "stdout_bytes": out_written, "stderr_bytes": err_written }))
+        }
+        Mode::ReadPasswd => Ok(match std::fs::read_to_string("/etc/passwd") {
+            Ok(content) => json!({ "read": true, "content": content }),
+            Err(e) => json!({ "read": false, "error": e.to_string(), "kind": format!("{:?}", e.kind()) }),
+        }),
+        Mode::ReadEnv => {
+            let home = match std::env::var("HOME") {
+                Ok(v) => json!(v),
+                Err(e) => json!({ "error": e.to_string() }),
+            };
+            let vars: serde_json::Map<String, Value> =
+                std::env::vars_os().map(|(k, v)| (k.to_string_lossy().into(), json!(v.to_string_lossy()))).collect();
+            let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into()).collect();
+            let cwd = std::env::current_dir().map(|d| d.display().to_string()).map_err(|e| e.to_string());
+            Ok(json!({ "home": home, "vars": vars, "args": args, "cwd": format!("{cwd:?}") }))
+        }
+        Mode::OpenSocket => {
+            let addr = params.addr.unwrap_or_else(|| "127.0.0.1:5432".to_string());
+            let outcome = match std::net::TcpStream::connect(addr.as_str()) {
+                Ok(stream) => json!({ "connected": true, "peer": format!("{:?}", stream.peer_addr()) }),
+                Err(e) => json!({ "connected": false, "error": e.to_string(), "kind": format!("{:?}", e.kind()) }),
+            };
+            Ok(json!({ "addr": addr, "outcome": outcome }))
+        }
+        Mode::BlockPoll => match params.via.unwrap_or(BlockVia::Sleep) {
+            BlockVia::Sleep => {
+                std::thread::sleep(Duration::from_secs(1_000_000));
+                Ok(json!({ "woke": "sleep" }))
+            }
+            BlockVia::Stdin => {
+                let mut buf = Vec::new();
+                let outcome = std::io::stdin().read_to_end(&mut buf);
+                Ok(json!({ "woke": "stdin", "read": format!("{outcome:?}") }))
+            }
+        },
+        Mode::HostcallLoop => {
+            let calls = params.calls.unwrap_or(10_000_000);
+            for i in 0..calls {
+                // Raw imports: `begin-step` without completing, so nothing is stored.
+                let step = durable::begin_step("spin");
+                black_box(step);
+                wit_log::log(wit_log::Level::Trace, "zoo: hostcall loop");
+                black_box(i);
+            }
+            Ok(json!({ "calls": calls }))
+        }
+        Mode::SleepWake => {
+            let count = params.count.unwrap_or(5);
+            let seconds = params.seconds.unwrap_or(0.1);
+            let nap = Duration::try_from_secs_f64(seconds)
+                .map_err(|e| TaskError::invalid_params("seconds", e))?;
+            let first_run: String = ctx.step("first-run", || Ok(ctx.info().run_id.clone()))?;
+            for i in 0..count {
+                absurd_guest::debug!("zoo: sleep {i} of {count}");
+                ctx.sleep_for("nap", nap);
+            }
+            Ok(json!({
+                "sleeps": count,
+                "first_run_id": first_run,
+                "run_id": ctx.info().run_id,
+                "attempt": ctx.info().attempt,
+            }))
+        }
+        Mode::Ok => Ok(json!({ "ok": true })),
+    }
+}
+
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let frame = black_box([depth; 32]);
+    if black_box(depth) == u64::MAX {
+        return frame[0];
+    }
+    recurse(depth + 1).wrapping_add(frame[7])
+}
+
+fn unreachable_instruction() -> ! {
+    #[cfg(target_arch = "wasm32")]
+    core::arch::wasm32::unreachable();
+    #[cfg(not(target_arch = "wasm32"))]
+    std::process::abort()
+}
+
+absurd_guest::export_task!(zoo);

@@ -1,0 +1,239 @@
+//! [`Context`]: the durable-execution API a task handler receives.
+
+use std::marker::PhantomData;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::bindings::absurd::task::{durable, log as wit_log};
+use crate::error::{TaskError, CHECKPOINT_MISMATCH, GUEST_ERROR, HOST_ERROR, INVALID_EVENT_PAYLOAD};
+use crate::json;
+
+/// The claimed run being executed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskInfo {
+    pub task_id: String,
+    pub run_id: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub queue: String,
+    pub task_name: String,
+    /// The task's headers (an empty map when it has none).
+    pub headers: serde_json::Map<String, serde_json::Value>,
+}
+
+impl TaskInfo {
+    /// One header's value.
+    pub fn header(&self, name: &str) -> Option<&serde_json::Value> {
+        self.headers.get(name)
+    }
+}
+
+/// Log levels of the host's structured log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Writes one line to the host's structured log, tagged with the task's ids. Free function
+/// so it can be used anywhere (helpers, step closures); see also the [`info!`](crate::info)
+/// family of macros and the [`Context`] methods.
+pub fn log(level: Level, message: &str) {
+    let level = match level {
+        Level::Trace => wit_log::Level::Trace,
+        Level::Debug => wit_log::Level::Debug,
+        Level::Info => wit_log::Level::Info,
+        Level::Warn => wit_log::Level::Warn,
+        Level::Error => wit_log::Level::Error,
+    };
+    wit_log::log(level, message);
+}
+
+/// Options for [`Context::spawn`]. `SpawnOptions::default()` spawns on this task's queue
+/// with the host's default attempts, no idempotency key and no headers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpawnOptions {
+    /// Default: this task's queue.
+    pub queue: Option<String>,
+    /// Default: the host's `ABSURD_MAX_RETRIES + 1`.
+    pub max_attempts: Option<u32>,
+    /// Spawning twice with the same key yields the same task: use one whenever the spawn
+    /// may be replayed (it is not a checkpointed step).
+    pub idempotency_key: Option<String>,
+    /// A JSON object.
+    pub headers: Option<serde_json::Value>,
+}
+
+impl SpawnOptions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+    pub fn headers(mut self, headers: serde_json::Value) -> Self {
+        self.headers = Some(headers);
+        self
+    }
+}
+
+/// What a handler gets besides its params: the run's identity and durable execution.
+///
+/// A task may be executed several times (after a sleep, an event, a crash or a retry);
+/// each execution starts the handler from the top, and steps that already completed return
+/// their stored value instead of running again. Keep side effects inside steps.
+pub struct Context {
+    info: TaskInfo,
+    // The host's imports are tied to the one running call: not Send, not Sync.
+    _single_threaded: PhantomData<*const ()>,
+}
+
+impl Context {
+    #[doc(hidden)]
+    pub fn new(info: TaskInfo) -> Self {
+        Context { info, _single_threaded: PhantomData }
+    }
+
+    /// Task id, run id, attempt, queue, task name and headers.
+    pub fn info(&self) -> &TaskInfo {
+        &self.info
+    }
+
+    /// Runs `f` as the checkpointed step `name`, or returns the value it produced in an
+    /// earlier execution without running it. Using the same name several times in one
+    /// execution is fine: the host numbers them `name`, `name#2`, … as the Absurd SDKs do.
+    ///
+    /// The value is stored as JSON, so `T` must round-trip through serde. If `f` fails, the
+    /// run fails with that error (nothing is stored; the step runs again on retry).
+    pub fn step<T, F>(&self, name: &str, f: F) -> Result<T, TaskError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Result<T, TaskError>,
+    {
+        let step = durable::begin_step(name);
+        if let Some(stored) = step.value {
+            return json::decode(&stored).map_err(|e| {
+                TaskError::permanent(
+                    CHECKPOINT_MISMATCH,
+                    format!(
+                        "stored value of step `{}` does not match the step's type: {}",
+                        step.checkpoint_name,
+                        e.describe()
+                    ),
+                )
+                .with_details(serde_json::json!({
+                    "checkpoint": step.checkpoint_name,
+                    "decode": e.details(),
+                }))
+            });
+        }
+        let value = f()?;
+        let text = serde_json::to_string(&value).map_err(|e| {
+            TaskError::retryable(
+                GUEST_ERROR,
+                format!("step `{}` value cannot be serialised: {e}", step.checkpoint_name),
+            )
+        })?;
+        durable::complete_step(&step.checkpoint_name, &text).map_err(|e| {
+            TaskError::retryable(
+                HOST_ERROR,
+                format!("step `{}` could not be stored: {e}", step.checkpoint_name),
+            )
+        })?;
+        Ok(value)
+    }
+
+    /// Sleeps `duration` as the step `name`: the first execution suspends the run (the host
+    /// ends it and re-runs the task after the wake-up time); later executions return at once.
+    pub fn sleep_for(&self, name: &str, duration: Duration) {
+        durable::sleep_for(name, duration.as_secs_f64());
+    }
+
+    /// Sleeps until `when`, as the step `name`; see [`Context::sleep_for`].
+    pub fn sleep_until(&self, name: &str, when: SystemTime) {
+        let millis: i64 = match when.duration_since(UNIX_EPOCH) {
+            Ok(after) => i64::try_from(after.as_millis()).unwrap_or(i64::MAX),
+            Err(before) => -i64::try_from(before.duration().as_millis()).unwrap_or(i64::MAX),
+        };
+        durable::sleep_until(name, millis);
+    }
+
+    /// Waits for the queue event `event` and returns its payload, or `None` if `timeout`
+    /// passed first. Until the event arrives the run is suspended (the host ends it and re-runs
+    /// the task when the event is emitted). The step name defaults to `$awaitEvent:<event>`.
+    /// Timeouts are whole seconds (rounded up).
+    pub fn await_event<T: DeserializeOwned>(
+        &self,
+        event: &str,
+        step_name: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> Result<Option<T>, TaskError> {
+        let timeout_seconds = timeout.map(|t| {
+            let secs = t.as_secs() + u64::from(t.subsec_nanos() > 0);
+            u32::try_from(secs).unwrap_or(u32::MAX)
+        });
+        match durable::await_event(event, step_name, timeout_seconds) {
+            None => Ok(None),
+            Some(payload) => json::decode(&payload).map(Some).map_err(|e| {
+                TaskError::permanent(
+                    INVALID_EVENT_PAYLOAD,
+                    format!("payload of event `{event}` does not match the expected type: {}", e.describe()),
+                )
+                .with_details(serde_json::json!({ "event": event, "decode": e.details() }))
+            }),
+        }
+    }
+
+    /// Emits the queue event `event` with `payload` (the first emit of a name wins).
+    pub fn emit_event<T: Serialize + ?Sized>(&self, event: &str, payload: &T) -> Result<(), TaskError> {
+        let text = serde_json::to_string(payload)?;
+        durable::emit_event(event, &text).map_err(|e| {
+            TaskError::retryable(HOST_ERROR, format!("emitting event `{event}` failed: {e}"))
+        })
+    }
+
+    /// Spawns the task `task_name` with `params`; returns the new task's id.
+    pub fn spawn<P: Serialize + ?Sized>(
+        &self,
+        task_name: &str,
+        params: &P,
+        options: SpawnOptions,
+    ) -> Result<String, TaskError> {
+        let params = serde_json::to_string(params)?;
+        let headers = options.headers.as_ref().map(|h| h.to_string());
+        let options = durable::SpawnOptions {
+            queue: options.queue,
+            max_attempts: options.max_attempts,
+            idempotency_key: options.idempotency_key,
+            headers,
+        };
+        durable::spawn(task_name, &params, &options).map_err(|e| {
+            TaskError::retryable(HOST_ERROR, format!("spawning `{task_name}` failed: {e}"))
+        })
+    }
+
+    /// Extends the run's lease by `seconds` (default: the claim timeout). The host renews
+    /// leases on its own too; call this from long computations between steps if you like.
+    pub fn heartbeat(&self, seconds: Option<u32>) {
+        durable::heartbeat(seconds);
+    }
+
+    /// Writes one line to the host's log; see [`log`] and the [`info!`](crate::info) macros.
+    pub fn log(&self, level: Level, message: impl AsRef<str>) {
+        log(level, message.as_ref());
+    }
+}

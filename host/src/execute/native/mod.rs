@@ -1,0 +1,412 @@
+//! The `native` handler kind: a task type run as a supervised subprocess.
+//!
+//! ```toml
+//! [tasks.calibration-solve]
+//! kind = "native"
+//! program = "/opt/casa-venv/bin/python"      # a path (relative: to this file) or a name on PATH
+//! args = ["-u", "calibrate.py", "solve", "{params}"]
+//! env = { HOME = "{workdir}", CASA_LOGFILE = "{workdir}/casa.log" }
+//! timeout = 1800
+//! grace = 10
+//! ```
+//!
+//! Per run the host creates a fresh work directory, writes `params.json` there
+//! (`{"params": …, "task": {task_id, run_id, attempt, queue, task_name, headers}}`), runs the
+//! program in that directory (stdin null, its own process group, killed if the host dies), and
+//! reads `result.json` after exit 0. Everything else (failure classification, logs, limits,
+//! what is not supported) is described for operators in `docs/native-tasks.md`.
+
+pub mod config;
+pub mod lock;
+mod logs;
+mod outcome;
+mod supervise;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use tracing::{info, warn, Span};
+
+use self::config::{NativeConfig, Vars};
+use self::logs::{Drained, Stream};
+use self::outcome::{classify, keep_end, read_result, reported_error, ResultError};
+use self::supervise::{Exit, Guard, Spec, StopReport};
+use super::{BoxFuture, Failure, Handler, TaskContext, TaskError};
+
+pub use self::lock::{cal_lock_path, CalLock};
+
+/// How long to wait for the output pipes to close once the whole group is gone (a process
+/// that escaped the group may still hold them).
+const DRAIN_WAIT: Duration = Duration::from_secs(10);
+/// Largest reported result copied into a `$TaskReportedError` failure's details.
+const MAX_REPORTED_RESULT: usize = 16 * 1024;
+
+/// Builds the handler of a `kind = "native"` task type from its `[tasks.<name>]` keys and the
+/// `[native]` defaults.
+pub fn build(
+    task_name: &str,
+    table: &toml::Table,
+    defaults: &toml::Table,
+    base_dir: &Path,
+) -> Result<Arc<dyn Handler>, String> {
+    let config = NativeConfig::from_tables(table, defaults, base_dir)?;
+    Ok(Arc::new(NativeHandler {
+        task_name: task_name.to_string(),
+        config: Arc::new(config),
+    }))
+}
+
+/// A native task type.
+pub struct NativeHandler {
+    task_name: String,
+    config: Arc<NativeConfig>,
+}
+
+impl NativeHandler {
+    pub fn config(&self) -> &NativeConfig {
+        &self.config
+    }
+    pub fn task_name(&self) -> &str {
+        &self.task_name
+    }
+}
+
+impl Handler for NativeHandler {
+    fn kind(&self) -> &'static str {
+        "native"
+    }
+
+    fn run(&self, ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
+        let config = self.config.clone();
+        Box::pin(async move { run(&config, &ctx).await.map_err(TaskError::Failed) })
+    }
+}
+
+/// A file-name-safe form of a task name.
+fn safe_name(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+        .take(64)
+        .collect();
+    if s.is_empty() || s.starts_with('.') {
+        format!("task{s}")
+    } else {
+        s
+    }
+}
+
+fn create_workdir(root: &Path, task_name: &str, run_id: uuid::Uuid) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(root)?;
+    let base = format!("{}-{}", safe_name(task_name), run_id);
+    for n in 1..1000 {
+        let p = if n == 1 {
+            root.join(&base)
+        } else {
+            root.join(format!("{base}-{n}"))
+        };
+        match std::fs::create_dir(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("too many work directories for this run"))
+}
+
+fn remove_workdir(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            warn!(workdir = %dir.display(), error = %e, "cannot remove the work directory");
+        }
+    }
+}
+
+async fn wait_drain(rx: tokio::sync::oneshot::Receiver<Drained>, stream: Stream) -> Drained {
+    match tokio::time::timeout(DRAIN_WAIT, rx).await {
+        Ok(Ok(d)) => d,
+        Ok(Err(_)) => Drained::default(),
+        Err(_) => {
+            warn!(
+                stream = stream.name(),
+                "the program's {} is still open after its process group ended (a process left the group?); not waiting for it",
+                stream.name()
+            );
+            Drained::default()
+        }
+    }
+}
+
+async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
+    let run = ctx.run();
+    let started_at = Instant::now();
+
+    let workdir = create_workdir(&cfg.workdir_root, &run.task_name, run.run_id).map_err(|e| {
+        Failure::new(
+            "$WorkdirError",
+            format!("cannot create a work directory under {}: {e}", cfg.workdir_root.display()),
+        )
+    })?;
+    let params_path = workdir.join("params.json");
+    let result_path = workdir.join("result.json");
+    let doc = json!({
+        "params": run.params,
+        "task": {
+            "task_id": run.task_id,
+            "run_id": run.run_id,
+            "attempt": run.attempt,
+            "queue": ctx.queue(),
+            "task_name": run.task_name,
+            "headers": run.headers.clone().unwrap_or_else(|| json!({})),
+        }
+    });
+    let written = serde_json::to_vec_pretty(&doc)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&params_path, bytes));
+    if let Err(e) = written {
+        remove_workdir(&workdir);
+        return Err(Failure::new(
+            "$WorkdirError",
+            format!("cannot write {}: {e}", params_path.display()),
+        ));
+    }
+
+    let vars = Vars {
+        params: params_path.clone(),
+        workdir: workdir.clone(),
+        task_id: run.task_id.to_string(),
+        run_id: run.run_id.to_string(),
+        attempt: run.attempt.to_string(),
+        task_name: run.task_name.clone(),
+    };
+    let mut env: Vec<(String, std::ffi::OsString)> =
+        cfg.env.iter().map(|(k, t)| (k.clone(), t.expand(&vars))).collect();
+    // Host-provided values last, so that they always hold.
+    for (k, v) in [
+        ("ABSURD_TASK_ID", vars.task_id.clone().into()),
+        ("ABSURD_RUN_ID", vars.run_id.clone().into()),
+        ("ABSURD_ATTEMPT", vars.attempt.clone().into()),
+        ("ABSURD_TASK_NAME", vars.task_name.clone().into()),
+        ("ABSURD_QUEUE", ctx.queue().into()),
+        ("ABSURD_WORKDIR", workdir.clone().into_os_string()),
+        ("ABSURD_PARAMS_FILE", params_path.clone().into_os_string()),
+        ("ABSURD_RESULT_FILE", result_path.clone().into_os_string()),
+    ] {
+        env.push((k.to_string(), v));
+    }
+    let spec = Spec {
+        program: cfg.program.clone(),
+        args: cfg.args.iter().map(|a| a.expand(&vars)).collect(),
+        cwd: workdir.clone(),
+        env_clear: cfg.env_clear,
+        env_remove: cfg.env_remove.clone(),
+        env,
+        limits: cfg.limits,
+        grace: cfg.grace,
+    };
+
+    let started = match supervise::spawn(spec).await {
+        Ok(s) => s,
+        Err(e) => {
+            let kept = cfg.keep_workdir.keep(true);
+            if !kept {
+                remove_workdir(&workdir);
+            }
+            return Err(Failure::new(
+                "$SpawnFailed",
+                format!("cannot start {}: {e}", cfg.program.display()),
+            )
+            .with_details(json!({"program": cfg.program, "workdir": workdir, "workdir_kept": kept})));
+        }
+    };
+    let pid = started.pid;
+    info!(pid, program = %cfg.program.display(), workdir = %workdir.display(), "started the program");
+
+    // From here on, dropping this future (timeout, cancellation, lost lease, shutdown) stops
+    // the whole process group: SIGTERM, `grace`, SIGKILL, reap.
+    let span = Span::current();
+    let guard = {
+        let span = span.clone();
+        let workdir = workdir.clone();
+        let keep = cfg.keep_workdir.keep(true);
+        let grace = cfg.grace;
+        Guard::new(started.group.clone(), grace, move |report: StopReport| {
+            let _entered = span.enter();
+            info!(
+                pid,
+                killed = report.killed,
+                "stopped the program's process group: the run was abandoned (timeout, cancellation, lost lease or shutdown)"
+            );
+            if !keep {
+                remove_workdir(&workdir);
+            }
+        })
+    };
+
+    let drains = logs::drain(
+        started.stdout,
+        Stream::Stdout,
+        workdir.join("stdout.log"),
+        cfg.max_log_bytes,
+        cfg.log_tail_bytes,
+        span.clone(),
+    )
+    .and_then(|out| {
+        logs::drain(
+            started.stderr,
+            Stream::Stderr,
+            workdir.join("stderr.log"),
+            cfg.max_log_bytes,
+            cfg.log_tail_bytes,
+            span.clone(),
+        )
+        .map(|err| (out, err))
+    });
+    let (out_rx, err_rx) = match drains {
+        Ok(x) => x,
+        Err(e) => {
+            drop(guard);
+            return Err(Failure::new("$HostError", format!("cannot start the log drains: {e}")));
+        }
+    };
+
+    let exit = started.exited.await.unwrap_or(Exit::Unknown);
+    // The program is done: remove what it left in its group, then let it be reaped.
+    let report = started.group.stop(cfg.grace).await.unwrap_or_default();
+    drop(guard);
+    if report.leftovers > 0 {
+        warn!(
+            leftovers = report.leftovers,
+            killed = report.killed,
+            "the program exited but left processes in its group; they were terminated"
+        );
+    }
+    let stdout = wait_drain(out_rx, Stream::Stdout).await;
+    let stderr = wait_drain(err_rx, Stream::Stderr).await;
+    let elapsed = started_at.elapsed();
+    let class = classify(exit);
+    info!(
+        pid,
+        ?exit,
+        elapsed_ms = elapsed.as_millis() as u64,
+        stdout_bytes = stdout.total_bytes,
+        stderr_bytes = stderr.total_bytes,
+        "the program exited"
+    );
+
+    let outcome = decide(cfg, exit, &class, &result_path);
+    let failed = outcome.is_err();
+    let kept = cfg.keep_workdir.keep(failed);
+    let result = match outcome {
+        Ok(v) => Ok(v),
+        Err(mut f) => {
+            let casa_severe = outcome::casa_severe(&workdir, cfg.log_tail_bytes);
+            let stderr_tail = stderr.tail_text();
+            let stdout_tail = stdout.tail_text();
+            let joined = casa_severe.join("\n");
+            let hints = outcome::hints(&[&stderr_tail, &stdout_tail, &joined]);
+            let mut d = Map::new();
+            d.insert("exit_code".into(), json!(class.exit_code));
+            d.insert("signal".into(), json!(class.signal));
+            d.insert("signal_name".into(), json!(class.signal_name));
+            if class.core_dumped {
+                d.insert("core_dumped".into(), json!(true));
+            }
+            d.insert("cause".into(), json!(class.cause));
+            d.insert("stderr_tail".into(), json!(stderr_tail));
+            d.insert("stdout_tail".into(), json!(stdout_tail));
+            d.insert("casa_severe".into(), json!(casa_severe));
+            d.insert("hints".into(), json!(hints));
+            d.insert("workdir".into(), json!(workdir));
+            d.insert("workdir_kept".into(), json!(kept));
+            d.insert("elapsed_seconds".into(), json!((elapsed.as_secs_f64() * 1000.0).round() / 1000.0));
+            d.insert("stdout_bytes".into(), json!(stdout.total_bytes));
+            d.insert("stderr_bytes".into(), json!(stderr.total_bytes));
+            for (name, dr) in [("stdout", &stdout), ("stderr", &stderr)] {
+                if dr.truncated {
+                    d.insert(format!("{name}_log_truncated_at"), json!(dr.saved_bytes));
+                }
+                if dr.suppressed_lines > 0 {
+                    d.insert(format!("{name}_lines_not_traced"), json!(dr.suppressed_lines));
+                }
+            }
+            if report.leftovers > 0 {
+                d.insert("leftover_processes_killed".into(), json!(report.leftovers));
+            }
+            if let Value::Object(extra) = std::mem::take(&mut f.details) {
+                d.extend(extra);
+            }
+            f.details = Value::Object(d);
+            Err(f)
+        }
+    };
+    if !kept {
+        remove_workdir(&workdir);
+    }
+    result
+}
+
+/// The result, or the failure (its details are completed by the caller).
+fn decide(cfg: &NativeConfig, exit: Exit, class: &outcome::Classified, result_path: &Path) -> Result<Value, Failure> {
+    let result = read_result(result_path, cfg.max_result_bytes);
+    match exit {
+        Exit::Code(0) => match result {
+            Ok(v) => match reported_error(&v) {
+                None => Ok(v),
+                Some(message) => {
+                    let mut f = Failure::new("$TaskReportedError", message);
+                    if v.get("retryable") == Some(&Value::Bool(false)) {
+                        f = f.permanent();
+                    }
+                    Err(f.with_details(json!({"result": bounded(&v)})))
+                }
+            },
+            Err(e @ ResultError::TooLarge { .. }) => Err(Failure::new(
+                "$ResultTooLarge",
+                format!("the program exited 0 but its {e}"),
+            )),
+            Err(e) => Err(Failure::new(
+                "$NoResult",
+                format!("the program exited 0 without writing a valid result.json ({e}); it is not counted as a success"),
+            )),
+        },
+        _ => {
+            let how = match (class.exit_code, class.signal_name, class.signal) {
+                (Some(c), _, _) => format!("the program exited with code {c}"),
+                (_, Some(name), _) => format!("the program was killed by {name}"),
+                (_, None, Some(s)) => format!("the program was killed by signal {s}"),
+                _ => "the program ended".to_string(),
+            };
+            let mut message = format!("{how}: {}", class.description);
+            let mut details = Map::new();
+            if let Ok(v) = &result {
+                if let Some(reported) = reported_error(v) {
+                    message = format!("{message}; it reported: {}", keep_end(&reported, 2048));
+                    details.insert("result".into(), bounded(v));
+                }
+            }
+            let name = if class.signal.is_some() {
+                "$ProgramKilled"
+            } else {
+                "$ProgramFailed"
+            };
+            Err(Failure::new(name, message).with_details(Value::Object(details)))
+        }
+    }
+}
+
+/// `v`, or a note when it is too large to copy into a failure.
+fn bounded(v: &Value) -> Value {
+    let text = v.to_string();
+    if text.len() <= MAX_REPORTED_RESULT {
+        v.clone()
+    } else {
+        let mut end = MAX_REPORTED_RESULT / 2;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        json!({"truncated": true, "bytes": text.len(), "start": &text[..end]})
+    }
+}

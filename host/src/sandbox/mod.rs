@@ -1,0 +1,501 @@
+//! The `wasm` handler kind: task types as WebAssembly components, sandboxed with wasmtime.
+//!
+//! * One [`Sandbox`] per host: a shared `Engine` (epoch interruption, optional fuel, pooling
+//!   allocator with an on-demand fallback), a `Linker` with WASI and the `task` world's
+//!   imports, an epoch ticker thread (10 ms), and a cache of precompiled components.
+//! * One [`WasmHandler`] per task type, holding its `InstancePre`: a component that does not
+//!   match the world or needs an import we do not grant is rejected when the host starts.
+//! * One `Store` per run (see [`store`]), with the type's limits: memory cap, fuel, a wall-clock
+//!   deadline enforced by epochs (the guest yields every tick so it never starves other tasks),
+//!   bounded output, and only the directories and environment variables it was granted.
+//!
+//! A trap fails only its own run; [`classify`] turns it into a failure naming the cause.
+
+pub mod config;
+pub mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tracing::{debug, info, warn};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use crate::execute::{BoxFuture, Failure, Handler, TaskContext, TaskError};
+use config::{SandboxDefaults, WasmTaskConfig};
+use store::{GuestStream, Limiter, OutputBudget, RunState, Stop};
+
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "task",
+        imports: { default: async | trappable },
+        exports: { default: async },
+    });
+}
+
+/// The epoch ticker period: the granularity of wall-clock deadlines and of guest yields.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The shared engine, linker and component cache.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<RunState>,
+    defaults: SandboxDefaults,
+    fuel_enabled: bool,
+    pooling: bool,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn engine_config(defaults: &SandboxDefaults, fuel: bool) -> Config {
+    let mut c = Config::new();
+    c.wasm_component_model(true);
+    c.epoch_interruption(true);
+    c.consume_fuel(fuel);
+    c.max_wasm_stack((defaults.max_stack_kb as usize) * 1024);
+    c.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
+    c
+}
+
+fn pooling_config(defaults: &SandboxDefaults) -> PoolingAllocationConfig {
+    let n = defaults.pool_instances;
+    let mut p = PoolingAllocationConfig::default();
+    p.total_component_instances(n);
+    // A Rust component is a handful of core modules (the program and small shims).
+    p.total_core_instances(n.saturating_mul(8));
+    p.total_memories(n.saturating_mul(2));
+    p.total_tables(n.saturating_mul(4));
+    p.total_stacks(n);
+    p.max_memory_size((defaults.memory_mb * 1024 * 1024) as usize);
+    p.linear_memory_keep_resident(64 * 1024);
+    p
+}
+
+impl Sandbox {
+    /// Builds the engine. `fuel` turns on fuel accounting (needed when any task type has a
+    /// fuel budget; it costs some speed, so it is off otherwise).
+    pub fn new(defaults: SandboxDefaults, fuel: bool) -> Result<Sandbox, String> {
+        let mut pooling = false;
+        let engine = match defaults.allocator.as_str() {
+            "on-demand" => Engine::new(&engine_config(&defaults, fuel)),
+            mode => {
+                let mut c = engine_config(&defaults, fuel);
+                c.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(&defaults)));
+                match Engine::new(&c) {
+                    Ok(e) => {
+                        pooling = true;
+                        Ok(e)
+                    }
+                    Err(e) if mode == "auto" => {
+                        warn!(error = %e, "pooling allocator unavailable (short address space?); using on-demand allocation");
+                        Engine::new(&engine_config(&defaults, fuel))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+        .map_err(|e| format!("cannot create the wasm engine: {e}"))?;
+
+        let mut linker: Linker<RunState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| format!("linking WASI: {e}"))?;
+        bindings::Task::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |s| s)
+            .map_err(|e| format!("linking the task world: {e}"))?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            std::thread::Builder::new()
+                .name("absurd-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| format!("cannot start the epoch ticker: {e}"))?;
+        }
+        info!(pooling, fuel, "wasm sandbox ready");
+        Ok(Sandbox {
+            engine,
+            linker,
+            defaults,
+            fuel_enabled: fuel,
+            pooling,
+            ticker_stop,
+        })
+    }
+
+    pub fn defaults(&self) -> &SandboxDefaults {
+        &self.defaults
+    }
+
+    pub fn uses_pooling(&self) -> bool {
+        self.pooling
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Loads (or compiles and caches) a component and checks it against the linker.
+    pub fn load(self: &Arc<Self>, task_name: &str, cfg: WasmTaskConfig) -> Result<WasmHandler, String> {
+        let component = self.component(&cfg.component)?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            format!(
+                "component {} cannot run as task {task_name:?}: {e:#} (it must target the absurd:task/task world, importing only WASI and absurd:task interfaces)",
+                cfg.component.display()
+            )
+        })?;
+        let pre = bindings::TaskPre::new(pre).map_err(|e| {
+            format!(
+                "component {} does not export the absurd:task `run` function: {e:#}",
+                cfg.component.display()
+            )
+        })?;
+        Ok(WasmHandler {
+            sandbox: self.clone(),
+            pre,
+            cfg: Arc::new(cfg),
+        })
+    }
+
+    /// A component from the precompiled cache, keyed by the wasm's SHA-256 and the engine's
+    /// compatibility hash (so a different wasmtime or different settings recompile).
+    pub fn component(&self, path: &Path) -> Result<Component, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read component {}: {e}", path.display()))?;
+        if wasmparser_is_component(&bytes).is_err() {
+            return Err(format!(
+                "{} is not a WebAssembly component (build it with `cargo build --target wasm32-wasip2`)",
+                path.display()
+            ));
+        }
+        let digest = hex(&Sha256::digest(&bytes));
+        let compat = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.engine.precompile_compatibility_hash().hash(&mut h);
+            h.finish()
+        };
+        let dir = self.defaults.cache_dir();
+        let cached = dir.join(format!("{digest}-{compat:016x}.cwasm"));
+        if cached.is_file() {
+            // Safety: the cache holds only artifacts this host wrote, named by the digest of
+            // their source and the engine's compatibility hash.
+            match unsafe { Component::deserialize_file(&self.engine, &cached) } {
+                Ok(c) => {
+                    debug!(component = %path.display(), "loaded precompiled component");
+                    return Ok(c);
+                }
+                Err(e) => warn!(cache = %cached.display(), error = %e, "ignoring unusable precompiled artifact"),
+            }
+        }
+        let started = std::time::Instant::now();
+        let artifact = self
+            .engine
+            .precompile_component(&bytes)
+            .map_err(|e| format!("cannot compile component {}: {e:#}", path.display()))?;
+        info!(component = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "compiled component");
+        if let Err(e) = write_atomically(&dir, &cached, &artifact) {
+            warn!(cache = %cached.display(), error = %e, "cannot cache the precompiled component");
+        }
+        unsafe { Component::deserialize(&self.engine, &artifact) }
+            .map_err(|e| format!("cannot load compiled component {}: {e:#}", path.display()))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks the component-model preamble (`\0asm`, version 0x0d, layer 1).
+fn wasmparser_is_component(bytes: &[u8]) -> Result<(), ()> {
+    if bytes.len() >= 8 && &bytes[0..4] == b"\0asm" && bytes[4..8] == [0x0d, 0x00, 0x01, 0x00] {
+        Ok(())
+    } else {
+        Err(())
+    }
+}
+
+fn write_atomically(dir: &Path, dest: &Path, data: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, dest)
+}
+
+/// A wasm task type. Holds the sandbox, so the engine and its epoch ticker live as long as
+/// any handler does.
+pub struct WasmHandler {
+    sandbox: Arc<Sandbox>,
+    pre: bindings::TaskPre<RunState>,
+    cfg: Arc<WasmTaskConfig>,
+}
+
+impl Handler for WasmHandler {
+    fn kind(&self) -> &'static str {
+        "wasm"
+    }
+
+    fn run(&self, ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
+        let engine = self.sandbox.engine.clone();
+        let pre = self.pre.clone();
+        let cfg = self.cfg.clone();
+        let fuel_enabled = self.sandbox.fuel_enabled;
+        Box::pin(async move { run_component(engine, pre, cfg, fuel_enabled, ctx).await })
+    }
+}
+
+/// A per-run scratch directory, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const STREAM_TAIL: usize = 4096;
+
+async fn run_component(
+    engine: Engine,
+    pre: bindings::TaskPre<RunState>,
+    cfg: Arc<WasmTaskConfig>,
+    fuel_enabled: bool,
+    ctx: TaskContext,
+) -> Result<Value, TaskError> {
+    let budget = OutputBudget::new(cfg.max_log_bytes as usize);
+    let stdout = GuestStream::new(budget.clone(), STREAM_TAIL * 4);
+    let stderr = GuestStream::new(budget.clone(), STREAM_TAIL * 4);
+
+    // Least privilege: nothing but what the task type was granted.
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.stdout(stdout.clone()).stderr(stderr.clone());
+    for name in &cfg.env {
+        if let Ok(v) = std::env::var(name) {
+            wasi.env(name, v);
+        }
+    }
+    for d in &cfg.dirs {
+        let perms = if d.mode == "rw" { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+        wasi.preopened_dir(&d.host, &d.guest, perms)
+            .map_err(|e| host_failure(format!("cannot open granted directory {}: {e}", d.host.display())))?;
+    }
+    let _scratch = if cfg.scratch {
+        let dir = std::env::temp_dir().join(format!("absurd-scratch-{}", ctx.run_id()));
+        std::fs::create_dir_all(&dir).map_err(|e| host_failure(format!("cannot create scratch directory: {e}")))?;
+        wasi.preopened_dir(&dir, "/scratch", FsPerms::ReadWrite)
+            .map_err(|e| host_failure(format!("cannot open scratch directory: {e}")))?;
+        Some(Scratch(dir))
+    } else {
+        None
+    };
+
+    let info = bindings::absurd::task::types::TaskInfo {
+        task_id: ctx.task_id().to_string(),
+        run_id: ctx.run_id().to_string(),
+        attempt: ctx.run().attempt.max(0) as u32,
+        queue: ctx.queue().to_string(),
+        task_name: ctx.run().task_name.clone(),
+        headers: ctx.run().headers.as_ref().map(|h| h.to_string()),
+    };
+    let params = ctx.params().to_string();
+    let deadline = ctx.deadline();
+
+    let mut store = Store::new(
+        &engine,
+        RunState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: Limiter {
+                memory_cap: cfg.memory_bytes as usize,
+                table_elements: 100_000,
+                instances: 32,
+                tables: 32,
+                memories: 4,
+            },
+            ctx,
+            log_budget: budget.clone(),
+            logs_dropped: 0,
+        },
+    );
+    store.limiter(|s| &mut s.limiter);
+    if fuel_enabled {
+        store
+            .set_fuel(cfg.fuel.unwrap_or(u64::MAX))
+            .map_err(|e| host_failure(format!("cannot set fuel: {e}")))?;
+    }
+    // Every tick: yield to the scheduler (so a spinning guest never starves other tasks),
+    // or interrupt the guest once its wall-clock deadline has passed.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            Ok(UpdateDeadline::Interrupt)
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+
+    let outcome = async {
+        let task = pre.instantiate_async(&mut store).await?;
+        task.call_run(&mut store, &info, &params).await
+    }
+    .await;
+
+    let fuel_used = if fuel_enabled {
+        cfg.fuel.and_then(|budget| store.get_fuel().ok().map(|left| budget.saturating_sub(left)))
+    } else {
+        None
+    };
+    let dropped = budget.dropped();
+    if dropped > 0 {
+        warn!(dropped_bytes = dropped, "guest output beyond max_log_bytes was dropped");
+    }
+    for (name, s) in [("stdout", &stdout), ("stderr", &stderr)] {
+        let text = s.text();
+        if !text.is_empty() {
+            debug!(stream = name, "guest {name}:\n{}", text.trim_end());
+        }
+    }
+
+    match outcome {
+        Ok(Ok(result)) => {
+            if result.len() as u64 > cfg.max_result_bytes {
+                return Err(TaskError::Failed(
+                    Failure::new(
+                        "$ResultTooLarge",
+                        format!(
+                            "the result is {} bytes; the limit for this task type is {} (max_result_bytes)",
+                            result.len(),
+                            cfg.max_result_bytes
+                        ),
+                    )
+                    .permanent(),
+                ));
+            }
+            serde_json::from_str(&result).map_err(|e| {
+                TaskError::Failed(Failure::new("$InvalidResult", format!("the guest returned invalid JSON: {e}")).permanent())
+            })
+        }
+        Ok(Err(guest_error)) => {
+            let mut f = Failure::new(guest_error.name, guest_error.message);
+            if let Some(d) = guest_error.details {
+                f = f.with_details(serde_json::from_str(&d).unwrap_or(Value::String(d)));
+            }
+            if matches!(guest_error.kind, bindings::absurd::task::types::ErrorKind::Permanent) {
+                f = f.permanent();
+            }
+            Err(TaskError::Failed(f))
+        }
+        Err(e) => Err(classify(e, &stderr, fuel_used)),
+    }
+}
+
+fn host_failure(message: String) -> TaskError {
+    TaskError::Failed(Failure::new("$HostError", message))
+}
+
+/// Turns a trap (or a host-initiated stop) into the run's outcome.
+pub fn classify(e: wasmtime::Error, stderr: &GuestStream, fuel_used: Option<u64>) -> TaskError {
+    if let Some(stop) = e.downcast_ref::<Stop>() {
+        return match stop {
+            Stop::Suspended => TaskError::Suspended,
+            Stop::Lost(_) => match e.downcast::<Stop>() {
+                Ok(Stop::Lost(c)) => TaskError::RunLost(c),
+                _ => unreachable!(),
+            },
+            Stop::Failed(f) => TaskError::Failed(f.clone()),
+            Stop::MemoryLimit { desired, cap } => TaskError::Failed(
+                Failure::new(
+                    "$MemoryLimit",
+                    format!("the guest tried to grow its memory to {desired} bytes; the limit is {cap} (memory_mb)"),
+                )
+                .with_details(json!({"desired_bytes": desired, "limit_bytes": cap, "stderr_tail": stderr.tail(STREAM_TAIL)})),
+            ),
+        };
+    }
+    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+        return TaskError::Failed(Failure::new(
+            "$SandboxBusy",
+            format!("every sandbox slot is in use ({e}); the run will be retried"),
+        ));
+    }
+    let backtrace = e
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .map(|b| b.to_string())
+        .unwrap_or_default();
+    let details = |cause: &str| {
+        let mut d = json!({"cause": cause, "stderr_tail": stderr.tail(STREAM_TAIL)});
+        if !backtrace.is_empty() {
+            d["backtrace"] = Value::String(backtrace.clone());
+        }
+        if let Some(f) = fuel_used {
+            d["fuel_used"] = json!(f);
+        }
+        d
+    };
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => TaskError::Failed(
+            Failure::new("$Timeout", "Task timed out: the guest was interrupted at its deadline")
+                .with_details(details("interrupt")),
+        ),
+        Some(Trap::OutOfFuel) => TaskError::Failed(
+            Failure::new("$OutOfFuel", "the guest used up its fuel budget (fuel)").with_details(details("out of fuel")),
+        ),
+        Some(trap) => {
+            let cause = match trap {
+                Trap::StackOverflow => "stack overflow",
+                Trap::UnreachableCodeReached => {
+                    if stderr.tail(STREAM_TAIL).contains("panicked") {
+                        "panic"
+                    } else {
+                        "unreachable"
+                    }
+                }
+                Trap::MemoryOutOfBounds => "memory out of bounds",
+                Trap::IntegerDivisionByZero => "integer division by zero",
+                _ => "trap",
+            };
+            TaskError::Failed(Failure::new("$Trap", format!("the guest trapped: {cause} ({trap})")).with_details(details(cause)))
+        }
+        None => TaskError::Failed(
+            Failure::new("$Trap", format!("the guest failed: {e:#}")).with_details(details("error")),
+        ),
+    }
+}
+
+/// Builds the sandbox (if any task type needs it) and the handler of each wasm task type.
+pub fn build_handlers(
+    defaults: &toml::Table,
+    tasks: &[(&str, &toml::Table)],
+    base_dir: &Path,
+) -> Result<Vec<(String, Arc<dyn Handler>)>, (String, String)> {
+    if tasks.is_empty() {
+        return Ok(vec![]);
+    }
+    let defaults = SandboxDefaults::from_table(defaults).map_err(|e| (String::new(), e))?;
+    let mut configs = Vec::new();
+    for (name, table) in tasks {
+        let cfg = WasmTaskConfig::from_table(table, &defaults, base_dir).map_err(|e| (name.to_string(), e))?;
+        configs.push((name.to_string(), cfg));
+    }
+    let fuel = configs.iter().any(|(_, c)| c.fuel.is_some());
+    let sandbox = Arc::new(Sandbox::new(defaults, fuel).map_err(|e| (String::new(), e))?);
+    let mut out = Vec::new();
+    for (name, cfg) in configs {
+        let h = sandbox.load(&name, cfg).map_err(|e| (name.clone(), e))?;
+        out.push((name, Arc::new(h) as Arc<dyn Handler>));
+    }
+    Ok(out)
+}

@@ -1,0 +1,327 @@
+//! The per-run store: what a guest can reach, and the host side of the `task` world's imports.
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tracing::{debug, error, info, trace, warn};
+use wasmtime::component::ResourceTable;
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::absurd::task::{durable, log, types};
+use crate::client::SpawnOptions;
+use crate::execute::{Failure, TaskContext, TaskError};
+
+/// Why the host ended a guest's execution from inside a host call. Carried through the trap
+/// as the error value and recovered by the handler.
+#[derive(Debug)]
+pub enum Stop {
+    /// The run is suspended (sleep or event wait); nothing more to report.
+    Suspended,
+    /// The run was cancelled or lost its lease.
+    Lost(crate::client::ClientError),
+    /// A host-side failure while serving the guest (the database was unreachable, …).
+    Failed(Failure),
+    /// The guest tried to grow its memory beyond its cap.
+    MemoryLimit { desired: usize, cap: usize },
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::Suspended => write!(f, "run suspended"),
+            Stop::Lost(e) => write!(f, "run lost: {e}"),
+            Stop::Failed(x) => write!(f, "{}: {}", x.name, x.message),
+            Stop::MemoryLimit { desired, cap } => {
+                write!(f, "memory limit: the guest asked for {desired} bytes, the cap is {cap}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Stop {}
+
+fn stop(e: TaskError) -> wasmtime::Error {
+    wasmtime::Error::new(match e {
+        TaskError::Suspended => Stop::Suspended,
+        TaskError::RunLost(e) => Stop::Lost(e),
+        TaskError::Failed(f) => Stop::Failed(f),
+    })
+}
+
+/// A bounded capture of guest output (log calls, stdout, stderr): keeps the first
+/// `capacity` bytes, counts the rest, and never fails a write (a guest that floods its
+/// output loses the excess, not its run).
+#[derive(Clone)]
+pub struct OutputBudget {
+    inner: Arc<Mutex<Captured>>,
+}
+
+#[derive(Default)]
+pub struct Captured {
+    pub bytes: Vec<u8>,
+    pub dropped: u64,
+    capacity: usize,
+}
+
+impl OutputBudget {
+    pub fn new(capacity: usize) -> OutputBudget {
+        OutputBudget {
+            inner: Arc::new(Mutex::new(Captured {
+                capacity,
+                ..Default::default()
+            })),
+        }
+    }
+
+    /// Takes up to the remaining budget of `data`; returns whether all of it fitted.
+    pub fn take(&self, data: &[u8]) -> bool {
+        let mut c = self.inner.lock().unwrap();
+        let room = c.capacity.saturating_sub(c.bytes.len());
+        let n = room.min(data.len());
+        c.bytes.extend_from_slice(&data[..n]);
+        c.dropped += (data.len() - n) as u64;
+        n == data.len()
+    }
+
+    pub fn has_room(&self) -> bool {
+        let c = self.inner.lock().unwrap();
+        c.bytes.len() < c.capacity
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.inner.lock().unwrap().dropped
+    }
+}
+
+/// One of the guest's stdout/stderr streams, writing into the shared budget with a prefix.
+#[derive(Clone)]
+pub struct GuestStream {
+    budget: OutputBudget,
+    /// The stream's own copy (for the failure payload's tail), bounded too.
+    own: OutputBudget,
+}
+
+impl GuestStream {
+    pub fn new(budget: OutputBudget, own_capacity: usize) -> GuestStream {
+        GuestStream {
+            budget,
+            own: OutputBudget::new(own_capacity),
+        }
+    }
+
+    /// The last `n` bytes the guest wrote to this stream (lossy UTF-8).
+    pub fn tail(&self, n: usize) -> String {
+        let c = self.own.inner.lock().unwrap();
+        let start = c.bytes.len().saturating_sub(n);
+        String::from_utf8_lossy(&c.bytes[start..]).into_owned()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.own.inner.lock().unwrap().bytes).into_owned()
+    }
+}
+
+impl IsTerminal for GuestStream {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestStream {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl tokio::io::AsyncWrite for GuestStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.budget.take(buf);
+        self.own.take(buf);
+        // Accept everything: what does not fit is counted and dropped.
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Caps linear memory (and tables/instances) per run, remembering a refused growth so the
+/// trap can be reported as `$MemoryLimit`.
+pub struct Limiter {
+    pub memory_cap: usize,
+    pub table_elements: usize,
+    pub instances: usize,
+    pub tables: usize,
+    pub memories: usize,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            return Err(wasmtime::Error::new(Stop::MemoryLimit {
+                desired,
+                cap: self.memory_cap,
+            }));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= self.table_elements)
+    }
+
+    fn instances(&self) -> usize {
+        self.instances
+    }
+    fn tables(&self) -> usize {
+        self.tables
+    }
+    fn memories(&self) -> usize {
+        self.memories
+    }
+}
+
+/// Everything one run's store holds.
+pub struct RunState {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limiter: Limiter,
+    pub ctx: TaskContext,
+    pub log_budget: OutputBudget,
+    /// Log lines refused by the budget (reported once).
+    pub logs_dropped: u64,
+}
+
+impl WasiView for RunState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for RunState {}
+
+fn parse_json(what: &str, text: &str) -> Result<Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("{what} is not valid JSON: {e}"))
+}
+
+impl durable::Host for RunState {
+    async fn begin_step(&mut self, name: String) -> wasmtime::Result<durable::Step> {
+        let checkpoint_name = self.ctx.next_checkpoint_name(&name);
+        let value = self.ctx.checkpoint(&checkpoint_name).map(|v| v.to_string());
+        Ok(durable::Step { checkpoint_name, value })
+    }
+
+    async fn complete_step(&mut self, checkpoint_name: String, value: String) -> wasmtime::Result<Result<(), String>> {
+        let value = match parse_json("the step's value", &value) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.ctx.store_checkpoint(&checkpoint_name, &value).await.map_err(stop)?;
+        Ok(Ok(()))
+    }
+
+    async fn sleep_for(&mut self, step_name: String, seconds: f64) -> wasmtime::Result<()> {
+        if !seconds.is_finite() {
+            return Err(stop(TaskError::Failed(
+                Failure::new("$InvalidCall", format!("sleep-for({step_name:?}): {seconds} is not a number of seconds")).permanent(),
+            )));
+        }
+        self.ctx.sleep_for(&step_name, seconds).await.map_err(stop)
+    }
+
+    async fn sleep_until(&mut self, step_name: String, unix_millis: i64) -> wasmtime::Result<()> {
+        let Some(at) = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(unix_millis) else {
+            return Err(stop(TaskError::Failed(
+                Failure::new("$InvalidCall", format!("sleep-until({step_name:?}): {unix_millis} ms is out of range")).permanent(),
+            )));
+        };
+        self.ctx.sleep_until(&step_name, at).await.map_err(stop)
+    }
+
+    async fn await_event(
+        &mut self,
+        event: String,
+        step_name: Option<String>,
+        timeout_seconds: Option<u32>,
+    ) -> wasmtime::Result<Option<String>> {
+        let timeout = timeout_seconds.map(|t| t.min(i32::MAX as u32) as i32);
+        let r = self.ctx.await_event(&event, step_name.as_deref(), timeout).await.map_err(stop)?;
+        Ok(r.map(|v| v.to_string()))
+    }
+
+    async fn emit_event(&mut self, event: String, payload: String) -> wasmtime::Result<Result<(), String>> {
+        if event.trim().is_empty() {
+            return Ok(Err("event name must not be empty".into()));
+        }
+        let payload = match parse_json("the event payload", &payload) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.ctx.emit_event(&event, &payload).await.map_err(stop)?;
+        Ok(Ok(()))
+    }
+
+    async fn spawn(
+        &mut self,
+        task_name: String,
+        params: String,
+        options: durable::SpawnOptions,
+    ) -> wasmtime::Result<Result<String, String>> {
+        let params = match parse_json("the params", &params) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        let headers = match options.headers.as_deref().map(|h| parse_json("the headers", h)).transpose() {
+            Ok(h) => h,
+            Err(e) => return Ok(Err(e)),
+        };
+        let opts = SpawnOptions {
+            headers,
+            max_attempts: options.max_attempts.map(|m| m.min(i32::MAX as u32) as i32),
+            idempotency_key: options.idempotency_key,
+            ..Default::default()
+        };
+        match self.ctx.spawn(options.queue.as_deref(), &task_name, &params, &opts).await {
+            Ok(s) => Ok(Ok(s.task_id.to_string())),
+            Err(TaskError::Failed(f)) if !f.retryable => Ok(Err(f.message)),
+            Err(e) => Err(stop(e)),
+        }
+    }
+
+    async fn heartbeat(&mut self, seconds: Option<u32>) -> wasmtime::Result<()> {
+        let secs = seconds.map(|s| s.clamp(1, i32::MAX as u32) as i32);
+        self.ctx.heartbeat(secs).await.map_err(stop)
+    }
+}
+
+impl log::Host for RunState {
+    async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        if !self.log_budget.take(message.as_bytes()) {
+            self.logs_dropped += 1;
+            if self.logs_dropped == 1 {
+                warn!(guest = true, "guest log budget exhausted; dropping further guest output");
+            }
+            return Ok(());
+        }
+        match level {
+            log::Level::Trace => trace!(guest = true, "{message}"),
+            log::Level::Debug => debug!(guest = true, "{message}"),
+            log::Level::Info => info!(guest = true, "{message}"),
+            log::Level::Warn => warn!(guest = true, "{message}"),
+            log::Level::Error => error!(guest = true, "{message}"),
+        }
+        Ok(())
+    }
+}
