@@ -32,6 +32,14 @@ timeout = 3
 max_result_bytes = 1048576
 max_log_bytes = 65536
 
+[tasks.zoo-roomy]
+kind = "wasm"
+component = "{dir}/zoo.wasm"
+memory_mb = 64
+timeout = 120
+max_result_bytes = 1048576
+max_log_bytes = 65536
+
 [tasks.zoo-fuel]
 kind = "wasm"
 component = "{dir}/zoo.wasm"
@@ -81,7 +89,11 @@ async fn setup(queue: &str) -> (TestDb, Client) {
 
 async fn terminal(client: &Client, queue: &str, task: Uuid, limit: Duration) -> TaskResult {
     wait_for(&format!("task {task} to finish"), limit, || async {
-        client.task_result(queue, task).await.unwrap().filter(|r| r.state.is_terminal())
+        client
+            .task_result(queue, task)
+            .await
+            .unwrap()
+            .filter(|r| r.state.is_terminal())
     })
     .await
 }
@@ -102,7 +114,11 @@ async fn echo_component_runs_a_python_spawned_task() {
         .arg(&db.url)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let id: Uuid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     let r = terminal(&client, "wasm-echo", id, Duration::from_secs(60)).await;
     assert_eq!(r.state, State::Completed, "{r:?}");
@@ -115,32 +131,57 @@ async fn echo_component_runs_a_python_spawned_task() {
 async fn zoo_members_fail_alone_with_their_exact_cause() {
     let (db, client) = setup("zoo").await;
     std::env::set_var("ABSURD_TEST_GRANTED", "granted-value");
-    let w = WorkerProc::start(&db.url, &config(""), &["--queue", "zoo", "--concurrency", "16"]);
+    let w = WorkerProc::start(
+        &db.url,
+        &config(""),
+        &["--queue", "zoo", "--concurrency", "16"],
+    );
 
     let cases: Vec<(&str, Value)> = vec![
         ("zoo", json!({"mode": "infinite-loop"})),
         ("zoo-fuel", json!({"mode": "infinite-loop"})),
-        ("zoo", json!({"mode": "deep-recursion"})),
-        ("zoo", json!({"mode": "memory-bomb"})),
-        ("zoo", json!({"mode": "huge-step-allocation"})),
-        ("zoo", json!({"mode": "panic"})),
-        ("zoo", json!({"mode": "unreachable"})),
-        ("zoo", json!({"mode": "huge-result", "bytes": 4_000_000})),
-        ("zoo", json!({"mode": "log-flood", "lines": 200_000, "bytes": 8_000_000})),
-        ("zoo", json!({"mode": "read-passwd"})),
-        ("zoo", json!({"mode": "read-env"})),
-        ("zoo", json!({"mode": "open-socket"})),
+        ("zoo-roomy", json!({"mode": "deep-recursion"})),
+        ("zoo-roomy", json!({"mode": "memory-bomb"})),
+        ("zoo-roomy", json!({"mode": "huge-step-allocation"})),
+        ("zoo-roomy", json!({"mode": "panic"})),
+        ("zoo-roomy", json!({"mode": "unreachable"})),
+        ("zoo-roomy", json!({"mode": "huge-result", "bytes": 4_000_000})),
+        (
+            "zoo-roomy",
+            json!({"mode": "log-flood", "lines": 20_000, "bytes": 2_000_000}),
+        ),
+        ("zoo-roomy", json!({"mode": "read-passwd"})),
+        ("zoo-roomy", json!({"mode": "read-env"})),
+        ("zoo-roomy", json!({"mode": "open-socket"})),
         ("zoo", json!({"mode": "block-poll"})),
-        ("zoo", json!({"mode": "hostcall-loop", "calls": 1_000_000_000_000u64})),
-        ("zoo", json!({"mode": "sleep-wake", "count": 4, "seconds": 0.2})),
+        (
+            "zoo",
+            json!({"mode": "hostcall-loop", "calls": 1_000_000_000_000u64}),
+        ),
+        (
+            "zoo-roomy",
+            json!({"mode": "sleep-wake", "count": 4, "seconds": 0.2}),
+        ),
     ];
     let mut zoo = vec![];
     for (task, params) in &cases {
-        zoo.push(client.spawn("zoo", task, params, &once()).await.unwrap().task_id);
+        zoo.push(
+            client
+                .spawn("zoo", task, params, &once())
+                .await
+                .unwrap()
+                .task_id,
+        );
     }
     let mut healthy = vec![];
     for i in 0..20 {
-        healthy.push(client.spawn("zoo", "echo", &json!({"i": i}), &once()).await.unwrap().task_id);
+        healthy.push(
+            client
+                .spawn("zoo", "echo", &json!({"i": i}), &once())
+                .await
+                .unwrap()
+                .task_id,
+        );
     }
     for (i, id) in healthy.iter().enumerate() {
         let r = terminal(&client, "zoo", *id, Duration::from_secs(90)).await;
@@ -162,32 +203,66 @@ async fn zoo_members_fail_alone_with_their_exact_cause() {
         r.result.clone().unwrap()
     };
 
-    assert_eq!(failure(0).0, "$Timeout", "infinite loop under a wall-clock limit");
-    assert_eq!(failure(1).0, "$OutOfFuel", "infinite loop under a fuel budget");
+    assert_eq!(
+        failure(0).0,
+        "$Timeout",
+        "infinite loop under a wall-clock limit"
+    );
+    assert_eq!(
+        failure(1).0,
+        "$OutOfFuel",
+        "infinite loop under a fuel budget"
+    );
     let (name, f) = failure(2);
-    assert_eq!((name.as_str(), f["details"]["cause"].as_str()), ("$Trap", Some("stack overflow")));
+    assert_eq!(
+        (name.as_str(), f["details"]["cause"].as_str()),
+        ("$Trap", Some("stack overflow"))
+    );
     assert_eq!(failure(3).0, "$MemoryLimit");
     assert_eq!(failure(4).0, "$MemoryLimit");
     let (name, f) = failure(5);
-    assert_eq!((name.as_str(), f["details"]["cause"].as_str()), ("$Trap", Some("panic")));
-    assert!(f["details"]["stderr_tail"].as_str().unwrap().contains("deliberate panic"), "{f}");
+    assert_eq!(
+        (name.as_str(), f["details"]["cause"].as_str()),
+        ("$Trap", Some("panic"))
+    );
+    assert!(
+        f["details"]["stderr_tail"]
+            .as_str()
+            .unwrap()
+            .contains("deliberate panic"),
+        "{f}"
+    );
     let (name, f) = failure(6);
-    assert_eq!((name.as_str(), f["details"]["cause"].as_str()), ("$Trap", Some("unreachable")));
+    assert_eq!(
+        (name.as_str(), f["details"]["cause"].as_str()),
+        ("$Trap", Some("unreachable"))
+    );
     assert_eq!(failure(7).0, "$ResultTooLarge");
     let flood = result(8);
     assert!(flood.is_object(), "log flood completes: {flood}");
     let passwd = result(9);
     assert_eq!(passwd["read"], false, "no filesystem: {passwd}");
     let env = result(10);
-    assert!(!env.to_string().contains("/root") && !env.to_string().contains("PATH"), "no host env: {env}");
+    assert!(
+        !env.to_string().contains("/root") && !env.to_string().contains("PATH"),
+        "no host env: {env}"
+    );
     let sock = result(11);
-    assert_eq!(sock["connected"], false, "no network: {sock}");
-    assert_eq!(failure(12).0, "$Timeout", "blocked in a WASI poll, stopped by the host-side race");
+    assert_eq!(sock["outcome"]["connected"], false, "no network: {sock}");
+    assert_eq!(
+        failure(12).0,
+        "$Timeout",
+        "blocked in a WASI poll, stopped by the host-side race"
+    );
     assert_eq!(failure(13).0, "$Timeout", "host-call loop");
     assert_eq!(result(14)["sleeps"], 4, "slept and was woken four times");
 
     // Still serving.
-    let after = client.spawn("zoo", "echo", &json!({"after": "zoo"}), &once()).await.unwrap().task_id;
+    let after = client
+        .spawn("zoo", "echo", &json!({"after": "zoo"}), &once())
+        .await
+        .unwrap()
+        .task_id;
     let r = terminal(&client, "zoo", after, Duration::from_secs(30)).await;
     assert_eq!(r.result, Some(json!({"after": "zoo"})));
     drop(w);
@@ -199,39 +274,72 @@ async fn granted_capabilities_are_visible_and_nothing_else() {
     std::env::set_var("ABSURD_TEST_GRANTED", "granted-value");
     let _w = WorkerProc::start(&db.url, &config(""), &["--queue", "grants"]);
     let env = client
-        .spawn("grants", "zoo-granted", &json!({"mode": "read-env"}), &once())
+        .spawn(
+            "grants",
+            "zoo-granted",
+            &json!({"mode": "read-env"}),
+            &once(),
+        )
         .await
         .unwrap()
         .task_id;
     let r = terminal(&client, "grants", env, Duration::from_secs(60)).await;
     let text = r.result.unwrap().to_string();
-    assert!(text.contains("ABSURD_TEST_GRANTED") && text.contains("granted-value"), "{text}");
+    assert!(
+        text.contains("ABSURD_TEST_GRANTED") && text.contains("granted-value"),
+        "{text}"
+    );
     assert!(!text.contains("PATH"), "only the named variable: {text}");
     let passwd = client
-        .spawn("grants", "zoo-granted", &json!({"mode": "read-passwd"}), &once())
+        .spawn(
+            "grants",
+            "zoo-granted",
+            &json!({"mode": "read-passwd"}),
+            &once(),
+        )
         .await
         .unwrap()
         .task_id;
     let r = terminal(&client, "grants", passwd, Duration::from_secs(60)).await;
-    assert_eq!(r.result.unwrap()["read"], false, "a granted /data does not open /etc");
+    assert_eq!(
+        r.result.unwrap()["read"],
+        false,
+        "a granted /data does not open /etc"
+    );
 }
 
 #[tokio::test]
 async fn durable_component_resumes_from_checkpoints_after_sleep_and_event() {
     let (db, client) = setup("durable").await;
-    let _w = WorkerProc::start(&db.url, &config(""), &["--queue", "durable", "--poll-interval", "30"]);
+    let _w = WorkerProc::start(
+        &db.url,
+        &config(""),
+        &["--queue", "durable", "--poll-interval", "30"],
+    );
     let id = client
-        .spawn("durable", "durable", &json!({"input": "ms-1", "sleep_seconds": 1, "event": "ready:1"}), &once())
+        .spawn(
+            "durable",
+            "durable",
+            &json!({"input": "ms-1", "sleep_seconds": 1, "event": "ready:1"}),
+            &once(),
+        )
         .await
         .unwrap()
         .task_id;
     // It sleeps, wakes on its own, then waits for the event.
-    wait_for("the task to wait for its event", Duration::from_secs(30), || async {
-        let t = client.get_task("durable", id).await.unwrap().unwrap();
-        (!t.waits.is_empty()).then_some(())
-    })
+    wait_for(
+        "the task to wait for its event",
+        Duration::from_secs(30),
+        || async {
+            let t = client.get_task("durable", id).await.unwrap().unwrap();
+            (!t.waits.is_empty()).then_some(())
+        },
+    )
     .await;
-    client.emit_event("durable", "ready:1", Some(&json!({"go": true}))).await.unwrap();
+    client
+        .emit_event("durable", "ready:1", Some(&json!({"go": true})))
+        .await
+        .unwrap();
     let r = terminal(&client, "durable", id, Duration::from_secs(30)).await;
     assert_eq!(r.state, State::Completed, "{r:?}");
     let out = r.result.unwrap();
@@ -240,8 +348,18 @@ async fn durable_component_resumes_from_checkpoints_after_sleep_and_event() {
     assert_eq!(out["executed_now"], json!(["publish"]), "{out}");
     let t = client.get_task("durable", id).await.unwrap().unwrap();
     assert_eq!(t.runs.len(), 1, "suspensions reuse the run");
-    let names: Vec<&str> = t.checkpoints.iter().map(|c| c.checkpoint_name.as_str()).collect();
-    for n in ["fetch", "cool-down", "process", "$awaitEvent:ready:1", "publish"] {
+    let names: Vec<&str> = t
+        .checkpoints
+        .iter()
+        .map(|c| c.checkpoint_name.as_str())
+        .collect();
+    for n in [
+        "fetch",
+        "cool-down",
+        "process",
+        "$awaitEvent:ready:1",
+        "publish",
+    ] {
         assert!(names.contains(&n), "checkpoint {n} in {names:?}");
     }
 }
@@ -250,7 +368,18 @@ async fn durable_component_resumes_from_checkpoints_after_sleep_and_event() {
 async fn durable_component_survives_a_sigkilled_worker_without_rerunning_steps() {
     let (db, client) = setup("durable-kill").await;
     let cfg = config("");
-    let mut a = WorkerProc::start(&db.url, &cfg, &["--queue", "durable-kill", "--claim-timeout", "2", "--worker-id", "w-a"]);
+    let mut a = WorkerProc::start(
+        &db.url,
+        &cfg,
+        &[
+            "--queue",
+            "durable-kill",
+            "--claim-timeout",
+            "2",
+            "--worker-id",
+            "w-a",
+        ],
+    );
     let id = client
         .spawn(
             "durable-kill",
@@ -266,25 +395,60 @@ async fn durable_component_survives_a_sigkilled_worker_without_rerunning_steps()
         .unwrap()
         .task_id;
     // Kill A while `process` is working (after `fetch` was checkpointed).
-    wait_for("fetch to be checkpointed", Duration::from_secs(30), || async {
-        let t = client.get_task("durable-kill", id).await.unwrap().unwrap();
-        t.checkpoints.iter().any(|c| c.checkpoint_name == "fetch").then_some(())
-    })
+    wait_for(
+        "fetch to be checkpointed",
+        Duration::from_secs(30),
+        || async {
+            let t = client.get_task("durable-kill", id).await.unwrap().unwrap();
+            t.checkpoints
+                .iter()
+                .any(|c| c.checkpoint_name == "fetch")
+                .then_some(())
+        },
+    )
     .await;
     a.signal(libc::SIGKILL);
     a.wait_exit(Duration::from_secs(10)).unwrap();
-    let first_run = client.get_task("durable-kill", id).await.unwrap().unwrap().runs[0].run_id;
+    let first_run = client
+        .get_task("durable-kill", id)
+        .await
+        .unwrap()
+        .unwrap()
+        .runs[0]
+        .run_id;
     // B must not spend 20 s in `process` again to pass quickly, but correctness is what we
     // check: `fetch` is replayed from attempt 1, `process` runs again (it never completed).
-    let _b = WorkerProc::start(&db.url, &cfg, &["--queue", "durable-kill", "--claim-timeout", "30", "--worker-id", "w-b"]);
+    let _b = WorkerProc::start(
+        &db.url,
+        &cfg,
+        &[
+            "--queue",
+            "durable-kill",
+            "--claim-timeout",
+            "30",
+            "--worker-id",
+            "w-b",
+        ],
+    );
     let r = terminal(&client, "durable-kill", id, Duration::from_secs(90)).await;
     assert_eq!(r.state, State::Completed, "{r:?}");
     let out = r.result.unwrap();
-    assert_eq!(out["executions"][0]["run_id"], json!(first_run.to_string()), "fetch replayed from the first run: {out}");
+    assert_eq!(
+        out["executions"][0]["run_id"],
+        json!(first_run.to_string()),
+        "fetch replayed from the first run: {out}"
+    );
     assert_eq!(out["event_timed_out"], true);
     let t = client.get_task("durable-kill", id).await.unwrap().unwrap();
-    assert_eq!(t.runs[0].failure_reason.as_ref().unwrap()["name"], "$ClaimTimeout");
-    let fetches = t.checkpoints.iter().filter(|c| c.checkpoint_name.starts_with("fetch")).count();
+    assert_eq!(
+        t.runs[0].failure_reason.as_ref().unwrap()["name"],
+        "$ClaimTimeout"
+    );
+    let fetches = t
+        .checkpoints
+        .iter()
+        .filter(|c| c.checkpoint_name.starts_with("fetch"))
+        .count();
     assert_eq!(fetches, 1, "fetch was not executed twice");
 }
 
@@ -293,7 +457,12 @@ async fn pipeline_component_validates_params_and_spawns_the_next_task() {
     let (db, client) = setup("pipe").await;
     let _w = WorkerProc::start(&db.url, &config(""), &["--queue", "pipe"]);
     let bad = client
-        .spawn("pipe", "calibration-plan", &json!({"config": null, "inputs": {"ms_path": 5}, "outputs": {}}), &once())
+        .spawn(
+            "pipe",
+            "calibration-plan",
+            &json!({"config": null, "inputs": {"ms_path": 5}, "outputs": {}}),
+            &once(),
+        )
         .await
         .unwrap()
         .task_id;
@@ -301,7 +470,10 @@ async fn pipeline_component_validates_params_and_spawns_the_next_task() {
     assert_eq!(r.state, State::Failed);
     let f = r.failure_reason.unwrap();
     assert_eq!(f["name"], "$InvalidParams");
-    assert!(f["message"].as_str().unwrap().contains("ms_path"), "names the field: {f}");
+    assert!(
+        f["message"].as_str().unwrap().contains("ms_path"),
+        "names the field: {f}"
+    );
     let t = client.get_task("pipe", bad).await.unwrap().unwrap();
     assert_eq!(t.runs.len(), 1, "permanent: no retry");
 
@@ -321,7 +493,10 @@ async fn pipeline_component_validates_params_and_spawns_the_next_task() {
     let next: Uuid = out["chain_next_task_id"].as_str().unwrap().parse().unwrap();
     let n = terminal(&client, "pipe", next, Duration::from_secs(60)).await;
     assert_eq!(n.state, State::Completed);
-    assert_eq!(n.result.as_ref().unwrap()["inputs"]["ms_path"], "/data/2025-01-01T00:00:00.ms");
+    assert_eq!(
+        n.result.as_ref().unwrap()["inputs"]["ms_path"],
+        "/data/2025-01-01T00:00:00.ms"
+    );
 }
 
 #[tokio::test]
@@ -329,14 +504,83 @@ async fn broken_component_is_refused_at_start_naming_the_file() {
     let junk = temp_file("broken.wasm", "this is not wasm");
     let cfg = temp_file(
         "absurd-host.toml",
-        &format!("[tasks.bad]\nkind = \"wasm\"\ncomponent = \"{}\"\n", junk.display()),
+        &format!(
+            "[tasks.bad]\nkind = \"wasm\"\ncomponent = \"{}\"\n",
+            junk.display()
+        ),
     );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_absurd-host"))
-        .args(["worker", "--queue", "q", "--database-url", "postgres://127.0.0.1:1/none", "--config"])
+        .args([
+            "worker",
+            "--queue",
+            "q",
+            "--database-url",
+            "postgres://127.0.0.1:1/none",
+            "--config",
+        ])
         .arg(&cfg)
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("broken.wasm") && err.contains("not a WebAssembly component"), "{err}");
+    assert!(
+        err.contains("broken.wasm") && err.contains("not a WebAssembly component"),
+        "{err}"
+    );
+}
+
+/// A task a wasm component started is finished by the Python SDK's own worker: the component's
+/// checkpoints follow the SDKs' naming, so the Python handler replays them instead of rerunning.
+#[tokio::test]
+async fn python_worker_resumes_a_task_a_wasm_component_started() {
+    let (db, client) = setup("handoff").await;
+    let mut w = WorkerProc::start(&db.url, &config(""), &["--queue", "handoff"]);
+    let id = client
+        .spawn("handoff", "durable", &json!({"input": "from-wasm", "sleep_seconds": 2}), &once())
+        .await
+        .unwrap()
+        .task_id;
+    // The component ran `fetch`, checkpointed the wake-up time and suspended.
+    let t = wait_for("the component to suspend", Duration::from_secs(30), || async {
+        let t = client.get_task("handoff", id).await.unwrap().unwrap();
+        (t.summary.state == State::Sleeping).then_some(t)
+    })
+    .await;
+    w.signal(libc::SIGTERM);
+    w.wait_exit(Duration::from_secs(30)).expect("worker stops");
+    let wasm_run = t.runs[0].run_id.to_string();
+
+    let script = r#"
+import json, sys, time
+from absurd_sdk import Absurd
+app = Absurd(sys.argv[1], queue_name="handoff")
+ran = []
+@app.register_task("durable")
+def durable(params, ctx):
+    fetch = ctx.step("fetch", lambda: ran.append("fetch") or {"step": "fetch", "run_id": "python"})
+    ctx.sleep_for("cool-down", 2)
+    return {"fetch": fetch, "python_ran": ran}
+deadline = time.time() + 60
+while time.time() < deadline:
+    app.work_batch(worker_id="python-worker", claim_timeout=30, batch_size=1)
+    r = app.fetch_task_result(sys.argv[2])
+    if r is not None and r.state in ("completed", "failed", "cancelled"):
+        break
+    time.sleep(0.2)
+"#;
+    let out = std::process::Command::new(common::venv_bin("python"))
+        .arg("-c")
+        .arg(script)
+        .arg(&db.url)
+        .arg(id.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = client.task_result("handoff", id).await.unwrap().unwrap();
+    assert_eq!(r.state, State::Completed, "{r:?}");
+    let result = r.result.unwrap();
+    assert_eq!(result["python_ran"], json!([]), "Python replayed fetch instead of running it: {result}");
+    assert_eq!(result["fetch"]["run_id"], json!(wasm_run), "the component's checkpoint: {result}");
+    let t = client.get_task("handoff", id).await.unwrap().unwrap();
+    assert_eq!(t.runs.last().unwrap().claimed_by.as_deref(), Some("python-worker"));
 }
