@@ -584,3 +584,33 @@ while time.time() < deadline:
     let t = client.get_task("handoff", id).await.unwrap().unwrap();
     assert_eq!(t.runs.last().unwrap().claimed_by.as_deref(), Some("python-worker"));
 }
+
+/// A component that imports an interface the host does not grant (here `wasi:http`) is refused
+/// when the host starts, naming the file and the import.
+#[tokio::test]
+async fn component_with_an_ungranted_import_is_refused_at_start() {
+    let bytes = wat::parse_str(
+        r#"(component
+             (import "wasi:http/outgoing-handler@0.2.0" (instance (export "handle" (func))))
+           )"#,
+    )
+    .unwrap();
+    let dir = temp_file("placeholder", "").parent().unwrap().to_path_buf();
+    let wasm = dir.join("wants-http.wasm");
+    std::fs::write(&wasm, bytes).unwrap();
+    let cfg = temp_file(
+        "absurd-host.toml",
+        &format!("[tasks.http]\nkind = \"wasm\"\ncomponent = \"{}\"\n", wasm.display()),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_absurd-host"))
+        .args(["worker", "--queue", "q", "--database-url", "postgres://127.0.0.1:1/none", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("wants-http.wasm") && err.contains("wasi:http/outgoing-handler@0.2.0"),
+        "names the file and the import: {err}"
+    );
+}
