@@ -40,7 +40,12 @@ pub struct Cli {
 pub struct GlobalArgs {
     /// PostgreSQL URL of the database holding the `absurd` schema
     /// [default: postgresql://postgres:postgres@localhost/dsa110_absurd]
-    #[arg(long, global = true, env = "ABSURD_DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "ABSURD_DATABASE_URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
 
     /// Print one JSON document instead of text (for scripts).
@@ -48,7 +53,13 @@ pub struct GlobalArgs {
     pub json: bool,
 
     /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "ABSURD_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "ABSURD_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
 }
 
@@ -85,6 +96,45 @@ pub enum Command {
     /// Runs until SIGTERM or SIGINT, then stops claiming, lets running tasks finish within
     /// --shutdown-grace, and hands the rest back to the queue. A second signal skips the wait.
     Worker(WorkerArgs),
+    /// Serve the HTTP API (the seed's /api/absurd endpoints, health, Prometheus metrics).
+    ///
+    /// Listens on 127.0.0.1:8080 by default. A non-loopback --listen address is refused
+    /// unless ABSURD_API_TOKEN is set; clients then send `Authorization: Bearer <token>` on
+    /// every route except /api/absurd/health. Runs until SIGTERM or SIGINT.
+    Serve(ServeArgs),
+    /// Print the detailed health report of `GET /api/absurd/health/detailed`: database
+    /// latency, queue depth, oldest pending age, workers, alerts and warnings. Exits 1 when
+    /// the status is `critical` or `down`.
+    Health,
+    /// Run a development host: without a database URL, a private PostgreSQL cluster in
+    /// ./.absurd/pgdata (or --data-dir), migrated, with the worker and the HTTP API (config
+    /// default: examples/absurd-host.toml). Ctrl-C stops it all; the next run reuses the data.
+    Dev(crate::devmode::DevArgs),
+    /// Run dev mode with a showcase of example tasks (echo, durable sleep + event, a pipeline
+    /// chain, contained misbehaving guests) and print a summary. `scripts/demo` builds the
+    /// example components and runs this.
+    Demo(crate::devmode::DemoArgs),
+    /// Validate the configuration, the task types (wasm components against the WIT world,
+    /// native programs) and the database connection and schema, without running anything.
+    /// Exits 1 if any check failed.
+    Check(crate::check::CheckArgs),
+}
+
+/// Where the HTTP API listens (for `serve` and `worker --api`). The bearer token is read
+/// from `ABSURD_API_TOKEN` only (never a flag, so that it does not show in `ps`).
+#[derive(Debug, Args, Clone)]
+pub struct ApiArgs {
+    /// Address for the HTTP API, IP:PORT [default: 127.0.0.1:8080]. A non-loopback address
+    /// needs ABSURD_API_TOKEN.
+    #[arg(long, env = "ABSURD_API_LISTEN", value_name = "IP:PORT")]
+    pub listen: Option<String>,
+}
+
+/// Options of `absurd-host serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 /// Options of `absurd-host worker`. Each one can also be set by the environment variable
@@ -92,7 +142,13 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
     /// Queue to claim from; repeat (or separate with commas) for several queues.
-    #[arg(long = "queue", short = 'q', env = "ABSURD_QUEUE_NAME", value_delimiter = ',', value_name = "QUEUE")]
+    #[arg(
+        long = "queue",
+        short = 'q',
+        env = "ABSURD_QUEUE_NAME",
+        value_delimiter = ',',
+        value_name = "QUEUE"
+    )]
     pub queues: Vec<String>,
     /// Tasks in flight at once, over all queues [default: 4].
     #[arg(long, env = "ABSURD_WORKER_CONCURRENCY", value_name = "N")]
@@ -105,7 +161,12 @@ pub struct WorkerArgs {
     pub task_timeout: Option<String>,
     /// Lease length in seconds; renewed every third of it while a task runs. A worker that
     /// dies loses its tasks to other workers this long after its last renewal.
-    #[arg(long, env = "ABSURD_CLAIM_TIMEOUT", default_value = "60", value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "ABSURD_CLAIM_TIMEOUT",
+        default_value = "60",
+        value_name = "SECONDS"
+    )]
     pub claim_timeout: String,
     /// Retries for tasks this host spawns (max_attempts = retries + 1) [default: 3].
     #[arg(long, env = "ABSURD_MAX_RETRIES", value_name = "N")]
@@ -127,11 +188,22 @@ pub struct WorkerArgs {
     #[arg(long)]
     pub fail_unknown: bool,
     /// Seconds to let running tasks finish after SIGTERM before handing them back.
-    #[arg(long, env = "ABSURD_SHUTDOWN_GRACE", default_value = "30", value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "ABSURD_SHUTDOWN_GRACE",
+        default_value = "30",
+        value_name = "SECONDS"
+    )]
     pub shutdown_grace: String,
     /// Do not create the queues at start (by default missing queues are created).
     #[arg(long)]
     pub no_create_queues: bool,
+    /// Also serve the HTTP API from this process (see `absurd-host serve`); its /metrics then
+    /// shows this worker's counters.
+    #[arg(long)]
+    pub api: bool,
+    #[command(flatten)]
+    pub api_args: ApiArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,8 +219,8 @@ pub enum QueueCmd {
         #[arg(long, short = 'y')]
         yes: bool,
     },
-    /// Counts by state, oldest pending age and recent throughput.
-    Stats { queue: String },
+    /// Counts by state, oldest pending age and recent throughput (every queue when none is given).
+    Stats { queue: Option<String> },
 }
 
 #[derive(Debug, Subcommand)]
@@ -294,11 +366,15 @@ impl SpawnArgs {
         if !extra.is_empty() {
             match params.as_object_mut() {
                 Some(obj) => obj.extend(extra),
-                None => bail!("--param needs --params to be a JSON object, got {}", self.params),
+                None => bail!(
+                    "--param needs --params to be a JSON object, got {}",
+                    self.params
+                ),
             }
         }
         let headers = parse_pairs(&self.header, "--header")?;
-        let any_retry = self.retry_base.is_some() || self.retry_factor.is_some() || self.retry_max.is_some();
+        let any_retry =
+            self.retry_base.is_some() || self.retry_factor.is_some() || self.retry_max.is_some();
         let retry_strategy = match (&self.retry_kind, any_retry) {
             (None, false) => crate::config::default_retry_strategy(),
             (kind, _) => RetryStrategy {
@@ -308,14 +384,18 @@ impl SpawnArgs {
                 max_seconds: self.retry_max,
             },
         };
-        let cancellation = (self.max_delay.is_some() || self.max_duration.is_some()).then(|| Cancellation {
-            max_delay: self.max_delay,
-            max_duration: self.max_duration,
-        });
+        let cancellation =
+            (self.max_delay.is_some() || self.max_duration.is_some()).then_some(Cancellation {
+                max_delay: self.max_delay,
+                max_duration: self.max_duration,
+            });
         let opts = SpawnOptions {
             headers: (!headers.is_empty()).then_some(Value::Object(headers)),
             retry_strategy: Some(retry_strategy),
-            max_attempts: Some(self.max_attempts.unwrap_or_else(|| config.default_max_attempts())),
+            max_attempts: Some(
+                self.max_attempts
+                    .unwrap_or_else(|| config.default_max_attempts()),
+            ),
             cancellation,
             idempotency_key: self.idempotency_key.clone(),
         };
@@ -349,7 +429,10 @@ pub async fn run_admin(cli: Cli, config: AbsurdConfig) -> Result<()> {
                     "schema_version": report.schema_version,
                 }));
             } else if report.applied.is_empty() {
-                println!("{redacted}: schema is up to date (absurd {})", report.schema_version);
+                println!(
+                    "{redacted}: schema is up to date (absurd {})",
+                    report.schema_version
+                );
             } else {
                 for (v, d) in &report.applied {
                     println!("applied migration {v}: {d}");
@@ -368,8 +451,45 @@ pub async fn run_admin(cli: Cli, config: AbsurdConfig) -> Result<()> {
         Command::Queue(cmd) => queue_cmd(&client, cmd, json_out).await?,
         Command::Task(cmd) => task_cmd(&client, cmd, &config, json_out).await?,
         Command::Worker(_) => unreachable!("the worker is started by main"),
-        Command::Event(EventCmd::Emit { name, queue, payload }) => {
-            let payload = payload.as_deref().map(|p| parse_json("--payload", p)).transpose()?;
+        Command::Serve(_) => unreachable!("the API server is started by main"),
+        Command::Health => {
+            let settings = crate::api::ApiSettings::new(None, None, &config)?;
+            let (_, report) = crate::api::health::report(&client, &settings).await;
+            let status = report["status"].as_str().unwrap_or("unknown").to_string();
+            if json_out {
+                emit(report);
+            } else {
+                println!("{status}: {}", report["message"].as_str().unwrap_or(""));
+                for level in ["alerts", "warnings"] {
+                    for a in report[level].as_array().into_iter().flatten() {
+                        println!(
+                            "  {}: {}",
+                            a["level"].as_str().unwrap_or(level),
+                            a["message"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+                if let Some(d) = report["queue_depth"].as_i64() {
+                    println!(
+                        "  queue depth {d}, active workers {}",
+                        report["workers"]["active"]
+                    );
+                }
+            }
+            if status == "critical" || status == "down" {
+                bail!("health is {status}");
+            }
+        }
+        Command::Dev(_) | Command::Demo(_) | Command::Check(_) => unreachable!("started by main"),
+        Command::Event(EventCmd::Emit {
+            name,
+            queue,
+            payload,
+        }) => {
+            let payload = payload
+                .as_deref()
+                .map(|p| parse_json("--payload", p))
+                .transpose()?;
             client.emit_event(&queue, &name, payload.as_ref()).await?;
             if json_out {
                 emit(json!({"queue": queue, "event": name, "emitted": true}));
@@ -418,7 +538,23 @@ async fn queue_cmd(client: &Client, cmd: QueueCmd, json_out: bool) -> Result<()>
                 println!("dropped queue {queue:?}");
             }
         }
-        QueueCmd::Stats { queue } => {
+        QueueCmd::Stats { queue: None } => {
+            let mut all = vec![];
+            for q in client.list_queues().await? {
+                all.push(client.queue_stats(&q).await?);
+            }
+            if json_out {
+                emit(serde_json::to_value(&all)?);
+            } else {
+                for s in all {
+                    println!(
+                        "{}  pending {}  running {}  sleeping {}  completed {}  failed {}  cancelled {}  (total {})",
+                        s.queue_name, s.pending, s.running, s.sleeping, s.completed, s.failed, s.cancelled, s.total
+                    );
+                }
+            }
+        }
+        QueueCmd::Stats { queue: Some(queue) } => {
             if !client.queue_exists(&queue).await? {
                 bail!("queue {queue:?} does not exist");
             }
@@ -455,15 +591,25 @@ async fn resolve_queue(client: &Client, task: &TaskRef) -> Result<String> {
         .with_context(|| format!("task {} was not found in any queue", task.task_id))
 }
 
-async fn task_cmd(client: &Client, cmd: TaskCmd, config: &AbsurdConfig, json_out: bool) -> Result<()> {
+async fn task_cmd(
+    client: &Client,
+    cmd: TaskCmd,
+    config: &AbsurdConfig,
+    json_out: bool,
+) -> Result<()> {
     match cmd {
         TaskCmd::Spawn(args) => {
             let (params, opts) = args.build(config)?;
-            let s = client.spawn(&args.queue, &args.task_name, &params, &opts).await?;
+            let s = client
+                .spawn(&args.queue, &args.task_name, &params, &opts)
+                .await?;
             if json_out {
                 emit(serde_json::to_value(&s)?);
             } else if s.created {
-                println!("spawned {} {} on {:?} (run {})", args.task_name, s.task_id, args.queue, s.run_id);
+                println!(
+                    "spawned {} {} on {:?} (run {})",
+                    args.task_name, s.task_id, args.queue, s.run_id
+                );
             } else {
                 println!(
                     "task {} already exists for idempotency key {:?} (attempt {})",
@@ -502,7 +648,9 @@ async fn task_cmd(client: &Client, cmd: TaskCmd, config: &AbsurdConfig, json_out
                         t.task_id,
                         t.state.as_str(),
                         t.attempts,
-                        t.max_attempts.map(|m| m.to_string()).unwrap_or_else(|| "∞".into()),
+                        t.max_attempts
+                            .map(|m| m.to_string())
+                            .unwrap_or_else(|| "∞".into()),
                         t.queue_name,
                         t.task_name
                     );
@@ -524,31 +672,48 @@ async fn task_cmd(client: &Client, cmd: TaskCmd, config: &AbsurdConfig, json_out
                 println!("task {} is {state}", task.task_id);
             }
         }
-        TaskCmd::Retry { task, spawn_new, max_attempts } => {
+        TaskCmd::Retry {
+            task,
+            spawn_new,
+            max_attempts,
+        } => {
             let queue = resolve_queue(client, &task).await?;
             let s = client
-                .retry_task(&queue, task.task_id, &RetryOptions { spawn_new, max_attempts })
+                .retry_task(
+                    &queue,
+                    task.task_id,
+                    &RetryOptions {
+                        spawn_new,
+                        max_attempts,
+                    },
+                )
                 .await?;
             if json_out {
                 emit(serde_json::to_value(&s)?);
             } else if s.created {
                 println!("spawned new task {} (run {})", s.task_id, s.run_id);
             } else {
-                println!("task {} retried in place: attempt {} (run {})", s.task_id, s.attempt, s.run_id);
+                println!(
+                    "task {} retried in place: attempt {} (run {})",
+                    s.task_id, s.attempt, s.run_id
+                );
             }
         }
         TaskCmd::Result { task, wait } => {
             let queue = resolve_queue(client, &task).await?;
             let r = match wait {
                 Some(secs) => {
-                    let d = Duration::try_from_secs_f64(secs)
-                        .map_err(|_| anyhow::anyhow!("--wait {secs} is not a valid number of seconds"))?;
+                    let d = Duration::try_from_secs_f64(secs).map_err(|_| {
+                        anyhow::anyhow!("--wait {secs} is not a valid number of seconds")
+                    })?;
                     client.await_result(&queue, task.task_id, d).await?
                 }
                 None => client
                     .task_result(&queue, task.task_id)
                     .await?
-                    .with_context(|| format!("task {} not found in queue {queue:?}", task.task_id))?,
+                    .with_context(|| {
+                        format!("task {} not found in queue {queue:?}", task.task_id)
+                    })?,
             };
             if json_out {
                 emit(serde_json::to_value(&r)?);
@@ -568,12 +733,17 @@ async fn task_cmd(client: &Client, cmd: TaskCmd, config: &AbsurdConfig, json_out
 
 fn print_task(t: &TaskDetails) {
     let s = &t.summary;
-    println!("task {} ({}) on queue {}", s.task_id, s.task_name, s.queue_name);
+    println!(
+        "task {} ({}) on queue {}",
+        s.task_id, s.task_name, s.queue_name
+    );
     println!(
         "  state {}  attempts {}/{}",
         s.state,
         s.attempts,
-        s.max_attempts.map(|m| m.to_string()).unwrap_or_else(|| "∞".into())
+        s.max_attempts
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "∞".into())
     );
     println!("  enqueued {}", s.enqueue_at.to_rfc3339());
     println!("  params {}", t.params);
@@ -589,17 +759,26 @@ fn print_task(t: &TaskDetails) {
             r.run_id,
             r.attempt,
             r.state,
-            r.claimed_by.as_deref().map(|w| format!(" by {w}")).unwrap_or_default()
+            r.claimed_by
+                .as_deref()
+                .map(|w| format!(" by {w}"))
+                .unwrap_or_default()
         );
         if let Some(f) = &r.failure_reason {
             println!("    failure {f}");
         }
     }
     for c in &t.checkpoints {
-        println!("  checkpoint {} ({}) = {}", c.checkpoint_name, c.status, c.state);
+        println!(
+            "  checkpoint {} ({}) = {}",
+            c.checkpoint_name, c.status, c.state
+        );
     }
     for w in &t.waits {
-        println!("  waiting for event {:?} (step {})", w.event_name, w.step_name);
+        println!(
+            "  waiting for event {:?} (step {})",
+            w.event_name, w.step_name
+        );
     }
 }
 
@@ -643,7 +822,8 @@ impl WorkerArgs {
     }
 
     pub fn settings(&self, config: &AbsurdConfig) -> Result<crate::worker::WorkerSettings> {
-        let claim_timeout = crate::config::parse_seconds("ABSURD_CLAIM_TIMEOUT", &self.claim_timeout)?;
+        let claim_timeout =
+            crate::config::parse_seconds("ABSURD_CLAIM_TIMEOUT", &self.claim_timeout)?;
         if claim_timeout < Duration::from_secs(1) || claim_timeout.subsec_nanos() != 0 {
             bail!(
                 "invalid ABSURD_CLAIM_TIMEOUT: must be a whole number of seconds >= 1, got {}",
@@ -721,6 +901,77 @@ pub async fn run_worker(
             client.ensure_queue(q).await?;
         }
     }
-    crate::worker::run(client, registry, settings, shutdown).await?;
+    if !args.api {
+        crate::worker::run(client, registry, settings, shutdown).await?;
+        return Ok(());
+    }
+    // The API: its own small pool, the worker's counters, stopped with the worker.
+    let mut api_settings = api_settings(&args.api_args, &config)?;
+    api_settings
+        .extra_pools
+        .push(("worker".into(), client.pool().clone()));
+    let listener = crate::api::bind(&api_settings).await?;
+    let api_client = Client::new(crate::api::lazy_pool(&url)?);
+    let counters = crate::metrics::Counters::default();
+    let api = tokio::spawn(crate::api::serve_on(
+        listener,
+        api_client,
+        api_settings,
+        counters.clone(),
+        shutdown.clone(),
+    ));
+    let worker =
+        crate::worker::run_with_counters(client, registry, settings, counters, shutdown.clone())
+            .await;
+    shutdown.cancel();
+    let served = api.await;
+    worker?;
+    served.context("API task panicked")??;
     Ok(())
+}
+
+fn api_settings(args: &ApiArgs, config: &AbsurdConfig) -> Result<crate::api::ApiSettings> {
+    let token = std::env::var("ABSURD_API_TOKEN").ok();
+    let settings = crate::api::ApiSettings::new(args.listen.as_deref(), token, config)?;
+    settings.check()?;
+    Ok(settings)
+}
+
+/// `absurd-host serve`: serves the HTTP API until `shutdown` is cancelled. Starts even when
+/// the database is unreachable (health then reports `down`, other routes 503).
+pub async fn run_serve(
+    global: &GlobalArgs,
+    args: &ServeArgs,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<()> {
+    let config = AbsurdConfig::from_env()?;
+    let settings = api_settings(&args.api, &config)?;
+    let url = global
+        .database_url
+        .clone()
+        .or_else(|| config.database_url.clone())
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
+    let client = Client::new(crate::api::lazy_pool(&url)?);
+    let redacted = crate::db::redact_url(&url);
+    match tokio::time::timeout(Duration::from_secs(5), client.schema_version()).await {
+        Ok(Ok(Some(v))) => tracing::info!(schema_version = %v, database = %redacted, "connected"),
+        Ok(Ok(None)) => {
+            tracing::warn!(database = %redacted, "the database has no absurd schema; run `absurd-host migrate`")
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(database = %redacted, error = %e, "database unreachable for now; serving anyway")
+        }
+        Err(_) => {
+            tracing::warn!(database = %redacted, "database did not answer within 5 s; serving anyway")
+        }
+    }
+    let listener = crate::api::bind(&settings).await?;
+    crate::api::serve_on(
+        listener,
+        client,
+        settings,
+        crate::metrics::Counters::default(),
+        shutdown,
+    )
+    .await
 }

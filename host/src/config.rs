@@ -284,7 +284,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_variable_and_value() {
-        let cases: &[(&[(&str, &str)], &str, &str)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
             (&[("ABSURD_WORKER_CONCURRENCY", "0")], "ABSURD_WORKER_CONCURRENCY", "got 0"),
             (&[("ABSURD_WORKER_CONCURRENCY", "four")], "ABSURD_WORKER_CONCURRENCY", "\"four\""),
             (&[("ABSURD_WORKER_POLL_INTERVAL", "0")], "ABSURD_WORKER_POLL_INTERVAL", "got 0"),

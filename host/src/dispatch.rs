@@ -75,7 +75,7 @@ impl HostConfig {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        Self::parse(&text).map_err(|m| err(m))
+        Self::parse(&text).map_err(err)
     }
 
     pub fn parse(text: &str) -> Result<HostConfig, String> {

@@ -12,15 +12,20 @@
 //! * [`worker`]: the loop that ties them together, with graceful shutdown.
 //!
 //! Around them: [`config`] (the `ABSURD_*` environment), [`db`] (connection and migrations),
-//! [`client`] (typed calls for every Absurd operation) and [`cli`] (the `absurd-host` command).
+//! [`client`] (typed calls for every Absurd operation), [`cli`] (the `absurd-host` command) and
+//! [`api`] (the HTTP API: the seed's `/api/absurd` endpoints, health and metrics).
 
+pub mod api;
+pub mod check;
 pub mod claim;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod db;
 pub mod dead_letter;
+pub mod devmode;
 pub mod dispatch;
+pub mod embedded;
 pub mod execute;
 pub mod lease;
 pub mod metrics;

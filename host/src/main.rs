@@ -8,13 +8,28 @@ use absurd_host::config::AbsurdConfig;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.global.log_format);
+    // `check` prints its own report; its logs would only clutter it.
+    // So does `demo` (its warnings still show, such as the contained guests' failures).
+    let quiet = matches!(cli.command, Command::Check(_) | Command::Demo(_));
+    init_tracing(cli.global.log_format, quiet);
     let result = match &cli.command {
         Command::Worker(args) => {
             let shutdown = CancellationToken::new();
             tokio::spawn(on_signals(shutdown.clone()));
             absurd_host::cli::run_worker(&cli.global, args, shutdown).await
         }
+        Command::Serve(args) => {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(on_signals(shutdown.clone()));
+            absurd_host::cli::run_serve(&cli.global, args, shutdown).await
+        }
+        Command::Dev(args) => absurd_host::devmode::run_dev(&cli.global, args).await,
+        Command::Demo(args) => absurd_host::devmode::run_demo(&cli.global, args).await,
+        Command::Check(args) => match absurd_host::check::run(&cli.global, args).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return std::process::ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         _ => match AbsurdConfig::from_env() {
             Ok(config) => absurd_host::cli::run_admin(cli, config).await,
             Err(e) => Err(e.into()),
@@ -48,10 +63,13 @@ async fn on_signals(shutdown: CancellationToken) {
     std::process::exit(130);
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, quiet: bool) {
+    let default = if quiet { "warn" } else { "info,sqlx=warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ABSURD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -74,7 +74,17 @@ pub async fn run(
     settings: WorkerSettings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Counters> {
-    let counters = Counters::default();
+    run_with_counters(client, registry, settings, Counters::default(), shutdown).await
+}
+
+/// [`run`] counting into `counters` (shared with, say, the HTTP API's `/metrics`).
+pub async fn run_with_counters(
+    client: Client,
+    registry: Registry,
+    settings: WorkerSettings,
+    counters: Counters,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Counters> {
     let wakeups = Wakeups::new(&settings.queues);
     let shared = Arc::new(Shared {
         client: client.clone(),
@@ -96,12 +106,24 @@ pub async fn run(
 
     let background = CancellationToken::new();
     let mut helpers = JoinSet::new();
-    helpers.spawn(wakeups.clone().listen(client.pool().clone(), background.clone()));
-    helpers.spawn(shared.leases.clone().run(client.clone(), settings.claim_timeout, background.clone()));
+    helpers.spawn(
+        wakeups
+            .clone()
+            .listen(client.pool().clone(), background.clone()),
+    );
+    helpers.spawn(shared.leases.clone().run(
+        client.clone(),
+        settings.claim_timeout,
+        background.clone(),
+    ));
     if let Some(dlq) = &settings.dlq {
         for queue in &settings.queues {
             let dl = DeadLetters::new(client.clone(), queue, dlq, &settings.worker_id);
-            helpers.spawn(sweep_dead_letters(dl, settings.dlq_sweep_interval, background.clone()));
+            helpers.spawn(sweep_dead_letters(
+                dl,
+                settings.dlq_sweep_interval,
+                background.clone(),
+            ));
         }
     }
 
@@ -242,6 +264,10 @@ async fn execute_run(shared: &Shared, queue: &str, run: ClaimedRun) {
     );
     async {
         shared.counters.add(queue, &run.task_name, Event::Claimed);
+        let _in_flight = shared.counters.start_run(queue, &run.task_name);
+        if let Some(secs) = pickup_latency(&run) {
+            shared.counters.observe_pickup(queue, secs);
+        }
         let lease = shared.settings.claim_timeout;
         let client = &shared.client;
 
@@ -303,6 +329,7 @@ async fn execute_run(shared: &Shared, queue: &str, run: ClaimedRun) {
         };
         shared.leases.release(run.run_id);
         let elapsed = started.elapsed();
+        observe_outcome(shared, queue, &run.task_name, task_type.handler.kind(), &outcome, elapsed);
 
         // Settle.
         match outcome {
@@ -341,22 +368,35 @@ async fn execute_run(shared: &Shared, queue: &str, run: ClaimedRun) {
 }
 
 async fn dead_letter(shared: &Shared, queue: &str, run: &ClaimedRun) {
-    let Some(dlq) = &shared.settings.dlq else { return };
-    let dl = DeadLetters::new(shared.client.clone(), queue, dlq, &shared.settings.worker_id);
+    let Some(dlq) = &shared.settings.dlq else {
+        return;
+    };
+    let dl = DeadLetters::new(
+        shared.client.clone(),
+        queue,
+        dlq,
+        &shared.settings.worker_id,
+    );
     let routed = async {
         dl.ensure_queue().await?;
         dl.route(run.task_id).await
     }
     .await;
     match routed {
-        Ok(true) => shared.counters.add(queue, &run.task_name, Event::DeadLettered),
+        Ok(true) => shared
+            .counters
+            .add(queue, &run.task_name, Event::DeadLettered),
         Ok(false) => {}
         Err(e) => warn!(error = %e, "could not dead-letter now; the periodic sweep will"),
     }
 }
 
 async fn unknown_task(shared: &Shared, queue: &str, run: &ClaimedRun) {
-    let first_time = shared.unknown_logged.lock().unwrap().insert(run.task_name.clone());
+    let first_time = shared
+        .unknown_logged
+        .lock()
+        .unwrap()
+        .insert(run.task_name.clone());
     if shared.settings.fail_unknown {
         let failure = Failure::new(
             "$UnknownTask",
@@ -370,8 +410,15 @@ async fn unknown_task(shared: &Shared, queue: &str, run: &ClaimedRun) {
         if first_time {
             warn!("unknown task name; failing it (--fail-unknown)");
         }
-        if let Settled::Failed { task_failed: true } =
-            settle::fail(&shared.client, queue, run, &failure, true, shared.settings.claim_timeout).await
+        if let Settled::Failed { task_failed: true } = settle::fail(
+            &shared.client,
+            queue,
+            run,
+            &failure,
+            true,
+            shared.settings.claim_timeout,
+        )
+        .await
         {
             shared.counters.add(queue, &run.task_name, Event::Failed);
             dead_letter(shared, queue, run).await;
@@ -391,6 +438,54 @@ async fn unknown_task(shared: &Shared, queue: &str, run: &ClaimedRun) {
         }
         Err(e) if e.is_run_lost() => {}
         Err(e) => error!(error = %e, "could not defer the unknown task; its lease will expire"),
+    }
+}
+
+/// Seconds from a first attempt's creation (the time in its UUIDv7 run id, written by the
+/// database at spawn) to now, its claim. `None` for retries and event wake-ups, whose runs
+/// become claimable later than they are created. A first attempt resumed after a sleep is
+/// not distinguishable here and counts its sleep.
+fn pickup_latency(run: &ClaimedRun) -> Option<f64> {
+    if run.attempt != 1 || run.wake_event.is_some() {
+        return None;
+    }
+    let (secs, nanos) = run.run_id.get_timestamp()?.to_unix();
+    let created = secs as f64 + nanos as f64 / 1e9;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    Some((now - created).max(0.0))
+}
+
+/// Records the run's duration, and sandbox traps / subprocess exits by handler kind.
+fn observe_outcome(
+    shared: &Shared,
+    queue: &str,
+    task_name: &str,
+    kind: &str,
+    outcome: &Result<serde_json::Value, TaskError>,
+    elapsed: Duration,
+) {
+    let c = &shared.counters;
+    let label = match outcome {
+        Ok(_) => "completed",
+        Err(TaskError::Suspended) => "suspended",
+        Err(TaskError::RunLost(_)) => "lost",
+        Err(TaskError::Failed(_)) => "failed",
+    };
+    c.observe_run(queue, task_name, label, elapsed.as_secs_f64());
+    match (kind, outcome) {
+        ("native", Ok(_)) => c.subprocess_exit("success"),
+        ("native", Err(TaskError::Failed(f))) => {
+            c.subprocess_exit(&crate::metrics::exit_class(&f.name))
+        }
+        ("wasm", Err(TaskError::Failed(f))) => {
+            if let Some(cause) = crate::metrics::trap_cause(&f.name, &f.details) {
+                c.trap(&cause);
+            }
+        }
+        _ => {}
     }
 }
 

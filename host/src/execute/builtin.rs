@@ -9,6 +9,14 @@
 //! | `nap`    | durable sleep: suspends for `params.seconds`, then returns `"rested"` |
 //! | `wait-event` | waits for the event `params.event` (timeout `params.timeout`), returns its payload |
 //! | `steps`  | runs `params.count` checkpointed steps, returning their values         |
+//! | `ledger` | like `steps`, but records every execution in a `ledger` table (below)   |
+//!
+//! `ledger` is for the reliability suite (`host/tests/chaos.rs`): it INSERTs one row into
+//! `ledger (task_id uuid, run_id uuid, attempt int, worker_id text, step text)` (a table the
+//! caller creates in the task's database) when an execution starts (`step = 'run'`), and one
+//! more for each of `params.steps` (default 3) checkpointed steps it actually executes (not
+//! replays), just before storing the step's checkpoint, after `params.work_ms` (default 0) of
+//! work. Counting rows per step then shows whether a checkpointed step ever ran twice.
 
 use std::time::Duration;
 
@@ -16,7 +24,7 @@ use serde_json::{json, Value};
 
 use super::{BoxFuture, Failure, Handler, TaskContext, TaskError};
 
-pub const NAMES: &[&str] = &["noop", "echo", "fail", "sleep", "nap", "wait-event", "steps"];
+pub const NAMES: &[&str] = &["noop", "echo", "fail", "sleep", "nap", "wait-event", "steps", "ledger"];
 
 /// A builtin handler, by name.
 pub struct Builtin {
@@ -38,6 +46,20 @@ fn param_f64(ctx: &TaskContext, key: &str, default: f64) -> Result<f64, TaskErro
             )
         }),
     }
+}
+
+/// One row in the caller's `ledger` table (see the module docs).
+async fn ledger_row(ctx: &TaskContext, step: &str) -> Result<(), TaskError> {
+    sqlx::query("insert into ledger (task_id, run_id, attempt, worker_id, step) values ($1, $2, $3, $4, $5)")
+        .bind(ctx.task_id())
+        .bind(ctx.run_id())
+        .bind(ctx.run().attempt)
+        .bind(ctx.worker_id())
+        .bind(step)
+        .execute(ctx.client().pool())
+        .await
+        .map_err(|e| TaskError::Failed(Failure::new("LedgerError", e.to_string())))?;
+    Ok(())
 }
 
 impl Handler for Builtin {
@@ -107,6 +129,20 @@ impl Handler for Builtin {
                         values.push(v);
                     }
                     Ok(Value::Array(values))
+                }
+                "ledger" => {
+                    let steps = param_f64(&ctx, "steps", 3.0)? as u32;
+                    let work = param_f64(&ctx, "work_ms", 0.0)?;
+                    ledger_row(&ctx, "run").await?;
+                    for _ in 0..steps {
+                        let name = ctx.next_checkpoint_name("step");
+                        if ctx.checkpoint(&name).is_none() {
+                            tokio::time::sleep(Duration::from_secs_f64(work.max(0.0) / 1000.0)).await;
+                            ledger_row(&ctx, &name).await?;
+                            ctx.store_checkpoint(&name, &json!(name)).await?;
+                        }
+                    }
+                    Ok(json!({"steps": steps}))
                 }
                 other => unreachable!("unknown builtin {other}"),
             }

@@ -164,6 +164,29 @@ impl TaskContext {
         })
     }
 
+    /// A context that starts with no checkpoints and does not read the database until the
+    /// task makes a durable call (for benchmarks, and for tasks known to be new).
+    pub fn detached(
+        client: Client,
+        queue: &str,
+        run: ClaimedRun,
+        settings: ContextSettings,
+    ) -> TaskContext {
+        TaskContext {
+            inner: Arc::new(Inner {
+                client,
+                queue: queue.to_string(),
+                run,
+                worker_id: settings.worker_id,
+                claim_timeout_secs: settings.claim_timeout_secs,
+                deadline: settings.deadline,
+                spawn_defaults: settings.spawn_defaults,
+                checkpoints: Mutex::new(HashMap::new()),
+                step_uses: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
     pub fn run(&self) -> &ClaimedRun {
         &self.inner.run
     }
@@ -205,11 +228,20 @@ impl TaskContext {
 
     /// The stored value of a checkpoint, if this run may replay it.
     pub fn checkpoint(&self, checkpoint_name: &str) -> Option<Value> {
-        self.inner.checkpoints.lock().unwrap().get(checkpoint_name).cloned()
+        self.inner
+            .checkpoints
+            .lock()
+            .unwrap()
+            .get(checkpoint_name)
+            .cloned()
     }
 
     /// Stores a checkpoint (and renews the lease, as the SDKs do).
-    pub async fn store_checkpoint(&self, checkpoint_name: &str, value: &Value) -> Result<(), TaskError> {
+    pub async fn store_checkpoint(
+        &self,
+        checkpoint_name: &str,
+        value: &Value,
+    ) -> Result<(), TaskError> {
         let i = &self.inner;
         i.client
             .set_checkpoint(
@@ -248,7 +280,8 @@ impl TaskContext {
                     )
                 })?,
             None => {
-                let stamp = Value::String(wake_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, false));
+                let stamp =
+                    Value::String(wake_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, false));
                 self.store_checkpoint(&name, &stamp).await?;
                 wake_at
             }
@@ -290,7 +323,14 @@ impl TaskContext {
         }
         let outcome = i
             .client
-            .await_event(&i.queue, i.run.task_id, i.run.run_id, &name, event, timeout_secs)
+            .await_event(
+                &i.queue,
+                i.run.task_id,
+                i.run.run_id,
+                &name,
+                event,
+                timeout_secs,
+            )
             .await
             .map_err(client_failure)?;
         if outcome.should_suspend {
@@ -339,7 +379,11 @@ impl TaskContext {
     pub async fn heartbeat(&self, seconds: Option<i32>) -> Result<(), TaskError> {
         let i = &self.inner;
         i.client
-            .extend_claim(&i.queue, i.run.run_id, seconds.unwrap_or(i.claim_timeout_secs).max(1))
+            .extend_claim(
+                &i.queue,
+                i.run.run_id,
+                seconds.unwrap_or(i.claim_timeout_secs).max(1),
+            )
             .await
             .map_err(client_failure)
     }

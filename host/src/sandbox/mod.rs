@@ -23,7 +23,10 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::execute::{BoxFuture, Failure, Handler, TaskContext, TaskError};
@@ -108,7 +111,8 @@ impl Sandbox {
         .map_err(|e| format!("cannot create the wasm engine: {e}"))?;
 
         let mut linker: Linker<RunState> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| format!("linking WASI: {e}"))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| format!("linking WASI: {e}"))?;
         bindings::Task::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |s| s)
             .map_err(|e| format!("linking the task world: {e}"))?;
 
@@ -150,7 +154,11 @@ impl Sandbox {
     }
 
     /// Loads (or compiles and caches) a component and checks it against the linker.
-    pub fn load(self: &Arc<Self>, task_name: &str, cfg: WasmTaskConfig) -> Result<WasmHandler, String> {
+    pub fn load(
+        self: &Arc<Self>,
+        task_name: &str,
+        cfg: WasmTaskConfig,
+    ) -> Result<WasmHandler, String> {
         let component = self.component(&cfg.component)?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             format!(
@@ -174,7 +182,8 @@ impl Sandbox {
     /// A component from the precompiled cache, keyed by the wasm's SHA-256 and the engine's
     /// compatibility hash (so a different wasmtime or different settings recompile).
     pub fn component(&self, path: &Path) -> Result<Component, String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read component {}: {e}", path.display()))?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| format!("cannot read component {}: {e}", path.display()))?;
         if wasmparser_is_component(&bytes).is_err() {
             return Err(format!(
                 "{} is not a WebAssembly component (build it with `cargo build --target wasm32-wasip2`)",
@@ -198,7 +207,9 @@ impl Sandbox {
                     debug!(component = %path.display(), "loaded precompiled component");
                     return Ok(c);
                 }
-                Err(e) => warn!(cache = %cached.display(), error = %e, "ignoring unusable precompiled artifact"),
+                Err(e) => {
+                    warn!(cache = %cached.display(), error = %e, "ignoring unusable precompiled artifact")
+                }
             }
         }
         let started = std::time::Instant::now();
@@ -288,13 +299,22 @@ async fn run_component(
         }
     }
     for d in &cfg.dirs {
-        let perms = if d.mode == "rw" { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
-        wasi.preopened_dir(&d.host, &d.guest, perms)
-            .map_err(|e| host_failure(format!("cannot open granted directory {}: {e}", d.host.display())))?;
+        let perms = if d.mode == "rw" {
+            FsPerms::ReadWrite
+        } else {
+            FsPerms::ReadOnly
+        };
+        wasi.preopened_dir(&d.host, &d.guest, perms).map_err(|e| {
+            host_failure(format!(
+                "cannot open granted directory {}: {e}",
+                d.host.display()
+            ))
+        })?;
     }
     let _scratch = if cfg.scratch {
         let dir = std::env::temp_dir().join(format!("absurd-scratch-{}", ctx.run_id()));
-        std::fs::create_dir_all(&dir).map_err(|e| host_failure(format!("cannot create scratch directory: {e}")))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| host_failure(format!("cannot create scratch directory: {e}")))?;
         wasi.preopened_dir(&dir, "/scratch", FsPerms::ReadWrite)
             .map_err(|e| host_failure(format!("cannot open scratch directory: {e}")))?;
         Some(Scratch(dir))
@@ -354,13 +374,21 @@ async fn run_component(
     .await;
 
     let fuel_used = if fuel_enabled {
-        cfg.fuel.and_then(|budget| store.get_fuel().ok().map(|left| budget.saturating_sub(left)))
+        cfg.fuel.and_then(|budget| {
+            store
+                .get_fuel()
+                .ok()
+                .map(|left| budget.saturating_sub(left))
+        })
     } else {
         None
     };
     let dropped = budget.dropped();
     if dropped > 0 {
-        warn!(dropped_bytes = dropped, "guest output beyond max_log_bytes was dropped");
+        warn!(
+            dropped_bytes = dropped,
+            "guest output beyond max_log_bytes was dropped"
+        );
     }
     for (name, s) in [("stdout", &stdout), ("stderr", &stderr)] {
         let text = s.text();
@@ -385,7 +413,13 @@ async fn run_component(
                 ));
             }
             serde_json::from_str(&result).map_err(|e| {
-                TaskError::Failed(Failure::new("$InvalidResult", format!("the guest returned invalid JSON: {e}")).permanent())
+                TaskError::Failed(
+                    Failure::new(
+                        "$InvalidResult",
+                        format!("the guest returned invalid JSON: {e}"),
+                    )
+                    .permanent(),
+                )
             })
         }
         Ok(Err(guest_error)) => {
@@ -393,7 +427,10 @@ async fn run_component(
             if let Some(d) = guest_error.details {
                 f = f.with_details(serde_json::from_str(&d).unwrap_or(Value::String(d)));
             }
-            if matches!(guest_error.kind, bindings::absurd::task::types::ErrorKind::Permanent) {
+            if matches!(
+                guest_error.kind,
+                bindings::absurd::task::types::ErrorKind::Permanent
+            ) {
                 f = f.permanent();
             }
             Err(TaskError::Failed(f))
@@ -425,7 +462,9 @@ pub fn classify(e: wasmtime::Error, stderr: &GuestStream, fuel_used: Option<u64>
             ),
         };
     }
-    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
         return TaskError::Failed(Failure::new(
             "$SandboxBusy",
             format!("every sandbox slot is in use ({e}); the run will be retried"),
@@ -447,11 +486,15 @@ pub fn classify(e: wasmtime::Error, stderr: &GuestStream, fuel_used: Option<u64>
     };
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => TaskError::Failed(
-            Failure::new("$Timeout", "Task timed out: the guest was interrupted at its deadline")
-                .with_details(details("interrupt")),
+            Failure::new(
+                "$Timeout",
+                "Task timed out: the guest was interrupted at its deadline",
+            )
+            .with_details(details("interrupt")),
         ),
         Some(Trap::OutOfFuel) => TaskError::Failed(
-            Failure::new("$OutOfFuel", "the guest used up its fuel budget (fuel)").with_details(details("out of fuel")),
+            Failure::new("$OutOfFuel", "the guest used up its fuel budget (fuel)")
+                .with_details(details("out of fuel")),
         ),
         Some(trap) => {
             let cause = match trap {
@@ -467,27 +510,36 @@ pub fn classify(e: wasmtime::Error, stderr: &GuestStream, fuel_used: Option<u64>
                 Trap::IntegerDivisionByZero => "integer division by zero",
                 _ => "trap",
             };
-            TaskError::Failed(Failure::new("$Trap", format!("the guest trapped: {cause} ({trap})")).with_details(details(cause)))
+            TaskError::Failed(
+                Failure::new("$Trap", format!("the guest trapped: {cause} ({trap})"))
+                    .with_details(details(cause)),
+            )
         }
         None => TaskError::Failed(
-            Failure::new("$Trap", format!("the guest failed: {e:#}")).with_details(details("error")),
+            Failure::new("$Trap", format!("the guest failed: {e:#}"))
+                .with_details(details("error")),
         ),
     }
 }
 
+/// Handlers by task name.
+pub type NamedHandlers = Vec<(String, Arc<dyn Handler>)>;
+
 /// Builds the sandbox (if any task type needs it) and the handler of each wasm task type.
+/// An error is `(task name or "" for [sandbox], message)`.
 pub fn build_handlers(
     defaults: &toml::Table,
     tasks: &[(&str, &toml::Table)],
     base_dir: &Path,
-) -> Result<Vec<(String, Arc<dyn Handler>)>, (String, String)> {
+) -> Result<NamedHandlers, (String, String)> {
     if tasks.is_empty() {
         return Ok(vec![]);
     }
     let defaults = SandboxDefaults::from_table(defaults).map_err(|e| (String::new(), e))?;
     let mut configs = Vec::new();
     for (name, table) in tasks {
-        let cfg = WasmTaskConfig::from_table(table, &defaults, base_dir).map_err(|e| (name.to_string(), e))?;
+        let cfg = WasmTaskConfig::from_table(table, &defaults, base_dir)
+            .map_err(|e| (name.to_string(), e))?;
         configs.push((name.to_string(), cfg));
     }
     let fuel = configs.iter().any(|(_, c)| c.fuel.is_some());

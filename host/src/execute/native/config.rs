@@ -25,7 +25,14 @@ pub const KEYS: &[&str] = &[
 ];
 
 /// The placeholders allowed in `args` and `env` values: host-controlled values only.
-pub const PLACEHOLDERS: &[&str] = &["params", "workdir", "task_id", "run_id", "attempt", "task_name"];
+pub const PLACEHOLDERS: &[&str] = &[
+    "params",
+    "workdir",
+    "task_id",
+    "run_id",
+    "attempt",
+    "task_name",
+];
 
 /// Environment variables kept from the host when `env_clear = true`.
 pub const KEPT_WHEN_CLEARED: &[&str] = &["PATH", "HOME", "LANG"];
@@ -121,7 +128,9 @@ impl Template {
                         name.push(c);
                     }
                     if !closed {
-                        return Err(format!("unclosed `{{` in {text:?} (write `{{{{` for a literal brace)"));
+                        return Err(format!(
+                            "unclosed `{{` in {text:?} (write `{{{{` for a literal brace)"
+                        ));
                     }
                     let var = match name.as_str() {
                         "params" => Var::Params,
@@ -132,9 +141,13 @@ impl Template {
                         "task_name" => Var::TaskName,
                         _ => {
                             return Err(format!(
-                                "unknown placeholder `{{{name}}}` in {text:?}; the placeholders are {}",
-                                PLACEHOLDERS.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(", ")
-                            ))
+                            "unknown placeholder `{{{name}}}` in {text:?}; the placeholders are {}",
+                            PLACEHOLDERS
+                                .iter()
+                                .map(|p| format!("{{{p}}}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
                         }
                     };
                     if !lit.is_empty() {
@@ -142,7 +155,11 @@ impl Template {
                     }
                     pieces.push(Piece::Var(var));
                 }
-                '}' => return Err(format!("unmatched `}}` in {text:?} (write `}}}}` for a literal brace)")),
+                '}' => {
+                    return Err(format!(
+                        "unmatched `}}` in {text:?} (write `}}}}` for a literal brace)"
+                    ))
+                }
                 c => lit.push(c),
             }
         }
@@ -242,7 +259,10 @@ fn env_table(v: &toml::Value) -> Result<BTreeMap<String, Template>, String> {
         if s.contains('\0') {
             return Err(format!("`env.{k}` contains a NUL byte"));
         }
-        out.insert(k.clone(), Template::parse(s).map_err(|e| format!("`env.{k}`: {e}"))?);
+        out.insert(
+            k.clone(),
+            Template::parse(s).map_err(|e| format!("`env.{k}`: {e}"))?,
+        );
     }
     Ok(out)
 }
@@ -256,22 +276,34 @@ fn valid_env_name(k: &str) -> Result<(), String> {
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(meta) = std::fs::metadata(p) else { return false };
+    let Ok(meta) = std::fs::metadata(p) else {
+        return false;
+    };
     if !meta.is_file() {
         return false;
     }
-    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else { return false };
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+        return false;
+    };
     // SAFETY: a valid NUL-terminated path.
     unsafe { libc::access(c.as_ptr(), libc::X_OK) == 0 }
 }
 
-fn resolve_program(program: &str, base_dir: &Path, path_var: Option<OsString>) -> Result<PathBuf, String> {
+fn resolve_program(
+    program: &str,
+    base_dir: &Path,
+    path_var: Option<OsString>,
+) -> Result<PathBuf, String> {
     if program.is_empty() {
         return Err("`program` must not be empty".into());
     }
     if program.contains('/') {
         let p = Path::new(program);
-        let p = if p.is_absolute() { p.to_path_buf() } else { base_dir.join(p) };
+        let p = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base_dir.join(p)
+        };
         let p = std::path::absolute(&p).unwrap_or(p);
         if !p.exists() {
             return Err(format!("program {} does not exist", p.display()));
@@ -300,7 +332,11 @@ fn resolve_program(program: &str, base_dir: &Path, path_var: Option<OsString>) -
 impl NativeConfig {
     /// Checks a task type's keys over the `[native]` defaults. Relative paths (a `program` with
     /// a slash, `workdir_root`) are relative to `base_dir`, the configuration file's directory.
-    pub fn from_tables(table: &toml::Table, defaults: &toml::Table, base_dir: &Path) -> Result<NativeConfig, String> {
+    pub fn from_tables(
+        table: &toml::Table,
+        defaults: &toml::Table,
+        base_dir: &Path,
+    ) -> Result<NativeConfig, String> {
         check_keys(defaults, "in [native]")?;
         check_keys(table, "")?;
         // `env` and `env_remove` add up; every other key of the task replaces the default.
@@ -414,7 +450,11 @@ impl NativeConfig {
                     .as_float()
                     .or_else(|| v.as_integer().map(|i| i as f64))
                     .filter(|s| s.is_finite() && *s >= 0.0 && *s <= 86_400.0)
-                    .ok_or_else(|| format!("{o}`grace` must be a number of seconds between 0 and 86400, got {v}"))?;
+                    .ok_or_else(|| {
+                        format!(
+                            "{o}`grace` must be a number of seconds between 0 and 86400, got {v}"
+                        )
+                    })?;
                 Duration::from_secs_f64(secs)
             }
         };
@@ -422,7 +462,9 @@ impl NativeConfig {
         let int = |key: &str| -> Result<Option<u64>, String> {
             match get(key) {
                 None => Ok(None),
-                Some((v, o)) => positive_int(key, v).map(Some).map_err(|e| format!("{o}{e}")),
+                Some((v, o)) => positive_int(key, v)
+                    .map(Some)
+                    .map_err(|e| format!("{o}{e}")),
             }
         };
         let limits = Limits {
@@ -440,7 +482,9 @@ impl NativeConfig {
             .map(|n| n as usize)
             .unwrap_or(DEFAULT_LOG_TAIL_BYTES);
         if log_tail_bytes > 1024 * 1024 {
-            return Err(format!("`log_tail_bytes` must be at most 1048576, got {log_tail_bytes}"));
+            return Err(format!(
+                "`log_tail_bytes` must be at most 1048576, got {log_tail_bytes}"
+            ));
         }
         let max_log_bytes = int("max_log_bytes")?.unwrap_or(DEFAULT_MAX_LOG_BYTES);
 
@@ -503,7 +547,11 @@ mod tests {
             "program = \"sh\"\nargs = [\"-c\", \"{params}\"]\nenv = { B = \"3\" }\nenv_remove = [\"Y\"]\ngrace = 0.5\ncpu_seconds = 7\n",
         );
         let c = NativeConfig::from_tables(&t, &d, &dir).unwrap();
-        assert!(c.program.is_absolute() && c.program.ends_with("sh"), "{:?}", c.program);
+        assert!(
+            c.program.is_absolute() && c.program.ends_with("sh"),
+            "{:?}",
+            c.program
+        );
         assert_eq!(c.grace, Duration::from_millis(500));
         assert_eq!(c.keep_workdir, KeepWorkdir::Always);
         assert_eq!(c.env.len(), 2);
@@ -523,13 +571,22 @@ mod tests {
         assert!(err("args = []").contains("`program` is required"));
         assert!(err("program = \"./no/such/program\"").contains("does not exist"));
         assert!(err("program = \"no-such-program-xyz\"").contains("not found on PATH"));
-        assert!(err("program = \"/etc/hostname\"").contains("not an executable"));
-        assert!(err("program = \"sh\"\nargs = [\"{secret}\"]").contains("unknown placeholder `{secret}`"));
+        let plain = dir.join(format!(
+            "native-config-{}.txt",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::write(&plain, "not a program").unwrap();
+        assert!(err(&format!("program = \"{}\"", plain.display())).contains("not an executable"));
+        std::fs::remove_file(&plain).unwrap();
+        assert!(err("program = \"sh\"\nargs = [\"{secret}\"]")
+            .contains("unknown placeholder `{secret}`"));
         assert!(err("program = \"sh\"\nkeep_workdir = \"sometimes\"").contains("keep_workdir"));
         assert!(err("program = \"sh\"\ngrace = -1").contains("grace"));
-        assert!(err("program = \"sh\"\nmemory_mb = 0").contains("`memory_mb` must be a positive integer"));
+        assert!(err("program = \"sh\"\nmemory_mb = 0")
+            .contains("`memory_mb` must be a positive integer"));
         assert!(err("program = \"sh\"\nenv = { A = 1 }").contains("`env.A` must be a string"));
-        let e = NativeConfig::from_tables(&table("program = \"sh\""), &table("colour = 1"), &dir).unwrap_err();
+        let e = NativeConfig::from_tables(&table("program = \"sh\""), &table("colour = 1"), &dir)
+            .unwrap_err();
         assert!(e.contains("unknown key `colour` in [native]"), "{e}");
     }
 }

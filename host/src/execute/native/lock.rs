@@ -93,12 +93,16 @@ mod tests {
             cal_lock_path(Path::new("/stage/ms/2025-10-17T14:40:09.ms")),
             PathBuf::from("/stage/ms/.2025-10-17T14:40:09.cal_lock")
         );
-        assert_eq!(cal_lock_path(Path::new("/d/x.ms/")), PathBuf::from("/d/.x.cal_lock"));
+        assert_eq!(
+            cal_lock_path(Path::new("/d/x.ms/")),
+            PathBuf::from("/d/.x.cal_lock")
+        );
     }
 
     #[test]
     fn a_second_holder_waits_then_times_out() {
-        let dir = std::env::temp_dir().join(format!("native-lock-{}", uuid::Uuid::new_v4().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("native-lock-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let ms = dir.join("sim.ms");
         let first = CalLock::acquire(&ms, Duration::from_secs(1)).unwrap();

@@ -157,7 +157,11 @@ impl Drainer {
         }
         if self.limiter.suppressed > 0 {
             let n = std::mem::take(&mut self.limiter.suppressed);
-            warn!(stream = self.stream.name(), suppressed = n, "program output rate-limited in the log (the file keeps it)");
+            warn!(
+                stream = self.stream.name(),
+                suppressed = n,
+                "program output rate-limited in the log (the file keeps it)"
+            );
         }
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches('\r');
@@ -340,7 +344,8 @@ mod tests {
 
     #[test]
     fn files_are_capped_and_say_so() {
-        let dir = std::env::temp_dir().join(format!("native-logs-{}", uuid::Uuid::new_v4().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("native-logs-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let data: Vec<u8> = b"0123456789\n".repeat(1000);
         let rx = drain(

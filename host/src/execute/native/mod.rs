@@ -88,7 +88,13 @@ impl Handler for NativeHandler {
 fn safe_name(name: &str) -> String {
     let s: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(64)
         .collect();
     if s.is_empty() || s.starts_with('.') {
@@ -113,7 +119,9 @@ fn create_workdir(root: &Path, task_name: &str, run_id: uuid::Uuid) -> std::io::
             Err(e) => return Err(e),
         }
     }
-    Err(std::io::Error::other("too many work directories for this run"))
+    Err(std::io::Error::other(
+        "too many work directories for this run",
+    ))
 }
 
 fn remove_workdir(dir: &Path) {
@@ -146,7 +154,10 @@ async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
     let workdir = create_workdir(&cfg.workdir_root, &run.task_name, run.run_id).map_err(|e| {
         Failure::new(
             "$WorkdirError",
-            format!("cannot create a work directory under {}: {e}", cfg.workdir_root.display()),
+            format!(
+                "cannot create a work directory under {}: {e}",
+                cfg.workdir_root.display()
+            ),
         )
     })?;
     let params_path = workdir.join("params.json");
@@ -181,8 +192,11 @@ async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
         attempt: run.attempt.to_string(),
         task_name: run.task_name.clone(),
     };
-    let mut env: Vec<(String, std::ffi::OsString)> =
-        cfg.env.iter().map(|(k, t)| (k.clone(), t.expand(&vars))).collect();
+    let mut env: Vec<(String, std::ffi::OsString)> = cfg
+        .env
+        .iter()
+        .map(|(k, t)| (k.clone(), t.expand(&vars)))
+        .collect();
     // Host-provided values last, so that they always hold.
     for (k, v) in [
         ("ABSURD_TASK_ID", vars.task_id.clone().into()),
@@ -218,7 +232,9 @@ async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
                 "$SpawnFailed",
                 format!("cannot start {}: {e}", cfg.program.display()),
             )
-            .with_details(json!({"program": cfg.program, "workdir": workdir, "workdir_kept": kept})));
+            .with_details(
+                json!({"program": cfg.program, "workdir": workdir, "workdir_kept": kept}),
+            ));
         }
     };
     let pid = started.pid;
@@ -268,7 +284,10 @@ async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
         Ok(x) => x,
         Err(e) => {
             drop(guard);
-            return Err(Failure::new("$HostError", format!("cannot start the log drains: {e}")));
+            return Err(Failure::new(
+                "$HostError",
+                format!("cannot start the log drains: {e}"),
+            ));
         }
     };
 
@@ -321,7 +340,10 @@ async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
             d.insert("hints".into(), json!(hints));
             d.insert("workdir".into(), json!(workdir));
             d.insert("workdir_kept".into(), json!(kept));
-            d.insert("elapsed_seconds".into(), json!((elapsed.as_secs_f64() * 1000.0).round() / 1000.0));
+            d.insert(
+                "elapsed_seconds".into(),
+                json!((elapsed.as_secs_f64() * 1000.0).round() / 1000.0),
+            );
             d.insert("stdout_bytes".into(), json!(stdout.total_bytes));
             d.insert("stderr_bytes".into(), json!(stderr.total_bytes));
             for (name, dr) in [("stdout", &stdout), ("stderr", &stderr)] {
@@ -329,7 +351,10 @@ async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
                     d.insert(format!("{name}_log_truncated_at"), json!(dr.saved_bytes));
                 }
                 if dr.suppressed_lines > 0 {
-                    d.insert(format!("{name}_lines_not_traced"), json!(dr.suppressed_lines));
+                    d.insert(
+                        format!("{name}_lines_not_traced"),
+                        json!(dr.suppressed_lines),
+                    );
                 }
             }
             if report.leftovers > 0 {
@@ -349,7 +374,12 @@ async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
 }
 
 /// The result, or the failure (its details are completed by the caller).
-fn decide(cfg: &NativeConfig, exit: Exit, class: &outcome::Classified, result_path: &Path) -> Result<Value, Failure> {
+fn decide(
+    cfg: &NativeConfig,
+    exit: Exit,
+    class: &outcome::Classified,
+    result_path: &Path,
+) -> Result<Value, Failure> {
     let result = read_result(result_path, cfg.max_result_bytes);
     match exit {
         Exit::Code(0) => match result {

@@ -10,9 +10,10 @@ use super::supervise::Exit;
 /// Largest part of a `casa*.log` scanned for SEVERE lines (its end).
 const MAX_CASA_LOG_SCAN: u64 = 16 * 1024 * 1024;
 
-/// The SEVERE line CASA prints whenever the system clock is > 180 days past the leap-second
-/// table's date; it says nothing about the task (see docs/native-tasks.md).
-const BENIGN_SEVERE: &[&str] = &["TAI_UTC"];
+/// The SEVERE message (three log lines, all from `MeasTable::dUTC`) CASA prints whenever the
+/// system clock is > 180 days past the leap-second table's date; it says nothing about the
+/// task (see docs/native-tasks.md).
+const BENIGN_SEVERE: &[&str] = &["TAI_UTC", "MeasTable::dUTC"];
 
 /// How the program ended, for people and for the failure details.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +78,12 @@ fn signal_cause(sig: i32) -> (&'static str, &'static str) {
 
 /// Exit codes 2–10 as the DSA-110 pipeline's `ErrorCode` convention defines them.
 fn exit_code_cause(code: i32) -> (&'static str, String) {
-    let dsa = |c: &'static str, what: &str| (c, format!("{what} (exit code {code} in the DSA-110 convention)"));
+    let dsa = |c: &'static str, what: &str| {
+        (
+            c,
+            format!("{what} (exit code {code} in the DSA-110 convention)"),
+        )
+    };
     match code {
         1 => ("error", "the program reported an error".into()),
         2 => dsa("io", "I/O error"),
@@ -89,14 +95,28 @@ fn exit_code_cause(code: i32) -> (&'static str, String) {
         8 => dsa("conversion", "conversion failed"),
         9 => dsa("database", "database error"),
         10 => dsa("subprocess_error", "a subprocess of the program failed"),
-        124 => ("timeout", "timed out (exit code 124 is GNU timeout's)".into()),
-        126 => ("not_executable", "a command could not be executed (exit code 126)".into()),
-        127 => ("not_found", "a command was not found (exit code 127)".into()),
+        124 => (
+            "timeout",
+            "timed out (exit code 124 is GNU timeout's)".into(),
+        ),
+        126 => (
+            "not_executable",
+            "a command could not be executed (exit code 126)".into(),
+        ),
+        127 => (
+            "not_found",
+            "a command was not found (exit code 127)".into(),
+        ),
         c if (129..=128 + 64).contains(&c) => {
             let sig = c - 128;
             let (cause, what) = signal_cause(sig);
-            let name = signal_name(sig).map(str::to_string).unwrap_or_else(|| format!("signal {sig}"));
-            (cause, format!("{what} (exit code {c}: a shell's way of reporting death by {name})"))
+            let name = signal_name(sig)
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("signal {sig}"));
+            (
+                cause,
+                format!("{what} (exit code {c}: a shell's way of reporting death by {name})"),
+            )
         }
         _ => ("error", "the program reported an error".into()),
     }
@@ -119,7 +139,10 @@ pub fn classify(exit: Exit) -> Classified {
                 description,
             }
         }
-        Exit::Signal { signal, core_dumped } => {
+        Exit::Signal {
+            signal,
+            core_dumped,
+        } => {
             let (cause, what) = signal_cause(signal);
             Classified {
                 exit_code: None,
@@ -155,7 +178,10 @@ impl std::fmt::Display for ResultError {
         match self {
             ResultError::Missing => write!(f, "no result.json in the work directory"),
             ResultError::TooLarge { size, max } => {
-                write!(f, "result.json is {size} bytes, more than max_result_bytes ({max})")
+                write!(
+                    f,
+                    "result.json is {size} bytes, more than max_result_bytes ({max})"
+                )
             }
             ResultError::Unreadable(e) => write!(f, "result.json cannot be read: {e}"),
             ResultError::Invalid(e) => write!(f, "result.json is not valid JSON: {e}"),
@@ -199,13 +225,20 @@ pub fn reported_error(result: &Value) -> Option<String> {
     if !status.eq_ignore_ascii_case("error") && !status.eq_ignore_ascii_case("failed") {
         return None;
     }
-    let message = obj.get("message").and_then(Value::as_str).map(str::to_string);
+    let message = obj
+        .get("message")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let errors: Vec<String> = obj
         .get("errors")
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
-                .map(|e| e.as_str().map(str::to_string).unwrap_or_else(|| e.to_string()))
+                .map(|e| {
+                    e.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| e.to_string())
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -231,13 +264,17 @@ pub fn keep_end(s: &str, max: usize) -> String {
 /// SEVERE lines of every `casa*.log` in `dir` (newest last), without the benign leap-second
 /// warning, bounded to about `max_bytes` (the last lines are kept).
 pub fn casa_severe(dir: &Path, max_bytes: usize) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return vec![] };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
     let mut logs: Vec<_> = entries
         .flatten()
         .filter(|e| {
             let n = e.file_name();
             let n = n.to_string_lossy();
-            n.starts_with("casa") && n.ends_with(".log") && e.file_type().map(|t| t.is_file()).unwrap_or(false)
+            n.starts_with("casa")
+                && n.ends_with(".log")
+                && e.file_type().map(|t| t.is_file()).unwrap_or(false)
         })
         .map(|e| {
             let modified = e.metadata().and_then(|m| m.modified()).ok();
@@ -247,7 +284,9 @@ pub fn casa_severe(dir: &Path, max_bytes: usize) -> Vec<String> {
     logs.sort();
     let mut lines = Vec::new();
     for (_, path) in logs {
-        let Ok(mut f) = std::fs::File::open(&path) else { continue };
+        let Ok(mut f) = std::fs::File::open(&path) else {
+            continue;
+        };
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         if len > MAX_CASA_LOG_SCAN {
             let _ = f.seek(SeekFrom::Start(len - MAX_CASA_LOG_SCAN));
@@ -315,7 +354,14 @@ mod tests {
             core_dumped: true,
         });
         assert_eq!(c.cause, "segfault");
-        assert_eq!(classify(Exit::Signal { signal: libc::SIGABRT, core_dumped: false }).cause, "abort");
+        assert_eq!(
+            classify(Exit::Signal {
+                signal: libc::SIGABRT,
+                core_dumped: false
+            })
+            .cause,
+            "abort"
+        );
         assert_eq!(classify(Exit::Code(139)).cause, "segfault");
         assert!(classify(Exit::Code(137)).description.contains("SIGKILL"));
         assert_eq!(classify(Exit::Code(3)).cause, "oom");
@@ -326,21 +372,27 @@ mod tests {
     #[test]
     fn reported_errors_follow_the_dsa110_convention() {
         assert_eq!(
-            reported_error(&json!({"status": "error", "message": "Validation failed", "errors": ["x"]})),
+            reported_error(
+                &json!({"status": "error", "message": "Validation failed", "errors": ["x"]})
+            ),
             Some("Validation failed".into())
         );
         assert_eq!(
             reported_error(&json!({"status": "error", "errors": ["a", "b"]})),
             Some("a; b".into())
         );
-        assert_eq!(reported_error(&json!({"status": "success", "outputs": {}})), None);
+        assert_eq!(
+            reported_error(&json!({"status": "success", "outputs": {}})),
+            None
+        );
         assert_eq!(reported_error(&json!([1, 2])), None);
         assert_eq!(reported_error(&json!({"status": 3})), None);
     }
 
     #[test]
     fn casa_severe_lines_are_collected_without_the_benign_one() {
-        let dir = std::env::temp_dir().join(format!("native-casa-{}", uuid::Uuid::new_v4().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("native-casa-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             dir.join("casa-20251017-101010.log"),

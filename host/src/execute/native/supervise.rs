@@ -32,7 +32,10 @@ use super::config::{Limits, KEPT_WHEN_CLEARED};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     Code(i32),
-    Signal { signal: i32, core_dumped: bool },
+    Signal {
+        signal: i32,
+        core_dumped: bool,
+    },
     /// `waitid` failed (should not happen): the status is unknown.
     Unknown,
 }
@@ -109,15 +112,25 @@ fn signal_group(pgid: i32, sig: i32) {
 /// The pids of the live (not zombie) processes whose process group is `pgid`, from `/proc`.
 pub fn live_members(pgid: i32) -> Vec<i32> {
     let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for entry in dir.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses.
-        let Some(close) = stat.rfind(')') else { continue };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
         let mut f = stat[close + 1..].split_whitespace();
-        let (Some(state), Some(_ppid), Some(pgrp)) = (f.next(), f.next(), f.next()) else { continue };
+        let (Some(state), Some(_ppid), Some(pgrp)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
         if pgrp.parse::<i32>() == Ok(pgid) && state != "Z" && state != "X" {
             out.push(pid);
         }
@@ -141,7 +154,14 @@ fn wait_exit_nowait(pid: i32) -> Exit {
     loop {
         // SAFETY: siginfo_t is plain data; waitid fills it.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
         if r < 0 {
             if errno() == libc::EINTR {
                 continue;
@@ -153,8 +173,14 @@ fn wait_exit_nowait(pid: i32) -> Exit {
         let status = unsafe { info.si_status() };
         return match info.si_code {
             libc::CLD_EXITED => Exit::Code(status),
-            libc::CLD_KILLED => Exit::Signal { signal: status, core_dumped: false },
-            libc::CLD_DUMPED => Exit::Signal { signal: status, core_dumped: true },
+            libc::CLD_KILLED => Exit::Signal {
+                signal: status,
+                core_dumped: false,
+            },
+            libc::CLD_DUMPED => Exit::Signal {
+                signal: status,
+                core_dumped: true,
+            },
             _ => continue,
         };
     }
@@ -186,7 +212,14 @@ fn child_setup(parent: libc::pid_t, limits: Limits) -> io::Result<()> {
         if libc::setpgid(0, 0) != 0 {
             return Err(io::Error::last_os_error());
         }
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
+        {
             return Err(io::Error::last_os_error());
         }
         // The host may have died between fork and prctl: then nobody would ever signal us.
@@ -391,7 +424,11 @@ impl Group {
     /// Stops the group on a std thread (SIGTERM now if the program still runs, SIGKILL after
     /// `grace`), then calls `after`. Does nothing and returns false if the group is already
     /// being stopped.
-    pub fn stop_in_background(&self, grace: Duration, after: impl FnOnce(StopReport) + Send + 'static) -> bool {
+    pub fn stop_in_background(
+        &self,
+        grace: Duration,
+        after: impl FnOnce(StopReport) + Send + 'static,
+    ) -> bool {
         if !self.begin_stop() {
             return false;
         }
@@ -440,7 +477,11 @@ pub struct Guard {
 }
 
 impl Guard {
-    pub fn new(group: Group, grace: Duration, on_abandon: impl FnOnce(StopReport) + Send + 'static) -> Guard {
+    pub fn new(
+        group: Group,
+        grace: Duration,
+        on_abandon: impl FnOnce(StopReport) + Send + 'static,
+    ) -> Guard {
         Guard {
             group,
             grace,
@@ -526,12 +567,24 @@ unsafe fn watchdog_main(read_end: libc::c_int, pgid: i32) -> ! {
         libc::dup2(read_end, 0);
     }
     // Hold nothing else of the host's: other runs' pipes, sockets, the host's stdout.
-    if libc::syscall(libc::SYS_close_range, 1 as libc::c_uint, libc::c_uint::MAX, 0 as libc::c_uint) != 0 {
+    if libc::syscall(
+        libc::SYS_close_range,
+        1 as libc::c_uint,
+        libc::c_uint::MAX,
+        0 as libc::c_uint,
+    ) != 0
+    {
         for fd in 1..65_536 {
             libc::close(fd);
         }
     }
-    libc::prctl(libc::PR_SET_NAME, c"absurd-watchdog".as_ptr() as libc::c_ulong, 0, 0, 0);
+    libc::prctl(
+        libc::PR_SET_NAME,
+        c"absurd-watchdog".as_ptr() as libc::c_ulong,
+        0,
+        0,
+        0,
+    );
     let mut byte = 0u8;
     let n = loop {
         let n = libc::read(0, (&mut byte as *mut u8).cast(), 1);
@@ -542,7 +595,7 @@ unsafe fn watchdog_main(read_end: libc::c_int, pgid: i32) -> ! {
     };
     if n <= 0 {
         // The host died (or its end was closed without the byte): kill the whole group.
-        let _ = pgid; // TEMP
+        libc::kill(-pgid, libc::SIGKILL);
     }
     libc::_exit(0)
 }

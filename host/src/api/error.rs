@@ -1,0 +1,108 @@
+//! Errors as `{"detail": ...}` with the right status code.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::client::ClientError;
+
+/// An error response: a status and the `detail` text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub detail: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            detail: detail.into(),
+        }
+    }
+    /// 400, for input that is malformed or out of range; `detail` names the field.
+    pub fn bad_request(detail: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::BAD_REQUEST, detail)
+    }
+    pub fn not_found(detail: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::NOT_FOUND, detail)
+    }
+    pub fn conflict(detail: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::CONFLICT, detail)
+    }
+    pub fn unavailable(detail: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, detail)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, axum::Json(json!({ "detail": self.detail }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+/// True for sqlx errors that mean the database (not the request) is the problem.
+fn is_connection_problem(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // 08xxx connection exceptions, 57P0x operator intervention (shutdown, crash), 53xxx
+        // insufficient resources (too many connections), 3D000 no such database, 28xxx
+        // authentication failed: the configured database cannot be used, whatever the request.
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            ["08", "57P", "53", "3D", "28"]
+                .iter()
+                .any(|p| c.starts_with(p))
+        }),
+        sqlx::Error::Protocol(msg) => msg.contains("EOF") || msg.contains("closed"),
+        _ => false,
+    }
+}
+
+impl From<ClientError> for ApiError {
+    fn from(e: ClientError) -> ApiError {
+        let text = e.to_string();
+        match e {
+            ClientError::Cancelled => ApiError::conflict("task has been cancelled"),
+            ClientError::RunFailed(_) => ApiError::conflict(text),
+            ClientError::InvalidRetryStrategy(m) => {
+                ApiError::bad_request(format!("retry_strategy: {m}"))
+            }
+            ClientError::QueueNotFound(q) => ApiError::not_found(format!("Queue {q:?} not found")),
+            ClientError::InvalidInput(m) => ApiError::bad_request(m),
+            ClientError::Rejected(m) => {
+                if m.contains("not found") || m.contains("does not exist") {
+                    ApiError::not_found(m)
+                } else if m.contains("not currently") || m.contains("greater than current attempts")
+                {
+                    ApiError::conflict(m)
+                } else {
+                    ApiError::bad_request(m)
+                }
+            }
+            ClientError::SchemaMissing(_) => ApiError::unavailable(text),
+            ClientError::Timeout(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, text),
+            ClientError::Unavailable(_) => {
+                ApiError::unavailable(format!("Database unavailable: {text}"))
+            }
+            ClientError::Database(ref inner) if is_connection_problem(inner) => {
+                ApiError::unavailable(format!("Database unavailable: {text}"))
+            }
+            ClientError::Database(_) => {
+                tracing::error!(error = %text, "database error in an API request");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("Database error: {text}"),
+                )
+            }
+        }
+    }
+}

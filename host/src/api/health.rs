@@ -1,0 +1,344 @@
+//! `GET /health` (cheap, no database) and `GET /health/detailed` (the seed's monitor checks,
+//! computed from the database).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use sqlx::Row;
+
+use super::{ApiSettings, AppState};
+use crate::client::{table, Client, ClientError};
+
+/// Detailed results are reused for this long (the seed cached them for 10 s).
+pub const CACHE_FOR: Duration = Duration::from_secs(2);
+/// How long the database may take to answer the reachability probe.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+// The seed's thresholds.
+const LATENCY_ALERT_MS: f64 = 1000.0;
+const LATENCY_WARN_MS: f64 = 500.0;
+const DEPTH_ALERT: i64 = 1000;
+const DEPTH_WARN: i64 = 500;
+const AGE_ALERT_S: f64 = 3600.0;
+const AGE_WARN_S: f64 = 600.0;
+const STALL_S: f64 = 300.0;
+/// Pending this long with no worker claiming anything means no worker is serving the queue.
+const NO_WORKER_S: f64 = 60.0;
+
+#[derive(Default)]
+pub struct Cache {
+    last: tokio::sync::Mutex<Option<(Instant, StatusCode, Value)>>,
+}
+
+/// `GET /health`: always 200, never touches the database.
+pub(crate) async fn health(State(st): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "status": "healthy",
+        "message": "Absurd is operational",
+        "queue": st.settings.default_queue,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": st.started.elapsed().as_secs_f64().floor(),
+    }))
+}
+
+/// `GET /health/detailed`: 200 with `healthy|degraded|critical`, or 503 with `down`.
+pub(crate) async fn detailed(State(st): State<AppState>) -> Response {
+    let mut last = st.health.last.lock().await;
+    if let Some((at, code, body)) = last.as_ref() {
+        if at.elapsed() < CACHE_FOR {
+            return (*code, Json(body.clone())).into_response();
+        }
+    }
+    let (code, body) = report(&st.client, &st.settings).await;
+    *last = Some((Instant::now(), code, body.clone()));
+    (code, Json(body)).into_response()
+}
+
+fn item(level: &str, message: String, now: DateTime<Utc>) -> Value {
+    json!({"level": level, "message": message, "timestamp": now.to_rfc3339()})
+}
+
+fn down(message: String, now: DateTime<Utc>) -> (StatusCode, Value) {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({
+            "status": "down",
+            "message": message,
+            "database_available": false,
+            "database_latency_ms": null,
+            "queue_depth": null,
+            "oldest_pending_age_seconds": null,
+            "worker_pool_healthy": false,
+            "workers": null,
+            "queues": [],
+            "alerts": [item("alert", message.clone(), now)],
+            "warnings": [],
+            "checked_at": now.to_rfc3339(),
+        }),
+    )
+}
+
+struct QueueHealth {
+    name: String,
+    pending: i64,
+    running: i64,
+    oldest: Option<f64>,
+    last_completed: Option<DateTime<Utc>>,
+    expired_claims: i64,
+}
+
+/// The detailed health report (also printed by `absurd-host health`): 503 with `down` when
+/// the database is unreachable, else 200 with `healthy`, `degraded` or `critical`.
+pub async fn report(client: &Client, settings: &ApiSettings) -> (StatusCode, Value) {
+    let now = Utc::now();
+    let pool = client.pool();
+    let t0 = Instant::now();
+    match tokio::time::timeout(
+        PROBE_TIMEOUT,
+        sqlx::query_scalar::<_, i32>("select 1").fetch_one(pool),
+    )
+    .await
+    {
+        Err(_) => {
+            return down(
+                format!("Database unreachable: no answer within {PROBE_TIMEOUT:?}"),
+                now,
+            )
+        }
+        Ok(Err(e)) => return down(format!("Database unreachable: {e}"), now),
+        Ok(Ok(_)) => {}
+    }
+    let latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    match tokio::time::timeout(Duration::from_secs(5), gather(client, settings)).await {
+        Err(_) => down(
+            "Database unreachable: the health queries did not finish within 5 s".into(),
+            now,
+        ),
+        Ok(Err(ClientError::Unavailable(m))) => down(format!("Database unreachable: {m}"), now),
+        Ok(Err(e)) => {
+            let api: super::error::ApiError = e.into();
+            if api.status == StatusCode::SERVICE_UNAVAILABLE && !api.detail.contains("schema") {
+                return down(api.detail, now);
+            }
+            let msg = api.detail;
+            (
+                StatusCode::OK,
+                json!({
+                    "status": "critical",
+                    "message": msg,
+                    "database_available": true,
+                    "database_latency_ms": latency_ms,
+                    "queue_depth": null,
+                    "oldest_pending_age_seconds": null,
+                    "worker_pool_healthy": false,
+                    "workers": null,
+                    "queues": [],
+                    "alerts": [item("alert", msg.clone(), now)],
+                    "warnings": [],
+                    "checked_at": now.to_rfc3339(),
+                }),
+            )
+        }
+        Ok(Ok((queues, active, recent, dead_letters))) => (
+            StatusCode::OK,
+            assess(
+                settings,
+                now,
+                latency_ms,
+                &queues,
+                &active,
+                &recent,
+                dead_letters,
+            ),
+        ),
+    }
+}
+
+type Gathered = (Vec<QueueHealth>, BTreeSet<String>, BTreeSet<String>, i64);
+
+async fn gather(client: &Client, settings: &ApiSettings) -> Result<Gathered, ClientError> {
+    let mut queues = vec![];
+    let mut active = BTreeSet::new();
+    let mut recent = BTreeSet::new();
+    let mut dead_letters = 0;
+    for name in client.list_queues().await? {
+        let stats = match client.queue_stats(&name).await {
+            Ok(s) => s,
+            Err(ClientError::QueueNotFound(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        let is_dlq = settings.dlq_queue.as_deref() == Some(name.as_str()) || name.ends_with("-dlq");
+        if is_dlq {
+            dead_letters += stats.pending;
+            continue;
+        }
+        let r = table("r", &name);
+        let sql = format!(
+            "with now_ as (select absurd.current_time() as now)
+             select
+               (select max(completed_at) from {r} where state = 'completed') as last_completed,
+               (select count(*) from {r} where state = 'running' and claim_expires_at < (select now from now_)) as expired,
+               (select coalesce(array_agg(distinct claimed_by), '{{}}'::text[]) from {r}
+                  where claimed_by is not null and state = 'running'
+                    and (claim_expires_at is null or claim_expires_at >= (select now from now_))) as active,
+               (select coalesce(array_agg(distinct claimed_by), '{{}}'::text[]) from {r}
+                  where claimed_by is not null and started_at > (select now from now_) - interval '5 minutes') as recent"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_one(client.pool())
+            .await
+            .map_err(|e| ClientError::from_sqlx(e, Some(&name)))?;
+        let g = |e: sqlx::Error| ClientError::Database(e);
+        let a: Vec<String> = row.try_get("active").map_err(g)?;
+        let rc: Vec<String> = row.try_get("recent").map_err(g)?;
+        active.extend(a.iter().cloned());
+        recent.extend(a);
+        recent.extend(rc);
+        queues.push(QueueHealth {
+            name,
+            pending: stats.pending,
+            running: stats.running,
+            oldest: stats.oldest_pending_age_secs,
+            last_completed: row.try_get("last_completed").map_err(g)?,
+            expired_claims: row.try_get("expired").map_err(g)?,
+        });
+    }
+    Ok((queues, active, recent, dead_letters))
+}
+
+fn assess(
+    settings: &ApiSettings,
+    now: DateTime<Utc>,
+    latency_ms: f64,
+    queues: &[QueueHealth],
+    active: &BTreeSet<String>,
+    recent: &BTreeSet<String>,
+    dead_letters: i64,
+) -> Value {
+    let mut alerts = vec![];
+    let mut warnings = vec![];
+    if latency_ms > LATENCY_ALERT_MS {
+        alerts.push(item(
+            "alert",
+            format!("Database latency is {latency_ms:.0} ms (> {LATENCY_ALERT_MS} ms)"),
+            now,
+        ));
+    } else if latency_ms > LATENCY_WARN_MS {
+        warnings.push(item(
+            "warning",
+            format!("Database latency is {latency_ms:.0} ms (> {LATENCY_WARN_MS} ms)"),
+            now,
+        ));
+    }
+    let depth: i64 = queues.iter().map(|q| q.pending + q.running).sum();
+    let pending: i64 = queues.iter().map(|q| q.pending).sum();
+    if depth > DEPTH_ALERT {
+        alerts.push(item(
+            "alert",
+            format!("Queue depth is {depth} (> {DEPTH_ALERT})"),
+            now,
+        ));
+    } else if depth > DEPTH_WARN {
+        warnings.push(item(
+            "warning",
+            format!("Queue depth is {depth} (> {DEPTH_WARN})"),
+            now,
+        ));
+    }
+    let oldest = queues
+        .iter()
+        .filter_map(|q| q.oldest)
+        .fold(None, |m: Option<f64>, a| Some(m.map_or(a, |m| m.max(a))));
+    if let Some(age) = oldest {
+        if age > AGE_ALERT_S {
+            alerts.push(item(
+                "alert",
+                format!("Oldest pending task has waited {age:.0} s (> 1 h)"),
+                now,
+            ));
+        } else if age > AGE_WARN_S {
+            warnings.push(item(
+                "warning",
+                format!("Oldest pending task has waited {age:.0} s (> 10 min)"),
+                now,
+            ));
+        }
+    }
+    for q in queues {
+        let stalled = q.pending > 0
+            && q.oldest.is_some_and(|a| a > STALL_S)
+            && q.last_completed
+                .is_none_or(|t| (now - t).num_milliseconds() as f64 / 1000.0 > STALL_S);
+        if stalled {
+            alerts.push(item(
+                "alert",
+                format!(
+                    "Queue {:?}: no task completed in the last 5 minutes while {} are pending",
+                    q.name, q.pending
+                ),
+                now,
+            ));
+        }
+        if q.expired_claims > 0 {
+            warnings.push(item(
+                "warning",
+                format!(
+                    "Queue {:?}: {} running task(s) have expired claims (their worker stopped renewing; they will be reclaimed)",
+                    q.name, q.expired_claims
+                ),
+                now,
+            ));
+        }
+    }
+    let mut worker_pool_healthy = true;
+    if pending > 0 && active.is_empty() && oldest.is_some_and(|a| a > NO_WORKER_S) {
+        worker_pool_healthy = false;
+        alerts.push(item(
+            "alert",
+            format!("No workers available: {pending} task(s) pending and no worker holds a claim"),
+            now,
+        ));
+    }
+    let status = if !alerts.is_empty() {
+        "critical"
+    } else if !warnings.is_empty() {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    let message = match status {
+        "healthy" => "All systems operational".to_string(),
+        "degraded" => format!("{} warning(s)", warnings.len()),
+        _ => format!("{} alert(s)", alerts.len()),
+    };
+    json!({
+        "status": status,
+        "message": message,
+        "queue": settings.default_queue,
+        "database_available": true,
+        "database_latency_ms": latency_ms,
+        "queue_depth": depth,
+        "oldest_pending_age_seconds": oldest,
+        "dead_letters_pending": dead_letters,
+        "worker_pool_healthy": worker_pool_healthy,
+        "workers": {"active": active.len(), "recent": recent.len(), "ids": recent},
+        "queues": queues.iter().map(|q| json!({
+            "queue_name": q.name,
+            "pending": q.pending,
+            "running": q.running,
+            "depth": q.pending + q.running,
+            "oldest_pending_age_seconds": q.oldest,
+            "last_completed_at": q.last_completed.map(|t| t.to_rfc3339()),
+            "expired_claims": q.expired_claims,
+        })).collect::<Vec<_>>(),
+        "alerts": alerts,
+        "warnings": warnings,
+        "checked_at": now.to_rfc3339(),
+    })
+}

@@ -1,0 +1,399 @@
+//! The HTTP API: the seed's `/api/absurd` endpoints, health, Prometheus metrics and the
+//! OpenAPI document, served by `absurd-host serve` and `absurd-host worker --api`.
+//!
+//! Every operation goes through the one [`Client`] library that the CLI uses too.
+//!
+//! Security model:
+//! * by default it binds `127.0.0.1:8080`; a non-loopback address is refused unless a bearer
+//!   token is configured, and then every route except `GET /api/absurd/health` requires
+//!   `Authorization: Bearer <token>`;
+//! * without a token (loopback only), requests whose `Host` is not a loopback name are
+//!   refused (DNS rebinding), and so are state-changing requests from another `Origin`
+//!   (cross-site request forgery from a browser on the same machine);
+//! * request bodies are limited (1 MiB by default, 413 above) and `params` too (256 KiB).
+//!
+//! See `docs/api.md` for the endpoints and their JSON.
+
+pub mod error;
+pub mod health;
+pub mod openapi;
+pub mod prometheus;
+mod tasks;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, MethodRouter};
+use axum::Router;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::Client;
+use crate::metrics::Counters;
+use error::ApiError;
+
+/// Where every seed endpoint lives.
+pub const PREFIX: &str = "/api/absurd";
+/// The default listen address (`--listen`, `ABSURD_API_LISTEN`).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The default request body limit.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The default limit on a spawned task's `params` (serialised).
+pub const DEFAULT_MAX_PARAMS_BYTES: usize = 256 * 1024;
+/// The one route that never requires the token.
+pub const HEALTH_PATH: &str = "/api/absurd/health";
+
+/// Every route: `(method, path)`. The router is built from this list, and the OpenAPI test
+/// checks it against the document both ways.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/api/absurd/tasks"),
+    ("GET", "/api/absurd/tasks"),
+    ("GET", "/api/absurd/tasks/{task_id}"),
+    ("DELETE", "/api/absurd/tasks/{task_id}"),
+    ("POST", "/api/absurd/tasks/{task_id}/retry"),
+    ("POST", "/api/absurd/events"),
+    ("GET", "/api/absurd/queues"),
+    ("GET", "/api/absurd/queues/stats"),
+    ("GET", "/api/absurd/queues/{queue_name}/stats"),
+    ("GET", "/api/absurd/health"),
+    ("GET", "/api/absurd/health/detailed"),
+    ("GET", "/api/absurd/metrics/prometheus"),
+    ("GET", "/api/absurd/openapi.json"),
+    ("GET", "/metrics"),
+];
+
+/// How the API runs.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub listen: SocketAddr,
+    /// Bearer token; required to listen on a non-loopback address.
+    pub token: Option<String>,
+    pub max_body_bytes: usize,
+    pub max_params_bytes: usize,
+    /// The queue named by `GET /health` and used by `POST /events` when none is given.
+    pub default_queue: String,
+    /// `max_attempts` of tasks spawned without one (`ABSURD_MAX_RETRIES + 1`).
+    pub default_max_attempts: i32,
+    /// The dead-letter queue: `/health/detailed` counts its tasks apart (no worker claims them).
+    pub dlq_queue: Option<String>,
+    /// More pools to report in `/metrics` (e.g. the worker's), by name; the client's pool is
+    /// reported as `api`.
+    pub extra_pools: Vec<(String, PgPool)>,
+}
+
+impl ApiSettings {
+    /// Settings from a listen address (default [`DEFAULT_LISTEN`]) and an optional token (an
+    /// empty token counts as none), with the given configuration's queue and retry defaults.
+    pub fn new(
+        listen: Option<&str>,
+        token: Option<String>,
+        config: &crate::config::AbsurdConfig,
+    ) -> anyhow::Result<ApiSettings> {
+        let raw = listen
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(DEFAULT_LISTEN);
+        let listen = parse_listen(raw)?;
+        Ok(ApiSettings {
+            listen,
+            token: token.filter(|t| !t.trim().is_empty()),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_params_bytes: DEFAULT_MAX_PARAMS_BYTES,
+            default_queue: config.queue_name.clone(),
+            default_max_attempts: config.default_max_attempts(),
+            dlq_queue: config.dlq_enabled.then(|| config.dlq_queue_name.clone()),
+            extra_pools: Vec::new(),
+        })
+    }
+
+    /// Refuses to expose the API off this machine without a token.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if !self.listen.ip().is_loopback() && self.token.is_none() {
+            bail!(
+                "refusing to listen on {} without a token: the API can spawn and cancel tasks. \
+                 Set ABSURD_API_TOKEN (clients then send `Authorization: Bearer <token>`), \
+                 or listen on a loopback address such as {DEFAULT_LISTEN}",
+                self.listen
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Parses `host:port` (`localhost` is accepted and means 127.0.0.1).
+pub fn parse_listen(raw: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(a) = raw.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Some(port) = raw.strip_prefix("localhost:") {
+        if let Ok(p) = port.parse::<u16>() {
+            return Ok(SocketAddr::from(([127, 0, 0, 1], p)));
+        }
+    }
+    bail!("invalid ABSURD_API_LISTEN / --listen {raw:?}: expected IP:PORT, e.g. {DEFAULT_LISTEN} or [::1]:8080")
+}
+
+/// Opens the API's own small pool without connecting yet, so that the server starts (and
+/// reports `down`) while the database is unreachable. Requests wait at most 3 s for a
+/// connection, then answer 503.
+pub fn lazy_pool(url: &str) -> anyhow::Result<PgPool> {
+    let opts: sqlx::postgres::PgConnectOptions = url
+        .parse()
+        .with_context(|| format!("invalid database URL {}", crate::db::redact_url(url)))?;
+    Ok(sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_lazy_with(opts))
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub client: Client,
+    pub counters: Counters,
+    pub settings: Arc<ApiSettings>,
+    pub health: Arc<health::Cache>,
+    pub started: Instant,
+}
+
+fn method_router(method: &str, path: &str) -> MethodRouter<AppState> {
+    let full = (method, path.strip_prefix(PREFIX).unwrap_or(path));
+    match full {
+        ("POST", "/tasks") => post(tasks::spawn),
+        ("GET", "/tasks") => get(tasks::list),
+        ("GET", "/tasks/{task_id}") => get(tasks::get_one),
+        ("DELETE", "/tasks/{task_id}") => delete(tasks::cancel),
+        ("POST", "/tasks/{task_id}/retry") => post(tasks::retry),
+        ("POST", "/events") => post(tasks::emit_event),
+        ("GET", "/queues") => get(tasks::list_queues),
+        ("GET", "/queues/stats") => get(tasks::all_queue_stats),
+        ("GET", "/queues/{queue_name}/stats") => get(tasks::queue_stats),
+        ("GET", "/health") => get(health::health),
+        ("GET", "/health/detailed") => get(health::detailed),
+        ("GET", "/metrics/prometheus") | ("GET", "/metrics") => get(prometheus::metrics),
+        ("GET", "/openapi.json") => get(openapi::serve_document),
+        other => panic!("route {other:?} in ROUTES has no handler"),
+    }
+}
+
+/// The router, with the security layers.
+pub fn router(client: Client, settings: ApiSettings, counters: Counters) -> Router {
+    let state = AppState {
+        client,
+        counters,
+        health: Arc::new(health::Cache::default()),
+        started: Instant::now(),
+        settings: Arc::new(settings),
+    };
+    let mut r: Router<AppState> = Router::new();
+    for (method, path) in ROUTES {
+        r = r.route(path, method_router(method, path));
+    }
+    r.fallback(|| async { ApiError::not_found("Not Found") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+        })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
+        .with_state(state)
+}
+
+/// Binds the listen address after the security check. The address may have port 0; the
+/// listener's `local_addr()` tells the port chosen.
+pub async fn bind(settings: &ApiSettings) -> anyhow::Result<tokio::net::TcpListener> {
+    settings.check()?;
+    tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))
+}
+
+/// Serves the API until `shutdown` is cancelled.
+pub async fn serve(
+    client: Client,
+    settings: ApiSettings,
+    counters: Counters,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = bind(&settings).await?;
+    serve_on(listener, client, settings, counters, shutdown).await
+}
+
+/// Serves the API on an already bound listener until `shutdown` is cancelled.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    client: Client,
+    settings: ApiSettings,
+    counters: Counters,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    settings.check()?;
+    let addr = listener.local_addr()?;
+    let auth = if settings.token.is_some() {
+        "bearer token required"
+    } else {
+        "loopback only, no token"
+    };
+    tracing::info!("API listening on http://{addr} ({auth})");
+    let app = router(client, settings, counters);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .context("API server failed")?;
+    tracing::info!("API stopped");
+    Ok(())
+}
+
+/// Authentication, DNS-rebinding and cross-origin checks, and a debug log line per request.
+async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string);
+    match &st.settings.token {
+        Some(token) => {
+            if path != HEALTH_PATH {
+                let given = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|h| h.to_str().ok())
+                    .and_then(|h| {
+                        h.strip_prefix("Bearer ")
+                            .or_else(|| h.strip_prefix("bearer "))
+                    })
+                    .map(str::trim);
+                match given {
+                    None => {
+                        return ApiError::new(
+                            StatusCode::UNAUTHORIZED,
+                            "Not authenticated: send `Authorization: Bearer <token>`",
+                        )
+                        .into_response()
+                    }
+                    Some(g) if !constant_time_eq(g.as_bytes(), token.as_bytes()) => {
+                        return ApiError::new(StatusCode::UNAUTHORIZED, "Invalid bearer token")
+                            .into_response()
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        None => {
+            if let Some(h) = &host {
+                if !is_loopback_host(h) {
+                    return ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        format!("Host {h:?} refused: without ABSURD_API_TOKEN the API answers loopback names only"),
+                    )
+                    .into_response();
+                }
+            }
+        }
+    }
+    if !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        if let Some(origin) = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+        {
+            let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or(origin);
+            if host.as_deref() != Some(origin_host) {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("cross-origin request from {origin:?} refused"),
+                )
+                .into_response();
+            }
+        }
+    }
+    let t0 = Instant::now();
+    let resp = next.run(req).await;
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_ms = t0.elapsed().as_millis() as u64, "api request");
+    resp
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+    };
+    if name.eq_ignore_ascii_case("localhost") || name.to_ascii_lowercase().ends_with(".localhost") {
+        return true;
+    }
+    name.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:1",
+            "127.1.2.3",
+            "[::1]:80",
+            "[::1]",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "evil.com",
+            "evil.com:8080",
+            "10.0.0.1:80",
+            "[::2]:80",
+            "localhost.evil.com",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn non_loopback_needs_a_token() {
+        let c = crate::config::AbsurdConfig::default();
+        assert!(ApiSettings::new(None, None, &c).unwrap().check().is_ok());
+        assert!(ApiSettings::new(Some("0.0.0.0:8080"), None, &c)
+            .unwrap()
+            .check()
+            .is_err());
+        assert!(ApiSettings::new(Some("0.0.0.0:8080"), Some(" ".into()), &c)
+            .unwrap()
+            .check()
+            .is_err());
+        assert!(ApiSettings::new(Some("0.0.0.0:8080"), Some("t".into()), &c)
+            .unwrap()
+            .check()
+            .is_ok());
+        assert!(ApiSettings::new(Some("nonsense"), None, &c).is_err());
+        assert_eq!(
+            parse_listen("localhost:9").unwrap(),
+            SocketAddr::from(([127, 0, 0, 1], 9))
+        );
+    }
+
+    #[test]
+    fn every_route_has_a_handler() {
+        for (m, p) in ROUTES {
+            let _ = method_router(m, p);
+        }
+    }
+}
