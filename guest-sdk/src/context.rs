@@ -7,7 +7,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::bindings::absurd::task::{durable, log as wit_log};
-use crate::error::{TaskError, CHECKPOINT_MISMATCH, GUEST_ERROR, HOST_ERROR, INVALID_EVENT_PAYLOAD};
+use crate::error::{
+    TaskError, CHECKPOINT_MISMATCH, GUEST_ERROR, HOST_ERROR, INVALID_EVENT_PAYLOAD,
+};
 use crate::json;
 
 /// The claimed run being executed.
@@ -105,7 +107,10 @@ pub struct Context {
 impl Context {
     #[doc(hidden)]
     pub fn new(info: TaskInfo) -> Self {
-        Context { info, _single_threaded: PhantomData }
+        Context {
+            info,
+            _single_threaded: PhantomData,
+        }
     }
 
     /// Task id, run id, attempt, queue, task name and headers.
@@ -145,7 +150,10 @@ impl Context {
         let text = serde_json::to_string(&value).map_err(|e| {
             TaskError::retryable(
                 GUEST_ERROR,
-                format!("step `{}` value cannot be serialised: {e}", step.checkpoint_name),
+                format!(
+                    "step `{}` value cannot be serialised: {e}",
+                    step.checkpoint_name
+                ),
             )
         })?;
         durable::complete_step(&step.checkpoint_name, &text).map_err(|e| {
@@ -191,7 +199,10 @@ impl Context {
             Some(payload) => json::decode(&payload).map(Some).map_err(|e| {
                 TaskError::permanent(
                     INVALID_EVENT_PAYLOAD,
-                    format!("payload of event `{event}` does not match the expected type: {}", e.describe()),
+                    format!(
+                        "payload of event `{event}` does not match the expected type: {}",
+                        e.describe()
+                    ),
                 )
                 .with_details(serde_json::json!({ "event": event, "decode": e.details() }))
             }),
@@ -199,7 +210,11 @@ impl Context {
     }
 
     /// Emits the queue event `event` with `payload` (the first emit of a name wins).
-    pub fn emit_event<T: Serialize + ?Sized>(&self, event: &str, payload: &T) -> Result<(), TaskError> {
+    pub fn emit_event<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        payload: &T,
+    ) -> Result<(), TaskError> {
         let text = serde_json::to_string(payload)?;
         durable::emit_event(event, &text).map_err(|e| {
             TaskError::retryable(HOST_ERROR, format!("emitting event `{event}` failed: {e}"))

@@ -45,7 +45,12 @@ pub const INVALID_EVENT_PAYLOAD: &str = "$InvalidEventPayload";
 impl TaskError {
     /// A failure with an explicit kind.
     pub fn new(kind: ErrorKind, name: impl Into<String>, message: impl Into<String>) -> Self {
-        TaskError { kind, name: name.into(), message: message.into(), details: None }
+        TaskError {
+            kind,
+            name: name.into(),
+            message: message.into(),
+            details: None,
+        }
     }
 
     /// A failure that is retried according to the task's retry policy.
@@ -63,8 +68,11 @@ impl TaskError {
     /// The message reads ``invalid params: field `inputs.ms_path`: must end with .ms`` and
     /// `details.path` holds the field path.
     pub fn invalid_params(field: &str, problem: impl fmt::Display) -> Self {
-        Self::permanent(INVALID_PARAMS, format!("invalid params: field `{field}`: {problem}"))
-            .with_details(serde_json::json!({ "path": field }))
+        Self::permanent(
+            INVALID_PARAMS,
+            format!("invalid params: field `{field}`: {problem}"),
+        )
+        .with_details(serde_json::json!({ "path": field }))
     }
 
     /// Attaches extra JSON, stored under `details`. Anything serialisable works, e.g.
@@ -127,7 +135,9 @@ impl fmt::Display for TaskError {
 impl fmt::Debug for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = f.debug_struct("TaskError");
-        s.field("kind", &self.kind).field("name", &self.name).field("message", &self.message);
+        s.field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("message", &self.message);
         if let Some(d) = &self.details {
             s.field("details", &format_args!("{d}"));
         }

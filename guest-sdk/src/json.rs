@@ -25,7 +25,10 @@ impl DecodeError {
     /// ``field `inputs.ms_path`: invalid type: integer `5`, expected a string``.
     pub fn describe(&self) -> String {
         if self.syntax {
-            format!("not valid JSON: {} at line {} column {}", self.problem, self.line, self.column)
+            format!(
+                "not valid JSON: {} at line {} column {}",
+                self.problem, self.line, self.column
+            )
         } else if self.path.is_empty() {
             self.problem.clone()
         } else {
@@ -61,7 +64,13 @@ pub fn decode<T: DeserializeOwned>(text: &str) -> Result<T, DecodeError> {
         } else {
             path_at(source, byte_offset(source, err.line(), err.column()))
         };
-        DecodeError { path, problem, syntax, line: err.line(), column: err.column() }
+        DecodeError {
+            path,
+            problem,
+            syntax,
+            line: err.line(),
+            column: err.column(),
+        }
     })
 }
 
@@ -113,7 +122,10 @@ fn path_at(text: &str, end: usize) -> String {
             }
             b'[' => {
                 start_value(&mut stack);
-                stack.push(Frame::Array { index: 0, started: false });
+                stack.push(Frame::Array {
+                    index: 0,
+                    started: false,
+                });
                 i += 1;
             }
             b'}' | b']' => {
@@ -186,7 +198,9 @@ fn render(stack: &[Frame]) -> String {
         match frame {
             Frame::Object { key: Some(key) } => {
                 let plain = !key.is_empty()
-                    && key.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-' || c == '$');
+                    && key
+                        .chars()
+                        .all(|c| c.is_alphanumeric() || c == '_' || c == '-' || c == '$');
                 if plain {
                     if !out.is_empty() {
                         out.push('.');
@@ -198,7 +212,10 @@ fn render(stack: &[Frame]) -> String {
                     out.push(']');
                 }
             }
-            Frame::Array { index, started: true } => {
+            Frame::Array {
+                index,
+                started: true,
+            } => {
                 out.push('[');
                 out.push_str(&index.to_string());
                 out.push(']');
@@ -256,7 +273,11 @@ mod tests {
     fn missing_field_names_container_and_field() {
         let e = err(r#"{"inputs": {"n": [1]}}"#);
         assert_eq!(e.path, "inputs");
-        assert!(e.describe().contains("missing field `ms_path`"), "{}", e.describe());
+        assert!(
+            e.describe().contains("missing field `ms_path`"),
+            "{}",
+            e.describe()
+        );
         let e = err(r#"{}"#);
         assert_eq!(e.path, "");
         assert_eq!(e.describe(), "missing field `inputs`");
@@ -264,11 +285,26 @@ mod tests {
 
     #[test]
     fn containers_and_arrays() {
-        assert_eq!(err(r#"{"inputs": {"ms_path": {"a": 1}}}"#).path, "inputs.ms_path");
-        assert_eq!(err(r#"{"inputs": {"ms_path": [1, 2]}}"#).path, "inputs.ms_path");
-        assert_eq!(err(r#"{"inputs": {"ms_path": "x", "n": [1, "a"]}}"#).path, "inputs.n[1]");
-        assert_eq!(err(r#"{"inputs": {"ms_path": "x", "n": [1, 99999999999]}}"#).path, "inputs.n[1]");
-        assert_eq!(err(r#"{"inputs": {"ms_path": "x", "n": {"k": 1}}}"#).path, "inputs.n");
+        assert_eq!(
+            err(r#"{"inputs": {"ms_path": {"a": 1}}}"#).path,
+            "inputs.ms_path"
+        );
+        assert_eq!(
+            err(r#"{"inputs": {"ms_path": [1, 2]}}"#).path,
+            "inputs.ms_path"
+        );
+        assert_eq!(
+            err(r#"{"inputs": {"ms_path": "x", "n": [1, "a"]}}"#).path,
+            "inputs.n[1]"
+        );
+        assert_eq!(
+            err(r#"{"inputs": {"ms_path": "x", "n": [1, 99999999999]}}"#).path,
+            "inputs.n[1]"
+        );
+        assert_eq!(
+            err(r#"{"inputs": {"ms_path": "x", "n": {"k": 1}}}"#).path,
+            "inputs.n"
+        );
         assert_eq!(
             err(r#"{"inputs": {"ms_path": "x", "extra": {"a b": [true, 3]}}}"#).path,
             r#"inputs.extra["a b"][1]"#
@@ -286,7 +322,10 @@ mod tests {
 
     #[test]
     fn unknown_variant_and_field() {
-        assert_eq!(err(r#"{"inputs": {"ms_path": "x"}, "kind": "c"}"#).path, "kind");
+        assert_eq!(
+            err(r#"{"inputs": {"ms_path": "x"}, "kind": "c"}"#).path,
+            "kind"
+        );
         let e = err(r#"{"inputs": {"ms_path": "x"}, "zz": 1}"#);
         assert!(e.describe().contains("unknown field `zz`"));
     }
@@ -295,7 +334,11 @@ mod tests {
     fn syntax_errors() {
         let e = err(r#"{"inputs": "#);
         assert!(e.syntax);
-        assert!(e.describe().starts_with("not valid JSON: "), "{}", e.describe());
+        assert!(
+            e.describe().starts_with("not valid JSON: "),
+            "{}",
+            e.describe()
+        );
     }
 
     #[test]

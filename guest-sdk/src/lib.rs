@@ -71,12 +71,13 @@ macro_rules! export_task {
                 fn run(
                     info: $crate::bindings::TaskInfo,
                     params: ::std::string::String,
-                ) -> ::core::result::Result<::std::string::String, $crate::bindings::TaskError> {
+                ) -> ::core::result::Result<::std::string::String, $crate::bindings::TaskError>
+                {
                     $crate::__private::run(info, &params, $handler)
                 }
             }
 
-            $crate::bindings::__absurd_export_world!(__AbsurdTask with_types_in $crate::bindings);
+    $crate::bindings::__absurd_export_world!(__AbsurdTask with_types_in $crate::bindings);
         };
     };
 }
@@ -121,7 +122,11 @@ pub mod __private {
     use super::*;
 
     pub fn task_info(info: bindings::TaskInfo) -> TaskInfo {
-        let headers = match info.headers.as_deref().map(serde_json::from_str::<serde_json::Value>) {
+        let headers = match info
+            .headers
+            .as_deref()
+            .map(serde_json::from_str::<serde_json::Value>)
+        {
             Some(Ok(serde_json::Value::Object(map))) => map,
             _ => serde_json::Map::new(),
         };
@@ -136,19 +141,52 @@ pub mod __private {
     }
 
     /// Decodes params, calls the handler, encodes the result.
-    pub fn run<P, R, F>(info: bindings::TaskInfo, params: &str, handler: F) -> Result<String, bindings::TaskError>
+    pub fn run<P, R, F>(
+        info: bindings::TaskInfo,
+        params: &str,
+        handler: F,
+    ) -> Result<String, bindings::TaskError>
     where
         P: serde::de::DeserializeOwned,
         R: serde::Serialize,
         F: FnOnce(&Context, P) -> Result<R, TaskError>,
     {
         let ctx = Context::new(task_info(info));
-        let outcome = decode_params::<P>(params).and_then(|p| handler(&ctx, p)).and_then(|result| {
-            serde_json::to_string(&result).map_err(|e| {
-                TaskError::retryable(GUEST_ERROR, format!("the task's result cannot be serialised: {e}"))
-            })
-        });
+        let outcome = decode_params::<P>(params)
+            .and_then(|p| handler(&ctx, p))
+            .and_then(|result| {
+                encode_exact(&result).map_err(|e| {
+                    TaskError::retryable(
+                        GUEST_ERROR,
+                        format!("the task's result cannot be serialised: {e}"),
+                    )
+                })
+            });
         outcome.map_err(TaskError::into_wit)
+    }
+
+    /// Serialises `value` into a buffer of exactly the right size (measured by a first,
+    /// counting pass), so a large result costs its size in guest memory once, not the up to
+    /// 2x of a doubling buffer.
+    pub fn encode_exact<T: serde::Serialize + ?Sized>(
+        value: &T,
+    ) -> Result<String, serde_json::Error> {
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        serde_json::to_writer(&mut count, value)?;
+        let mut buf = Vec::with_capacity(count.0);
+        serde_json::to_writer(&mut buf, value)?;
+        // serde_json only writes UTF-8.
+        String::from_utf8(buf).map_err(<serde_json::Error as serde::ser::Error>::custom)
     }
 }
 
@@ -177,11 +215,19 @@ mod tests {
         assert_eq!(err.details().unwrap()["path"], "inputs.ms_path");
 
         let err = decode_params::<Params>(r#"{"inputs": {}}"#).unwrap_err();
-        assert!(err.message().contains("missing field `ms_path`"), "{}", err.message());
+        assert!(
+            err.message().contains("missing field `ms_path`"),
+            "{}",
+            err.message()
+        );
 
         let err = decode_params::<Params>("not json").unwrap_err();
         assert!(err.is_permanent());
-        assert!(err.message().starts_with("invalid params: not valid JSON"), "{}", err.message());
+        assert!(
+            err.message().starts_with("invalid params: not valid JSON"),
+            "{}",
+            err.message()
+        );
     }
 
     #[test]
@@ -201,10 +247,24 @@ mod tests {
             .with_details(serde_json::json!({"a": 1}))
             .into_wit();
         assert_eq!(wit.name, "Boom");
-        assert!(matches!(wit.kind, bindings::absurd::task::types::ErrorKind::Permanent));
+        assert!(matches!(
+            wit.kind,
+            bindings::absurd::task::types::ErrorKind::Permanent
+        ));
         assert_eq!(wit.details.as_deref(), Some(r#"{"a":1}"#));
         let e = TaskError::invalid_params("inputs.ms_path", "must end with .ms");
-        assert_eq!(e.message(), "invalid params: field `inputs.ms_path`: must end with .ms");
+        assert_eq!(
+            e.message(),
+            "invalid params: field `inputs.ms_path`: must end with .ms"
+        );
+    }
+
+    #[test]
+    fn exact_encoding_matches_to_string() {
+        let v = serde_json::json!({"a": [1, 2.5, "é\n"], "b": null});
+        let exact = __private::encode_exact(&v).unwrap();
+        assert_eq!(exact, serde_json::to_string(&v).unwrap());
+        assert_eq!(exact.capacity(), exact.len());
     }
 
     #[test]

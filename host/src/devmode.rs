@@ -574,14 +574,18 @@ pub async fn run_demo(global: &GlobalArgs, args: &DemoArgs) -> Result<()> {
         deadline.as_secs_f64()
     );
 
-    let outcome = showcase(&host, &queue, started + deadline, &shutdown).await;
+    // Ctrl-C while waiting: stop at once (the tasks stay in the queue).
+    let outcome = tokio::select! {
+        o = showcase(&host, &queue, started + deadline, &shutdown) => o,
+        _ = shutdown.cancelled() => Err(anyhow::anyhow!("interrupted before the showcase finished")),
+    };
 
     let mut result = match outcome {
         Ok(rows) => {
             print_summary(&host, &queue, &rows);
             let bad = rows.iter().filter(|(_, ok, _)| !ok).count();
             println!();
-            if bad == 0 {
+            let verdict = if bad == 0 {
                 println!(
                     "All {} tasks ended as expected in {:.1} s: the misbehaving guests failed alone, \
                      the host and the other tasks carried on.",
@@ -594,11 +598,12 @@ pub async fn run_demo(global: &GlobalArgs, args: &DemoArgs) -> Result<()> {
                     "{bad} of {} demo tasks did not end as expected (see the table)",
                     rows.len()
                 ))
-            }
+            };
+            print_explore(&host, &queue, &api, args.stay);
+            verdict
         }
         Err(e) => Err(e),
     };
-    print_explore(&host, &queue, &api, args.stay);
 
     if args.stay && result.is_ok() && !shutdown.is_cancelled() {
         println!("\nStill running (--stay): the worker keeps serving queue {queue}. Press Ctrl-C to stop.");
@@ -634,7 +639,7 @@ fn print_explore(host: &DevHost, queue: &str, api: &ApiStatus, stay: bool) {
     match &host.db.embedded {
         // The cluster stops with the demo; `absurd-host dev` brings it back with the data.
         Some(_) if !stay => println!(
-            "  CLI  absurd-host dev  (same data, in another terminal), then  absurd-host task list -q {queue} --database-url <the URL it prints>"
+            "  CLI  absurd-host dev  (reuses this data and prints its URL), then in another terminal:  absurd-host task list -q {queue} --database-url <that URL>"
         ),
         _ => println!(
             "  CLI  absurd-host task list -q {queue} --database-url {}",

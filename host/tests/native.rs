@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/native").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/native")
+        .join(name)
 }
 
 fn scratch_dir() -> PathBuf {
@@ -45,6 +47,15 @@ kind = "native"
 program = "{task}"
 args = ["{{params}}"]
 timeout = 3
+
+[tasks.limited]
+kind = "native"
+program = "{task}"
+args = ["{{params}}"]
+cpu_seconds = 1
+open_files = 64
+memory_mb = 4096
+timeout = 60
 
 [tasks.flood]
 kind = "native"
@@ -86,8 +97,18 @@ async fn terminal(client: &Client, queue: &str, task: Uuid, limit: Duration) -> 
 }
 
 /// Runs one task to its end and returns its result row.
-async fn run_one(client: &Client, queue: &str, task: &str, params: Value, attempts: i32) -> (Uuid, TaskResult) {
-    let id = client.spawn(queue, task, &params, &opts(attempts)).await.unwrap().task_id;
+async fn run_one(
+    client: &Client,
+    queue: &str,
+    task: &str,
+    params: Value,
+    attempts: i32,
+) -> (Uuid, TaskResult) {
+    let id = client
+        .spawn(queue, task, &params, &opts(attempts))
+        .await
+        .unwrap()
+        .task_id;
     let r = terminal(client, queue, id, Duration::from_secs(60)).await;
     (id, r)
 }
@@ -102,7 +123,9 @@ fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => false,
         Ok(stat) => {
-            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next());
             !matches!(state, Some("Z") | Some("X") | None)
         }
     }
@@ -112,9 +135,15 @@ fn alive(pid: i32) -> bool {
 fn group_members(pgid: i32) -> Vec<i32> {
     let mut out = vec![];
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
         let f: Vec<&str> = rest.split_whitespace().collect();
         if f.len() > 2 && f[2].parse::<i32>() == Ok(pgid) && f[0] != "Z" && f[0] != "X" {
             out.push(pid);
@@ -127,12 +156,21 @@ fn group_members(pgid: i32) -> Vec<i32> {
 fn children_of(ppid: i32) -> Vec<(i32, String)> {
     let mut out = vec![];
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
         let f: Vec<&str> = rest.split_whitespace().collect();
         if f.len() > 1 && f[1].parse::<i32>() == Ok(ppid) {
-            let comm = head.split_once('(').map(|x| x.1.to_string()).unwrap_or_default();
+            let comm = head
+                .split_once('(')
+                .map(|x| x.1.to_string())
+                .unwrap_or_default();
             out.push((pid, format!("{comm} {}", f[0])));
         }
     }
@@ -141,18 +179,29 @@ fn children_of(ppid: i32) -> Vec<(i32, String)> {
 
 /// Waits for the hang fixture's pid file: (child, grandchild).
 async fn hang_pids(pid_file: &Path) -> (i32, i32) {
-    wait_for("the program to write its pids", Duration::from_secs(30), || async {
-        let text = std::fs::read_to_string(pid_file).ok()?;
-        let v: Value = serde_json::from_str(&text).ok()?;
-        Some((v["child"].as_i64()? as i32, v["grandchild"].as_i64()? as i32))
-    })
+    wait_for(
+        "the program to write its pids",
+        Duration::from_secs(30),
+        || async {
+            let text = std::fs::read_to_string(pid_file).ok()?;
+            let v: Value = serde_json::from_str(&text).ok()?;
+            Some((
+                v["child"].as_i64()? as i32,
+                v["grandchild"].as_i64()? as i32,
+            ))
+        },
+    )
     .await
 }
 
 async fn assert_group_gone(child: i32, grandchild: i32, limit: Duration) {
-    wait_for("the program and its grandchild to be gone", limit, || async {
-        (!alive(child) && !alive(grandchild) && group_members(child).is_empty()).then_some(())
-    })
+    wait_for(
+        "the program and its grandchild to be gone",
+        limit,
+        || async {
+            (!alive(child) && !alive(grandchild) && group_members(child).is_empty()).then_some(())
+        },
+    )
     .await;
 }
 
@@ -193,16 +242,30 @@ async fn success_returns_the_result_file() {
     assert!(Path::new(cwd).starts_with(&root), "{cwd}");
     assert_eq!(v["params_file_is_in_cwd"], true);
     // Placeholders expanded, literal braces kept, no shell.
-    assert_eq!(v["argv"], json!([format!("{cwd}/params.json"), "--task=fixture", "--attempt=1", "{literal}"]));
+    assert_eq!(
+        v["argv"],
+        json!([
+            format!("{cwd}/params.json"),
+            "--task=fixture",
+            "--attempt=1",
+            "{literal}"
+        ])
+    );
     assert_eq!(v["env"]["FIXTURE_GREETING"], "hello");
     assert_eq!(v["env"]["FIXTURE_WORKDIR"], cwd);
     assert_eq!(v["env"]["FIXTURE_SECRET"], Value::Null);
     assert_eq!(v["env"]["ABSURD_TASK_ID"], json!(id.to_string()));
     assert_eq!(v["env"]["ABSURD_RESULT_FILE"], format!("{cwd}/result.json"));
     // keep_workdir = "on-failure": removed after a success.
-    assert!(!Path::new(cwd).exists(), "the work directory of a success is removed");
+    assert!(
+        !Path::new(cwd).exists(),
+        "the work directory of a success is removed"
+    );
     let log = w.log_text();
-    assert!(log.contains("fixture starting in mode ok"), "stdout streamed into the log:\n{log}");
+    assert!(
+        log.contains("fixture starting in mode ok"),
+        "stdout streamed into the log:\n{log}"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -210,15 +273,26 @@ async fn success_returns_the_result_file() {
 async fn exit_zero_without_a_result_is_a_retryable_failure() {
     let (db, client) = setup("nat").await;
     let root = scratch_dir();
-    let _w = WorkerProc::start(&db.url, &config(&root, ""), &["--queue", "nat", "--dlq-enabled", "false"]);
+    let _w = WorkerProc::start(
+        &db.url,
+        &config(&root, ""),
+        &["--queue", "nat", "--dlq-enabled", "false"],
+    );
     let (id, r) = run_one(&client, "nat", "fixture", json!({"mode": "no-result"}), 2).await;
     let f = failure(&r);
     assert_eq!(f["name"], "$NoResult");
     let msg = f["message"].as_str().unwrap();
-    assert!(msg.contains("exited 0 without writing a valid result.json"), "{msg}");
+    assert!(
+        msg.contains("exited 0 without writing a valid result.json"),
+        "{msg}"
+    );
     assert_eq!(f["details"]["exit_code"], 0);
     let t = client.get_task("nat", id).await.unwrap().unwrap();
-    assert_eq!(t.runs.len(), 2, "retried: exit 0 without a result may be transient");
+    assert_eq!(
+        t.runs.len(),
+        2,
+        "retried: exit 0 without a result may be transient"
+    );
     // keep_workdir = "on-failure": the directory is kept, with the saved output.
     let workdir = PathBuf::from(f["details"]["workdir"].as_str().unwrap());
     assert_eq!(f["details"]["workdir_kept"], true);
@@ -229,7 +303,10 @@ async fn exit_zero_without_a_result_is_a_retryable_failure() {
     let (_, r) = run_one(&client, "nat", "fixture", json!({"mode": "bad-result"}), 1).await;
     let f = failure(&r);
     assert_eq!(f["name"], "$NoResult");
-    assert!(f["message"].as_str().unwrap().contains("not valid JSON"), "{f}");
+    assert!(
+        f["message"].as_str().unwrap().contains("not valid JSON"),
+        "{f}"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -237,15 +314,30 @@ async fn exit_zero_without_a_result_is_a_retryable_failure() {
 async fn reported_errors_fail_the_task() {
     let (db, client) = setup("nat").await;
     let root = scratch_dir();
-    let _w = WorkerProc::start(&db.url, &config(&root, ""), &["--queue", "nat", "--dlq-enabled", "false"]);
-    let (id, r) = run_one(&client, "nat", "fixture", json!({"mode": "report-error", "retryable": false}), 3).await;
+    let _w = WorkerProc::start(
+        &db.url,
+        &config(&root, ""),
+        &["--queue", "nat", "--dlq-enabled", "false"],
+    );
+    let (id, r) = run_one(
+        &client,
+        "nat",
+        "fixture",
+        json!({"mode": "report-error", "retryable": false}),
+        3,
+    )
+    .await;
     let f = failure(&r);
     assert_eq!(f["name"], "$TaskReportedError");
     assert_eq!(f["message"], "Validation failed: MS not found");
     assert_eq!(f["details"]["result"]["errors"], json!(["MS not found"]));
     assert_eq!(f["retryable"], false);
     let t = client.get_task("nat", id).await.unwrap().unwrap();
-    assert_eq!(t.runs.len(), 1, "\"retryable\": false in the result makes the failure permanent");
+    assert_eq!(
+        t.runs.len(),
+        1,
+        "\"retryable\": false in the result makes the failure permanent"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -253,20 +345,56 @@ async fn reported_errors_fail_the_task() {
 async fn non_zero_exit_is_classified_with_tails() {
     let (db, client) = setup("nat").await;
     let root = scratch_dir();
-    let _w = WorkerProc::start(&db.url, &config(&root, ""), &["--queue", "nat", "--dlq-enabled", "false"]);
-    let (_, r) = run_one(&client, "nat", "fixture", json!({"mode": "exit", "code": 7}), 1).await;
+    let _w = WorkerProc::start(
+        &db.url,
+        &config(&root, ""),
+        &["--queue", "nat", "--dlq-enabled", "false"],
+    );
+    let (_, r) = run_one(
+        &client,
+        "nat",
+        "fixture",
+        json!({"mode": "exit", "code": 7}),
+        1,
+    )
+    .await;
     let f = failure(&r);
     assert_eq!(f["name"], "$ProgramFailed");
     let d = &f["details"];
     assert_eq!(d["exit_code"], 7);
     assert_eq!(d["signal"], Value::Null);
     assert_eq!(d["cause"], "calibration");
-    assert!(f["message"].as_str().unwrap().contains("exited with code 7"), "{f}");
-    assert!(d["stderr_tail"].as_str().unwrap().contains("No match found"), "{d}");
+    assert!(
+        f["message"]
+            .as_str()
+            .unwrap()
+            .contains("exited with code 7"),
+        "{f}"
+    );
+    assert!(
+        d["stderr_tail"]
+            .as_str()
+            .unwrap()
+            .contains("No match found"),
+        "{d}"
+    );
     let severe = d["casa_severe"].as_array().unwrap();
-    assert_eq!(severe.len(), 1, "the benign TAI_UTC line is left out: {severe:?}");
-    assert!(severe[0].as_str().unwrap().contains("Task gaincal raised an exception"));
-    assert!(d["hints"].as_array().unwrap().contains(&json!("python_traceback")), "{d}");
+    assert_eq!(
+        severe.len(),
+        1,
+        "the benign TAI_UTC line is left out: {severe:?}"
+    );
+    assert!(severe[0]
+        .as_str()
+        .unwrap()
+        .contains("Task gaincal raised an exception"));
+    assert!(
+        d["hints"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("python_traceback")),
+        "{d}"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -274,20 +402,33 @@ async fn non_zero_exit_is_classified_with_tails() {
 async fn signals_are_classified() {
     let (db, client) = setup("nat").await;
     let root = scratch_dir();
-    let _w = WorkerProc::start(&db.url, &config(&root, ""), &["--queue", "nat", "--dlq-enabled", "false"]);
+    let _w = WorkerProc::start(
+        &db.url,
+        &config(&root, ""),
+        &["--queue", "nat", "--dlq-enabled", "false"],
+    );
     let (_, r) = run_one(&client, "nat", "fixture", json!({"mode": "segv"}), 1).await;
     let f = failure(&r);
     assert_eq!(f["name"], "$ProgramKilled");
     assert_eq!(f["details"]["signal"], libc::SIGSEGV);
     assert_eq!(f["details"]["signal_name"], "SIGSEGV");
     assert_eq!(f["details"]["cause"], "segfault");
-    assert!(f["message"].as_str().unwrap().contains("segmentation fault"), "{f}");
+    assert!(
+        f["message"]
+            .as_str()
+            .unwrap()
+            .contains("segmentation fault"),
+        "{f}"
+    );
 
     let (_, r) = run_one(&client, "nat", "fixture", json!({"mode": "kill9"}), 1).await;
     let f = failure(&r);
     assert_eq!(f["details"]["signal"], libc::SIGKILL);
     assert_eq!(f["details"]["cause"], "oom");
-    assert!(f["message"].as_str().unwrap().contains("likely OOM-killed"), "{f}");
+    assert!(
+        f["message"].as_str().unwrap().contains("likely OOM-killed"),
+        "{f}"
+    );
 
     let (_, r) = run_one(&client, "nat", "fixture", json!({"mode": "abort"}), 1).await;
     let f = failure(&r);
@@ -297,28 +438,67 @@ async fn signals_are_classified() {
 }
 
 #[tokio::test]
+async fn resource_limits_apply_to_the_program() {
+    let (db, client) = setup("nat").await;
+    let root = scratch_dir();
+    let _w = WorkerProc::start(
+        &db.url,
+        &config(&root, ""),
+        &["--queue", "nat", "--dlq-enabled", "false"],
+    );
+    let (_, r) = run_one(&client, "nat", "limited", json!({"mode": "limits"}), 1).await;
+    assert_eq!(r.state, State::Completed, "{r:?}");
+    let v = r.result.unwrap();
+    assert_eq!(v["RLIMIT_CPU"][0], 1);
+    assert_eq!(v["RLIMIT_NOFILE"], json!([64, 64]));
+    assert_eq!(v["RLIMIT_AS"], json!([4096u64 << 20, 4096u64 << 20]));
+    // One CPU-second of spinning: SIGXCPU, classified as the CPU limit.
+    let (_, r) = run_one(&client, "nat", "limited", json!({"mode": "spin"}), 1).await;
+    let f = failure(&r);
+    assert_eq!(f["name"], "$ProgramKilled", "{f}");
+    assert_eq!(f["details"]["signal_name"], "SIGXCPU", "{f}");
+    assert_eq!(f["details"]["cause"], "cpu_limit");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test]
 async fn timeout_kills_the_program_and_its_grandchild() {
     let (db, client) = setup("nat").await;
     let root = scratch_dir();
-    let w = WorkerProc::start(&db.url, &config(&root, ""), &["--queue", "nat", "--dlq-enabled", "false"]);
+    let w = WorkerProc::start(
+        &db.url,
+        &config(&root, ""),
+        &["--queue", "nat", "--dlq-enabled", "false"],
+    );
     let pid_file = root.join("hang.pids");
     let id = client
-        .spawn("nat", "hang", &json!({"mode": "hang", "pid_file": pid_file}), &opts(1))
+        .spawn(
+            "nat",
+            "hang",
+            &json!({"mode": "hang", "pid_file": pid_file}),
+            &opts(1),
+        )
         .await
         .unwrap()
         .task_id;
     let (child, grandchild) = hang_pids(&pid_file).await;
     assert!(alive(child) && alive(grandchild));
-    assert_eq!(group_members(child).len(), 2, "the program leads its own group, with the grandchild in it");
+    assert_eq!(
+        group_members(child).len(),
+        2,
+        "the program leads its own group, with the grandchild in it"
+    );
     let r = terminal(&client, "nat", id, Duration::from_secs(30)).await;
     let f = failure(&r);
     assert_eq!(f["name"], "$Timeout");
     // The grandchild ignores SIGTERM: only the SIGKILL after `grace` (1 s) removes it.
     assert_group_gone(child, grandchild, Duration::from_secs(20)).await;
     // Reaped: no zombie left among the worker's children (only its watchdogs, if any, alive).
-    wait_for("the program to be reaped", Duration::from_secs(10), || async {
-        (!children_of(w.pid()).iter().any(|(p, _)| *p == child)).then_some(())
-    })
+    wait_for(
+        "the program to be reaped",
+        Duration::from_secs(10),
+        || async { (!children_of(w.pid()).iter().any(|(p, _)| *p == child)).then_some(()) },
+    )
     .await;
     let _ = std::fs::remove_dir_all(&root);
 }
@@ -330,12 +510,24 @@ async fn cancelling_a_running_task_kills_the_program() {
     let w = WorkerProc::start(
         &db.url,
         &config(&root, ""),
-        &["--queue", "nat", "--claim-timeout", "3", "--dlq-enabled", "false"],
+        &[
+            "--queue",
+            "nat",
+            "--claim-timeout",
+            "3",
+            "--dlq-enabled",
+            "false",
+        ],
     );
     let pid_file = root.join("hang.pids");
     // No per-type timeout for this one: only the cancellation can stop it.
     let id = client
-        .spawn("nat", "fixture", &json!({"mode": "hang", "pid_file": pid_file}), &opts(1))
+        .spawn(
+            "nat",
+            "fixture",
+            &json!({"mode": "hang", "pid_file": pid_file}),
+            &opts(1),
+        )
         .await
         .unwrap()
         .task_id;
@@ -344,9 +536,15 @@ async fn cancelling_a_running_task_kills_the_program() {
     assert_group_gone(child, grandchild, Duration::from_secs(30)).await;
     let r = terminal(&client, "nat", id, Duration::from_secs(10)).await;
     assert_eq!(r.state, State::Cancelled);
-    wait_for("the worker to log the stop", Duration::from_secs(10), || async {
-        w.log_text().contains("stopped the program's process group").then_some(())
-    })
+    wait_for(
+        "the worker to log the stop",
+        Duration::from_secs(10),
+        || async {
+            w.log_text()
+                .contains("stopped the program's process group")
+                .then_some(())
+        },
+    )
     .await;
     let _ = std::fs::remove_dir_all(&root);
 }
@@ -358,16 +556,18 @@ async fn a_sigkilled_host_takes_the_program_and_its_grandchild_along() {
     let mut w = WorkerProc::start(&db.url, &config(&root, ""), &["--queue", "nat"]);
     let pid_file = root.join("hang.pids");
     client
-        .spawn("nat", "fixture", &json!({"mode": "hang", "pid_file": pid_file}), &opts(1))
+        .spawn(
+            "nat",
+            "fixture",
+            &json!({"mode": "hang", "pid_file": pid_file}),
+            &opts(1),
+        )
         .await
         .unwrap();
     let (child, grandchild) = hang_pids(&pid_file).await;
-    eprintln!("DEBUG before: child {} grandchild {} members {:?}", alive(child), alive(grandchild), group_members(child));
     w.signal(libc::SIGKILL);
-    w.wait_exit(Duration::from_secs(10)).expect("the worker dies");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    eprintln!("DEBUG after: child {} grandchild {} members {:?} {}", alive(child), alive(grandchild), group_members(child), std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default());
-    w.wait_exit(Duration::from_secs(10)).expect("the worker dies");
+    w.wait_exit(Duration::from_secs(10))
+        .expect("the worker dies");
     // The program by its parent-death signal, the grandchild by the host's watchdog.
     assert_group_gone(child, grandchild, Duration::from_secs(20)).await;
     let _ = std::fs::remove_dir_all(&root);
@@ -378,7 +578,11 @@ async fn an_output_flood_keeps_host_memory_bounded() {
     let (db, client) = setup("nat").await;
     let root = scratch_dir();
     let w = WorkerProc::start(&db.url, &config(&root, ""), &["--queue", "nat"]);
-    let id = client.spawn("nat", "flood", &json!({}), &opts(1)).await.unwrap().task_id;
+    let id = client
+        .spawn("nat", "flood", &json!({}), &opts(1))
+        .await
+        .unwrap()
+        .task_id;
     let mut max_rss = 0;
     let started = Instant::now();
     let r = wait_for("the flood task to finish", Duration::from_secs(300), || {
@@ -401,15 +605,27 @@ async fn an_output_flood_keeps_host_memory_bounded() {
         max_rss / 1024
     );
     assert_eq!(r.state, State::Completed, "{r:?}\n{}", w.log_text());
-    assert_eq!(r.result, Some(json!({"status": "success", "flooded_mib": 300})));
+    assert_eq!(
+        r.result,
+        Some(json!({"status": "success", "flooded_mib": 300}))
+    );
     assert!(max_rss > 0, "sampled the worker's memory");
-    assert!(max_rss < 200 * 1024, "worker VmRSS peaked at {} MiB", max_rss / 1024);
+    assert!(
+        max_rss < 200 * 1024,
+        "worker VmRSS peaked at {} MiB",
+        max_rss / 1024
+    );
     // keep_workdir = "always": the capped logs are there.
     let dir = std::fs::read_dir(&root)
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("flood-"))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("flood-")
+        })
         .expect("the flood work directory");
     let cap = 64 * 1024 * 1024;
     let size = std::fs::metadata(dir.join("stdout.log")).unwrap().len();
@@ -421,10 +637,21 @@ async fn an_output_flood_keeps_host_memory_bounded() {
     f.read_to_string(&mut end).unwrap();
     assert!(end.contains("truncated at 67108864 bytes"), "{end}");
     let err_size = std::fs::metadata(dir.join("stderr.log")).unwrap().len();
-    assert_eq!(err_size, 30 * 1024 * 1024, "stderr is under the cap and saved whole");
+    assert_eq!(
+        err_size,
+        30 * 1024 * 1024,
+        "stderr is under the cap and saved whole"
+    );
     let log = w.log_text();
-    assert!(log.contains("rate-limited"), "the log says lines were not all traced");
-    assert!(log.len() < 20 * 1024 * 1024, "the worker log stayed small: {} bytes", log.len());
+    assert!(
+        log.contains("rate-limited"),
+        "the log says lines were not all traced"
+    );
+    assert!(
+        log.len() < 20 * 1024 * 1024,
+        "the worker log stayed small: {} bytes",
+        log.len()
+    );
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -436,15 +663,69 @@ fn configuration_mistakes_stop_the_host_naming_the_task_and_key() {
         Registry::from_config(&c, None).map_err(|e| e.to_string())
     };
     let task = fixture("task.py");
-    let ok = format!("[tasks.t]\nkind = \"native\"\nprogram = \"{}\"\n", task.display());
+    let ok = format!(
+        "[tasks.t]\nkind = \"native\"\nprogram = \"{}\"\n",
+        task.display()
+    );
     let r = load(&ok).unwrap();
     assert_eq!(r.get("t").unwrap().handler.kind(), "native");
     let e = load(&format!("{ok}workdir = \"/tmp\"\n")).err().unwrap();
-    assert!(e.contains("[tasks.t]") && e.contains("unknown key `workdir`"), "{e}");
-    let e = load(&format!("{ok}args = [\"{{ms_path}}\"]\n")).err().unwrap();
-    assert!(e.contains("[tasks.t]") && e.contains("unknown placeholder `{ms_path}`"), "{e}");
-    let e = load("[tasks.t]\nkind = \"native\"\nprogram = \"./missing.py\"\n").err().unwrap();
-    assert!(e.contains("[tasks.t]") && e.contains("does not exist"), "{e}");
-    let e = load(&format!("[native]\nshell = true\n{ok}")).err().unwrap();
+    assert!(
+        e.contains("[tasks.t]") && e.contains("unknown key `workdir`"),
+        "{e}"
+    );
+    let e = load(&format!("{ok}args = [\"{{ms_path}}\"]\n"))
+        .err()
+        .unwrap();
+    assert!(
+        e.contains("[tasks.t]") && e.contains("unknown placeholder `{ms_path}`"),
+        "{e}"
+    );
+    let e = load("[tasks.t]\nkind = \"native\"\nprogram = \"./missing.py\"\n")
+        .err()
+        .unwrap();
+    assert!(
+        e.contains("[tasks.t]") && e.contains("does not exist"),
+        "{e}"
+    );
+    let e = load(&format!("[native]\nshell = true\n{ok}"))
+        .err()
+        .unwrap();
     assert!(e.contains("unknown key `shell` in [native]"), "{e}");
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_program_and_hands_the_task_back() {
+    let (db, client) = setup("nat").await;
+    let root = scratch_dir();
+    let mut w = WorkerProc::start(
+        &db.url,
+        &config(&root, ""),
+        &["--queue", "nat", "--shutdown-grace", "1"],
+    );
+    let pid_file = root.join("hang.pids");
+    let id = client
+        .spawn(
+            "nat",
+            "fixture",
+            &json!({"mode": "hang", "pid_file": pid_file}),
+            &opts(3),
+        )
+        .await
+        .unwrap()
+        .task_id;
+    let (child, grandchild) = hang_pids(&pid_file).await;
+    w.signal(libc::SIGTERM);
+    let status = w
+        .wait_exit(Duration::from_secs(60))
+        .expect("the worker exits after its grace period");
+    assert!(status.success(), "{status:?}\n{}", w.log_text());
+    assert_group_gone(child, grandchild, Duration::from_secs(20)).await;
+    let t = client.get_task("nat", id).await.unwrap().unwrap();
+    assert!(
+        matches!(t.summary.state, State::Pending | State::Sleeping),
+        "handed back to the queue: {:?}",
+        t.summary.state
+    );
+    let _ = std::fs::remove_dir_all(&root);
 }

@@ -106,7 +106,10 @@ fn durable(ctx: &Context, params: Params) -> Result<Summary, TaskError> {
     };
     let fail_here = |point: FailPoint| -> Result<(), TaskError> {
         if params.fail_first_attempt == Some(point) && info.attempt == 1 {
-            return Err(TaskError::retryable("DemoFailure", "deliberate failure on the first attempt"));
+            return Err(TaskError::retryable(
+                "DemoFailure",
+                "deliberate failure on the first attempt",
+            ));
         }
         Ok(())
     };
@@ -123,7 +126,9 @@ fn durable(ctx: &Context, params: Params) -> Result<Summary, TaskError> {
         Ok(json!({ "processed": fetch.value, "length": fetch.value.to_string().len() }))
     })?;
 
-    let timeout = params.timeout_seconds.map(|s| Duration::from_secs(u64::from(s)));
+    let timeout = params
+        .timeout_seconds
+        .map(|s| Duration::from_secs(u64::from(s)));
     let event: Option<Value> = ctx.await_event(&params.event, None, timeout)?;
     absurd_guest::info!("durable: event {} -> {:?}", params.event, event);
 

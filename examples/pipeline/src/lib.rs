@@ -52,7 +52,10 @@ impl<'de> Deserialize<'de> for Inputs {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("an object with `ms_path`")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Inputs, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Inputs, A::Error> {
                 let (mut ms_path, mut calibration_params, mut rest) = (None, None, Map::new());
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
@@ -64,7 +67,11 @@ impl<'de> Deserialize<'de> for Inputs {
                     }
                 }
                 let ms_path = ms_path.ok_or_else(|| serde::de::Error::missing_field("ms_path"))?;
-                Ok(Inputs { ms_path, calibration_params, rest })
+                Ok(Inputs {
+                    ms_path,
+                    calibration_params,
+                    rest,
+                })
             }
         }
         de.deserialize_map(V)
@@ -115,12 +122,18 @@ fn positive(value: Option<f64>, path: &str, default: f64) -> Result<f64, TaskErr
     match value {
         None => Ok(default),
         Some(v) if v.is_finite() && v > 0.0 => Ok(v),
-        Some(v) => Err(TaskError::invalid_params(path, format!("must be a positive number, got {v}"))),
+        Some(v) => Err(TaskError::invalid_params(
+            path,
+            format!("must be a positive number, got {v}"),
+        )),
     }
 }
 
 /// `inputs.calibration_params.<key>` decoded as `T`, or `$InvalidParams` naming it.
-fn cp_get<T: serde::de::DeserializeOwned>(cp: &Map<String, Value>, key: &str) -> Result<Option<T>, TaskError> {
+fn cp_get<T: serde::de::DeserializeOwned>(
+    cp: &Map<String, Value>,
+    key: &str,
+) -> Result<Option<T>, TaskError> {
     match cp.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => T::deserialize(v)
@@ -137,7 +150,10 @@ fn make_plan(inputs: &Inputs) -> Result<Plan, TaskError> {
         .ok_or_else(|| {
             TaskError::invalid_params(
                 "inputs.ms_path",
-                format!("must name a measurement set ending in .ms, got {:?}", inputs.ms_path),
+                format!(
+                    "must name a measurement set ending in .ms, got {:?}",
+                    inputs.ms_path
+                ),
             )
         })?;
     let empty = Map::new();
@@ -153,10 +169,17 @@ fn make_plan(inputs: &Inputs) -> Result<Plan, TaskError> {
     }
     let gain_solint = cp_get::<String>(cp, "gain_solint")?.unwrap_or_else(|| "inf".into());
     if gain_solint.trim().is_empty() {
-        return Err(TaskError::invalid_params(&format!("{CP}.gain_solint"), "must not be empty"));
+        return Err(TaskError::invalid_params(
+            &format!("{CP}.gain_solint"),
+            "must not be empty",
+        ));
     }
     let bp_minsnr = positive(cp_get(cp, "bp_minsnr")?, &format!("{CP}.bp_minsnr"), 5.0)?;
-    let gain_minsnr = positive(cp_get(cp, "gain_minsnr")?, &format!("{CP}.gain_minsnr"), 3.0)?;
+    let gain_minsnr = positive(
+        cp_get(cp, "gain_minsnr")?,
+        &format!("{CP}.gain_minsnr"),
+        3.0,
+    )?;
     let solve_delay = cp_get::<bool>(cp, "solve_delay")?.unwrap_or(false);
     let solve_bandpass = cp_get::<bool>(cp, "solve_bandpass")?.unwrap_or(true);
     let solve_gains = cp_get::<bool>(cp, "solve_gains")?.unwrap_or(true);
@@ -217,14 +240,23 @@ fn calibration_plan(ctx: &Context, params: Params) -> Result<Outcome, TaskError>
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(map)) => map,
         Some(other) => {
-            return Err(TaskError::invalid_params("outputs", format!("expected an object, got {other}")))
+            return Err(TaskError::invalid_params(
+                "outputs",
+                format!("expected an object, got {other}"),
+            ))
         }
     };
-    let next_task = params.next_task.clone().unwrap_or_else(|| "calibration-solve".into());
+    let next_task = params
+        .next_task
+        .clone()
+        .unwrap_or_else(|| "calibration-solve".into());
     if next_task.trim().is_empty() {
         return Err(TaskError::invalid_params("next_task", "must not be empty"));
     }
-    let chain_name = params.chain_name.clone().unwrap_or_else(|| "calibrator".into());
+    let chain_name = params
+        .chain_name
+        .clone()
+        .unwrap_or_else(|| "calibrator".into());
 
     // Validate before the step so bad params fail permanently on every attempt alike.
     let plan = make_plan(&params.inputs)?;

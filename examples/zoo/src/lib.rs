@@ -21,13 +21,15 @@
 //! Results of the "completes" modes report what the guest saw, so tests can assert that the
 //! sandbox denied the access.
 
+use std::fmt;
 use std::hint::black_box;
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use absurd_guest::bindings::absurd::task::{durable, log as wit_log};
 use absurd_guest::{Context, TaskError};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 #[derive(Deserialize)]
@@ -48,6 +50,15 @@ struct Params {
     addr: Option<String>,
     /// `block-poll`: `"sleep"` or `"stdin"`.
     via: Option<BlockVia>,
+    /// `deep-recursion`: `"native"` (wasm stack) or `"shadow"` (the stack in linear memory).
+    stack: Option<Stack>,
+}
+
+#[derive(Deserialize, Clone, Copy, Debug)]
+#[serde(rename_all = "lowercase")]
+enum Stack {
+    Native,
+    Shadow,
 }
 
 #[derive(Deserialize, Clone, Copy, Debug)]
@@ -79,8 +90,42 @@ enum BlockVia {
 
 const MIB: u64 = 1024 * 1024;
 
-fn zoo(ctx: &Context, params: Params) -> Result<Value, TaskError> {
+/// The result: JSON, or (`huge-result`) a string of `bytes` `x`s that serde streams straight
+/// into the result text (`collect_str`), so the guest holds only the JSON it returns.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Out {
+    Json(Value),
+    Huge(#[serde(serialize_with = "huge_string")] u64),
+}
+
+fn huge_string<S: serde::Serializer>(bytes: &u64, s: S) -> Result<S::Ok, S::Error> {
+    struct Xs(u64);
+    impl fmt::Display for Xs {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            static XS: [u8; 4096] = [b'x'; 4096];
+            let chunk = std::str::from_utf8(&XS).map_err(|_| fmt::Error)?;
+            let mut left = self.0 as usize;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                f.write_str(&chunk[..n])?;
+                left -= n;
+            }
+            Ok(())
+        }
+    }
+    s.collect_str(&Xs(*bytes))
+}
+
+fn zoo(ctx: &Context, params: Params) -> Result<Out, TaskError> {
     absurd_guest::debug!("zoo: mode {:?}", params.mode);
+    if let Mode::HugeResult = params.mode {
+        return Ok(Out::Huge(params.bytes.unwrap_or(64 * MIB)));
+    }
+    misbehave(ctx, params).map(Out::Json)
+}
+
+fn misbehave(ctx: &Context, params: Params) -> Result<Value, TaskError> {
     match params.mode {
         Mode::InfiniteLoop => {
             let mut x: u64 = 0;
@@ -88,7 +133,10 @@ fn zoo(ctx: &Context, params: Params) -> Result<Value, TaskError> {
                 x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
             }
         }
-        Mode::DeepRecursion => Ok(json!({ "depth": recurse(black_box(0)) })),
+        Mode::DeepRecursion => match params.stack.unwrap_or(Stack::Native) {
+            Stack::Native => Ok(json!({ "depth": recurse_native(0) })),
+            Stack::Shadow => Ok(json!({ "depth": recurse_shadow(black_box(0)) })),
+        },
         Mode::MemoryBomb => {
             let mut hoard: Vec<Vec<u8>> = Vec::new();
             loop {
@@ -104,23 +152,28 @@ fn zoo(ctx: &Context, params: Params) -> Result<Value, TaskError> {
             let bytes = params.bytes.unwrap_or(1024 * MIB);
             let sum: u64 = ctx.step("allocate", || {
                 let block = black_box(vec![1u8; bytes as usize]);
-                Ok(block.iter().step_by(4096).map(|&b| u64::from(b)).sum::<u64>())
+                Ok(block
+                    .iter()
+                    .step_by(4096)
+                    .map(|&b| u64::from(b))
+                    .sum::<u64>())
             })?;
             Ok(json!({ "allocated": bytes, "pages_touched": sum }))
         }
         Mode::Panic => panic!("zoo: deliberate panic"),
         Mode::Unreachable => unreachable_instruction(),
-        Mode::HugeResult => {
-            let bytes = params.bytes.unwrap_or(64 * MIB) as usize;
-            Ok(Value::String("x".repeat(bytes)))
-        }
+        Mode::HugeResult => unreachable!("handled in zoo()"),
         Mode::LogFlood => {
             let lines = params.lines.unwrap_or(1_000_000);
             let bytes = params.bytes.unwrap_or(64 * MIB);
             for i in 0..lines {
                 wit_log::log(wit_log::Level::Info, &format!("zoo: log flood line {i}"));
             }
-            let line = [b'o'; 1023].iter().copied().chain(Some(b'\n')).collect::<Vec<u8>>();
+            let line = [b'o'; 1023]
+                .iter()
+                .copied()
+                .chain(Some(b'\n'))
+                .collect::<Vec<u8>>();
             let (mut out_written, mut err_written) = (0u64, 0u64);
             let mut stdout = std::io::stdout().lock();
             let mut stderr = std::io::stderr().lock();
@@ -138,28 +191,41 @@ fn zoo(ctx: &Context, params: Params) -> Result<Value, TaskError> {
             }
             let _ = stdout.flush();
             let _ = stderr.flush();
-            Ok(json!({ "log_lines": lines, "stdout_bytes": out_written, "stderr_bytes": err_written }))
+            Ok(
+                json!({ "log_lines": lines, "stdout_bytes": out_written, "stderr_bytes": err_written }),
+            )
         }
         Mode::ReadPasswd => Ok(match std::fs::read_to_string("/etc/passwd") {
             Ok(content) => json!({ "read": true, "content": content }),
-            Err(e) => json!({ "read": false, "error": e.to_string(), "kind": format!("{:?}", e.kind()) }),
+            Err(e) => {
+                json!({ "read": false, "error": e.to_string(), "kind": format!("{:?}", e.kind()) })
+            }
         }),
         Mode::ReadEnv => {
             let home = match std::env::var("HOME") {
                 Ok(v) => json!(v),
                 Err(e) => json!({ "error": e.to_string() }),
             };
-            let vars: serde_json::Map<String, Value> =
-                std::env::vars_os().map(|(k, v)| (k.to_string_lossy().into(), json!(v.to_string_lossy()))).collect();
-            let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into()).collect();
-            let cwd = std::env::current_dir().map(|d| d.display().to_string()).map_err(|e| e.to_string());
+            let vars: serde_json::Map<String, Value> = std::env::vars_os()
+                .map(|(k, v)| (k.to_string_lossy().into(), json!(v.to_string_lossy())))
+                .collect();
+            let args: Vec<String> = std::env::args_os()
+                .map(|a| a.to_string_lossy().into())
+                .collect();
+            let cwd = std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .map_err(|e| e.to_string());
             Ok(json!({ "home": home, "vars": vars, "args": args, "cwd": format!("{cwd:?}") }))
         }
         Mode::OpenSocket => {
             let addr = params.addr.unwrap_or_else(|| "127.0.0.1:5432".to_string());
             let outcome = match std::net::TcpStream::connect(addr.as_str()) {
-                Ok(stream) => json!({ "connected": true, "peer": format!("{:?}", stream.peer_addr()) }),
-                Err(e) => json!({ "connected": false, "error": e.to_string(), "kind": format!("{:?}", e.kind()) }),
+                Ok(stream) => {
+                    json!({ "connected": true, "peer": format!("{:?}", stream.peer_addr()) })
+                }
+                Err(e) => {
+                    json!({ "connected": false, "error": e.to_string(), "kind": format!("{:?}", e.kind()) })
+                }
             };
             Ok(json!({ "addr": addr, "outcome": outcome }))
         }
@@ -206,13 +272,28 @@ fn zoo(ctx: &Context, params: Params) -> Result<Value, TaskError> {
     }
 }
 
+/// Recursion limit read from memory, so the compiler cannot bound the recursion.
+static RECURSION_LIMIT: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Recursion whose frames live only on the wasm (native) stack: no address-taken locals, and
+/// work after the call so it is not a tail call. Ends in wasmtime's stack-overflow trap.
 #[inline(never)]
-fn recurse(depth: u64) -> u64 {
+fn recurse_native(depth: u64) -> u64 {
+    if depth == RECURSION_LIMIT.load(Ordering::Relaxed) {
+        return depth;
+    }
+    recurse_native(depth + 1).wrapping_mul(31) ^ depth
+}
+
+/// Recursion with a 256-byte frame on LLVM's shadow stack in linear memory: overflowing it
+/// runs the stack pointer below address 0, a memory-out-of-bounds trap.
+#[inline(never)]
+fn recurse_shadow(depth: u64) -> u64 {
     let frame = black_box([depth; 32]);
     if black_box(depth) == u64::MAX {
         return frame[0];
     }
-    recurse(depth + 1).wrapping_add(frame[7])
+    recurse_shadow(depth + 1).wrapping_add(frame[7])
 }
 
 fn unreachable_instruction() -> ! {

@@ -15,8 +15,9 @@
 //! `ledger (task_id uuid, run_id uuid, attempt int, worker_id text, step text)` (a table the
 //! caller creates in the task's database) when an execution starts (`step = 'run'`), and one
 //! more for each of `params.steps` (default 3) checkpointed steps it actually executes (not
-//! replays), just before storing the step's checkpoint, after `params.work_ms` (default 0) of
-//! work. Counting rows per step then shows whether a checkpointed step ever ran twice.
+//! replays): `step = <checkpoint name>` after `params.work_ms` (default 0) of work, just before
+//! storing the step's checkpoint, and `<checkpoint name>:done` once the checkpoint is stored.
+//! The rows then show whether a step ever ran again after an attempt had checkpointed it.
 
 use std::time::Duration;
 
@@ -140,6 +141,7 @@ impl Handler for Builtin {
                             tokio::time::sleep(Duration::from_secs_f64(work.max(0.0) / 1000.0)).await;
                             ledger_row(&ctx, &name).await?;
                             ctx.store_checkpoint(&name, &json!(name)).await?;
+                            ledger_row(&ctx, &format!("{name}:done")).await?;
                         }
                     }
                     Ok(json!({"steps": steps}))

@@ -23,13 +23,19 @@ pub fn db_url(name: &str) -> String {
         Some((b, q)) => (b.to_string(), format!("?{q}")),
         None => (admin.clone(), String::new()),
     };
-    let base = base.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(base);
+    let base = base
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_string())
+        .unwrap_or(base);
     format!("{base}/{name}{query}")
 }
 
 /// Repository root (the directory holding the workspace `Cargo.toml`).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The Python virtualenv with `absurd-sdk` and `absurdctl` (made by `scripts/setup-python`).
@@ -74,7 +80,9 @@ impl TestDb {
     /// A database migrated by absurd-host's own migrations.
     pub async fn migrated() -> TestDb {
         let db = Self::empty().await;
-        absurd_host::db::migrate(&db.pool).await.expect("migrate a fresh database");
+        absurd_host::db::migrate(&db.pool)
+            .await
+            .expect("migrate a fresh database");
         db
     }
 
@@ -95,8 +103,14 @@ impl TestDb {
             .await
             .expect("create test database");
         let url = db_url(name);
-        let pool = absurd_host::db::connect(&url, 8).await.expect("connect to test database");
-        TestDb { name: name.to_string(), url, pool }
+        let pool = absurd_host::db::connect(&url, 8)
+            .await
+            .expect("connect to test database");
+        TestDb {
+            name: name.to_string(),
+            url,
+            pool,
+        }
     }
 }
 
@@ -104,8 +118,8 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         // Best effort: `dropdb --force` ends the pool's connections for us.
         let _ = Command::new("dropdb")
-            .args(["--if-exists", "--force", "-d"])
-            .arg(admin_url())
+            .args(["--if-exists", "--force"])
+            .arg(format!("--maintenance-db={}", admin_url()))
             .arg(&self.name)
             .output();
     }
@@ -122,13 +136,12 @@ async fn upstream_template() -> String {
         .execute(&mut admin)
         .await
         .unwrap();
-    let exists: bool = sqlx::query_scalar(
-        "select exists(select 1 from pg_database where datname = $1)",
-    )
-    .bind(UPSTREAM_TEMPLATE)
-    .fetch_one(&mut admin)
-    .await
-    .unwrap();
+    let exists: bool =
+        sqlx::query_scalar("select exists(select 1 from pg_database where datname = $1)")
+            .bind(UPSTREAM_TEMPLATE)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
     if !exists {
         let building = format!("{UPSTREAM_TEMPLATE}_building");
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -137,10 +150,12 @@ async fn upstream_template() -> String {
         .execute(&mut admin)
         .await
         .unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database \"{building}\"")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "create database \"{building}\""
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
         let out = Command::new(venv_bin("absurdctl"))
             .args(["init", "-d"])
             .arg(db_url(&building))
@@ -174,7 +189,10 @@ use std::time::{Duration, Instant};
 
 /// Writes `text` to a fresh temporary file and returns its path (kept until the process ends).
 pub fn temp_file(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("absurd-host-test-{}", uuid::Uuid::new_v4().simple()));
+    let dir = std::env::temp_dir().join(format!(
+        "absurd-host-test-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -242,7 +260,11 @@ impl Drop for WorkerProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("---- worker log {} ----\n{}", self.log.display(), self.log_text());
+            eprintln!(
+                "---- worker log {} ----\n{}",
+                self.log.display(),
+                self.log_text()
+            );
         }
     }
 }
@@ -258,7 +280,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -288,7 +313,11 @@ pub fn components_dir() -> PathBuf {
             .find(|l| !l.is_empty())
             .map(|l| PathBuf::from(l.rsplit(' ').next().unwrap()))
             .expect("build-examples prints the components directory last");
-        assert!(dir.join("echo.wasm").is_file(), "no echo.wasm in {}", dir.display());
+        assert!(
+            dir.join("echo.wasm").is_file(),
+            "no echo.wasm in {}",
+            dir.display()
+        );
         dir
     })
     .clone()
