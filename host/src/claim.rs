@@ -35,7 +35,12 @@ pub struct Wakeups {
 impl Wakeups {
     pub fn new(queues: &[String]) -> Wakeups {
         Wakeups {
-            by_queue: Arc::new(queues.iter().map(|q| (q.clone(), Arc::new(Notify::new()))).collect()),
+            by_queue: Arc::new(
+                queues
+                    .iter()
+                    .map(|q| (q.clone(), Arc::new(Notify::new())))
+                    .collect(),
+            ),
         }
     }
 
@@ -121,7 +126,13 @@ pub struct Claimer {
 }
 
 impl Claimer {
-    pub fn new(client: Client, queue: &str, worker_id: &str, claim_timeout: Duration, poll_interval: Duration) -> Claimer {
+    pub fn new(
+        client: Client,
+        queue: &str,
+        worker_id: &str,
+        claim_timeout: Duration,
+        poll_interval: Duration,
+    ) -> Claimer {
         Claimer {
             client,
             queue: queue.to_string(),
@@ -141,7 +152,12 @@ impl Claimer {
     pub async fn claim(&mut self, qty: usize) -> Vec<ClaimedRun> {
         match self
             .client
-            .claim(&self.queue, &self.worker_id, self.claim_timeout_secs, qty as i32)
+            .claim(
+                &self.queue,
+                &self.worker_id,
+                self.claim_timeout_secs,
+                qty as i32,
+            )
             .await
         {
             Ok(runs) => {
@@ -155,7 +171,9 @@ impl Claimer {
                 if !self.down {
                     match &e {
                         ClientError::QueueNotFound(_) => warn!(queue = %self.queue, "{e}"),
-                        _ => warn!(queue = %self.queue, error = %e, "claim failed; backing off and retrying"),
+                        _ => {
+                            warn!(queue = %self.queue, error = %e, "claim failed; backing off and retrying")
+                        }
                     }
                     self.down = true;
                 }

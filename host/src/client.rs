@@ -389,7 +389,9 @@ pub(crate) fn table(prefix: &str, queue: &str) -> String {
 
 fn check_queue_name(queue: &str) -> Result<()> {
     if queue.is_empty() {
-        return Err(ClientError::InvalidInput("queue name must not be empty".into()));
+        return Err(ClientError::InvalidInput(
+            "queue name must not be empty".into(),
+        ));
     }
     if queue.len() > 57 {
         return Err(ClientError::InvalidInput(format!(
@@ -447,9 +449,9 @@ impl Client {
 
     /// Connects with a small pool (for command-line use).
     pub async fn connect(url: &str) -> Result<Client> {
-        let pool = crate::db::connect(url, 4)
-            .await
-            .map_err(|e| ClientError::Unavailable(format!("{}: {e}", crate::db::redact_url(url))))?;
+        let pool = crate::db::connect(url, 4).await.map_err(|e| {
+            ClientError::Unavailable(format!("{}: {e}", crate::db::redact_url(url)))
+        })?;
         Ok(Client { pool })
     }
 
@@ -555,7 +557,9 @@ impl Client {
     ) -> Result<Spawned> {
         check_queue_name(queue)?;
         if task_name.trim().is_empty() {
-            return Err(ClientError::InvalidInput("task name must not be empty".into()));
+            return Err(ClientError::InvalidInput(
+                "task name must not be empty".into(),
+            ));
         }
         if let Some(m) = options.max_attempts {
             if m < 1 {
@@ -691,7 +695,9 @@ impl Client {
         let cursor: Option<Uuid> = match &filter.cursor {
             None => None,
             Some(c) => Some(Uuid::parse_str(c).map_err(|_| {
-                ClientError::InvalidInput(format!("cursor {c:?} is not a cursor returned by a listing"))
+                ClientError::InvalidInput(format!(
+                    "cursor {c:?} is not a cursor returned by a listing"
+                ))
             })?),
         };
         let queues = match &filter.queue {
@@ -702,7 +708,11 @@ impl Client {
             None => self.list_queues().await?,
         };
         if queues.is_empty() {
-            return Ok(TaskPage { tasks: vec![], total: 0, next_cursor: None });
+            return Ok(TaskPage {
+                tasks: vec![],
+                total: 0,
+                next_cursor: None,
+            });
         }
         // One union over the selected queues; $1 = state, $2 = task name, $3 = cursor.
         let per_queue: Vec<String> = queues
@@ -748,7 +758,11 @@ impl Client {
         } else {
             None
         };
-        Ok(TaskPage { tasks, total, next_cursor })
+        Ok(TaskPage {
+            tasks,
+            total,
+            next_cursor,
+        })
     }
 
     pub async fn cancel_task(&self, queue: &str, task_id: Uuid) -> Result<()> {
@@ -762,7 +776,12 @@ impl Client {
         Ok(())
     }
 
-    pub async fn retry_task(&self, queue: &str, task_id: Uuid, options: &RetryOptions) -> Result<Spawned> {
+    pub async fn retry_task(
+        &self,
+        queue: &str,
+        task_id: Uuid,
+        options: &RetryOptions,
+    ) -> Result<Spawned> {
         check_queue_name(queue)?;
         let opts = serde_json::to_value(options).expect("options serialise");
         let row = sqlx::query(
@@ -800,7 +819,12 @@ impl Client {
 
     /// Polls `get_task_result` (25 ms growing to 1 s) until the task is terminal or
     /// `timeout` passes.
-    pub async fn await_result(&self, queue: &str, task_id: Uuid, timeout: Duration) -> Result<TaskResult> {
+    pub async fn await_result(
+        &self,
+        queue: &str,
+        task_id: Uuid,
+        timeout: Duration,
+    ) -> Result<TaskResult> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut pause = Duration::from_millis(25);
         loop {
@@ -822,10 +846,17 @@ impl Client {
         }
     }
 
-    pub async fn emit_event(&self, queue: &str, event_name: &str, payload: Option<&Value>) -> Result<()> {
+    pub async fn emit_event(
+        &self,
+        queue: &str,
+        event_name: &str,
+        payload: Option<&Value>,
+    ) -> Result<()> {
         check_queue_name(queue)?;
         if event_name.trim().is_empty() {
-            return Err(ClientError::InvalidInput("event name must not be empty".into()));
+            return Err(ClientError::InvalidInput(
+                "event name must not be empty".into(),
+            ));
         }
         sqlx::query("select absurd.emit_event($1, $2, $3)")
             .bind(queue)
@@ -840,7 +871,13 @@ impl Client {
     // ---- worker side ---------------------------------------------------------------------
 
     /// `claim_task`: up to `qty` runs, each leased for `claim_timeout_secs` (0 = no lease).
-    pub async fn claim(&self, queue: &str, worker_id: &str, claim_timeout_secs: i32, qty: i32) -> Result<Vec<ClaimedRun>> {
+    pub async fn claim(
+        &self,
+        queue: &str,
+        worker_id: &str,
+        claim_timeout_secs: i32,
+        qty: i32,
+    ) -> Result<Vec<ClaimedRun>> {
         let rows = sqlx::query(
             "select run_id, task_id, attempt, task_name, params, retry_strategy, max_attempts, \
                headers, wake_event, event_payload from absurd.claim_task($1, $2, $3, $4)",
@@ -860,7 +897,10 @@ impl Client {
                     task_id: r.try_get("task_id").map_err(g)?,
                     attempt: r.try_get("attempt").map_err(g)?,
                     task_name: r.try_get("task_name").map_err(g)?,
-                    params: r.try_get::<Option<Value>, _>("params").map_err(g)?.unwrap_or(Value::Null),
+                    params: r
+                        .try_get::<Option<Value>, _>("params")
+                        .map_err(g)?
+                        .unwrap_or(Value::Null),
                     retry_strategy: r.try_get("retry_strategy").map_err(g)?,
                     max_attempts: r.try_get("max_attempts").map_err(g)?,
                     headers: r.try_get("headers").map_err(g)?,
@@ -882,7 +922,13 @@ impl Client {
         Ok(())
     }
 
-    pub async fn fail_run(&self, queue: &str, run_id: Uuid, reason: &Value, retry_at: Option<DateTime<Utc>>) -> Result<()> {
+    pub async fn fail_run(
+        &self,
+        queue: &str,
+        run_id: Uuid,
+        reason: &Value,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<()> {
         sqlx::query("select absurd.fail_run($1, $2, $3, $4)")
             .bind(queue)
             .bind(run_id)
@@ -895,7 +941,12 @@ impl Client {
     }
 
     /// `schedule_run` at an absolute time.
-    pub async fn schedule_run(&self, queue: &str, run_id: Uuid, wake_at: DateTime<Utc>) -> Result<()> {
+    pub async fn schedule_run(
+        &self,
+        queue: &str,
+        run_id: Uuid,
+        wake_at: DateTime<Utc>,
+    ) -> Result<()> {
         sqlx::query("select absurd.schedule_run($1, $2, $3)")
             .bind(queue)
             .bind(run_id)
@@ -953,7 +1004,12 @@ impl Client {
         Ok(())
     }
 
-    pub async fn get_checkpoint(&self, queue: &str, task_id: Uuid, step_name: &str) -> Result<Option<Checkpoint>> {
+    pub async fn get_checkpoint(
+        &self,
+        queue: &str,
+        task_id: Uuid,
+        step_name: &str,
+    ) -> Result<Option<Checkpoint>> {
         let row = sqlx::query(
             "select checkpoint_name, state, status, owner_run_id, updated_at \
              from absurd.get_task_checkpoint_state($1, $2, $3)",
@@ -968,7 +1024,12 @@ impl Client {
     }
 
     /// The committed checkpoints visible to `run_id` (what a replaying worker loads).
-    pub async fn get_checkpoints(&self, queue: &str, task_id: Uuid, run_id: Uuid) -> Result<Vec<Checkpoint>> {
+    pub async fn get_checkpoints(
+        &self,
+        queue: &str,
+        task_id: Uuid,
+        run_id: Uuid,
+    ) -> Result<Vec<Checkpoint>> {
         sqlx::query(
             "select checkpoint_name, state, status, owner_run_id, updated_at \
              from absurd.get_task_checkpoint_states($1, $2, $3)",
@@ -1118,8 +1179,14 @@ mod tests {
             serde_json::to_value(&o).unwrap(),
             serde_json::json!({"max_attempts": 3, "retry_strategy": {"kind": "exponential", "base_seconds": 2.0, "factor": 2.0, "max_seconds": 300.0}})
         );
-        assert_eq!(serde_json::to_value(SpawnOptions::default()).unwrap(), serde_json::json!({}));
-        assert_eq!(serde_json::to_value(RetryOptions::default()).unwrap(), serde_json::json!({}));
+        assert_eq!(
+            serde_json::to_value(SpawnOptions::default()).unwrap(),
+            serde_json::json!({})
+        );
+        assert_eq!(
+            serde_json::to_value(RetryOptions::default()).unwrap(),
+            serde_json::json!({})
+        );
     }
 
     #[test]

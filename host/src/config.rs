@@ -108,7 +108,8 @@ pub fn parse_seconds(variable: &str, raw: &str) -> Result<Duration, ConfigError>
     if !secs.is_finite() || secs <= 0.0 {
         return Err(err(variable, format!("must be > 0 seconds, got {raw}")));
     }
-    Duration::try_from_secs_f64(secs).map_err(|_| err(variable, format!("{raw} seconds is too large")))
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| err(variable, format!("{raw} seconds is too large")))
 }
 
 impl AbsurdConfig {
@@ -130,7 +131,10 @@ impl AbsurdConfig {
         if let Some(v) = lookup("ABSURD_WORKER_CONCURRENCY") {
             let n = parse_int("ABSURD_WORKER_CONCURRENCY", &v)?;
             if n < 1 {
-                return Err(err("ABSURD_WORKER_CONCURRENCY", format!("must be >= 1, got {n}")));
+                return Err(err(
+                    "ABSURD_WORKER_CONCURRENCY",
+                    format!("must be >= 1, got {n}"),
+                ));
             }
             c.worker_concurrency = u32::try_from(n)
                 .map_err(|_| err("ABSURD_WORKER_CONCURRENCY", format!("{n} is too large")))?;
@@ -141,7 +145,10 @@ impl AbsurdConfig {
         if let Some(v) = lookup("ABSURD_TASK_TIMEOUT") {
             let n = parse_int("ABSURD_TASK_TIMEOUT", &v)?;
             if n < 1 {
-                return Err(err("ABSURD_TASK_TIMEOUT", format!("must be >= 1 second, got {n}")));
+                return Err(err(
+                    "ABSURD_TASK_TIMEOUT",
+                    format!("must be >= 1 second, got {n}"),
+                ));
             }
             c.task_timeout = Duration::from_secs(n as u64);
         }
@@ -177,7 +184,10 @@ impl AbsurdConfig {
             return Err(err("ABSURD_WORKER_CONCURRENCY", "must be >= 1, got 0"));
         }
         if self.worker_poll_interval.is_zero() {
-            return Err(err("ABSURD_WORKER_POLL_INTERVAL", "must be > 0 seconds, got 0"));
+            return Err(err(
+                "ABSURD_WORKER_POLL_INTERVAL",
+                "must be > 0 seconds, got 0",
+            ));
         }
         if self.task_timeout < Duration::from_secs(1) {
             return Err(err(
@@ -225,7 +235,10 @@ pub fn validate_queue_name(variable: &str, name: &str) -> Result<(), ConfigError
     if name.len() > 57 {
         return Err(err(
             variable,
-            format!("queue name {name:?} is {} bytes long; the limit is 57", name.len()),
+            format!(
+                "queue name {name:?} is {} bytes long; the limit is 57",
+                name.len()
+            ),
         ));
     }
     Ok(())
@@ -237,8 +250,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(vars: &[(&str, &str)]) -> Result<AbsurdConfig, ConfigError> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         AbsurdConfig::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -279,30 +294,72 @@ mod tests {
         assert_eq!(c.task_timeout, Duration::from_secs(60));
         assert_eq!(c.default_max_attempts(), 1);
         assert!(!c.dlq_enabled);
-        assert_eq!(c.dlq_queue_name, "q1-dlq", "DLQ name follows the queue name");
+        assert_eq!(
+            c.dlq_queue_name, "q1-dlq",
+            "DLQ name follows the queue name"
+        );
     }
 
     #[test]
     fn errors_name_the_variable_and_value() {
         type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
         let cases: &[Case] = &[
-            (&[("ABSURD_WORKER_CONCURRENCY", "0")], "ABSURD_WORKER_CONCURRENCY", "got 0"),
-            (&[("ABSURD_WORKER_CONCURRENCY", "four")], "ABSURD_WORKER_CONCURRENCY", "\"four\""),
-            (&[("ABSURD_WORKER_POLL_INTERVAL", "0")], "ABSURD_WORKER_POLL_INTERVAL", "got 0"),
-            (&[("ABSURD_WORKER_POLL_INTERVAL", "-1")], "ABSURD_WORKER_POLL_INTERVAL", "-1"),
-            (&[("ABSURD_TASK_TIMEOUT", "0")], "ABSURD_TASK_TIMEOUT", "got 0"),
-            (&[("ABSURD_TASK_TIMEOUT", "1.5")], "ABSURD_TASK_TIMEOUT", "\"1.5\""),
-            (&[("ABSURD_MAX_RETRIES", "-1")], "ABSURD_MAX_RETRIES", "got -1"),
+            (
+                &[("ABSURD_WORKER_CONCURRENCY", "0")],
+                "ABSURD_WORKER_CONCURRENCY",
+                "got 0",
+            ),
+            (
+                &[("ABSURD_WORKER_CONCURRENCY", "four")],
+                "ABSURD_WORKER_CONCURRENCY",
+                "\"four\"",
+            ),
+            (
+                &[("ABSURD_WORKER_POLL_INTERVAL", "0")],
+                "ABSURD_WORKER_POLL_INTERVAL",
+                "got 0",
+            ),
+            (
+                &[("ABSURD_WORKER_POLL_INTERVAL", "-1")],
+                "ABSURD_WORKER_POLL_INTERVAL",
+                "-1",
+            ),
+            (
+                &[("ABSURD_TASK_TIMEOUT", "0")],
+                "ABSURD_TASK_TIMEOUT",
+                "got 0",
+            ),
+            (
+                &[("ABSURD_TASK_TIMEOUT", "1.5")],
+                "ABSURD_TASK_TIMEOUT",
+                "\"1.5\"",
+            ),
+            (
+                &[("ABSURD_MAX_RETRIES", "-1")],
+                "ABSURD_MAX_RETRIES",
+                "got -1",
+            ),
             (&[("ABSURD_ENABLED", "ture")], "ABSURD_ENABLED", "\"ture\""),
-            (&[("ABSURD_ENABLED", "true")], "ABSURD_DATABASE_URL", "must be set"),
-            (&[("ABSURD_DLQ_QUEUE_NAME", "")], "ABSURD_DLQ_QUEUE_NAME", "must not be empty"),
+            (
+                &[("ABSURD_ENABLED", "true")],
+                "ABSURD_DATABASE_URL",
+                "must be set",
+            ),
+            (
+                &[("ABSURD_DLQ_QUEUE_NAME", "")],
+                "ABSURD_DLQ_QUEUE_NAME",
+                "must not be empty",
+            ),
             (&[("ABSURD_QUEUE_NAME", "")], "ABSURD_QUEUE_NAME", "empty"),
         ];
         for (vars, variable, needle) in cases {
             let e = cfg(vars).expect_err(&format!("{vars:?} must be rejected"));
             assert_eq!(&e.variable, variable, "{vars:?}");
             let text = e.to_string();
-            assert!(text.contains(variable) && text.contains(needle), "{vars:?}: {text}");
+            assert!(
+                text.contains(variable) && text.contains(needle),
+                "{vars:?}: {text}"
+            );
         }
     }
 

@@ -91,7 +91,10 @@ impl DeadLetters {
             idempotency_key: Some(key(&self.queue, task_id, run_id)),
             ..Default::default()
         };
-        let spawned = self.client.spawn(&self.dlq, TASK_NAME, &params, &opts).await?;
+        let spawned = self
+            .client
+            .spawn(&self.dlq, TASK_NAME, &params, &opts)
+            .await?;
         if spawned.created {
             info!(%task_id, task_name, dead_letter_task = %spawned.task_id, dlq = %self.dlq, "task dead-lettered");
         }

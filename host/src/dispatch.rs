@@ -99,14 +99,19 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("task_types", &self.names()).finish()
+        f.debug_struct("Registry")
+            .field("task_types", &self.names())
+            .finish()
     }
 }
 
 impl Registry {
     /// Builds the registry, checking every entry (an unknown builtin, a bad timeout, …) so
     /// that configuration mistakes stop the host at start rather than fail tasks later.
-    pub fn from_config(config: &HostConfig, config_path: Option<&Path>) -> Result<Registry, HostConfigError> {
+    pub fn from_config(
+        config: &HostConfig,
+        config_path: Option<&Path>,
+    ) -> Result<Registry, HostConfigError> {
         let path = config_path
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "host configuration".into());
@@ -127,7 +132,11 @@ impl Registry {
             let timeout = match t.timeout {
                 None => None,
                 Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
-                Some(s) => return Err(err(format!("timeout must be a positive number of seconds, got {s}"))),
+                Some(s) => {
+                    return Err(err(format!(
+                        "timeout must be a positive number of seconds, got {s}"
+                    )))
+                }
             };
             if let Some(m) = t.max_attempts {
                 if m < 1 {
@@ -151,7 +160,8 @@ impl Registry {
                     })?)
                 }
                 HandlerKind::Native => {
-                    crate::execute::native::build(name, &t.rest, &config.native, &base_dir).map_err(err)?
+                    crate::execute::native::build(name, &t.rest, &config.native, &base_dir)
+                        .map_err(err)?
                 }
                 // Built below, all together, because they share one engine.
                 HandlerKind::Wasm => continue,
@@ -171,12 +181,16 @@ impl Registry {
             .filter(|(_, t)| t.kind == HandlerKind::Wasm)
             .map(|(n, t)| (n.as_str(), &t.rest))
             .collect();
-        let built = crate::sandbox::build_handlers(&config.sandbox, &wasm, &base_dir).map_err(|(name, message)| {
-            HostConfigError {
+        let built = crate::sandbox::build_handlers(&config.sandbox, &wasm, &base_dir).map_err(
+            |(name, message)| HostConfigError {
                 path: path.clone(),
-                message: if name.is_empty() { message } else { format!("[tasks.{name}]: {message}") },
-            }
-        })?;
+                message: if name.is_empty() {
+                    message
+                } else {
+                    format!("[tasks.{name}]: {message}")
+                },
+            },
+        )?;
         for (name, handler) in built {
             let t = &config.tasks[&name];
             types.insert(
@@ -240,9 +254,15 @@ mod tests {
     #[test]
     fn mistakes_are_named() {
         let e = registry("[tasks.x]\nkind = \"builtin\"\n").unwrap_err();
-        assert!(e.contains("[tasks.x]") && e.contains("unknown builtin \"x\""), "{e}");
+        assert!(
+            e.contains("[tasks.x]") && e.contains("unknown builtin \"x\""),
+            "{e}"
+        );
         let e = registry("[tasks.echo]\nkind = \"builtin\"\ntimeout = 0\n").unwrap_err();
-        assert!(e.contains("timeout must be a positive number of seconds, got 0"), "{e}");
+        assert!(
+            e.contains("timeout must be a positive number of seconds, got 0"),
+            "{e}"
+        );
         let e = registry("[tasks.echo]\nkind = \"builtin\"\nmax_attempts = 0\n").unwrap_err();
         assert!(e.contains("max_attempts must be >= 1, got 0"), "{e}");
         let e = registry("[tasks.echo]\nkind = \"python\"\n").unwrap_err();

@@ -73,13 +73,22 @@ impl Leases {
     /// Renews every lease now. Runs found lost are cancelled.
     pub async fn renew_all(&self, client: &Client, extend_by_secs: i32) {
         for (queue, runs) in self.by_queue() {
-            if let Err(e) = self.renew_queue(client, &queue, &runs, extend_by_secs).await {
+            if let Err(e) = self
+                .renew_queue(client, &queue, &runs, extend_by_secs)
+                .await
+            {
                 warn!(%queue, error = %e, "could not renew leases");
             }
         }
     }
 
-    async fn renew_queue(&self, client: &Client, queue: &str, runs: &[Uuid], extend_by: i32) -> Result<(), ClientError> {
+    async fn renew_queue(
+        &self,
+        client: &Client,
+        queue: &str,
+        runs: &[Uuid],
+        extend_by: i32,
+    ) -> Result<(), ClientError> {
         let qerr = |e| ClientError::from_sqlx(e, Some(queue));
         // Find the runs that are no longer ours before extending, so that one lost run does
         // not fail the batched statement for all the others.
@@ -115,12 +124,13 @@ impl Leases {
         if alive.is_empty() {
             return Ok(());
         }
-        let batch = sqlx::query("select absurd.extend_claim($1, x, $3) from unnest($2::uuid[]) as x")
-            .bind(queue)
-            .bind(&alive)
-            .bind(extend_by)
-            .execute(client.pool())
-            .await;
+        let batch =
+            sqlx::query("select absurd.extend_claim($1, x, $3) from unnest($2::uuid[]) as x")
+                .bind(queue)
+                .bind(&alive)
+                .bind(extend_by)
+                .execute(client.pool())
+                .await;
         match batch {
             Ok(_) => {
                 debug!(%queue, runs = alive.len(), "leases renewed");

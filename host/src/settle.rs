@@ -19,7 +19,9 @@ use crate::execute::Failure;
 pub enum Settled {
     Completed,
     /// The run failed; `task_failed` says whether that was the task's last attempt.
-    Failed { task_failed: bool },
+    Failed {
+        task_failed: bool,
+    },
     /// The run was lost (cancelled or lease expired) before it could be reported.
     Lost,
     /// Could not reach the database before the lease ran out; the lease sweep takes over.
@@ -31,7 +33,11 @@ fn retryable(e: &ClientError) -> bool {
 }
 
 /// Retries `op` while the database is unreachable, until `give_up_after`.
-async fn with_retries<T, F, Fut>(what: &str, give_up_after: Duration, mut op: F) -> Result<T, ClientError>
+async fn with_retries<T, F, Fut>(
+    what: &str,
+    give_up_after: Duration,
+    mut op: F,
+) -> Result<T, ClientError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ClientError>>,
@@ -62,12 +68,24 @@ where
 /// The state of a run, to resolve a write whose commit we did not see acknowledged.
 async fn run_state(client: &Client, queue: &str, task_id: Uuid, run_id: Uuid) -> Option<State> {
     let task = client.get_task(queue, task_id).await.ok()??;
-    task.runs.iter().find(|r| r.run_id == run_id).map(|r| r.state)
+    task.runs
+        .iter()
+        .find(|r| r.run_id == run_id)
+        .map(|r| r.state)
 }
 
 /// Completes the run with `result`.
-pub async fn complete(client: &Client, queue: &str, run: &ClaimedRun, result: &Value, lease: Duration) -> Settled {
-    let r = with_retries("complete_run", lease, || client.complete_run(queue, run.run_id, result)).await;
+pub async fn complete(
+    client: &Client,
+    queue: &str,
+    run: &ClaimedRun,
+    result: &Value,
+    lease: Duration,
+) -> Settled {
+    let r = with_retries("complete_run", lease, || {
+        client.complete_run(queue, run.run_id, result)
+    })
+    .await;
     match r {
         Ok(()) => Settled::Completed,
         Err(e) if e.is_run_lost() => Settled::Lost,
@@ -111,13 +129,15 @@ pub async fn fail(
     match r {
         Ok(()) => {}
         Err(e) if e.is_run_lost() => return Settled::Lost,
-        Err(ClientError::Rejected(msg)) => match run_state(client, queue, run.task_id, run.run_id).await {
-            Some(State::Failed) => {}
-            _ => {
-                warn!(%msg, "fail_run was refused");
-                return Settled::Lost;
+        Err(ClientError::Rejected(msg)) => {
+            match run_state(client, queue, run.task_id, run.run_id).await {
+                Some(State::Failed) => {}
+                _ => {
+                    warn!(%msg, "fail_run was refused");
+                    return Settled::Lost;
+                }
             }
-        },
+        }
         Err(e) => {
             warn!(error = %e, "could not fail the run; its lease will expire and it will be retried");
             return Settled::GaveUp;
@@ -130,8 +150,17 @@ pub async fn fail(
     Settled::Failed { task_failed }
 }
 
-async fn fail_permanently(client: &Client, queue: &str, run: &ClaimedRun, reason: &Value) -> Result<(), ClientError> {
-    let mut tx = client.pool().begin().await.map_err(|e| ClientError::Unavailable(e.to_string()))?;
+async fn fail_permanently(
+    client: &Client,
+    queue: &str,
+    run: &ClaimedRun,
+    reason: &Value,
+) -> Result<(), ClientError> {
+    let mut tx = client
+        .pool()
+        .begin()
+        .await
+        .map_err(|e| ClientError::Unavailable(e.to_string()))?;
     let sql = format!(
         "update {} set max_attempts = $2 where task_id = $1 and (max_attempts is null or max_attempts > $2)",
         crate::client::table("t", queue)
@@ -149,7 +178,9 @@ async fn fail_permanently(client: &Client, queue: &str, run: &ClaimedRun, reason
         .execute(&mut *tx)
         .await
         .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
-    tx.commit().await.map_err(|e| ClientError::from_sqlx(e, Some(queue)))
+    tx.commit()
+        .await
+        .map_err(|e| ClientError::from_sqlx(e, Some(queue)))
 }
 
 /// Hands a run back for another worker to resume from its checkpoints right away (used on
@@ -166,7 +197,13 @@ pub async fn hand_back(client: &Client, queue: &str, run: &ClaimedRun) -> bool {
 
 /// Puts back a run whose task name this host does not know, 15–30 s later, as the Absurd
 /// SDKs do, so that a worker that knows it can take it.
-pub async fn defer_unknown(client: &Client, queue: &str, run: &ClaimedRun) -> Result<(), ClientError> {
+pub async fn defer_unknown(
+    client: &Client,
+    queue: &str,
+    run: &ClaimedRun,
+) -> Result<(), ClientError> {
     let jitter = (run.run_id.as_u128() % 15_000) as f64 / 1000.0;
-    client.schedule_run_in(queue, run.run_id, 15.0 + jitter).await
+    client
+        .schedule_run_in(queue, run.run_id, 15.0 + jitter)
+        .await
 }

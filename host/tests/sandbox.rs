@@ -145,7 +145,10 @@ async fn zoo_members_fail_alone_with_their_exact_cause() {
         ("zoo-roomy", json!({"mode": "huge-step-allocation"})),
         ("zoo-roomy", json!({"mode": "panic"})),
         ("zoo-roomy", json!({"mode": "unreachable"})),
-        ("zoo-roomy", json!({"mode": "huge-result", "bytes": 4_000_000})),
+        (
+            "zoo-roomy",
+            json!({"mode": "huge-result", "bytes": 4_000_000}),
+        ),
         (
             "zoo-roomy",
             json!({"mode": "log-flood", "lines": 20_000, "bytes": 2_000_000}),
@@ -536,15 +539,24 @@ async fn python_worker_resumes_a_task_a_wasm_component_started() {
     let (db, client) = setup("handoff").await;
     let mut w = WorkerProc::start(&db.url, &config(""), &["--queue", "handoff"]);
     let id = client
-        .spawn("handoff", "durable", &json!({"input": "from-wasm", "sleep_seconds": 2}), &once())
+        .spawn(
+            "handoff",
+            "durable",
+            &json!({"input": "from-wasm", "sleep_seconds": 2}),
+            &once(),
+        )
         .await
         .unwrap()
         .task_id;
     // The component ran `fetch`, checkpointed the wake-up time and suspended.
-    let t = wait_for("the component to suspend", Duration::from_secs(30), || async {
-        let t = client.get_task("handoff", id).await.unwrap().unwrap();
-        (t.summary.state == State::Sleeping).then_some(t)
-    })
+    let t = wait_for(
+        "the component to suspend",
+        Duration::from_secs(30),
+        || async {
+            let t = client.get_task("handoff", id).await.unwrap().unwrap();
+            (t.summary.state == State::Sleeping).then_some(t)
+        },
+    )
     .await;
     w.signal(libc::SIGTERM);
     w.wait_exit(Duration::from_secs(30)).expect("worker stops");
@@ -575,14 +587,29 @@ while time.time() < deadline:
         .arg(id.to_string())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = client.task_result("handoff", id).await.unwrap().unwrap();
     assert_eq!(r.state, State::Completed, "{r:?}");
     let result = r.result.unwrap();
-    assert_eq!(result["python_ran"], json!([]), "Python replayed fetch instead of running it: {result}");
-    assert_eq!(result["fetch"]["run_id"], json!(wasm_run), "the component's checkpoint: {result}");
+    assert_eq!(
+        result["python_ran"],
+        json!([]),
+        "Python replayed fetch instead of running it: {result}"
+    );
+    assert_eq!(
+        result["fetch"]["run_id"],
+        json!(wasm_run),
+        "the component's checkpoint: {result}"
+    );
     let t = client.get_task("handoff", id).await.unwrap().unwrap();
-    assert_eq!(t.runs.last().unwrap().claimed_by.as_deref(), Some("python-worker"));
+    assert_eq!(
+        t.runs.last().unwrap().claimed_by.as_deref(),
+        Some("python-worker")
+    );
 }
 
 /// A component that imports an interface the host does not grant (here `wasi:http`) is refused
@@ -600,10 +627,20 @@ async fn component_with_an_ungranted_import_is_refused_at_start() {
     std::fs::write(&wasm, bytes).unwrap();
     let cfg = temp_file(
         "absurd-host.toml",
-        &format!("[tasks.http]\nkind = \"wasm\"\ncomponent = \"{}\"\n", wasm.display()),
+        &format!(
+            "[tasks.http]\nkind = \"wasm\"\ncomponent = \"{}\"\n",
+            wasm.display()
+        ),
     );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_absurd-host"))
-        .args(["worker", "--queue", "q", "--database-url", "postgres://127.0.0.1:1/none", "--config"])
+        .args([
+            "worker",
+            "--queue",
+            "q",
+            "--database-url",
+            "postgres://127.0.0.1:1/none",
+            "--config",
+        ])
         .arg(&cfg)
         .output()
         .unwrap();

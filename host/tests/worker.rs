@@ -683,36 +683,61 @@ async fn postgres_restart_during_runs_loses_nothing() {
     // A private cluster: the shared one must never be restarted by a test.
     let data = std::env::temp_dir().join(format!("absurd-pgrestart-{}", Uuid::new_v4().simple()));
     let d = data.clone();
-    let pg = tokio::task::spawn_blocking(move || absurd_host::embedded::EmbeddedPostgres::start(&d))
-        .await
-        .unwrap()
-        .expect("start a private PostgreSQL");
+    let pg =
+        tokio::task::spawn_blocking(move || absurd_host::embedded::EmbeddedPostgres::start(&d))
+            .await
+            .unwrap()
+            .expect("start a private PostgreSQL");
     let pg = std::sync::Arc::new(pg);
     let url = pg.url();
     let pool = absurd_host::db::connect(&url, 4).await.unwrap();
     absurd_host::db::migrate(&pool).await.unwrap();
     let client = Client::new(pool.clone());
     client.create_queue("pgr").await.unwrap();
-    let w = WorkerProc::start(&url, &config(), &["--queue", "pgr", "--claim-timeout", "15", "--concurrency", "6"]);
+    let w = WorkerProc::start(
+        &url,
+        &config(),
+        &[
+            "--queue",
+            "pgr",
+            "--claim-timeout",
+            "15",
+            "--concurrency",
+            "6",
+        ],
+    );
 
     let mut ids = vec![];
     for i in 0..6 {
-        ids.push(client.spawn("pgr", "slow", &json!({"seconds": 3, "i": i}), &opts(3)).await.unwrap().task_id);
+        ids.push(
+            client
+                .spawn("pgr", "slow", &json!({"seconds": 3, "i": i}), &opts(3))
+                .await
+                .unwrap()
+                .task_id,
+        );
     }
     wait_for("the slow tasks to run", Duration::from_secs(30), || async {
-        let running: i64 = sqlx::query_scalar("select count(*) from absurd.t_pgr where state = 'running'")
-            .fetch_one(&pool)
-            .await
-            .ok()?;
+        let running: i64 =
+            sqlx::query_scalar("select count(*) from absurd.t_pgr where state = 'running'")
+                .fetch_one(&pool)
+                .await
+                .ok()?;
         (running >= 3).then_some(())
     })
     .await;
     let p = pg.clone();
-    tokio::task::spawn_blocking(move || p.restart()).await.unwrap().expect("restart PostgreSQL");
+    tokio::task::spawn_blocking(move || p.restart())
+        .await
+        .unwrap()
+        .expect("restart PostgreSQL");
     // Spawned after the restart: the worker must have reconnected (claims and listener).
     for i in 0..10 {
         let id = loop {
-            match client.spawn("pgr", "echo", &json!({"after": i}), &opts(3)).await {
+            match client
+                .spawn("pgr", "echo", &json!({"after": i}), &opts(3))
+                .await
+            {
                 Ok(s) => break s.task_id,
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }

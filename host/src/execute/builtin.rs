@@ -25,7 +25,16 @@ use serde_json::{json, Value};
 
 use super::{BoxFuture, Failure, Handler, TaskContext, TaskError};
 
-pub const NAMES: &[&str] = &["noop", "echo", "fail", "sleep", "nap", "wait-event", "steps", "ledger"];
+pub const NAMES: &[&str] = &[
+    "noop",
+    "echo",
+    "fail",
+    "sleep",
+    "nap",
+    "wait-event",
+    "steps",
+    "ledger",
+];
 
 /// A builtin handler, by name.
 pub struct Builtin {
@@ -34,7 +43,10 @@ pub struct Builtin {
 
 impl Builtin {
     pub fn new(name: &str) -> Option<Builtin> {
-        NAMES.iter().find(|n| **n == name).map(|n| Builtin { name: n })
+        NAMES
+            .iter()
+            .find(|n| **n == name)
+            .map(|n| Builtin { name: n })
     }
 }
 
@@ -43,7 +55,11 @@ fn param_f64(ctx: &TaskContext, key: &str, default: f64) -> Result<f64, TaskErro
         None | Some(Value::Null) => Ok(default),
         Some(v) => v.as_f64().ok_or_else(|| {
             TaskError::Failed(
-                Failure::new("$InvalidParams", format!("params.{key} must be a number, got {v}")).permanent(),
+                Failure::new(
+                    "$InvalidParams",
+                    format!("params.{key} must be a number, got {v}"),
+                )
+                .permanent(),
             )
         }),
     }
@@ -104,14 +120,26 @@ impl Handler for Builtin {
                         .and_then(Value::as_str)
                         .ok_or_else(|| {
                             TaskError::Failed(
-                                Failure::new("$InvalidParams", "params.event (a string) is required").permanent(),
+                                Failure::new(
+                                    "$InvalidParams",
+                                    "params.event (a string) is required",
+                                )
+                                .permanent(),
                             )
                         })?
                         .to_string();
-                    let timeout = ctx.params().get("timeout").and_then(Value::as_i64).map(|t| t as i32);
+                    let timeout = ctx
+                        .params()
+                        .get("timeout")
+                        .and_then(Value::as_i64)
+                        .map(|t| t as i32);
                     match ctx.await_event(&event, None, timeout).await? {
                         Some(payload) => Ok(json!({"event": event, "payload": payload})),
-                        None => Err(Failure::new("TimeoutError", format!("event {event:?} did not arrive in time")).into()),
+                        None => Err(Failure::new(
+                            "TimeoutError",
+                            format!("event {event:?} did not arrive in time"),
+                        )
+                        .into()),
                     }
                 }
                 "steps" => {
@@ -138,7 +166,8 @@ impl Handler for Builtin {
                     for _ in 0..steps {
                         let name = ctx.next_checkpoint_name("step");
                         if ctx.checkpoint(&name).is_none() {
-                            tokio::time::sleep(Duration::from_secs_f64(work.max(0.0) / 1000.0)).await;
+                            tokio::time::sleep(Duration::from_secs_f64(work.max(0.0) / 1000.0))
+                                .await;
                             ledger_row(&ctx, &name).await?;
                             ctx.store_checkpoint(&name, &json!(name)).await?;
                             ledger_row(&ctx, &format!("{name}:done")).await?;

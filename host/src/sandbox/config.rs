@@ -133,7 +133,13 @@ impl WasmTaskConfig {
         let k: WasmKeys = toml::Value::Table(table.clone())
             .try_into()
             .map_err(|e: toml::de::Error| e.message().to_string())?;
-        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base_dir.join(p) };
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base_dir.join(p)
+            }
+        };
         let component = resolve(&k.component);
         if !component.is_file() {
             return Err(format!("component {} does not exist", component.display()));
@@ -152,7 +158,10 @@ impl WasmTaskConfig {
         let mut guest_paths = BTreeSet::new();
         for d in k.dirs {
             if d.mode != "ro" && d.mode != "rw" {
-                return Err(format!("dirs: mode must be \"ro\" or \"rw\", got {:?}", d.mode));
+                return Err(format!(
+                    "dirs: mode must be \"ro\" or \"rw\", got {:?}",
+                    d.mode
+                ));
             }
             if !d.guest.starts_with('/') {
                 return Err(format!("dirs: guest path {:?} must be absolute", d.guest));

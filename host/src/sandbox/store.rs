@@ -34,7 +34,10 @@ impl std::fmt::Display for Stop {
             Stop::Lost(e) => write!(f, "run lost: {e}"),
             Stop::Failed(x) => write!(f, "{}: {}", x.name, x.message),
             Stop::MemoryLimit { desired, cap } => {
-                write!(f, "memory limit: the guest asked for {desired} bytes, the cap is {cap}")
+                write!(
+                    f,
+                    "memory limit: the guest asked for {desired} bytes, the cap is {cap}"
+                )
             }
         }
     }
@@ -146,10 +149,16 @@ impl tokio::io::AsyncWrite for GuestStream {
         // Accept everything: what does not fit is counted and dropped.
         std::task::Poll::Ready(Ok(buf.len()))
     }
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
-    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 }
@@ -165,7 +174,12 @@ pub struct Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_cap {
             return Err(wasmtime::Error::new(Stop::MemoryLimit {
                 desired,
@@ -175,7 +189,12 @@ impl ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= self.table_elements)
     }
 
@@ -220,22 +239,36 @@ impl durable::Host for RunState {
     async fn begin_step(&mut self, name: String) -> wasmtime::Result<durable::Step> {
         let checkpoint_name = self.ctx.next_checkpoint_name(&name);
         let value = self.ctx.checkpoint(&checkpoint_name).map(|v| v.to_string());
-        Ok(durable::Step { checkpoint_name, value })
+        Ok(durable::Step {
+            checkpoint_name,
+            value,
+        })
     }
 
-    async fn complete_step(&mut self, checkpoint_name: String, value: String) -> wasmtime::Result<Result<(), String>> {
+    async fn complete_step(
+        &mut self,
+        checkpoint_name: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), String>> {
         let value = match parse_json("the step's value", &value) {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
-        self.ctx.store_checkpoint(&checkpoint_name, &value).await.map_err(stop)?;
+        self.ctx
+            .store_checkpoint(&checkpoint_name, &value)
+            .await
+            .map_err(stop)?;
         Ok(Ok(()))
     }
 
     async fn sleep_for(&mut self, step_name: String, seconds: f64) -> wasmtime::Result<()> {
         if !seconds.is_finite() {
             return Err(stop(TaskError::Failed(
-                Failure::new("$InvalidCall", format!("sleep-for({step_name:?}): {seconds} is not a number of seconds")).permanent(),
+                Failure::new(
+                    "$InvalidCall",
+                    format!("sleep-for({step_name:?}): {seconds} is not a number of seconds"),
+                )
+                .permanent(),
             )));
         }
         self.ctx.sleep_for(&step_name, seconds).await.map_err(stop)
@@ -244,7 +277,11 @@ impl durable::Host for RunState {
     async fn sleep_until(&mut self, step_name: String, unix_millis: i64) -> wasmtime::Result<()> {
         let Some(at) = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(unix_millis) else {
             return Err(stop(TaskError::Failed(
-                Failure::new("$InvalidCall", format!("sleep-until({step_name:?}): {unix_millis} ms is out of range")).permanent(),
+                Failure::new(
+                    "$InvalidCall",
+                    format!("sleep-until({step_name:?}): {unix_millis} ms is out of range"),
+                )
+                .permanent(),
             )));
         };
         self.ctx.sleep_until(&step_name, at).await.map_err(stop)
@@ -257,11 +294,19 @@ impl durable::Host for RunState {
         timeout_seconds: Option<u32>,
     ) -> wasmtime::Result<Option<String>> {
         let timeout = timeout_seconds.map(|t| t.min(i32::MAX as u32) as i32);
-        let r = self.ctx.await_event(&event, step_name.as_deref(), timeout).await.map_err(stop)?;
+        let r = self
+            .ctx
+            .await_event(&event, step_name.as_deref(), timeout)
+            .await
+            .map_err(stop)?;
         Ok(r.map(|v| v.to_string()))
     }
 
-    async fn emit_event(&mut self, event: String, payload: String) -> wasmtime::Result<Result<(), String>> {
+    async fn emit_event(
+        &mut self,
+        event: String,
+        payload: String,
+    ) -> wasmtime::Result<Result<(), String>> {
         if event.trim().is_empty() {
             return Ok(Err("event name must not be empty".into()));
         }
@@ -283,7 +328,12 @@ impl durable::Host for RunState {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
-        let headers = match options.headers.as_deref().map(|h| parse_json("the headers", h)).transpose() {
+        let headers = match options
+            .headers
+            .as_deref()
+            .map(|h| parse_json("the headers", h))
+            .transpose()
+        {
             Ok(h) => h,
             Err(e) => return Ok(Err(e)),
         };
@@ -293,7 +343,11 @@ impl durable::Host for RunState {
             idempotency_key: options.idempotency_key,
             ..Default::default()
         };
-        match self.ctx.spawn(options.queue.as_deref(), &task_name, &params, &opts).await {
+        match self
+            .ctx
+            .spawn(options.queue.as_deref(), &task_name, &params, &opts)
+            .await
+        {
             Ok(s) => Ok(Ok(s.task_id.to_string())),
             Err(TaskError::Failed(f)) if !f.retryable => Ok(Err(f.message)),
             Err(e) => Err(stop(e)),
@@ -311,7 +365,10 @@ impl log::Host for RunState {
         if !self.log_budget.take(message.as_bytes()) {
             self.logs_dropped += 1;
             if self.logs_dropped == 1 {
-                warn!(guest = true, "guest log budget exhausted; dropping further guest output");
+                warn!(
+                    guest = true,
+                    "guest log budget exhausted; dropping further guest output"
+                );
             }
             return Ok(());
         }
