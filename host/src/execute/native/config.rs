@@ -409,7 +409,9 @@ impl NativeConfig {
         };
 
         let workdir_root = match get("workdir_root") {
-            None => std::env::temp_dir().join("absurd-host-native"),
+            // Per user: a directory another user created first would not be writable.
+            None => std::env::temp_dir()
+                .join(format!("absurd-host-native-{}", unsafe { libc::geteuid() })),
             Some((v, o)) => {
                 let s = v
                     .as_str()
