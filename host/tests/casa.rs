@@ -5,12 +5,13 @@
 //! "skipped: …" and passes; set `ABSURD_REQUIRE_CASA=1` to make a missing venv a failure.
 
 mod common;
+use common::no_backoff as opts;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use absurd_host::client::{Client, RetryStrategy, SpawnOptions, State, TaskResult};
+use absurd_host::client::{Client, State, TaskResult};
 use common::{repo_root, wait_for, TestDb, WorkerProc};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -70,14 +71,6 @@ fn run_script(venv: &Path, cwd: &Path, args: &[&str]) -> Value {
         .find_map(|l| l.strip_prefix("RESULT "))
         .unwrap_or_else(|| panic!("no RESULT line from {args:?}:\n{stdout}"));
     serde_json::from_str(line).unwrap()
-}
-
-fn opts(max_attempts: i32) -> SpawnOptions {
-    SpawnOptions {
-        max_attempts: Some(max_attempts),
-        retry_strategy: Some(RetryStrategy::none()),
-        ..Default::default()
-    }
 }
 
 async fn run_task(client: &Client, task: &str, params: Value, attempts: i32) -> (Uuid, TaskResult) {

@@ -177,14 +177,7 @@ async fn task_and_event_commands_cover_a_task_lifecycle() {
     assert_eq!(new["created"], true);
 
     // Cancel the new copy, so that the retried original is the only claimable task.
-    let c = json(
-        url,
-        &[
-            "task",
-            "cancel",
-            &new["task_id"].as_str().unwrap().to_string(),
-        ],
-    );
+    let c = json(url, &["task", "cancel", new["task_id"].as_str().unwrap()]);
     assert_eq!(c["state"], "cancelled");
     // Waiting: an event-driven completion observed by `task result --wait`.
     let run = client.claim("jobs", "w", 30, 1).await.unwrap().remove(0);

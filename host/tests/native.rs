@@ -3,12 +3,13 @@
 //! The CASA tests at the end run real CASA when its venv exists (`scripts/setup-casa`).
 
 mod common;
+use common::{no_backoff as opts, setup, terminal};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use absurd_host::client::{Client, RetryStrategy, SpawnOptions, State, TaskResult};
-use common::{temp_file, wait_for, TestDb, WorkerProc};
+use absurd_host::client::{Client, State, TaskResult};
+use common::{temp_file, wait_for, WorkerProc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -68,32 +69,6 @@ keep_workdir = "always"
         flood = flood.display(),
     );
     temp_file("absurd-host.toml", &text)
-}
-
-fn opts(max_attempts: i32) -> SpawnOptions {
-    SpawnOptions {
-        max_attempts: Some(max_attempts),
-        retry_strategy: Some(RetryStrategy::none()),
-        ..Default::default()
-    }
-}
-
-async fn setup(queue: &str) -> (TestDb, Client) {
-    let db = TestDb::migrated().await;
-    let client = Client::new(db.pool.clone());
-    client.create_queue(queue).await.unwrap();
-    (db, client)
-}
-
-async fn terminal(client: &Client, queue: &str, task: Uuid, limit: Duration) -> TaskResult {
-    wait_for(&format!("task {task} to finish"), limit, || async {
-        client
-            .task_result(queue, task)
-            .await
-            .unwrap()
-            .filter(|r| r.state.is_terminal())
-    })
-    .await
 }
 
 /// Runs one task to its end and returns its result row.

@@ -2,11 +2,12 @@
 //! durable replay, and crash isolation.
 
 mod common;
+use common::{setup, terminal};
 
 use std::time::Duration;
 
-use absurd_host::client::{Client, RetryStrategy, SpawnOptions, State, TaskResult};
-use common::{components_dir, temp_file, wait_for, TestDb, WorkerProc};
+use absurd_host::client::{RetryStrategy, SpawnOptions, State};
+use common::{components_dir, temp_file, wait_for, WorkerProc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -73,29 +74,7 @@ builtin = "echo"
 }
 
 fn once() -> SpawnOptions {
-    SpawnOptions {
-        max_attempts: Some(1),
-        retry_strategy: Some(RetryStrategy::none()),
-        ..Default::default()
-    }
-}
-
-async fn setup(queue: &str) -> (TestDb, Client) {
-    let db = TestDb::migrated().await;
-    let client = Client::new(db.pool.clone());
-    client.create_queue(queue).await.unwrap();
-    (db, client)
-}
-
-async fn terminal(client: &Client, queue: &str, task: Uuid, limit: Duration) -> TaskResult {
-    wait_for(&format!("task {task} to finish"), limit, || async {
-        client
-            .task_result(queue, task)
-            .await
-            .unwrap()
-            .filter(|r| r.state.is_terminal())
-    })
-    .await
+    common::no_backoff(1)
 }
 
 #[tokio::test]

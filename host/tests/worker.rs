@@ -1,11 +1,12 @@
 //! `absurd-host worker` as operators run it: real processes against real PostgreSQL.
 
 mod common;
+use common::{no_backoff as opts, setup, terminal};
 
 use std::time::{Duration, Instant};
 
-use absurd_host::client::{Client, RetryStrategy, SpawnOptions, State, TaskFilter};
-use common::{temp_file, wait_for, TestDb, WorkerProc};
+use absurd_host::client::{Client, State, TaskFilter};
+use common::{temp_file, wait_for, WorkerProc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -35,37 +36,6 @@ kind = "builtin"
 
 fn config() -> std::path::PathBuf {
     temp_file("absurd-host.toml", CONFIG)
-}
-
-fn opts(max_attempts: i32) -> SpawnOptions {
-    SpawnOptions {
-        max_attempts: Some(max_attempts),
-        retry_strategy: Some(RetryStrategy::none()),
-        ..Default::default()
-    }
-}
-
-async fn setup(queue: &str) -> (TestDb, Client) {
-    let db = TestDb::migrated().await;
-    let client = Client::new(db.pool.clone());
-    client.create_queue(queue).await.unwrap();
-    (db, client)
-}
-
-async fn terminal(
-    client: &Client,
-    queue: &str,
-    task: Uuid,
-    limit: Duration,
-) -> absurd_host::client::TaskResult {
-    wait_for(&format!("task {task} to finish"), limit, || async {
-        client
-            .task_result(queue, task)
-            .await
-            .unwrap()
-            .filter(|r| r.state.is_terminal())
-    })
-    .await
 }
 
 /// Tasks spawned into the dead-letter queue for `task`.

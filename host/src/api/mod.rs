@@ -19,6 +19,7 @@ pub mod health;
 pub mod openapi;
 pub mod prometheus;
 mod tasks;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -194,6 +195,9 @@ pub fn router(client: Client, settings: ApiSettings, counters: Counters) -> Rout
     for (method, path) in ROUTES {
         r = r.route(path, method_router(method, path));
     }
+    for (path, _, _) in ui::FILES {
+        r = r.route(path, get(ui::serve));
+    }
     r.fallback(|| async { ApiError::not_found("Not Found") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
@@ -259,7 +263,8 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
         .map(str::to_string);
     match &st.settings.token {
         Some(token) => {
-            if path != HEALTH_PATH {
+            // The dashboard's static files hold no data; its API calls send the token.
+            if path != HEALTH_PATH && !ui::is_static(&path) {
                 let given = req
                     .headers()
                     .get(header::AUTHORIZATION)

@@ -322,3 +322,41 @@ pub fn components_dir() -> PathBuf {
     })
     .clone()
 }
+
+// ---- tasks -----------------------------------------------------------------------------------
+
+use absurd_host::client::{Client, RetryStrategy, SpawnOptions, TaskResult};
+
+/// Spawn options: at most `max_attempts` attempts, retried at once (no back-off).
+pub fn no_backoff(max_attempts: i32) -> SpawnOptions {
+    SpawnOptions {
+        max_attempts: Some(max_attempts),
+        retry_strategy: Some(RetryStrategy::none()),
+        ..Default::default()
+    }
+}
+
+/// A migrated database with `queue` created, and a client for it.
+pub async fn setup(queue: &str) -> (TestDb, Client) {
+    let db = TestDb::migrated().await;
+    let client = Client::new(db.pool.clone());
+    client.create_queue(queue).await.unwrap();
+    (db, client)
+}
+
+/// Waits until the task is completed, failed or cancelled, and returns its result.
+pub async fn terminal(
+    client: &Client,
+    queue: &str,
+    task: uuid::Uuid,
+    limit: Duration,
+) -> TaskResult {
+    wait_for(&format!("task {task} to finish"), limit, || async {
+        client
+            .task_result(queue, task)
+            .await
+            .unwrap()
+            .filter(|r| r.state.is_terminal())
+    })
+    .await
+}

@@ -1,0 +1,499 @@
+// absurd-host operator dashboard: plain JavaScript over the public HTTP API (/api/absurd).
+// Views are addressed by the URL hash: #/, #/tasks?queue=&state=&name=&cursor=, #/tasks/<id>,
+// #/workers.
+"use strict";
+
+const API = "/api/absurd";
+const STATES = ["pending", "running", "sleeping", "completed", "failed", "cancelled"];
+const REFRESH_MS = 5000;
+const TOKEN_KEY = "absurd-api-token";
+const history_ = {}; // queue -> [completed_last_1m samples] since the page was opened
+let timer = null;
+let generation = 0; // bumps on every navigation so that stale renders are dropped
+
+// ---- helpers ---------------------------------------------------------------------------------
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : String(c));
+  }
+  return el;
+}
+
+function svg(tag, attrs) {
+  const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+  return el;
+}
+
+class HttpError extends Error {
+  constructor(status, detail) {
+    super(`${status}: ${detail}`);
+    this.status = status;
+    this.detail = detail;
+  }
+}
+
+async function api(path, options = {}) {
+  const headers = { Accept: "application/json" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (options.body !== undefined) headers["Content-Type"] = "application/json";
+  const resp = await fetch(API + path, {
+    method: options.method || "GET",
+    headers,
+    body: options.body === undefined ? undefined : JSON.stringify(options.body),
+  });
+  let data = null;
+  try {
+    data = await resp.json();
+  } catch (_) {
+    data = null;
+  }
+  if (resp.status === 401) {
+    askToken(data && data.detail);
+    throw new HttpError(401, (data && data.detail) || "token required");
+  }
+  if (!resp.ok) throw new HttpError(resp.status, (data && data.detail) || resp.statusText);
+  return data;
+}
+
+function askToken(detail) {
+  const sec = document.getElementById("token");
+  if (!sec.hidden) return;
+  sec.hidden = false;
+  if (detail) sec.querySelector("p").textContent = `${detail}. The token is kept in this browser tab only (sessionStorage).`;
+  document.getElementById("token-input").focus();
+}
+
+let flashedAt = 0;
+
+function flash(text, kind = "info") {
+  flashedAt = Date.now();
+  const f = document.getElementById("flash");
+  f.replaceChildren(h("p", { class: `flash flash-${kind}` }, text));
+}
+
+function pad(n) {
+  return String(n).padStart(2, "0");
+}
+
+function utc(iso) {
+  if (!iso) return "–";
+  const d = new Date(iso);
+  return `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())} UTC`;
+}
+
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "–";
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+}
+
+function ago(iso) {
+  if (!iso) return "";
+  const s = (Date.now() - new Date(iso).getTime()) / 1000;
+  return s >= 0 ? `${duration(s)} ago` : `in ${duration(-s)}`;
+}
+
+/// A time: UTC text plus relative age, machine-readable in <time>.
+function when(iso) {
+  if (!iso) return h("span", { class: "muted" }, "–");
+  return h("time", { datetime: iso, title: iso }, utc(iso), h("span", { class: "age" }, ` (${ago(iso)})`));
+}
+
+function stateBadge(state) {
+  return h("span", { class: `state state-${state}` }, state);
+}
+
+function json(v) {
+  return h("pre", { class: "json" }, JSON.stringify(v, null, 2));
+}
+
+function taskLink(id, text) {
+  return h("a", { href: `#/tasks/${encodeURIComponent(id)}`, class: "mono" }, text || id);
+}
+
+function hashQuery() {
+  const hash = location.hash.replace(/^#/, "") || "/";
+  const [path, qs] = hash.split("?");
+  return { path, params: new URLSearchParams(qs || "") };
+}
+
+function setView(title, ...children) {
+  document.title = `${title} · absurd-host`;
+  const view = document.getElementById("view");
+  view.replaceChildren(h("h2", { id: "view-title" }, title), ...children.filter((c) => c !== null && c !== undefined && c !== false));
+  for (const a of document.querySelectorAll("nav a")) {
+    const active = a.dataset.view === currentView();
+    if (active) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+}
+
+function currentView() {
+  const { path } = hashQuery();
+  if (path.startsWith("/tasks")) return "tasks";
+  if (path.startsWith("/workers")) return "workers";
+  return "overview";
+}
+
+function table(caption, headers, rows, empty) {
+  if (!rows.length) return h("p", { class: "muted" }, empty || "None.");
+  return h(
+    "table",
+    {},
+    h("caption", {}, caption),
+    h("thead", {}, h("tr", {}, headers.map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, rows.map((r) => h("tr", {}, r.map((c) => h("td", {}, c))))),
+  );
+}
+
+// ---- health (header) -------------------------------------------------------------------------
+
+async function loadHealth() {
+  try {
+    const resp = await fetch(`${API}/health/detailed`, {
+      headers: sessionStorage.getItem(TOKEN_KEY) ? { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}` } : {},
+    });
+    if (resp.status === 401) {
+      document.getElementById("health").textContent = "Health: token needed";
+      askToken();
+      return null;
+    }
+    const v = await resp.json();
+    const el = document.getElementById("health");
+    el.replaceChildren("Health: ", h("span", { class: `state health-${v.status}` }, v.status), ` — ${v.message}`);
+    return v;
+  } catch (e) {
+    document.getElementById("health").textContent = `Health: unknown (${e.message})`;
+    return null;
+  }
+}
+
+// ---- overview --------------------------------------------------------------------------------
+
+function sparkline(queue, value) {
+  const hist = (history_[queue] = history_[queue] || []);
+  hist.push(value || 0);
+  if (hist.length > 60) hist.shift();
+  const w = 120;
+  const ht = 24;
+  const max = Math.max(1, ...hist);
+  const step = hist.length > 1 ? w / (hist.length - 1) : w;
+  const pts = hist.map((v, i) => `${(i * step).toFixed(1)},${(ht - 2 - (v / max) * (ht - 4)).toFixed(1)}`).join(" ");
+  const s = svg("svg", { width: w, height: ht, viewBox: `0 0 ${w} ${ht}`, role: "img", class: "spark" });
+  const title = svg("title", {});
+  title.textContent = `completions in the last minute, sampled every 5 s since this page opened: ${hist.join(", ")}`;
+  s.append(title, svg("line", { x1: 0, y1: ht - 2, x2: w, y2: ht - 2, stroke: "#d0d7de", "stroke-width": 1 }));
+  if (hist.length > 1) s.append(svg("polyline", { points: pts, fill: "none", stroke: "currentColor", "stroke-width": 1.5 }));
+  else s.append(svg("circle", { cx: 2, cy: ht - 2 - (hist[0] / max) * (ht - 4), r: 1.5, fill: "currentColor" }));
+  return s;
+}
+
+function isDlq(name, health) {
+  return name.endsWith("-dlq") || name === `${health.queue}-dlq`;
+}
+
+async function overview(gen) {
+  const [names, health] = await Promise.all([api("/queues"), loadHealth()]);
+  const stats = await Promise.all(names.map((q) => api(`/queues/${encodeURIComponent(q)}/stats`).catch(() => null)));
+  if (gen !== generation) return;
+  const rows = stats.filter(Boolean).map((s) => {
+    const link = (state, n) =>
+      h("a", { href: `#/tasks?queue=${encodeURIComponent(s.queue_name)}${state ? `&state=${state}` : ""}`, "aria-label": `${n} ${state || "total"} tasks in ${s.queue_name}` }, String(n));
+    return [
+      h("span", {}, h("a", { href: `#/tasks?queue=${encodeURIComponent(s.queue_name)}`, class: "qname" }, s.queue_name), health && isDlq(s.queue_name, health) ? h("span", { class: "muted" }, " (dead letters)") : null),
+      ...STATES.map((st) => h("span", { class: s[st] ? `count count-${st}` : "count zero", "data-queue": s.queue_name, "data-state": st }, link(st, s[st]))),
+      h("span", { "data-queue": s.queue_name, "data-state": "total" }, link("", s.total)),
+      s.oldest_pending_age_seconds === null ? h("span", { class: "muted" }, "none pending") : duration(s.oldest_pending_age_seconds),
+      h("span", { class: "tp" }, `${s.throughput.completed_last_1m} / ${s.throughput.completed_last_5m} / ${s.throughput.completed_last_15m}`),
+      sparkline(s.queue_name, s.throughput.completed_last_1m),
+    ];
+  });
+  const cards = [];
+  if (health && health.workers) {
+    cards.push(
+      h("div", { class: "card" }, h("h3", {}, "Active workers"), h("p", { class: "big", id: "active-workers" }, String(health.workers.active)), h("p", { class: "muted" }, `${health.workers.recent} seen in the last 5 min`)),
+      h("div", { class: "card" }, h("h3", {}, "Dead letters pending"), h("p", { class: "big", id: "dead-letters" }, String(health.dead_letters_pending ?? 0))),
+      h("div", { class: "card" }, h("h3", {}, "Queue depth"), h("p", { class: "big" }, String(health.queue_depth ?? "–")), h("p", { class: "muted" }, "pending + running, without dead-letter queues")),
+      h("div", { class: "card" }, h("h3", {}, "Oldest pending"), h("p", { class: "big" }, duration(health.oldest_pending_age_seconds))),
+    );
+  }
+  const issues = health ? [...(health.alerts || []), ...(health.warnings || [])] : [];
+  setView(
+    "Overview",
+    h("div", { class: "cards" }, cards),
+    issues.length ? h("ul", { class: "issues" }, issues.map((i) => h("li", { class: `issue-${i.level}` }, h("strong", {}, `${i.level}: `), i.message))) : null,
+    table(
+      "Queues: tasks by state (links open the filtered list); throughput = completions in the last 1 / 5 / 15 minutes",
+      ["Queue", ...STATES.map((s) => stateBadge(s)), "Total", "Oldest pending", "Done 1/5/15 min", "Trend (1 min rate)"],
+      rows,
+      "No queues yet: a worker creates its queues at start, or run `absurd-host queue create`.",
+    ),
+  );
+}
+
+// ---- task list -------------------------------------------------------------------------------
+
+async function taskList(gen, params) {
+  const queue = params.get("queue") || "";
+  const state = params.get("state") || "";
+  const name = params.get("name") || "";
+  const cursor = params.get("cursor") || "";
+  const back = params.get("back") || "";
+  const q = new URLSearchParams({ limit: params.get("limit") || "25" });
+  if (queue) q.set("queue_name", queue);
+  if (state) q.set("status", state);
+  if (name) q.set("task_name", name);
+  if (cursor) q.set("cursor", cursor);
+  const [queues, page] = await Promise.all([api("/queues"), api(`/tasks?${q}`)]);
+  if (gen !== generation) return;
+  const select = (id, label, value, options) =>
+    h("div", { class: "field" }, h("label", { for: id }, label), h("select", { id, name: id }, h("option", { value: "" }, "any"), options.map((o) => h("option", { value: o, selected: o === value }, o))));
+  const form = h(
+    "form",
+    {
+      class: "filters",
+      "aria-label": "Filter tasks",
+      onsubmit: (e) => {
+        e.preventDefault();
+        const f = new URLSearchParams();
+        for (const k of ["queue", "state", "name"]) {
+          const v = form.elements[k].value.trim();
+          if (v) f.set(k, v);
+        }
+        location.hash = `#/tasks?${f}`;
+      },
+    },
+    select("queue", "Queue", queue, queues),
+    select("state", "State", state, STATES),
+    h("div", { class: "field" }, h("label", { for: "name" }, "Task name"), h("input", { id: "name", name: "name", value: name, placeholder: "e.g. echo" })),
+    h("button", { type: "submit" }, "Apply"),
+    h("a", { href: "#/tasks", class: "button secondary" }, "Clear"),
+  );
+  const rows = page.tasks.map((t) => [taskLink(t.task_id, t.task_id.slice(0, 8) + "…"), t.task_name, t.queue_name, stateBadge(t.status), `${t.attempts} / ${t.max_attempts}`, when(t.created_at)]);
+  const here = new URLSearchParams(params);
+  const nav = h("nav", { class: "pager", "aria-label": "Pages" });
+  if (cursor) {
+    const prev = new URLSearchParams(here);
+    const stack = back ? back.split(",") : ["-"];
+    const p = stack.pop();
+    if (p && p !== "-") prev.set("cursor", p);
+    else prev.delete("cursor");
+    if (stack.length) prev.set("back", stack.join(","));
+    else prev.delete("back");
+    nav.append(h("a", { href: `#/tasks?${prev}`, class: "button secondary" }, "← Previous page"));
+  }
+  if (page.next_cursor) {
+    const next = new URLSearchParams(here);
+    next.set("cursor", page.next_cursor);
+    next.set("back", back ? `${back},${cursor || "-"}` : cursor || "-");
+    nav.append(h("a", { href: `#/tasks?${next}`, class: "button secondary" }, "Next page →"));
+  }
+  setView(
+    "Tasks",
+    form,
+    h("p", { id: "task-total" }, `${page.total} task${page.total === 1 ? "" : "s"} match; showing ${page.tasks.length} (newest first).`),
+    table("Tasks", ["Task", "Name", "Queue", "State", "Attempts", "Created"], rows, "No tasks match."),
+    nav,
+  );
+}
+
+// ---- one task --------------------------------------------------------------------------------
+
+function failureView(reason) {
+  if (!reason) return h("span", { class: "muted" }, "–");
+  const d = reason.details || {};
+  const text = reason.name && reason.message ? `${reason.name}: ${reason.message}` : reason.message || JSON.stringify(reason);
+  const extra = [];
+  if (d.cause) extra.push(h("p", {}, h("strong", {}, "Trap cause: "), String(d.cause)));
+  for (const k of ["stderr_tail", "stdout_tail"]) {
+    if (d[k]) extra.push(h("p", {}, h("strong", {}, `${k.replace("_", " ")}:`)), h("pre", { class: "log" }, String(d[k])));
+  }
+  return h("div", { class: "failure" }, h("p", { class: "failure-text" }, text), extra, h("details", {}, h("summary", {}, "Full failure reason (JSON)"), json(reason)));
+}
+
+async function act(label, fn) {
+  try {
+    const msg = await fn();
+    flash(msg, "ok");
+  } catch (e) {
+    flash(`${label} failed: ${e.detail || e.message}`, "error");
+  }
+  render();
+}
+
+function actions(t) {
+  const box = h("div", { class: "actions", role: "group", "aria-label": "Actions" });
+  const live = ["pending", "running", "sleeping"].includes(t.status);
+  const q = `queue_name=${encodeURIComponent(t.queue_name)}`;
+  if (live) {
+    const confirmBox = h("span", { class: "confirm", hidden: true });
+    const ask = h("button", { type: "button", id: "cancel-task", class: "danger", onclick: () => { confirmBox.hidden = false; confirmBox.querySelector("button").focus(); } }, "Cancel task…");
+    confirmBox.append(
+      "Cancel this task? ",
+      h("button", { type: "button", id: "confirm-cancel", class: "danger", onclick: () => act("Cancel", async () => (await api(`/tasks/${t.task_id}?${q}`, { method: "DELETE" })).message) }, "Yes, cancel it"),
+      " ",
+      h("button", { type: "button", class: "secondary", onclick: () => { confirmBox.hidden = true; ask.focus(); } }, "No"),
+    );
+    box.append(ask, " ", confirmBox);
+  }
+  if (t.status === "failed") {
+    box.append(
+      h("button", { type: "button", id: "retry-task", onclick: () => act("Retry", async () => { const r = await api(`/tasks/${t.task_id}/retry?${q}`, { method: "POST", body: { spawn_new: false } }); return `Task retried in place: attempt ${r.attempt}.`; }) }, "Retry in place"),
+      " ",
+      h("button", {
+        type: "button",
+        id: "retry-new",
+        onclick: () => act("Retry as new", async () => {
+          const r = await api(`/tasks/${t.task_id}/retry?${q}`, { method: "POST", body: { spawn_new: true } });
+          location.hash = `#/tasks/${r.task_id}`;
+          return `Spawned a new task ${r.task_id}.`;
+        }),
+      }, "Retry as a new task"),
+    );
+  }
+  const p = t.params || {};
+  if (t.task_name === "dead-letter" && p.original_task_name && p.original_queue) {
+    box.append(
+      " ",
+      h("button", {
+        type: "button",
+        id: "respawn",
+        onclick: () => act("Re-spawn", async () => {
+          const r = await api("/tasks", { method: "POST", body: { queue_name: p.original_queue, task_name: p.original_task_name, params: p.params || {} } });
+          location.hash = `#/tasks/${r.task_id}`;
+          return `Re-spawned ${p.original_task_name} in ${p.original_queue} as ${r.task_id}.`;
+        }),
+      }, `Re-spawn ${p.original_task_name} in ${p.original_queue}`),
+    );
+  }
+  if (!box.childNodes.length) box.append(h("span", { class: "muted" }, `No actions for a ${t.status} task.`));
+  return box;
+}
+
+async function taskPage(gen, id) {
+  const t = await api(`/tasks/${encodeURIComponent(id)}`);
+  if (gen !== generation) return;
+  const dl = h("dl", { class: "facts" });
+  const fact = (k, v) => dl.append(h("dt", {}, k), h("dd", {}, v));
+  fact("State", stateBadge(t.status));
+  fact("Task name", t.task_name);
+  fact("Queue", h("a", { href: `#/tasks?queue=${encodeURIComponent(t.queue_name)}` }, t.queue_name));
+  fact("Task id", h("span", { class: "mono" }, t.task_id));
+  fact("Attempts", `${t.attempts} of ${t.max_attempts}`);
+  fact("Created", when(t.created_at));
+  fact("Last started", when(t.claimed_at));
+  fact("Finished", when(t.completed_at));
+  fact("Worker", t.worker_id || "–");
+  if (t.cancelled_at) fact("Cancelled", when(t.cancelled_at));
+  if (t.idempotency_key) fact("Idempotency key", h("span", { class: "mono" }, t.idempotency_key));
+  if (t.params && t.params.original_task_id) fact("Original task", taskLink(t.params.original_task_id));
+  const runs = (t.runs || []).map((r) => [String(r.attempt), stateBadge(r.state), r.worker_id || "–", when(r.started_at), when(r.completed_at || r.failed_at), r.wake_event || (r.available_at && r.state === "sleeping" ? `until ${utc(r.available_at)}` : "–"), failureView(r.failure_reason)]);
+  const cps = (t.checkpoints || []).map((c) => [c.checkpoint_name, c.status || "–", when(c.updated_at), json(c.state)]);
+  const waits = (t.waits || []).map((w) => [w.event_name, w.step_name || "–", when(w.timeout_at)]);
+  setView(
+    `Task ${t.task_name}`,
+    h("p", {}, h("a", { href: "#/tasks" }, "← All tasks")),
+    actions(t),
+    dl,
+    t.error ? h("section", { class: "error-box", "aria-labelledby": "err-h" }, h("h3", { id: "err-h" }, "Error"), h("p", { id: "task-error" }, t.error)) : null,
+    h("section", {}, h("h3", {}, "Runs"), table("Runs, oldest first", ["Attempt", "State", "Worker", "Started", "Ended", "Waiting for", "Failure"], runs, "No runs.")),
+    h("section", {}, h("h3", {}, "Checkpoints"), table("Checkpoints", ["Name", "Status", "Updated", "State (JSON)"], cps, "No checkpoints.")),
+    h("section", {}, h("h3", {}, "Event waits"), table("Events this task waits for", ["Event", "Step", "Times out"], waits, "Not waiting for any event.")),
+    h("section", {}, h("h3", {}, "Params"), json(t.params)),
+    t.result !== null && t.result !== undefined ? h("section", {}, h("h3", {}, "Result"), json(t.result)) : null,
+    h("details", {}, h("summary", {}, "Headers, retry strategy, cancellation"), json({ headers: t.headers, retry_strategy: t.retry_strategy, cancellation: t.cancellation })),
+  );
+}
+
+// ---- workers ---------------------------------------------------------------------------------
+
+async function workers(gen) {
+  const health = await loadHealth();
+  const queues = await api("/queues");
+  // In-flight tasks: running tasks of every queue, with their worker from the task details.
+  const lists = await Promise.all(queues.map((q) => api(`/tasks?queue_name=${encodeURIComponent(q)}&status=running&limit=50`).catch(() => ({ tasks: [] }))));
+  const running = lists.flatMap((l) => l.tasks);
+  const details = await Promise.all(running.map((t) => api(`/tasks/${t.task_id}?queue_name=${encodeURIComponent(t.queue_name)}`).catch(() => null)));
+  if (gen !== generation) return;
+  const byWorker = new Map();
+  for (const id of (health && health.workers && health.workers.ids) || []) byWorker.set(id, []);
+  for (const t of details.filter(Boolean)) {
+    const w = t.worker_id || "(unknown)";
+    if (!byWorker.has(w)) byWorker.set(w, []);
+    byWorker.get(w).push(t);
+  }
+  const rows = [...byWorker.entries()].map(([w, ts]) => [
+    h("span", { class: "mono" }, w),
+    ts.length ? h("span", { class: "state state-running" }, "busy") : h("span", { class: "state state-idle" }, "idle"),
+    String(ts.length),
+    ts.length ? h("ul", { class: "plain" }, ts.map((t) => h("li", {}, taskLink(t.task_id, `${t.task_name} (${t.queue_name})`), " since ", when(t.claimed_at)))) : h("span", { class: "muted" }, "–"),
+  ]);
+  setView(
+    "Workers",
+    h("p", { class: "muted" }, "Workers are seen from task runs (Absurd has no heartbeats): those holding a live claim or that started a run in the last 5 minutes. An idle fleet shows no workers."),
+    table("Workers seen recently", ["Worker", "Status", "In flight", "Tasks"], rows, "No worker seen in the last 5 minutes."),
+  );
+}
+
+// ---- routing ---------------------------------------------------------------------------------
+
+function refreshLater() {
+  const busy = document.activeElement && ["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement.tagName);
+  const open = document.querySelector("#view details[open], .confirm:not([hidden])");
+  if (busy || open || !document.getElementById("token").hidden) timer = setTimeout(refreshLater, REFRESH_MS);
+  else render();
+}
+
+async function render() {
+  const gen = ++generation;
+  const { path, params } = hashQuery();
+  try {
+    if (path.startsWith("/tasks/")) await taskPage(gen, decodeURIComponent(path.slice("/tasks/".length)));
+    else if (path.startsWith("/tasks")) await taskList(gen, params);
+    else if (path.startsWith("/workers")) await workers(gen);
+    else await overview(gen);
+    if (path.startsWith("/tasks")) await loadHealth();
+    if (gen === generation) {
+      document.getElementById("refreshed").textContent = `Last refreshed ${utc(new Date().toISOString())}.`;
+      document.body.dataset.ready = currentView();
+    }
+  } catch (e) {
+    if (gen !== generation) return;
+    if (e.status === 401) setView("Sign in", h("p", {}, "Enter the API token above to continue."));
+    else setView("Error", h("p", { class: "flash flash-error" }, e.detail || e.message));
+    document.body.dataset.ready = "error";
+  }
+  clearTimeout(timer);
+  // Auto-refresh, but not while the user types, has details open or is confirming.
+  timer = setTimeout(refreshLater, REFRESH_MS);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("token-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, document.getElementById("token-input").value.trim());
+    document.getElementById("token").hidden = true;
+    render();
+  });
+  window.addEventListener("hashchange", () => {
+    // Keep a message that an action has just shown (retry as new moves to the new task).
+    if (Date.now() - flashedAt > 1000) document.getElementById("flash").replaceChildren();
+    render();
+    document.getElementById("main").focus({ preventScroll: true });
+  });
+  render();
+});

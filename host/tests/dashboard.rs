@@ -1,0 +1,403 @@
+//! The operator dashboard end to end: `absurd-host worker --api` with real tasks, the page
+//! driven in headless Chromium (Debian's `chromium`) through the DevTools protocol by
+//! `tests/dashboard/drive.mjs` (Node, no npm packages). Screenshots of the three views go to
+//! `target/test-output/dashboard/`.
+//!
+//! Skipped, with a message, when Chromium is missing and cannot be installed, or Node is
+//! missing.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use absurd_host::client::{Client, RetryStrategy, SpawnOptions, State, TaskFilter};
+use common::{repo_root, temp_file, wait_for, TestDb, WorkerProc};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+const CONFIG: &str = r#"
+[tasks.echo]
+kind = "builtin"
+
+[tasks.boom]
+kind = "builtin"
+builtin = "fail"
+
+[tasks.nap]
+kind = "builtin"
+"#;
+
+fn which(name: &str) -> Option<PathBuf> {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .ok()?;
+    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !p.is_empty()).then(|| PathBuf::from(p))
+}
+
+/// Debian's chromium, installed with apt-get when missing (and possible).
+fn chromium() -> Result<PathBuf, String> {
+    if let Some(p) = which("chromium") {
+        return Ok(p);
+    }
+    if which("apt-get").is_none() {
+        return Err("chromium is not installed and there is no apt-get".into());
+    }
+    eprintln!("installing chromium with apt-get ...");
+    let out = Command::new("apt-get")
+        .args(["install", "-y", "chromium"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .output()
+        .map_err(|e| format!("cannot run apt-get: {e}"))?;
+    which("chromium").ok_or_else(|| {
+        format!(
+            "`apt-get install -y chromium` did not install it: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        )
+    })
+}
+
+/// `node` and whether it needs `--experimental-websocket` for the WebSocket global.
+fn node() -> Result<(PathBuf, Vec<&'static str>), String> {
+    let node = which("node").ok_or("node is not installed")?;
+    for flags in [vec![], vec!["--experimental-websocket"]] {
+        let out = Command::new(&node)
+            .args(&flags)
+            .args([
+                "-e",
+                "process.exit(typeof WebSocket === 'function' ? 0 : 1)",
+            ])
+            .output()
+            .map_err(|e| format!("cannot run node: {e}"))?;
+        if out.status.success() {
+            return Ok((node, flags));
+        }
+    }
+    Err("this node has no WebSocket (Node 20.10 or later is needed)".into())
+}
+
+/// A plain HTTP GET: `(status line, content type, body)`.
+fn http_get(addr: &str, path: &str) -> (String, String, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.lines().next().unwrap().to_string();
+    let ctype = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    (status, ctype, body.to_string())
+}
+
+async fn state_of(client: &Client, queue: &str, id: Uuid) -> Option<State> {
+    client
+        .task_result(queue, id)
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.state)
+}
+
+async fn wait_state(client: &Client, queue: &str, id: Uuid, want: State) {
+    wait_for(
+        &format!("task {id} to be {want}"),
+        Duration::from_secs(20),
+        || async { (state_of(client, queue, id).await == Some(want)).then_some(()) },
+    )
+    .await;
+}
+
+async fn count(client: &Client, queue: &str, name: &str) -> i64 {
+    client
+        .list_tasks(&TaskFilter {
+            queue: Some(queue.into()),
+            task_name: Some(name.into()),
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await
+        .map(|p| p.total)
+        .unwrap_or(-1)
+}
+
+/// A JavaScript expression: the element's text contains `text`.
+fn has_text(css: &str, text: &str) -> String {
+    format!(
+        "(document.querySelector({}) || {{}}).textContent?.includes({})",
+        json!(css),
+        json!(text)
+    )
+}
+
+fn count_is(state: &str, n: i64) -> String {
+    format!(
+        "document.querySelector('[data-queue=\"work\"][data-state=\"{state}\"]')?.textContent === '{n}'"
+    )
+}
+
+/// Runs the driver on `steps` (blocking: the server is another process).
+fn drive(steps: &Value) -> Value {
+    let chromium = chromium().unwrap();
+    let (node, node_flags) = node().unwrap();
+    let steps_file = temp_file("steps.json", &steps.to_string());
+    let driver = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard/drive.mjs");
+    let out = Command::new(node)
+        .args(node_flags)
+        .arg(driver)
+        .arg(chromium)
+        .arg(steps_file)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|_| {
+        panic!(
+            "driver printed no result: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn check(result: &Value, steps: &Value, server_log: &str) {
+    if result["ok"] != true {
+        let step = result["step"].as_u64().map(|i| steps[i as usize].clone());
+        panic!(
+            "the page failed at step {step:?}: {}\n--- page text ---\n{}\n{}\n{server_log}",
+            result["error"],
+            result["text"].as_str().unwrap_or(""),
+            result["log"].as_str().unwrap_or("")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_shows_queues_tasks_and_acts_from_the_page() {
+    if let Err(e) = chromium().and_then(|_| node()) {
+        eprintln!("skipped: {e}");
+        return;
+    }
+
+    let db = TestDb::migrated().await;
+    let client = Client::new(db.pool.clone());
+    client.create_queue("work").await.unwrap();
+    let once = SpawnOptions {
+        max_attempts: Some(1),
+        retry_strategy: Some(RetryStrategy::none()),
+        ..Default::default()
+    };
+    let spawn = |name: &'static str, params: Value| {
+        let (client, once) = (client.clone(), once.clone());
+        async move {
+            client
+                .spawn("work", name, &params, &once)
+                .await
+                .unwrap()
+                .task_id
+        }
+    };
+    let mut echoes = vec![];
+    for i in 0..3 {
+        echoes.push(spawn("echo", json!({"i": i})).await);
+    }
+    let boom_in_place = spawn("boom", json!({"n": 1})).await;
+    let boom_as_new = spawn("boom", json!({"n": 2})).await;
+    let nap = spawn("nap", json!({"seconds": 600})).await;
+
+    let config = temp_file("absurd-host.toml", CONFIG);
+    let worker = WorkerProc::start(
+        &db.url,
+        &config,
+        &[
+            "--queue",
+            "work",
+            "--worker-id",
+            "w-dash",
+            "--api",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let addr = wait_for("the API to listen", Duration::from_secs(30), || async {
+        let log = worker.log_text();
+        let i = log.find("API listening on http://")?;
+        let rest = &log[i + "API listening on http://".len()..];
+        Some(rest.split_whitespace().next()?.to_string())
+    })
+    .await;
+
+    for id in &echoes {
+        wait_state(&client, "work", *id, State::Completed).await;
+    }
+    wait_state(&client, "work", boom_in_place, State::Failed).await;
+    wait_state(&client, "work", boom_as_new, State::Failed).await;
+    wait_state(&client, "work", nap, State::Sleeping).await;
+    // Both failures are copied to the dead-letter queue (asynchronously).
+    wait_for("two dead letters", Duration::from_secs(20), || async {
+        (count(&client, "work-dlq", "dead-letter").await == 2).then_some(())
+    })
+    .await;
+    let dead_letter = client
+        .list_tasks(&TaskFilter {
+            queue: Some("work-dlq".into()),
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .tasks[0]
+        .task_id;
+
+    // The static files are served, without the API's JSON errors.
+    let (status, ctype, body) = http_get(&addr, "/");
+    assert!(status.contains(" 200"), "{status}");
+    assert!(ctype.starts_with("text/html"), "{ctype}");
+    assert!(body.contains("/ui/app.js"));
+    let (status, ctype, _) = http_get(&addr, "/ui/app.js");
+    assert!(
+        status.contains(" 200") && ctype.starts_with("text/javascript"),
+        "{status} {ctype}"
+    );
+
+    let out_dir = repo_root().join("target/test-output/dashboard");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let shot = |name: &str| json!({"screenshot": out_dir.join(name)});
+    let base = format!("http://{addr}/");
+    let url = |hash: &str| json!({"goto": format!("{base}#{hash}")});
+    let wait = |js: String| json!({"wait": js});
+    let click = |css: &str| json!({"click": css});
+    let steps = json!([
+        // Overview: the counts by state, dead letters, a worker seen.
+        url("/"),
+        wait(count_is("completed", 3)),
+        wait(count_is("failed", 2)),
+        wait(count_is("sleeping", 1)),
+        wait(count_is("pending", 0)),
+        wait(count_is("total", 6)),
+        wait(has_text("#dead-letters", "2")),
+        wait(has_text("#view", "work-dlq")),
+        wait(has_text("#health", "Health:")),
+        shot("overview.png"),
+        // Tasks: the real total, filters from the URL and from the form.
+        url("/tasks?queue=work"),
+        wait(has_text("#task-total", "6 tasks match")),
+        shot("tasks.png"),
+        url("/tasks?queue=work&state=failed"),
+        wait(has_text("#task-total", "2 tasks match")),
+        wait("[...document.querySelectorAll('#view tbody tr')].every(r => r.textContent.includes('boom') && r.textContent.includes('failed'))".to_string()),
+        url("/tasks?queue=work&limit=4"),
+        wait(has_text("#view", "Next page")),
+        click(".pager a"),
+        wait(has_text("#view", "Previous page")),
+        wait("document.querySelectorAll('#view tbody tr').length === 2".to_string()),
+        // A failed task's page shows its failure; retry it in place from the page.
+        url(&format!("/tasks/{boom_in_place}")),
+        wait(has_text("#task-error", "the fail builtin always fails")),
+        wait(has_text("#view table", "w-dash")),
+        wait(has_text(".failure-text", "BuiltinFailure")),
+        shot("task.png"),
+        click("#retry-task"),
+        wait(has_text("#flash", "retried in place")),
+        // Retry as a new task: the page moves to the new task.
+        url(&format!("/tasks/{boom_as_new}")),
+        click("#retry-new"),
+        wait(has_text("#flash", "Spawned a new task")),
+        wait(format!("!location.hash.includes('{boom_as_new}') && location.hash.startsWith('#/tasks/')")),
+        // Cancel the sleeping task, confirming inline.
+        url(&format!("/tasks/{nap}")),
+        wait(has_text("#view .facts", "sleeping")),
+        click("#cancel-task"),
+        click("#confirm-cancel"),
+        wait(has_text("#flash", "cancelled")),
+        wait(has_text("#view .facts", "cancelled")),
+        // Re-spawn from a dead letter.
+        url(&format!("/tasks/{dead_letter}")),
+        click("#respawn"),
+        wait(has_text("#flash", "Re-spawned boom in work")),
+        // Workers.
+        url("/workers"),
+        wait(has_text("#view", "w-dash")),
+    ]);
+    let result = drive(&steps);
+    check(&result, &steps, "");
+
+    // What the clicks did, as the database sees it.
+    assert_eq!(state_of(&client, "work", nap).await, Some(State::Cancelled));
+    let details = client
+        .get_task("work", boom_in_place)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        details.runs.len() >= 2,
+        "retry in place adds a run: {:?}",
+        details.runs
+    );
+    // Two boom tasks spawned, one retried as new, one re-spawned from the dead letter.
+    assert_eq!(count(&client, "work", "boom").await, 4);
+
+    // With a token, the page asks for it once and sends it (`absurd-host serve` on the same
+    // database).
+    let log = temp_file("serve.log", "");
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_absurd-host"))
+        .args([
+            "serve",
+            "--database-url",
+            &db.url,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("ABSURD_API_TOKEN", "dash-secret")
+        .env_remove("ABSURD_API_LISTEN")
+        .env_remove("ABSURD_DATABASE_URL")
+        .env("ABSURD_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start absurd-host serve");
+    let token_addr = wait_for("serve to listen", Duration::from_secs(30), || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let i = text.find("API listening on http://")?;
+        let rest = &text[i + "API listening on http://".len()..];
+        Some(rest.split_whitespace().next()?.to_string())
+    })
+    .await;
+    let steps = json!([
+        {"goto": format!("http://{token_addr}/#/")},
+        wait("!document.getElementById('token').hidden".to_string()),
+        wait("(document.getElementById('token-input').value = 'dash-secret', true)".to_string()),
+        click("#token-form button"),
+        wait(count_is("completed", 3)),
+        wait("sessionStorage.getItem('absurd-api-token') === 'dash-secret'".to_string()),
+    ]);
+    let result = drive(&steps);
+    let _ = serve.kill();
+    let _ = serve.wait();
+    check(
+        &result,
+        &steps,
+        &std::fs::read_to_string(&log).unwrap_or_default(),
+    );
+
+    for name in ["overview.png", "tasks.png", "task.png"] {
+        let len = std::fs::metadata(out_dir.join(name)).unwrap().len();
+        assert!(len > 10_000, "{name} is only {len} bytes");
+    }
+    drop(worker);
+}
