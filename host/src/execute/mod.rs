@@ -264,7 +264,34 @@ impl TaskContext {
     /// Suspends the run until `wake_at` (the run is re-executed from the start then, and
     /// completed steps replay from their checkpoints). Returns `Ok(())` once the time has come.
     pub async fn sleep_until(&self, step: &str, wake_at: DateTime<Utc>) -> Result<(), TaskError> {
+        self.sleep(step, |_| wake_at).await
+    }
+
+    /// Suspends the run for `seconds`, counted on the database clock.
+    pub async fn sleep_for(&self, step: &str, seconds: f64) -> Result<(), TaskError> {
+        let delta = chrono::Duration::milliseconds((seconds.max(0.0) * 1000.0) as i64);
+        self.sleep(step, |now| now + delta).await
+    }
+
+    /// The database's clock (`absurd.current_time()`, which honours `absurd.fake_now`). Wake-up
+    /// times are compared with it, as `claim_task` compares `available_at` with it: judged by
+    /// the host's clock instead, a host running behind the database would find a woken task
+    /// "not yet" due and put it back to sleep over and over.
+    async fn db_now(&self) -> Result<DateTime<Utc>, TaskError> {
+        let i = &self.inner;
+        sqlx::query_scalar("select absurd.current_time()")
+            .fetch_one(i.client.pool())
+            .await
+            .map_err(|e| client_failure(ClientError::from_sqlx(e, Some(&i.queue))))
+    }
+
+    async fn sleep(
+        &self,
+        step: &str,
+        wake_at: impl FnOnce(DateTime<Utc>) -> DateTime<Utc>,
+    ) -> Result<(), TaskError> {
         let name = self.next_checkpoint_name(step);
+        let now = self.db_now().await?;
         let wake_at = match self.checkpoint(&name) {
             Some(v) => v
                 .as_str()
@@ -280,13 +307,14 @@ impl TaskContext {
                     )
                 })?,
             None => {
+                let wake_at = wake_at(now);
                 let stamp =
                     Value::String(wake_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, false));
                 self.store_checkpoint(&name, &stamp).await?;
                 wake_at
             }
         };
-        if wake_at <= Utc::now() {
+        if wake_at <= now {
             return Ok(());
         }
         let i = &self.inner;
@@ -295,12 +323,6 @@ impl TaskContext {
             .await
             .map_err(client_failure)?;
         Err(TaskError::Suspended)
-    }
-
-    /// Suspends the run for `seconds`.
-    pub async fn sleep_for(&self, step: &str, seconds: f64) -> Result<(), TaskError> {
-        let delta = chrono::Duration::milliseconds((seconds.max(0.0) * 1000.0) as i64);
-        self.sleep_until(step, Utc::now() + delta).await
     }
 
     /// Waits for an event. `Ok(Some(payload))` once emitted, `Ok(None)` when `timeout_secs`
