@@ -101,9 +101,9 @@ impl DeadLetters {
         Ok(spawned.created)
     }
 
-    /// Finds failed tasks not yet in the dead-letter queue and copies them. Returns how many
-    /// were copied by this call.
-    pub async fn sweep(&mut self) -> Result<usize, ClientError> {
+    /// Finds failed tasks not yet in the dead-letter queue and copies them. Returns the task
+    /// names of the copies this call created (for the counters).
+    pub async fn sweep(&mut self) -> Result<Vec<String>, ClientError> {
         let qerr = |e| ClientError::from_sqlx(e, Some(&self.queue));
         // Where the next sweep may start: no run still in flight now can end up with an
         // earlier claim time.
@@ -137,10 +137,10 @@ impl DeadLetters {
             .fetch_all(self.client.pool())
             .await
             .map_err(qerr)?;
-        let mut copied = 0;
+        let mut copied = Vec::new();
         for row in &rows {
             if self.copy(row).await? {
-                copied += 1;
+                copied.push(row.try_get("task_name").map_err(ClientError::Database)?);
             }
         }
         // A full page may have more behind it: keep the old starting point until drained.

@@ -121,6 +121,8 @@ pub async fn run_with_counters(
             let dl = DeadLetters::new(client.clone(), queue, dlq, &settings.worker_id);
             helpers.spawn(sweep_dead_letters(
                 dl,
+                queue.clone(),
+                counters.clone(),
                 settings.dlq_sweep_interval,
                 background.clone(),
             ));
@@ -182,15 +184,27 @@ pub async fn run_with_counters(
     Ok(counters)
 }
 
-async fn sweep_dead_letters(mut dl: DeadLetters, every: Duration, stop: CancellationToken) {
+async fn sweep_dead_letters(
+    mut dl: DeadLetters,
+    queue: String,
+    counters: Counters,
+    every: Duration,
+    stop: CancellationToken,
+) {
     let mut ready = false;
     loop {
         if !ready {
             ready = dl.ensure_queue().await.is_ok();
         }
         if ready {
-            if let Err(e) = dl.sweep().await {
-                debug!(error = %e, "dead-letter sweep failed; will retry");
+            // Whoever copies a failure first (this sweep or the worker that failed it) counts it.
+            match dl.sweep().await {
+                Ok(names) => {
+                    for name in names {
+                        counters.add(&queue, &name, Event::DeadLettered);
+                    }
+                }
+                Err(e) => debug!(error = %e, "dead-letter sweep failed; will retry"),
             }
         }
         tokio::select! {
