@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -322,6 +323,21 @@ pub struct ListArgs {
     /// Continue after this cursor (printed at the end of the previous page).
     #[arg(long)]
     pub cursor: Option<String>,
+    /// Only tasks enqueued at or after this time (RFC 3339, e.g. 2025-01-01T00:00:00Z).
+    #[arg(long, value_name = "TIME", value_parser = parse_rfc3339)]
+    pub since: Option<DateTime<Utc>>,
+    /// Only tasks enqueued before this time (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = parse_rfc3339)]
+    pub until: Option<DateTime<Utc>>,
+    /// Only tasks whose params (as JSON text) contain this text, ignoring case.
+    #[arg(long, value_name = "TEXT")]
+    pub search: Option<String>,
+}
+
+fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("not an RFC 3339 time (e.g. 2025-01-01T00:00:00Z): {e}"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -637,6 +653,9 @@ async fn task_cmd(
                 task_name: args.task_name,
                 limit: Some(args.limit),
                 cursor: args.cursor,
+                enqueued_after: args.since,
+                enqueued_before: args.until,
+                search: args.search,
             };
             let page = client.list_tasks(&filter).await?;
             if json_out {

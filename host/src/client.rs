@@ -343,6 +343,33 @@ pub struct TaskFilter {
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Only tasks enqueued at or after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enqueued_after: Option<DateTime<Utc>>,
+    /// Only tasks enqueued before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enqueued_before: Option<DateTime<Utc>>,
+    /// Only tasks whose params, as JSON text, contain this (case-insensitive; at most
+    /// [`MAX_SEARCH_CHARS`] characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<String>,
+}
+
+/// The longest text search accepted by [`Client::list_tasks`].
+pub const MAX_SEARCH_CHARS: usize = 200;
+
+/// An `ILIKE` pattern matching `text` anywhere, with `%`, `_` and `\` taken literally.
+fn contains_pattern(text: &str) -> String {
+    let mut p = String::with_capacity(text.len() + 2);
+    p.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
 }
 
 /// A page of tasks, newest first.
@@ -372,6 +399,61 @@ pub struct QueueStats {
     pub completed_last_1m: i64,
     pub completed_last_5m: i64,
     pub completed_last_15m: i64,
+}
+
+/// What a worker did in a time window, from the runs it claimed (see
+/// [`Client::worker_activity`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerActivity {
+    pub worker_id: String,
+    /// The latest start, completion or failure of its runs.
+    pub last_seen: Option<DateTime<Utc>>,
+    pub running: i64,
+    pub completed: i64,
+    pub failed: i64,
+    /// Failed runs whose failure is the WebAssembly sandbox's: [`SANDBOX_FAILURES`].
+    pub sandbox_failures: i64,
+    /// Failed runs whose failure is a native subprocess's: [`SUBPROCESS_FAILURES`].
+    pub subprocess_failures: i64,
+    /// Failed runs that hit the run time limit (`$Timeout`).
+    pub timeouts: i64,
+}
+
+/// `failure_reason.name` of the sandbox's failures.
+pub const SANDBOX_FAILURES: &[&str] = &[
+    "$Trap",
+    "$OutOfFuel",
+    "$MemoryLimit",
+    "$ResultTooLarge",
+    "$InvalidResult",
+];
+/// `failure_reason.name` of a native subprocess's failures.
+pub const SUBPROCESS_FAILURES: &[&str] = &[
+    "$ProgramFailed",
+    "$ProgramKilled",
+    "$NoResult",
+    "$SpawnFailed",
+];
+
+/// Completions and failures of one queue per minute (see [`Client::throughput`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThroughputBucket {
+    /// Start of the minute.
+    pub minute: DateTime<Utc>,
+    pub completed: i64,
+    pub failed: i64,
+}
+
+/// The longest window of [`Client::worker_activity`] and [`Client::throughput`]: a day.
+pub const MAX_WINDOW_MINUTES: i64 = 1440;
+
+fn check_window(minutes: i64) -> Result<()> {
+    if !(1..=MAX_WINDOW_MINUTES).contains(&minutes) {
+        return Err(ClientError::InvalidInput(format!(
+            "minutes must be between 1 and {MAX_WINDOW_MINUTES}, got {minutes}"
+        )));
+    }
+    Ok(())
 }
 
 /// Rows deleted by `cleanup_all_queues` for one queue.
@@ -546,6 +628,132 @@ impl Client {
         })
     }
 
+    /// The registered queues whose tables exist (a queue's tables may have been dropped by
+    /// hand; readers that span every queue skip those).
+    async fn queues_with_tables(&self) -> Result<Vec<String>> {
+        let queues = self.list_queues().await?;
+        let tables: Vec<String> = queues.iter().map(|q| table("r", q)).collect();
+        let present: Vec<bool> = sqlx::query_scalar(
+            "select to_regclass(t) is not null from unnest($1::text[]) with ordinality as x(t, i) order by i",
+        )
+        .bind(&tables)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| ClientError::from_sqlx(e, None))?;
+        Ok(queues
+            .into_iter()
+            .zip(present)
+            .filter_map(|(q, p)| p.then_some(q))
+            .collect())
+    }
+
+    /// Every worker id seen in the last `minutes` (1 to [`MAX_WINDOW_MINUTES`]) over all
+    /// queues: the `claimed_by` of runs started in the window or running now, with counts of
+    /// those runs by state and by kind of failure. Most recently seen first.
+    pub async fn worker_activity(&self, minutes: i64) -> Result<Vec<WorkerActivity>> {
+        check_window(minutes)?;
+        let queues = self.queues_with_tables().await?;
+        if queues.is_empty() {
+            return Ok(vec![]);
+        }
+        let list = |names: &[&str]| {
+            names
+                .iter()
+                .map(|n| quote_literal(n))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let runs = queues
+            .iter()
+            .map(|q| {
+                format!(
+                    "select claimed_by, state, started_at, completed_at, failed_at,                        failure_reason->>'name' as failure_name                      from {r} where claimed_by is not null                        and (state = 'running' or started_at >= (select since from window_))",
+                    r = table("r", q)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" union all ");
+        let sql = format!(
+            "with window_ as (select absurd.current_time() - make_interval(mins => $1) as since),
+             runs as ({runs})
+             select claimed_by as worker_id,
+               max(greatest(started_at, completed_at, failed_at)) as last_seen,
+               count(*) filter (where state = 'running') as running,
+               count(*) filter (where state = 'completed') as completed,
+               count(*) filter (where state = 'failed') as failed,
+               count(*) filter (where state = 'failed' and failure_name in ({sandbox})) as sandbox_failures,
+               count(*) filter (where state = 'failed' and failure_name in ({subprocess})) as subprocess_failures,
+               count(*) filter (where state = 'failed' and failure_name = '$Timeout') as timeouts
+             from runs group by claimed_by
+             order by last_seen desc nulls last, worker_id",
+            sandbox = list(SANDBOX_FAILURES),
+            subprocess = list(SUBPROCESS_FAILURES),
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(minutes as i32)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| ClientError::from_sqlx(e, None))?;
+        let g = |e: sqlx::Error| ClientError::Database(e);
+        rows.iter()
+            .map(|r| {
+                Ok(WorkerActivity {
+                    worker_id: r.try_get("worker_id").map_err(g)?,
+                    last_seen: r.try_get("last_seen").map_err(g)?,
+                    running: r.try_get("running").map_err(g)?,
+                    completed: r.try_get("completed").map_err(g)?,
+                    failed: r.try_get("failed").map_err(g)?,
+                    sandbox_failures: r.try_get("sandbox_failures").map_err(g)?,
+                    subprocess_failures: r.try_get("subprocess_failures").map_err(g)?,
+                    timeouts: r.try_get("timeouts").map_err(g)?,
+                })
+            })
+            .collect()
+    }
+
+    /// A queue's completed and failed runs per minute over the last `minutes` (1 to
+    /// [`MAX_WINDOW_MINUTES`]), oldest first, one bucket per minute (zero-filled); the last
+    /// bucket is the current, partial minute.
+    pub async fn throughput(&self, queue: &str, minutes: i64) -> Result<Vec<ThroughputBucket>> {
+        check_queue_name(queue)?;
+        check_window(minutes)?;
+        let sql = format!(
+            "with now_ as (select date_trunc('minute', absurd.current_time()) as m),
+             buckets as (
+               select generate_series((select m from now_) - make_interval(mins => $1 - 1),
+                                      (select m from now_), interval '1 minute') as minute),
+             done as (
+               select date_trunc('minute', completed_at) as minute, count(*) as n from {r}
+               where state = 'completed' and completed_at >= (select min(minute) from buckets)
+               group by 1),
+             failed as (
+               select date_trunc('minute', failed_at) as minute, count(*) as n from {r}
+               where state = 'failed' and failed_at >= (select min(minute) from buckets)
+               group by 1)
+             select b.minute, coalesce(d.n, 0) as completed, coalesce(f.n, 0) as failed
+             from buckets b
+               left join done d on d.minute = b.minute
+               left join failed f on f.minute = b.minute
+             order by b.minute",
+            r = table("r", queue)
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(minutes as i32)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
+        let g = |e: sqlx::Error| ClientError::Database(e);
+        rows.iter()
+            .map(|r| {
+                Ok(ThroughputBucket {
+                    minute: r.try_get("minute").map_err(g)?,
+                    completed: r.try_get("completed").map_err(g)?,
+                    failed: r.try_get("failed").map_err(g)?,
+                })
+            })
+            .collect()
+    }
+
     // ---- spawning and reading tasks ----------------------------------------------------
 
     pub async fn spawn(
@@ -700,6 +908,24 @@ impl Client {
                 ))
             })?),
         };
+        let pattern = match &filter.search {
+            None => None,
+            Some(t) if t.is_empty() => None,
+            Some(t) => {
+                let n = t.chars().count();
+                if n > MAX_SEARCH_CHARS {
+                    return Err(ClientError::InvalidInput(format!(
+                        "search text is {n} characters long; the limit is {MAX_SEARCH_CHARS}"
+                    )));
+                }
+                if t.contains('\0') {
+                    return Err(ClientError::InvalidInput(
+                        "search text must not contain NUL characters".into(),
+                    ));
+                }
+                Some(contains_pattern(t))
+            }
+        };
         let queues = match &filter.queue {
             Some(q) => {
                 check_queue_name(q)?;
@@ -714,13 +940,17 @@ impl Client {
                 next_cursor: None,
             });
         }
-        // One union over the selected queues; $1 = state, $2 = task name, $3 = cursor.
+        // One union over the selected queues; $1 = state, $2 = task name, $3/$4 = enqueued
+        // after/before, $5 = params search pattern; the page adds $6 = cursor, $7 = limit.
         let per_queue: Vec<String> = queues
             .iter()
             .map(|q| {
                 format!(
                     "select {lit} as queue_name, {TASK_COLUMNS} from {t} \
-                     where ($1::text is null or state = $1) and ($2::text is null or task_name = $2)",
+                     where ($1::text is null or state = $1) and ($2::text is null or task_name = $2) \
+                       and ($3::timestamptz is null or enqueue_at >= $3) \
+                       and ($4::timestamptz is null or enqueue_at < $4) \
+                       and ($5::text is null or params::text ilike $5 escape '\\')",
                     lit = quote_literal(q),
                     t = table("t", q)
                 )
@@ -733,16 +963,22 @@ impl Client {
         let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql))
             .bind(&state)
             .bind(&filter.task_name)
+            .bind(filter.enqueued_after)
+            .bind(filter.enqueued_before)
+            .bind(&pattern)
             .fetch_one(&self.pool)
             .await
             .map_err(qerr)?;
         let page_sql = format!(
-            "select * from ({union}) x where ($3::uuid is null or task_id < $3) \
-             order by task_id desc limit $4"
+            "select * from ({union}) x where ($6::uuid is null or task_id < $6) \
+             order by task_id desc limit $7"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(page_sql))
             .bind(&state)
             .bind(&filter.task_name)
+            .bind(filter.enqueued_after)
+            .bind(filter.enqueued_before)
+            .bind(&pattern)
             .bind(cursor)
             .bind(limit + 1)
             .fetch_all(&self.pool)
@@ -1166,6 +1402,13 @@ mod tests {
         assert_eq!(table("t", "q1"), "absurd.\"t_q1\"");
         assert_eq!(table("r", "we\"ird q"), "absurd.\"r_we\"\"ird q\"");
         assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn search_patterns_take_wildcards_literally() {
+        assert_eq!(contains_pattern("abc"), "%abc%");
+        assert_eq!(contains_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
+        assert_eq!(contains_pattern(""), "%%");
     }
 
     #[test]

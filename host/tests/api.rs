@@ -240,6 +240,11 @@ kind = "builtin"
 [tasks.boom]
 kind = "builtin"
 builtin = "fail"
+
+[tasks.limited]
+kind = "builtin"
+builtin = "sleep"
+timeout = 1
 "#;
 
 async fn setup(queues: &[&str]) -> (TestDb, Client) {
@@ -779,6 +784,206 @@ async fn listing_has_real_totals_and_cursor_pages() {
         .contains("more than once"));
 }
 
+/// A query-string value: RFC 3339 offsets carry a `+`, which means a space unescaped.
+fn qv(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('+', "%2B")
+        .replace(' ', "%20")
+        .replace('&', "%26")
+        .replace('\\', "%5C")
+}
+
+#[tokio::test]
+async fn listing_filters_by_enqueue_time_and_params_text() {
+    let (db, client) = setup(&["a", "b"]).await;
+    let s = Server::serve(&db.url);
+    let addr = s.addr.as_str();
+    let opts = SpawnOptions::default();
+    let mut ids = vec![];
+    for params in [
+        json!({"target": "Alpha Centauri"}),
+        json!({"note": "50% done_now"}),
+        json!({"path": "/data/X\\y"}),
+        json!({"target": "alphabet"}),
+    ] {
+        ids.push(
+            client
+                .spawn("a", "obs", &params, &opts)
+                .await
+                .unwrap()
+                .task_id,
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client
+        .spawn("b", "obs", &json!({"target": "ALPHA in b"}), &opts)
+        .await
+        .unwrap();
+    let total = |path: String| async move {
+        let v = get(addr, &path).await.json();
+        (
+            v["total"].as_i64().unwrap(),
+            v["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["task_id"].as_str().unwrap().parse::<Uuid>().unwrap())
+                .collect::<Vec<_>>(),
+        )
+    };
+
+    // Text search: case-insensitive substring of the params' JSON text, across queues.
+    assert_eq!(total("/api/absurd/tasks?q=alpha".into()).await.0, 3);
+    assert_eq!(
+        total("/api/absurd/tasks?queue_name=a&q=ALPHA".into())
+            .await
+            .0,
+        2
+    );
+    assert_eq!(
+        total("/api/absurd/tasks?queue_name=a&q=centauri".into())
+            .await
+            .1,
+        vec![ids[0]]
+    );
+    // `%`, `_` and `\` are literal, not wildcards.
+    for (text, want) in [
+        ("%", 1),
+        ("50%", 1),
+        ("_", 1),
+        ("e_n", 1),
+        ("\\", 1),
+        ("a%b", 0),
+    ] {
+        let (n, _) = total(format!("/api/absurd/tasks?queue_name=a&q={}", qv(text))).await;
+        assert_eq!(n, want, "q={text:?}");
+    }
+    assert_eq!(
+        total("/api/absurd/tasks?q=".into()).await.0,
+        5,
+        "empty q: no filter"
+    );
+    assert_eq!(
+        total("/api/absurd/tasks?q=nothing-like-it".into()).await.0,
+        0
+    );
+
+    // Time range on the enqueue time: after is inclusive, before exclusive.
+    let created: Vec<String> = {
+        let v = get(addr, "/api/absurd/tasks?queue_name=a").await.json();
+        let mut c: Vec<(Uuid, String)> = v["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["task_id"].as_str().unwrap().parse().unwrap(),
+                    t["created_at"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        c.sort();
+        c.into_iter().map(|(_, t)| t).collect()
+    };
+    let (n, got) = total(format!(
+        "/api/absurd/tasks?queue_name=a&enqueued_after={}",
+        qv(&created[2])
+    ))
+    .await;
+    assert_eq!((n, got), (2, vec![ids[3], ids[2]]));
+    let (n, got) = total(format!(
+        "/api/absurd/tasks?queue_name=a&enqueued_before={}",
+        qv(&created[1])
+    ))
+    .await;
+    assert_eq!((n, got), (1, vec![ids[0]]));
+    let (n, got) = total(format!(
+        "/api/absurd/tasks?queue_name=a&enqueued_after={}&enqueued_before={}&q=alpha",
+        qv(&created[0]),
+        qv(&created[3])
+    ))
+    .await;
+    assert_eq!((n, got), (1, vec![ids[0]]), "both bounds and the search");
+    // `Z` and other offsets are accepted; pages still carry the total.
+    let v = get(
+        addr,
+        "/api/absurd/tasks?enqueued_after=2000-01-01T00:00:00Z&enqueued_before=2999-01-01T01:00:00%2B01:00&limit=2",
+    )
+    .await
+    .json();
+    assert_eq!(v["total"], 5);
+    assert!(v["next_cursor"].is_string());
+    assert_eq!(
+        total("/api/absurd/tasks?enqueued_before=2000-01-01T00:00:00Z".into())
+            .await
+            .0,
+        0
+    );
+
+    // Bad input names the field.
+    for (param, value) in [
+        ("enqueued_after", "yesterday"),
+        ("enqueued_before", "2025-01-01"),
+        ("enqueued_after", "2025-13-01T00:00:00Z"),
+    ] {
+        let d = get(addr, &format!("/api/absurd/tasks?{param}={value}"))
+            .await
+            .detail(400);
+        assert!(d.contains(param) && d.contains("RFC 3339"), "{d}");
+    }
+    let long = "x".repeat(201);
+    let d = get(addr, &format!("/api/absurd/tasks?q={long}"))
+        .await
+        .detail(400);
+    assert!(d.starts_with("q ") && d.contains("200"), "{d}");
+    assert_eq!(
+        total(format!("/api/absurd/tasks?q={}", "x".repeat(200)))
+            .await
+            .0,
+        0
+    );
+    assert!(get(addr, "/api/absurd/tasks?q=a&q=b")
+        .await
+        .detail(400)
+        .contains("more than once"));
+
+    // The CLI has the same filters.
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_absurd-host"))
+            .args(args)
+            .args(["--database-url", &db.url, "--json"])
+            .env_remove("ABSURD_DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "task",
+        "list",
+        "--queue",
+        "a",
+        "--search",
+        "ALPHA",
+        "--since",
+        &created[1],
+        "--until",
+        "2999-01-01T00:00:00Z",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["total"], 1, "{v}");
+    assert_eq!(v["tasks"][0]["task_id"], json!(ids[3]));
+    let out = run(&["task", "list", "--since", "not-a-time"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RFC 3339"));
+    let out = run(&["task", "list", "--search", &long]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("200"));
+}
+
 #[tokio::test]
 async fn stats_metrics_and_health_after_a_known_workload() {
     let (db, _client) = setup(&["work"]).await;
@@ -903,6 +1108,232 @@ async fn stats_metrics_and_health_after_a_known_workload() {
         .map(|q| q["queue_name"].as_str().unwrap())
         .collect();
     assert_eq!(q, vec!["work"]);
+}
+
+/// Claims the next run of `queue` as `worker` and fails it with `name`.
+async fn fail_as(client: &Client, queue: &str, worker: &str, name: &str) {
+    let run = client.claim(queue, worker, 60, 1).await.unwrap().remove(0);
+    client
+        .fail_run(
+            queue,
+            run.run_id,
+            &json!({"name": name, "message": "injected"}),
+            None,
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn workers_and_throughput_after_a_known_workload() {
+    let (db, client) = setup(&["work", "other"]).await;
+    let config = temp_file("absurd-host.toml", CONFIG);
+    let s = Server::start(
+        &[
+            "worker",
+            "--database-url",
+            &db.url,
+            "--config",
+            config.to_str().unwrap(),
+            "--queue",
+            "work",
+            "--worker-id",
+            "w-api",
+            "--api",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let a = s.addr.as_str();
+    // The real worker: two completions, a builtin failure and a timeout (one attempt each).
+    let once = SpawnOptions {
+        max_attempts: Some(1),
+        retry_strategy: Some(RetryStrategy::none()),
+        ..Default::default()
+    };
+    let mut ids = vec![];
+    for (name, params) in [
+        ("echo", json!({"i": 1})),
+        ("echo", json!({"i": 2})),
+        ("boom", json!({})),
+        ("limited", json!({"seconds": 30})),
+    ] {
+        ids.push(
+            client
+                .spawn("work", name, &params, &once)
+                .await
+                .unwrap()
+                .task_id,
+        );
+    }
+    // Failures of other kinds, injected as another worker on another queue; one run left
+    // running.
+    for _ in 0..4 {
+        client.spawn("other", "x", &json!({}), &once).await.unwrap();
+    }
+    fail_as(&client, "other", "w-fake", "$Trap").await;
+    fail_as(&client, "other", "w-fake", "$OutOfFuel").await;
+    fail_as(&client, "other", "w-fake", "$ProgramKilled").await;
+    client.claim("other", "w-fake", 600, 1).await.unwrap();
+    // A worker last seen two hours ago.
+    let old = client.spawn("other", "x", &json!({}), &once).await.unwrap();
+    let run = client
+        .claim("other", "w-old", 60, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(run.task_id, old.task_id);
+    client
+        .complete_run("other", run.run_id, &json!({}))
+        .await
+        .unwrap();
+    sqlx::query(
+        "update absurd.\"r_other\" set started_at = started_at - interval '2 hours', \
+         completed_at = completed_at - interval '2 hours' where claimed_by = 'w-old'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    for id in &ids {
+        wait_for(
+            &format!("task {id} to finish"),
+            Duration::from_secs(30),
+            || async {
+                let v = get(a, &task_path(&id.to_string())).await.json();
+                matches!(v["status"].as_str(), Some("completed" | "failed")).then_some(())
+            },
+        )
+        .await;
+    }
+
+    let v = get(a, "/api/absurd/workers").await.json();
+    assert_eq!(v["minutes"], 60, "{v}");
+    let workers = v["workers"].as_array().unwrap();
+    let by_id = |id: &str| {
+        workers
+            .iter()
+            .find(|w| w["worker_id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} missing: {v}"))
+    };
+    let w = by_id("w-api");
+    assert_eq!(
+        (
+            &w["running"],
+            &w["completed"],
+            &w["failed"],
+            &w["sandbox_failures"],
+            &w["subprocess_failures"],
+            &w["timeouts"]
+        ),
+        (
+            &json!(0),
+            &json!(2),
+            &json!(2),
+            &json!(0),
+            &json!(0),
+            &json!(1)
+        ),
+        "{w}"
+    );
+    let last_seen = chrono::DateTime::parse_from_rfc3339(w["last_seen"].as_str().unwrap()).unwrap();
+    assert!(
+        (chrono::Utc::now() - last_seen.to_utc())
+            .num_seconds()
+            .abs()
+            < 120
+    );
+    let w = by_id("w-fake");
+    assert_eq!(
+        (
+            &w["running"],
+            &w["completed"],
+            &w["failed"],
+            &w["sandbox_failures"],
+            &w["subprocess_failures"],
+            &w["timeouts"]
+        ),
+        (
+            &json!(1),
+            &json!(0),
+            &json!(3),
+            &json!(2),
+            &json!(1),
+            &json!(0)
+        ),
+        "{w}"
+    );
+    assert_eq!(workers.len(), 2, "w-old is outside the last hour: {v}");
+    let v = get(a, "/api/absurd/workers?minutes=180").await.json();
+    let old = v["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["worker_id"] == "w-old")
+        .cloned()
+        .unwrap_or_else(|| panic!("w-old missing: {v}"));
+    assert_eq!(old["completed"], 1);
+    assert_eq!(old["running"], 0);
+    assert_eq!(
+        v["workers"].as_array().unwrap().last().unwrap()["worker_id"],
+        "w-old",
+        "most recent first"
+    );
+
+    // Throughput: one zero-filled bucket per minute, oldest first, ending at this minute.
+    let v = get(a, "/api/absurd/queues/work/throughput?minutes=5")
+        .await
+        .json();
+    assert_eq!(v["queue_name"], "work");
+    assert_eq!(v["minutes"], 5);
+    let buckets = v["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 5, "{v}");
+    let minutes: Vec<chrono::DateTime<chrono::Utc>> = buckets
+        .iter()
+        .map(|b| {
+            chrono::DateTime::parse_from_rfc3339(b["minute"].as_str().unwrap())
+                .unwrap()
+                .to_utc()
+        })
+        .collect();
+    for pair in minutes.windows(2) {
+        assert_eq!((pair[1] - pair[0]).num_seconds(), 60, "{v}");
+    }
+    assert_eq!(minutes[4].timestamp() % 60, 0);
+    assert!((chrono::Utc::now() - minutes[4]).num_seconds() < 120);
+    let sum = |v: &Value, f: &str| {
+        v["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b[f].as_i64().unwrap())
+            .sum::<i64>()
+    };
+    assert_eq!((sum(&v, "completed"), sum(&v, "failed")), (2, 2), "{v}");
+    let v = get(a, "/api/absurd/queues/other/throughput").await.json();
+    assert_eq!(v["minutes"], 60);
+    assert_eq!(v["buckets"].as_array().unwrap().len(), 60);
+    assert_eq!((sum(&v, "completed"), sum(&v, "failed")), (0, 3), "{v}");
+    let v = get(a, "/api/absurd/queues/other/throughput?minutes=180")
+        .await
+        .json();
+    assert_eq!(v["buckets"].as_array().unwrap().len(), 180);
+    assert_eq!((sum(&v, "completed"), sum(&v, "failed")), (1, 3), "{v}");
+
+    // Bad input.
+    for path in [
+        "/api/absurd/workers?minutes=0",
+        "/api/absurd/workers?minutes=1441",
+        "/api/absurd/workers?minutes=abc",
+        "/api/absurd/queues/work/throughput?minutes=-1",
+    ] {
+        assert!(get(a, path).await.detail(400).contains("minutes"), "{path}");
+    }
+    assert!(get(a, "/api/absurd/queues/nope/throughput")
+        .await
+        .detail(404)
+        .contains("nope"));
 }
 
 #[tokio::test]
@@ -1100,7 +1531,7 @@ async fn openapi_document_lists_exactly_the_routes() {
         }
     }
     assert_eq!(
-        get(&s.addr, "/api/absurd/workers").await.detail(404),
+        get(&s.addr, "/api/absurd/nothing-here").await.detail(404),
         "Not Found"
     );
 }

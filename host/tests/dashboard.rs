@@ -152,6 +152,16 @@ fn count_is(state: &str, n: i64) -> String {
     )
 }
 
+/// A JavaScript expression: the queue's sparkline has 60 per-minute points summing to these.
+fn sparkline_has(queue: &str, completed: i64, failed: i64) -> String {
+    format!(
+        "(() => {{ const s = document.querySelector('svg.spark[data-queue=\"{queue}\"]'); \
+           return !!s && s.dataset.points === '60' && s.dataset.completed === '{completed}' \
+             && s.dataset.failed === '{failed}' \
+             && s.querySelector('polyline.spark-completed').getAttribute('points').split(' ').length === 60; }})()"
+    )
+}
+
 /// Runs the driver on `steps` (blocking: the server is another process).
 fn drive(steps: &Value) -> Value {
     let chromium = chromium().unwrap();
@@ -292,11 +302,31 @@ async fn dashboard_shows_queues_tasks_and_acts_from_the_page() {
         wait(has_text("#dead-letters", "2")),
         wait(has_text("#view", "work-dlq")),
         wait(has_text("#health", "Health:")),
+        // The sparkline: the last hour per minute, from the throughput endpoint.
+        wait(sparkline_has("work", 3, 2)),
         shot("overview.png"),
         // Tasks: the real total, filters from the URL and from the form.
         url("/tasks?queue=work"),
         wait(has_text("#task-total", "6 tasks match")),
         shot("tasks.png"),
+        // Text search in params, from the URL and from the form.
+        url("/tasks?queue=work&q=SECONDS"),
+        wait(has_text("#task-total", "1 task match")),
+        wait("[...document.querySelectorAll('#view tbody tr')].every(r => r.textContent.includes('nap'))".to_string()),
+        wait("document.getElementById('q').value === 'SECONDS'".to_string()),
+        url("/tasks?queue=work"),
+        wait(has_text("#task-total", "6 tasks match")),
+        wait("(document.getElementById('q').focus(), document.getElementById('q').value = '\"n\"', true)".to_string()),
+        click(".filters button[type=submit]"),
+        wait("location.hash.includes('q=')".to_string()),
+        wait(has_text("#task-total", "2 tasks match")),
+        wait("[...document.querySelectorAll('#view tbody tr')].every(r => r.textContent.includes('boom'))".to_string()),
+        // The enqueue time range (the inputs are UTC).
+        url("/tasks?queue=work&from=2000-01-01T00:00&to=2000-01-02T00:00"),
+        wait(has_text("#task-total", "0 tasks match")),
+        wait("document.getElementById('from').value.startsWith('2000-01-01T00:00')".to_string()),
+        url("/tasks?queue=work&from=2000-01-01T00:00"),
+        wait(has_text("#task-total", "6 tasks match")),
         url("/tasks?queue=work&state=failed"),
         wait(has_text("#task-total", "2 tasks match")),
         wait("[...document.querySelectorAll('#view tbody tr')].every(r => r.textContent.includes('boom') && r.textContent.includes('failed'))".to_string()),
@@ -329,9 +359,13 @@ async fn dashboard_shows_queues_tasks_and_acts_from_the_page() {
         url(&format!("/tasks/{dead_letter}")),
         click("#respawn"),
         wait(has_text("#flash", "Re-spawned boom in work")),
-        // Workers.
+        // Workers: last seen and failure counts per worker.
         url("/workers"),
         wait(has_text("#view", "w-dash")),
+        wait("Number(document.querySelector('[data-worker=\"w-dash\"][data-count=\"failed\"]')?.textContent) >= 2".to_string()),
+        wait("document.querySelector('[data-worker=\"w-dash\"][data-count=\"sandbox_failures\"]')?.textContent === '0'".to_string()),
+        wait(has_text("#view table", "ago")),
+        shot("workers.png"),
     ]);
     let result = drive(&steps);
     check(&result, &steps, "");
@@ -395,7 +429,7 @@ async fn dashboard_shows_queues_tasks_and_acts_from_the_page() {
         &std::fs::read_to_string(&log).unwrap_or_default(),
     );
 
-    for name in ["overview.png", "tasks.png", "task.png"] {
+    for name in ["overview.png", "tasks.png", "task.png", "workers.png"] {
         let len = std::fs::metadata(out_dir.join(name)).unwrap().len();
         assert!(len > 10_000, "{name} is only {len} bytes");
     }

@@ -2493,6 +2493,7 @@ async fn scenario_list_tasks(db: &TestDb) {
         task_name: name.map(str::to_string),
         limit: Some(1000),
         cursor: None,
+        ..Default::default()
     };
     let ids = |page: &absurd_host::client::TaskPage| {
         page.tasks.iter().map(|t| t.task_id).collect::<HashSet<_>>()

@@ -78,7 +78,10 @@ pub fn document() -> Value {
                          "schema": {"type": "string", "enum": ["pending", "running", "sleeping", "completed", "failed", "cancelled"]}},
                         {"name": "task_name", "in": "query", "required": false, "schema": {"type": "string"}},
                         {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
-                        {"name": "cursor", "in": "query", "required": false, "description": "next_cursor of the previous page (empty: first page)", "schema": {"type": "string"}}
+                        {"name": "cursor", "in": "query", "required": false, "description": "next_cursor of the previous page (empty: first page)", "schema": {"type": "string"}},
+                        {"name": "enqueued_after", "in": "query", "required": false, "description": "Only tasks enqueued at or after this time (RFC 3339; empty: no bound)", "schema": {"type": "string", "format": "date-time"}},
+                        {"name": "enqueued_before", "in": "query", "required": false, "description": "Only tasks enqueued before this time (RFC 3339; empty: no bound)", "schema": {"type": "string", "format": "date-time"}},
+                        {"name": "q", "in": "query", "required": false, "description": "Only tasks whose params, as JSON text, contain this text (case-insensitive; % _ \\ are literal; empty: no filter)", "schema": {"type": "string", "maxLength": 200}}
                     ],
                     "responses": ok("A page of tasks", sref("TaskList"), &[bad, not_found]),
                 }
@@ -134,6 +137,24 @@ pub fn document() -> Value {
                     "summary": "Counts per state, oldest pending age and throughput over 1/5/15 minutes",
                     "parameters": [{"name": "queue_name", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}}],
                     "responses": ok("Statistics", sref("QueueStats"), &[bad, not_found]),
+                }
+            }));
+    let minutes = json!({"name": "minutes", "in": "query", "required": false, "description": "Window length in minutes",
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 1440, "default": 60}});
+    paths.insert("/api/absurd/queues/{queue_name}/throughput".into(), json!({
+                "get": {
+                    "operationId": "queueThroughput",
+                    "summary": "Completed and failed runs per minute over the window, oldest first, zero-filled (the last bucket is the current minute)",
+                    "parameters": [{"name": "queue_name", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}}, minutes.clone()],
+                    "responses": ok("Per-minute counts", sref("Throughput"), &[bad, not_found]),
+                }
+            }));
+    paths.insert("/api/absurd/workers".into(), json!({
+                "get": {
+                    "operationId": "listWorkers",
+                    "summary": "Workers seen in the window (claimed runs started in it or running now, over all queues) with their runs by state and failure kind",
+                    "parameters": [minutes],
+                    "responses": ok("Workers, most recently seen first", sref("WorkerList"), &[bad]),
                 }
             }));
     paths.insert("/api/absurd/health".into(), json!({
@@ -347,6 +368,45 @@ pub fn document() -> Value {
                         "total": {"type": "integer"},
                         "oldest_pending_age_seconds": {"type": "number", "nullable": true},
                         "throughput": {"type": "object"}
+                    }
+                }));
+    schemas.insert("Throughput".into(), json!({
+                    "type": "object", "required": ["queue_name", "minutes", "buckets"],
+                    "properties": {
+                        "queue_name": {"type": "string"},
+                        "minutes": {"type": "integer"},
+                        "buckets": {"type": "array", "items": {
+                            "type": "object", "required": ["minute", "completed", "failed"],
+                            "properties": {
+                                "minute": {"type": "string", "format": "date-time", "description": "Start of the minute (UTC)"},
+                                "completed": {"type": "integer", "description": "Runs completed in the minute"},
+                                "failed": {"type": "integer", "description": "Runs failed in the minute (each failed attempt counts)"}
+                            }
+                        }}
+                    }
+                }));
+    schemas.insert(
+        "WorkerList".into(),
+        json!({
+            "type": "object", "required": ["minutes", "workers"],
+            "properties": {
+                "minutes": {"type": "integer"},
+                "workers": {"type": "array", "items": sref("Worker")}
+            }
+        }),
+    );
+    schemas.insert("Worker".into(), json!({
+                    "type": "object",
+                    "required": ["worker_id", "last_seen", "running", "completed", "failed", "sandbox_failures", "subprocess_failures", "timeouts"],
+                    "properties": {
+                        "worker_id": {"type": "string"},
+                        "last_seen": {"type": "string", "format": "date-time", "nullable": true, "description": "Latest start, completion or failure of its runs"},
+                        "running": {"type": "integer"},
+                        "completed": {"type": "integer"},
+                        "failed": {"type": "integer"},
+                        "sandbox_failures": {"type": "integer", "description": "Failed runs named $Trap, $OutOfFuel, $MemoryLimit, $ResultTooLarge or $InvalidResult"},
+                        "subprocess_failures": {"type": "integer", "description": "Failed runs named $ProgramFailed, $ProgramKilled, $NoResult or $SpawnFailed"},
+                        "timeouts": {"type": "integer", "description": "Failed runs named $Timeout"}
                     }
                 }));
     schemas.insert("Health".into(), json!({

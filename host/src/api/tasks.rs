@@ -6,6 +6,7 @@ use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
+use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
@@ -13,7 +14,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::client::{
     Cancellation, QueueStats, RetryOptions, RetryStrategy, RunInfo, SpawnOptions,
-    State as TaskState, TaskDetails, TaskFilter, TaskSummary,
+    State as TaskState, TaskDetails, TaskFilter, TaskSummary, MAX_SEARCH_CHARS, MAX_WINDOW_MINUTES,
 };
 use crate::metrics::Event;
 
@@ -205,6 +206,20 @@ fn get_param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
+}
+
+/// An optional RFC 3339 time query parameter (empty counts as absent).
+fn time_param(pairs: &[(String, String)], name: &str) -> ApiResult<Option<DateTime<Utc>>> {
+    match get_param(pairs, name) {
+        None | Some("") => Ok(None),
+        Some(v) => DateTime::parse_from_rfc3339(v)
+            .map(|t| Some(t.with_timezone(&Utc)))
+            .map_err(|_| {
+                ApiError::bad_request(format!(
+                    "{name} {v:?} is not an RFC 3339 time (e.g. 2025-01-01T00:00:00Z)"
+                ))
+            }),
+    }
 }
 
 /// The queue holding `task_id`: `queue_name` if given (it must exist), else looked up.
@@ -531,7 +546,19 @@ pub(crate) async fn spawn(
 
 /// `GET /tasks`.
 pub(crate) async fn list(State(st): State<AppState>, q: QueryMap) -> ApiResult {
-    let pairs = query(q, &["queue_name", "status", "task_name", "limit", "cursor"])?;
+    let pairs = query(
+        q,
+        &[
+            "queue_name",
+            "status",
+            "task_name",
+            "limit",
+            "cursor",
+            "enqueued_after",
+            "enqueued_before",
+            "q",
+        ],
+    )?;
     let queue = get_param(&pairs, "queue_name").map(str::to_string);
     if let Some(q) = &queue {
         check_queue("queue_name", q)?;
@@ -568,6 +595,22 @@ pub(crate) async fn list(State(st): State<AppState>, q: QueryMap) -> ApiResult {
             )));
         }
     }
+    let enqueued_after = time_param(&pairs, "enqueued_after")?;
+    let enqueued_before = time_param(&pairs, "enqueued_before")?;
+    let search = get_param(&pairs, "q")
+        .filter(|t| !t.is_empty())
+        .map(str::to_string);
+    if let Some(t) = &search {
+        let n = t.chars().count();
+        if n > MAX_SEARCH_CHARS {
+            return Err(ApiError::bad_request(format!(
+                "q is {n} characters long; the limit is {MAX_SEARCH_CHARS}"
+            )));
+        }
+        if t.contains('\0') {
+            return Err(ApiError::bad_request("q must not contain NUL characters"));
+        }
+    }
     let filter = TaskFilter {
         queue,
         state,
@@ -576,6 +619,9 @@ pub(crate) async fn list(State(st): State<AppState>, q: QueryMap) -> ApiResult {
             .map(str::to_string),
         limit: Some(limit),
         cursor,
+        enqueued_after,
+        enqueued_before,
+        search,
     };
     let page = st.client.list_tasks(&filter).await?;
     let tasks: Vec<Value> = page
@@ -748,4 +794,66 @@ pub(crate) async fn queue_stats(State(st): State<AppState>, queue: PathArg) -> A
         return Err(ApiError::not_found(format!("Queue {queue:?} not found")));
     }
     Ok(Json(stats_json(&st.client.queue_stats(&queue).await?)))
+}
+
+/// The `minutes` query parameter: default 60, 1 to [`MAX_WINDOW_MINUTES`].
+fn minutes_param(q: QueryMap) -> ApiResult<i64> {
+    let pairs = query(q, &["minutes"])?;
+    match get_param(&pairs, "minutes") {
+        None | Some("") => Ok(60),
+        Some(m) => match m.parse::<i64>() {
+            Ok(n) if (1..=MAX_WINDOW_MINUTES).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_request(format!(
+                "minutes must be an integer between 1 and {MAX_WINDOW_MINUTES}, got {m:?}"
+            ))),
+        },
+    }
+}
+
+/// `GET /workers`: every worker seen in the window, with its runs by state and failure kind.
+pub(crate) async fn workers(State(st): State<AppState>, q: QueryMap) -> ApiResult {
+    let minutes = minutes_param(q)?;
+    let workers: Vec<Value> = st
+        .client
+        .worker_activity(minutes)
+        .await?
+        .iter()
+        .map(|w| {
+            json!({
+                "worker_id": w.worker_id,
+                "last_seen": ts(w.last_seen),
+                "running": w.running,
+                "completed": w.completed,
+                "failed": w.failed,
+                "sandbox_failures": w.sandbox_failures,
+                "subprocess_failures": w.subprocess_failures,
+                "timeouts": w.timeouts,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"minutes": minutes, "workers": workers})))
+}
+
+/// `GET /queues/{queue_name}/throughput`: completions and failures per minute.
+pub(crate) async fn queue_throughput(
+    State(st): State<AppState>,
+    queue: PathArg,
+    q: QueryMap,
+) -> ApiResult {
+    let queue = path_arg(queue)?;
+    check_queue("queue_name", &queue)?;
+    let minutes = minutes_param(q)?;
+    if !st.client.queue_exists(&queue).await? {
+        return Err(ApiError::not_found(format!("Queue {queue:?} not found")));
+    }
+    let buckets: Vec<Value> = st
+        .client
+        .throughput(&queue, minutes)
+        .await?
+        .iter()
+        .map(|b| json!({"minute": b.minute.to_rfc3339(), "completed": b.completed, "failed": b.failed}))
+        .collect();
+    Ok(Json(
+        json!({"queue_name": queue, "minutes": minutes, "buckets": buckets}),
+    ))
 }

@@ -1,13 +1,14 @@
 // absurd-host operator dashboard: plain JavaScript over the public HTTP API (/api/absurd).
-// Views are addressed by the URL hash: #/, #/tasks?queue=&state=&name=&cursor=, #/tasks/<id>,
-// #/workers.
+// Views are addressed by the URL hash: #/, #/tasks?queue=&state=&name=&from=&to=&q=&cursor=,
+// #/tasks/<id>, #/workers.
 "use strict";
 
 const API = "/api/absurd";
 const STATES = ["pending", "running", "sleeping", "completed", "failed", "cancelled"];
 const REFRESH_MS = 5000;
 const TOKEN_KEY = "absurd-api-token";
-const history_ = {}; // queue -> [completed_last_1m samples] since the page was opened
+const SPARK_MINUTES = 60; // the overview's sparkline: per-minute counts over the last hour
+const WORKER_MINUTES = 60; // the Workers view's window
 let timer = null;
 let generation = 0; // bumps on every navigation so that stale renders are dropped
 
@@ -184,21 +185,37 @@ async function loadHealth() {
 
 // ---- overview --------------------------------------------------------------------------------
 
-function sparkline(queue, value) {
-  const hist = (history_[queue] = history_[queue] || []);
-  hist.push(value || 0);
-  if (hist.length > 60) hist.shift();
-  const w = 120;
-  const ht = 24;
-  const max = Math.max(1, ...hist);
-  const step = hist.length > 1 ? w / (hist.length - 1) : w;
-  const pts = hist.map((v, i) => `${(i * step).toFixed(1)},${(ht - 2 - (v / max) * (ht - 4)).toFixed(1)}`).join(" ");
-  const s = svg("svg", { width: w, height: ht, viewBox: `0 0 ${w} ${ht}`, role: "img", class: "spark" });
+/// Completions (blue) and failures (red) per minute, from GET /queues/{q}/throughput.
+function sparkline(queue, tp) {
+  const w = 180;
+  const ht = 26;
+  const buckets = (tp && tp.buckets) || [];
+  if (!buckets.length) return h("span", { class: "muted" }, "–");
+  const done = buckets.map((b) => b.completed);
+  const failed = buckets.map((b) => b.failed);
+  const sum = (a) => a.reduce((x, y) => x + y, 0);
+  const max = Math.max(1, ...done, ...failed);
+  const step = buckets.length > 1 ? w / (buckets.length - 1) : w;
+  const y = (v) => (ht - 2 - (v / max) * (ht - 4)).toFixed(1);
+  const points = (vals) => vals.map((v, i) => `${(i * step).toFixed(1)},${y(v)}`).join(" ");
+  const label = `Last ${buckets.length} minutes in ${queue}: ${sum(done)} completed, ${sum(failed)} failed (peak ${max} per minute)`;
+  const s = svg("svg", {
+    width: w,
+    height: ht,
+    viewBox: `0 0 ${w} ${ht}`,
+    role: "img",
+    "aria-label": label,
+    class: "spark",
+    "data-queue": queue,
+    "data-points": buckets.length,
+    "data-completed": sum(done),
+    "data-failed": sum(failed),
+  });
   const title = svg("title", {});
-  title.textContent = `completions in the last minute, sampled every 5 s since this page opened: ${hist.join(", ")}`;
+  title.textContent = `${label}; per minute, oldest first: ${done.join(", ")}`;
   s.append(title, svg("line", { x1: 0, y1: ht - 2, x2: w, y2: ht - 2, stroke: "#d0d7de", "stroke-width": 1 }));
-  if (hist.length > 1) s.append(svg("polyline", { points: pts, fill: "none", stroke: "currentColor", "stroke-width": 1.5 }));
-  else s.append(svg("circle", { cx: 2, cy: ht - 2 - (hist[0] / max) * (ht - 4), r: 1.5, fill: "currentColor" }));
+  s.append(svg("polyline", { class: "spark-completed", points: points(done), fill: "none", stroke: "currentColor", "stroke-width": 1.5 }));
+  if (sum(failed)) s.append(svg("polyline", { class: "spark-failed", points: points(failed), fill: "none", stroke: "#cf222e", "stroke-width": 1.2, "stroke-dasharray": "3 2" }));
   return s;
 }
 
@@ -208,8 +225,12 @@ function isDlq(name, health) {
 
 async function overview(gen) {
   const [names, health] = await Promise.all([api("/queues"), loadHealth()]);
-  const stats = await Promise.all(names.map((q) => api(`/queues/${encodeURIComponent(q)}/stats`).catch(() => null)));
+  const [stats, throughput] = await Promise.all([
+    Promise.all(names.map((q) => api(`/queues/${encodeURIComponent(q)}/stats`).catch(() => null))),
+    Promise.all(names.map((q) => api(`/queues/${encodeURIComponent(q)}/throughput?minutes=${SPARK_MINUTES}`).catch(() => null))),
+  ]);
   if (gen !== generation) return;
+  const tpOf = new Map(throughput.filter(Boolean).map((t) => [t.queue_name, t]));
   const rows = stats.filter(Boolean).map((s) => {
     const link = (state, n) =>
       h("a", { href: `#/tasks?queue=${encodeURIComponent(s.queue_name)}${state ? `&state=${state}` : ""}`, "aria-label": `${n} ${state || "total"} tasks in ${s.queue_name}` }, String(n));
@@ -219,7 +240,7 @@ async function overview(gen) {
       h("span", { "data-queue": s.queue_name, "data-state": "total" }, link("", s.total)),
       s.oldest_pending_age_seconds === null ? h("span", { class: "muted" }, "none pending") : duration(s.oldest_pending_age_seconds),
       h("span", { class: "tp" }, `${s.throughput.completed_last_1m} / ${s.throughput.completed_last_5m} / ${s.throughput.completed_last_15m}`),
-      sparkline(s.queue_name, s.throughput.completed_last_1m),
+      sparkline(s.queue_name, tpOf.get(s.queue_name)),
     ];
   });
   const cards = [];
@@ -237,8 +258,8 @@ async function overview(gen) {
     h("div", { class: "cards" }, cards),
     issues.length ? h("ul", { class: "issues" }, issues.map((i) => h("li", { class: `issue-${i.level}` }, h("strong", {}, `${i.level}: `), i.message))) : null,
     table(
-      "Queues: tasks by state (links open the filtered list); throughput = completions in the last 1 / 5 / 15 minutes",
-      ["Queue", ...STATES.map((s) => stateBadge(s)), "Total", "Oldest pending", "Done 1/5/15 min", "Trend (1 min rate)"],
+      "Queues: tasks by state (links open the filtered list); throughput = completions in the last 1 / 5 / 15 minutes; last hour = completions (line) and failures (dashed red) per minute",
+      ["Queue", ...STATES.map((s) => stateBadge(s)), "Total", "Oldest pending", "Done 1/5/15 min", "Last hour"],
       rows,
       "No queues yet: a worker creates its queues at start, or run `absurd-host queue create`.",
     ),
@@ -251,12 +272,18 @@ async function taskList(gen, params) {
   const queue = params.get("queue") || "";
   const state = params.get("state") || "";
   const name = params.get("name") || "";
+  const from = params.get("from") || "";
+  const to = params.get("to") || "";
+  const text = params.get("q") || "";
   const cursor = params.get("cursor") || "";
   const back = params.get("back") || "";
   const q = new URLSearchParams({ limit: params.get("limit") || "25" });
   if (queue) q.set("queue_name", queue);
   if (state) q.set("status", state);
   if (name) q.set("task_name", name);
+  if (from) q.set("enqueued_after", utcInput(from));
+  if (to) q.set("enqueued_before", utcInput(to));
+  if (text) q.set("q", text);
   if (cursor) q.set("cursor", cursor);
   const [queues, page] = await Promise.all([api("/queues"), api(`/tasks?${q}`)]);
   if (gen !== generation) return;
@@ -270,7 +297,7 @@ async function taskList(gen, params) {
       onsubmit: (e) => {
         e.preventDefault();
         const f = new URLSearchParams();
-        for (const k of ["queue", "state", "name"]) {
+        for (const k of ["queue", "state", "name", "from", "to", "q"]) {
           const v = form.elements[k].value.trim();
           if (v) f.set(k, v);
         }
@@ -280,6 +307,9 @@ async function taskList(gen, params) {
     select("queue", "Queue", queue, queues),
     select("state", "State", state, STATES),
     h("div", { class: "field" }, h("label", { for: "name" }, "Task name"), h("input", { id: "name", name: "name", value: name, placeholder: "e.g. echo" })),
+    h("div", { class: "field" }, h("label", { for: "from" }, "Enqueued from (UTC)"), h("input", { id: "from", name: "from", type: "datetime-local", step: 1, value: from })),
+    h("div", { class: "field" }, h("label", { for: "to" }, "Enqueued before (UTC)"), h("input", { id: "to", name: "to", type: "datetime-local", step: 1, value: to })),
+    h("div", { class: "field" }, h("label", { for: "q" }, "Params contain"), h("input", { id: "q", name: "q", type: "search", value: text, maxlength: 200, placeholder: "text in params, any case" })),
     h("button", { type: "submit" }, "Apply"),
     h("a", { href: "#/tasks", class: "button secondary" }, "Clear"),
   );
@@ -309,6 +339,14 @@ async function taskList(gen, params) {
     table("Tasks", ["Task", "Name", "Queue", "State", "Attempts", "Created"], rows, "No tasks match."),
     nav,
   );
+}
+
+/// A datetime-local value (no zone), read as UTC: "2025-01-01T12:00" -> "2025-01-01T12:00:00Z".
+/// Anything else is passed on as typed (the API answers 400 naming the field).
+function utcInput(v) {
+  if (/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}$/.test(v)) return `${v}:00Z`;
+  if (/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?$/.test(v)) return `${v}Z`;
+  return v;
 }
 
 // ---- one task --------------------------------------------------------------------------------
@@ -422,30 +460,44 @@ async function taskPage(gen, id) {
 // ---- workers ---------------------------------------------------------------------------------
 
 async function workers(gen) {
-  const health = await loadHealth();
-  const queues = await api("/queues");
+  const [activity, queues] = await Promise.all([api(`/workers?minutes=${WORKER_MINUTES}`), api("/queues"), loadHealth()]);
   // In-flight tasks: running tasks of every queue, with their worker from the task details.
   const lists = await Promise.all(queues.map((q) => api(`/tasks?queue_name=${encodeURIComponent(q)}&status=running&limit=50`).catch(() => ({ tasks: [] }))));
   const running = lists.flatMap((l) => l.tasks);
   const details = await Promise.all(running.map((t) => api(`/tasks/${t.task_id}?queue_name=${encodeURIComponent(t.queue_name)}`).catch(() => null)));
   if (gen !== generation) return;
   const byWorker = new Map();
-  for (const id of (health && health.workers && health.workers.ids) || []) byWorker.set(id, []);
+  for (const w of activity.workers) byWorker.set(w.worker_id, { info: w, tasks: [] });
   for (const t of details.filter(Boolean)) {
     const w = t.worker_id || "(unknown)";
-    if (!byWorker.has(w)) byWorker.set(w, []);
-    byWorker.get(w).push(t);
+    if (!byWorker.has(w)) byWorker.set(w, { info: null, tasks: [] });
+    byWorker.get(w).tasks.push(t);
   }
-  const rows = [...byWorker.entries()].map(([w, ts]) => [
+  const count = (w, key, info, cls) => {
+    const n = info ? info[key] : null;
+    return h("span", { class: n ? `count ${cls || ""}` : "count zero", "data-worker": w, "data-count": key }, n === null ? "–" : String(n));
+  };
+  const rows = [...byWorker.entries()].map(([w, { info, tasks }]) => [
     h("span", { class: "mono" }, w),
-    ts.length ? h("span", { class: "state state-running" }, "busy") : h("span", { class: "state state-idle" }, "idle"),
-    String(ts.length),
-    ts.length ? h("ul", { class: "plain" }, ts.map((t) => h("li", {}, taskLink(t.task_id, `${t.task_name} (${t.queue_name})`), " since ", when(t.claimed_at)))) : h("span", { class: "muted" }, "–"),
+    tasks.length || (info && info.running) ? h("span", { class: "state state-running" }, "busy") : h("span", { class: "state state-idle" }, "idle"),
+    info ? when(info.last_seen) : h("span", { class: "muted" }, "–"),
+    String(tasks.length),
+    count(w, "completed", info),
+    count(w, "failed", info, "bad"),
+    count(w, "sandbox_failures", info, "bad"),
+    count(w, "subprocess_failures", info, "bad"),
+    count(w, "timeouts", info, "bad"),
+    tasks.length ? h("ul", { class: "plain" }, tasks.map((t) => h("li", {}, taskLink(t.task_id, `${t.task_name} (${t.queue_name})`), " since ", when(t.claimed_at)))) : h("span", { class: "muted" }, "–"),
   ]);
   setView(
     "Workers",
-    h("p", { class: "muted" }, "Workers are seen from task runs (Absurd has no heartbeats): those holding a live claim or that started a run in the last 5 minutes. An idle fleet shows no workers."),
-    table("Workers seen recently", ["Worker", "Status", "In flight", "Tasks"], rows, "No worker seen in the last 5 minutes."),
+    h("p", { class: "muted" }, `Workers are seen from task runs (Absurd has no heartbeats): those that started a run in the last ${WORKER_MINUTES} minutes or are running one now. Counts are of those runs; sandbox failures are traps, fuel, memory and result errors of WebAssembly tasks, subprocess failures are native programs that failed, were killed, reported no result or could not start. An idle fleet shows no workers.`),
+    table(
+      `Workers seen in the last ${WORKER_MINUTES} minutes, most recent first`,
+      ["Worker", "Status", "Last seen", "In flight", "Completed", "Failed", "Sandbox failures", "Subprocess failures", "Timeouts", "Tasks"],
+      rows,
+      `No worker seen in the last ${WORKER_MINUTES} minutes.`,
+    ),
   );
 }
 
