@@ -1440,3 +1440,15 @@ mod tests {
         assert!("done".parse::<State>().is_err());
     }
 }
+
+#[cfg(test)]
+mod json_numbers {
+    /// PostgreSQL's jsonb prints a number such as 1.7976931348623157e308 in full decimal
+    /// notation; reading it back must give the same number, not an "out of range" error.
+    #[test]
+    fn numbers_near_the_f64_limit_survive_jsonb_output() {
+        let text = format!("{{\"x\": 17976931348623157{}}}", "0".repeat(292));
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["x"].as_f64(), Some(f64::MAX));
+    }
+}
