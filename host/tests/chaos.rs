@@ -10,7 +10,10 @@
 //! Mutation check: `ABSURD_CHAOS_MUTATE=<name>` breaks one guarantee in each scenario's scratch
 //! database (never in the repository), so that the scenario's invariant check must fail:
 //! `complete-unfenced` (complete_run no longer checks the run's state), `no-replay` (runs see
-//! no checkpoints) and `no-sweep` (claims never fail expired leases). See docs/reliability.md.
+//! no checkpoints), `no-sweep` (claims never fail expired leases), `retry-forever` (fail_run
+//! ignores max_attempts), `real-clock` (current_time ignores `absurd.fake_now`), `no-notify`
+//! (no wake-up notifications) and `unlogged-queue` (the queue's tables are UNLOGGED, so a crash
+//! truncates them). See docs/reliability.md.
 
 mod common;
 
@@ -343,11 +346,13 @@ async fn prepare(pool: &PgPool, queue: &str) {
     .await
     .unwrap();
     Client::new(pool.clone()).create_queue(queue).await.unwrap();
-    mutate(pool).await;
+    mutate(pool, queue).await;
 }
 
-/// Applies `ABSURD_CHAOS_MUTATE` to this scratch database (see the module docs).
-async fn mutate(pool: &PgPool) {
+/// Applies `ABSURD_CHAOS_MUTATE` to this scratch database (see the module docs). Most mutations
+/// replace a schema function with a broken copy of itself; `unlogged-queue` alters the queue's
+/// tables instead.
+async fn mutate(pool: &PgPool, queue: &str) {
     let Ok(which) = std::env::var("ABSURD_CHAOS_MUTATE") else {
         return;
     };
@@ -367,6 +372,40 @@ async fn mutate(pool: &PgPool) {
             "r.claim_expires_at <= $1",
             "r.claim_expires_at <= $1 and false",
         ),
+        // fail_run always schedules another attempt: max_attempts (and the host's permanent
+        // failures, which lower it) are ignored, so a poison task is never failed for good.
+        "retry-forever" => (
+            "absurd.fail_run",
+            "v_retry := v_max_attempts is null or",
+            "v_retry := true or v_max_attempts is null or",
+        ),
+        // current_time() ignores absurd.fake_now: the database clock is the real one again.
+        "real-clock" => (
+            "absurd.current_time",
+            "if v_fake is null or",
+            "if true or v_fake is null or",
+        ),
+        // No wake-up notifications: idle workers find new work only by polling.
+        "no-notify" => (
+            "absurd._host_notify_ready",
+            "select pg_notify('absurd_wakeup', p_queue_name)",
+            "select null::void",
+        ),
+        // The queue's tables become UNLOGGED (a tempting speed-up): a crash of PostgreSQL
+        // truncates them, acknowledged commits included.
+        "unlogged-queue" => {
+            for kind in ["t", "r", "c", "e", "w"] {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "alter table {} set unlogged",
+                    t(queue, kind)
+                )))
+                .execute(pool)
+                .await
+                .unwrap();
+            }
+            eprintln!("MUTATION {which} applied to the tables of queue {queue}");
+            return;
+        }
         other => panic!("unknown ABSURD_CHAOS_MUTATE {other:?}"),
     };
     let def: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
