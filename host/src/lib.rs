@@ -16,6 +16,7 @@
 //! [`api`] (the HTTP API: the seed's `/api/absurd` endpoints, health and metrics).
 
 pub mod api;
+pub mod bench;
 pub mod check;
 pub mod claim;
 pub mod cli;
