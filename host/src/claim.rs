@@ -10,6 +10,11 @@
 //! * the poll interval (`ABSURD_WORKER_POLL_INTERVAL`), the fallback for schemas that do not
 //!   notify (one installed by `absurdctl init`) and for notifications missed while the
 //!   listener was reconnecting.
+//!
+//! On our schema a claim goes through the queue's fast path (`absurd._hc_<queue>`, migration
+//! 0009): the same claim as `claim_task`, with cached plans, returning each run's checkpoints,
+//! and sweeping for expired leases and cancellation policies at most once per
+//! [`SWEEP_EVERY`] instead of on every call. On a schema without it, `claim_task` is used.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +26,20 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use serde_json::Value;
+
 use crate::client::{table, ClaimedRun, Client, ClientError};
+
+/// How often a busy claimer asks its claim to also sweep for expired leases and due
+/// cancellations (an idle one sweeps on each poll).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// A claimed run, with its checkpoints when the claim returned them.
+pub struct Claimed {
+    pub run: ClaimedRun,
+    /// `Some` when the fast path loaded them with the claim; `None` means "read them".
+    pub checkpoints: Option<Vec<(String, Value)>>,
+}
 
 /// The notification channel our schema uses.
 pub const WAKEUP_CHANNEL: &str = "absurd_wakeup";
@@ -123,6 +141,9 @@ pub struct Claimer {
     /// Back-off while claims come back empty although runs look due (locked by others).
     empty_backoff: Duration,
     down: bool,
+    /// Whether the queue has a fast path; `None` until first asked.
+    fast: Option<bool>,
+    last_sweep: Option<tokio::time::Instant>,
 }
 
 impl Claimer {
@@ -141,6 +162,8 @@ impl Claimer {
             poll_interval,
             empty_backoff: Duration::from_millis(10),
             down: false,
+            fast: None,
+            last_sweep: None,
         }
     }
 
@@ -149,17 +172,8 @@ impl Claimer {
     }
 
     /// Claims up to `qty` runs. Database trouble is logged once and reported as no runs.
-    pub async fn claim(&mut self, qty: usize) -> Vec<ClaimedRun> {
-        match self
-            .client
-            .claim(
-                &self.queue,
-                &self.worker_id,
-                self.claim_timeout_secs,
-                qty as i32,
-            )
-            .await
-        {
+    pub async fn claim(&mut self, qty: usize) -> Vec<Claimed> {
+        match self.try_claim(qty as i32).await {
             Ok(runs) => {
                 if self.down {
                     info!(queue = %self.queue, "database reachable again; claiming");
@@ -179,6 +193,65 @@ impl Claimer {
                 }
                 Vec::new()
             }
+        }
+    }
+
+    async fn try_claim(&mut self, qty: i32) -> Result<Vec<Claimed>, ClientError> {
+        let fast = match self.fast {
+            Some(f) => f,
+            None => {
+                let f = self.client.has_fast_paths(&self.queue).await?;
+                debug!(queue = %self.queue, fast_path = f, "claim path chosen");
+                self.fast = Some(f);
+                f
+            }
+        };
+        if !fast {
+            let runs = self
+                .client
+                .claim(&self.queue, &self.worker_id, self.claim_timeout_secs, qty)
+                .await?;
+            return Ok(runs
+                .into_iter()
+                .map(|run| Claimed {
+                    run,
+                    checkpoints: None,
+                })
+                .collect());
+        }
+        let now = tokio::time::Instant::now();
+        let sweep = self.last_sweep.is_none_or(|t| now - t >= SWEEP_EVERY);
+        let result = self
+            .client
+            .claim_fast(
+                &self.queue,
+                &self.worker_id,
+                self.claim_timeout_secs,
+                qty,
+                sweep,
+            )
+            .await;
+        match result {
+            Ok(runs) => {
+                if sweep {
+                    self.last_sweep = Some(now);
+                }
+                Ok(runs
+                    .into_iter()
+                    .map(|(run, checkpoints)| Claimed {
+                        run,
+                        checkpoints: Some(checkpoints),
+                    })
+                    .collect())
+            }
+            Err(ClientError::SchemaMissing(msg)) => {
+                // The fast path went away (the queue was dropped and made again by a client
+                // that does not install it, say): ask again next time.
+                debug!(queue = %self.queue, %msg, "fast claim path missing; checking again");
+                self.fast = None;
+                Err(ClientError::SchemaMissing(msg))
+            }
+            Err(e) => Err(e),
         }
     }
 

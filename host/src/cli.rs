@@ -119,6 +119,14 @@ pub enum Command {
     /// native programs) and the database connection and schema, without running anything.
     /// Exits 1 if any check failed.
     Check(crate::check::CheckArgs),
+    /// Benchmark this host against a real PostgreSQL: end-to-end throughput (wasm and builtin
+    /// tasks, one and two worker processes), the Python reference worker side by side, spawn
+    /// rate, pickup latency, Postgres CPU per task (our schema and the upstream one), backlog
+    /// scaling and memory. Every measurement runs in a fresh database of its own on the
+    /// server given by --database-url (it needs CREATEDB), or on a private cluster started
+    /// for the run. Prints a table per scenario and, last, one JSON line with every figure.
+    /// `--quick` is the short run CI does; docs/performance.md has the full figures.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Where the HTTP API listens (for `serve` and `worker --api`). The bearer token is read
@@ -496,7 +504,9 @@ pub async fn run_admin(cli: Cli, config: AbsurdConfig) -> Result<()> {
                 bail!("health is {status}");
             }
         }
-        Command::Dev(_) | Command::Demo(_) | Command::Check(_) => unreachable!("started by main"),
+        Command::Dev(_) | Command::Demo(_) | Command::Check(_) | Command::Bench(_) => {
+            unreachable!("started by main")
+        }
         Command::Event(EventCmd::Emit {
             name,
             queue,

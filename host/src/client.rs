@@ -469,6 +469,25 @@ pub(crate) fn table(prefix: &str, queue: &str) -> String {
     format!("absurd.\"{prefix}_{}\"", queue.replace('"', "\"\""))
 }
 
+fn claimed_run_from_row(r: &PgRow) -> Result<ClaimedRun> {
+    let g = |e: sqlx::Error| ClientError::Database(e);
+    Ok(ClaimedRun {
+        run_id: r.try_get("run_id").map_err(g)?,
+        task_id: r.try_get("task_id").map_err(g)?,
+        attempt: r.try_get("attempt").map_err(g)?,
+        task_name: r.try_get("task_name").map_err(g)?,
+        params: r
+            .try_get::<Option<Value>, _>("params")
+            .map_err(g)?
+            .unwrap_or(Value::Null),
+        retry_strategy: r.try_get("retry_strategy").map_err(g)?,
+        max_attempts: r.try_get("max_attempts").map_err(g)?,
+        headers: r.try_get("headers").map_err(g)?,
+        wake_event: r.try_get("wake_event").map_err(g)?,
+        event_payload: r.try_get("event_payload").map_err(g)?,
+    })
+}
+
 fn check_queue_name(queue: &str) -> Result<()> {
     if queue.is_empty() {
         return Err(ClientError::InvalidInput(
@@ -788,6 +807,39 @@ impl Client {
         .await
         .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
         spawned_from_row(&row)
+    }
+
+    /// Spawns many tasks in one statement (one transaction), with the same `options` each;
+    /// returns them in the order given.
+    pub async fn spawn_batch(
+        &self,
+        queue: &str,
+        tasks: &[(String, Value)],
+        options: &SpawnOptions,
+    ) -> Result<Vec<Spawned>> {
+        check_queue_name(queue)?;
+        if let Some(i) = tasks.iter().position(|(name, _)| name.trim().is_empty()) {
+            return Err(ClientError::InvalidInput(format!(
+                "task name {i} of the batch is empty"
+            )));
+        }
+        let opts = serde_json::to_value(options).expect("options serialise");
+        let names: Vec<&str> = tasks.iter().map(|(n, _)| n.as_str()).collect();
+        let params: Vec<Value> = tasks.iter().map(|(_, p)| p.clone()).collect();
+        let rows = sqlx::query(
+            "select s.task_id, s.run_id, s.attempt, s.created \
+             from unnest($2::text[], $3::jsonb[]) with ordinality as u (task_name, params, i) \
+             cross join lateral absurd.spawn_task($1, u.task_name, u.params, $4) s \
+             order by u.i",
+        )
+        .bind(queue)
+        .bind(&names)
+        .bind(&params)
+        .bind(&opts)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
+        rows.iter().map(spawned_from_row).collect()
     }
 
     /// The task with its runs (oldest first), checkpoints and event waits; `None` if unknown.
@@ -1125,26 +1177,82 @@ impl Client {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
+        rows.iter().map(claimed_run_from_row).collect()
+    }
+
+    /// Whether the queue has absurd-host's per-queue fast paths (migration 0009): a schema
+    /// installed by `absurdctl init` does not, nor does a queue absurd-host cannot name.
+    pub async fn has_fast_paths(&self, queue: &str) -> Result<bool> {
+        let sig = format!("{}(text,integer,integer,boolean)", table("_hc", queue));
+        sqlx::query_scalar("select to_regprocedure($1) is not null")
+            .bind(sig)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| ClientError::from_sqlx(e, Some(queue)))
+    }
+
+    /// Claims like [`Client::claim`] through the queue's fast path, which also returns each
+    /// run's visible checkpoints (so the worker need not load them) and runs the cancellation
+    /// and expired-lease sweeps only when `sweep` is set. Needs [`Client::has_fast_paths`].
+    pub async fn claim_fast(
+        &self,
+        queue: &str,
+        worker_id: &str,
+        claim_timeout_secs: i32,
+        qty: i32,
+        sweep: bool,
+    ) -> Result<Vec<(ClaimedRun, Vec<(String, Value)>)>> {
+        let sql = format!(
+            "select run_id, task_id, attempt, task_name, params, retry_strategy, max_attempts, \
+               headers, wake_event, event_payload, checkpoints from {}($1, $2, $3, $4)",
+            table("_hc", queue)
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(worker_id)
+            .bind(claim_timeout_secs)
+            .bind(qty)
+            .bind(sweep)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
         let g = |e: sqlx::Error| ClientError::Database(e);
         rows.iter()
             .map(|r| {
-                Ok(ClaimedRun {
-                    run_id: r.try_get("run_id").map_err(g)?,
-                    task_id: r.try_get("task_id").map_err(g)?,
-                    attempt: r.try_get("attempt").map_err(g)?,
-                    task_name: r.try_get("task_name").map_err(g)?,
-                    params: r
-                        .try_get::<Option<Value>, _>("params")
-                        .map_err(g)?
-                        .unwrap_or(Value::Null),
-                    retry_strategy: r.try_get("retry_strategy").map_err(g)?,
-                    max_attempts: r.try_get("max_attempts").map_err(g)?,
-                    headers: r.try_get("headers").map_err(g)?,
-                    wake_event: r.try_get("wake_event").map_err(g)?,
-                    event_payload: r.try_get("event_payload").map_err(g)?,
-                })
+                let checkpoints = match r.try_get::<Option<Value>, _>("checkpoints").map_err(g)? {
+                    Some(Value::Array(items)) => items
+                        .into_iter()
+                        .filter_map(|mut c| {
+                            let name = c.get("name")?.as_str()?.to_string();
+                            Some((
+                                name,
+                                c.get_mut("state").map(Value::take).unwrap_or_default(),
+                            ))
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                Ok((claimed_run_from_row(r)?, checkpoints))
             })
             .collect()
+    }
+
+    /// Completes many runs in one statement through the queue's fast path. Returns, for each
+    /// run, its state afterwards: `completed` (by this call, or already), or the state that
+    /// kept it from completing (`cancelled`, `failed`, `pending`, ..., `missing`).
+    pub async fn complete_runs_fast(
+        &self,
+        queue: &str,
+        runs: &[Uuid],
+        results: &[Value],
+    ) -> Result<Vec<(Uuid, String)>> {
+        let sql = format!("select run_id, state from {}($1, $2)", table("_hd", queue));
+        let rows: Vec<(Uuid, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(runs)
+            .bind(results)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
+        Ok(rows)
     }
 
     pub async fn complete_run(&self, queue: &str, run_id: Uuid, result: &Value) -> Result<()> {

@@ -10,7 +10,10 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // `check` prints its own report; its logs would only clutter it.
     // So does `demo` (its warnings still show, such as the contained guests' failures).
-    let quiet = matches!(cli.command, Command::Check(_) | Command::Demo(_));
+    let quiet = matches!(
+        cli.command,
+        Command::Check(_) | Command::Demo(_) | Command::Bench(_)
+    );
     init_tracing(cli.global.log_format, quiet);
     let result = match &cli.command {
         Command::Worker(args) => {
@@ -25,6 +28,11 @@ async fn main() -> std::process::ExitCode {
         }
         Command::Dev(args) => absurd_host::devmode::run_dev(&cli.global, args).await,
         Command::Demo(args) => absurd_host::devmode::run_demo(&cli.global, args).await,
+        Command::Bench(args) => match absurd_host::bench::run(&cli.global, args).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return std::process::ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Command::Check(args) => match absurd_host::check::run(&cli.global, args).await {
             Ok(true) => Ok(()),
             Ok(false) => return std::process::ExitCode::FAILURE,

@@ -4,11 +4,20 @@
 //! or a cancelled one (`AB001`), so a worker that lost its run can never complete or fail the
 //! task. Writes that fail because the database is unreachable are retried with backoff for as
 //! long as the lease could still be ours; after that the lease sweep owns the run.
+//!
+//! Completions go through a [`Completer`], which batches them: on our schema, every run that
+//! finished while the previous batch was being written is completed by the next single call
+//! (`absurd._hd_<queue>`, migration 0009), each run still fenced on its own. There is no added
+//! delay: a lone completion is written at once. On a schema without the fast path (one
+//! installed by `absurdctl init`), each run is completed by its own `complete_run` call.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use tracing::{info, warn};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::client::{ClaimedRun, Client, ClientError, State};
@@ -74,7 +83,7 @@ async fn run_state(client: &Client, queue: &str, task_id: Uuid, run_id: Uuid) ->
         .map(|r| r.state)
 }
 
-/// Completes the run with `result`.
+/// Completes the run with `result`, on its own (see [`Completer`] for batches).
 pub async fn complete(
     client: &Client,
     queue: &str,
@@ -82,8 +91,19 @@ pub async fn complete(
     result: &Value,
     lease: Duration,
 ) -> Settled {
+    complete_one(client, queue, run.task_id, run.run_id, result, lease).await
+}
+
+async fn complete_one(
+    client: &Client,
+    queue: &str,
+    task_id: Uuid,
+    run_id: Uuid,
+    result: &Value,
+    lease: Duration,
+) -> Settled {
     let r = with_retries("complete_run", lease, || {
-        client.complete_run(queue, run.run_id, result)
+        client.complete_run(queue, run_id, result)
     })
     .await;
     match r {
@@ -91,7 +111,7 @@ pub async fn complete(
         Err(e) if e.is_run_lost() => Settled::Lost,
         Err(ClientError::Rejected(msg)) => {
             // A retried write after a commit whose reply was lost: did the first one land?
-            match run_state(client, queue, run.task_id, run.run_id).await {
+            match run_state(client, queue, task_id, run_id).await {
                 Some(State::Completed) => Settled::Completed,
                 Some(State::Cancelled) | Some(State::Failed) => Settled::Lost,
                 _ => {
@@ -105,6 +125,151 @@ pub async fn complete(
             Settled::GaveUp
         }
     }
+}
+
+/// Most runs completed by one statement.
+const MAX_BATCH: usize = 500;
+/// Batches being written at once; completions arriving meanwhile wait and form the next one.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// Completes runs in batches (see the module docs). Cheap to clone; the batching task ends
+/// when the last clone is dropped.
+#[derive(Clone)]
+pub struct Completer {
+    tx: mpsc::UnboundedSender<Completion>,
+    client: Client,
+}
+
+struct Completion {
+    queue: String,
+    task_id: Uuid,
+    run_id: Uuid,
+    result: Value,
+    lease: Duration,
+    done: oneshot::Sender<Settled>,
+}
+
+impl Completer {
+    /// Starts the batching task on the current tokio runtime.
+    pub fn start(client: Client) -> Completer {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(batch_loop(client.clone(), rx));
+        Completer { tx, client }
+    }
+
+    /// Completes the run with `result` in the next batch, and says how that went.
+    pub async fn complete(
+        &self,
+        queue: &str,
+        run: &ClaimedRun,
+        result: Value,
+        lease: Duration,
+    ) -> Settled {
+        let (done, outcome) = oneshot::channel();
+        let c = Completion {
+            queue: queue.to_string(),
+            task_id: run.task_id,
+            run_id: run.run_id,
+            result,
+            lease,
+            done,
+        };
+        if let Err(mpsc::error::SendError(c)) = self.tx.send(c) {
+            // The batching task is gone (the runtime is shutting down): write it directly.
+            let client = &self.client;
+            return complete_one(client, &c.queue, c.task_id, c.run_id, &c.result, c.lease).await;
+        }
+        outcome.await.unwrap_or(Settled::GaveUp)
+    }
+}
+
+async fn batch_loop(client: Client, mut rx: mpsc::UnboundedReceiver<Completion>) {
+    let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+    let fast: Arc<Mutex<HashMap<String, bool>>> = Arc::default();
+    while let Some(first) = rx.recv().await {
+        // Wait for a free batch slot first: whatever arrives meanwhile joins this batch.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        let client = client.clone();
+        let fast = fast.clone();
+        tokio::spawn(async move {
+            let mut by_queue: HashMap<String, Vec<Completion>> = HashMap::new();
+            for c in batch {
+                by_queue.entry(c.queue.clone()).or_default().push(c);
+            }
+            for (queue, batch) in by_queue {
+                write_batch(&client, &fast, &queue, batch).await;
+            }
+            drop(slot);
+        });
+    }
+}
+
+async fn write_batch(
+    client: &Client,
+    fast: &Mutex<HashMap<String, bool>>,
+    queue: &str,
+    batch: Vec<Completion>,
+) {
+    let known = fast.lock().unwrap().get(queue).copied();
+    let use_fast = match known {
+        Some(f) => f,
+        None => match client.has_fast_paths(queue).await {
+            Ok(f) => {
+                fast.lock().unwrap().insert(queue.to_string(), f);
+                f
+            }
+            Err(_) => false,
+        },
+    };
+    if use_fast {
+        let ids: Vec<Uuid> = batch.iter().map(|c| c.run_id).collect();
+        let results: Vec<Value> = batch.iter().map(|c| c.result.clone()).collect();
+        match client.complete_runs_fast(queue, &ids, &results).await {
+            Ok(states) => {
+                let states: HashMap<Uuid, String> = states.into_iter().collect();
+                for c in batch {
+                    let settled = match states.get(&c.run_id).map(String::as_str) {
+                        Some("completed") => Settled::Completed,
+                        Some("cancelled") | Some("failed") => Settled::Lost,
+                        other => {
+                            warn!(run_id = %c.run_id, state = ?other, "the run could not be completed: it is not running");
+                            Settled::Lost
+                        }
+                    };
+                    let _ = c.done.send(settled);
+                }
+                return;
+            }
+            Err(ClientError::SchemaMissing(msg)) => {
+                debug!(%queue, %msg, "batch completion path missing; completing one by one");
+                fast.lock().unwrap().remove(queue);
+            }
+            Err(e) => {
+                // Unreachable database, a dropped connection (did it commit?), ...: the
+                // one-by-one path retries and resolves each run on its own.
+                debug!(%queue, error = %e, "batch completion failed; completing one by one");
+            }
+        }
+    }
+    let mut each = tokio::task::JoinSet::new();
+    for c in batch {
+        let (client, queue) = (client.clone(), queue.to_string());
+        each.spawn(async move {
+            let settled =
+                complete_one(&client, &queue, c.task_id, c.run_id, &c.result, c.lease).await;
+            let _ = c.done.send(settled);
+        });
+    }
+    while each.join_next().await.is_some() {}
 }
 
 /// Fails the run. With `permanent`, the task gets no further attempts: its `max_attempts`

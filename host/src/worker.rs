@@ -15,14 +15,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
-use crate::claim::{Claimer, Wakeups};
+use crate::claim::{Claimed, Claimer, Wakeups};
 use crate::client::{ClaimedRun, Client, SpawnOptions};
 use crate::dead_letter::DeadLetters;
 use crate::dispatch::Registry;
 use crate::execute::{ContextSettings, Failure, TaskContext, TaskError};
 use crate::lease::Leases;
 use crate::metrics::{Counters, Event};
-use crate::settle::{self, Settled};
+use crate::settle::{self, Completer, Settled};
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -59,6 +59,7 @@ struct Shared {
     registry: Registry,
     settings: WorkerSettings,
     leases: Leases,
+    completer: Completer,
     counters: Counters,
     /// Cancelled when the grace period is over: running tasks stop and are handed back.
     hard_stop: CancellationToken,
@@ -91,6 +92,7 @@ pub async fn run_with_counters(
         registry,
         settings: settings.clone(),
         leases: Leases::default(),
+        completer: Completer::start(client.clone()),
         counters: counters.clone(),
         hard_stop: CancellationToken::new(),
         wakeups: wakeups.clone(),
@@ -238,12 +240,12 @@ async fn claim_loop(
         if got > 0 {
             claimer.found_work();
         }
-        for run in runs {
+        for claimed in runs {
             let permit = permits.pop().expect("claimed no more than the free slots");
             let shared = shared.clone();
             let queue = claimer.queue().to_string();
             in_flight.lock().unwrap().spawn(async move {
-                execute_run(&shared, &queue, run).await;
+                execute_run(&shared, &queue, claimed).await;
                 drop(permit);
             });
         }
@@ -267,7 +269,8 @@ async fn claim_loop(
 }
 
 /// Runs one claimed run from dispatch to settle.
-async fn execute_run(shared: &Shared, queue: &str, run: ClaimedRun) {
+async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
+    let Claimed { run, checkpoints } = claimed;
     let span = info_span!(
         "task",
         queue = %queue,
@@ -308,7 +311,7 @@ async fn execute_run(shared: &Shared, queue: &str, run: ClaimedRun) {
                 ..Default::default()
             },
         };
-        let outcome = match TaskContext::load(client.clone(), queue, run.clone(), settings).await {
+        let outcome = match TaskContext::load_with(client.clone(), queue, run.clone(), settings, checkpoints).await {
             Err(e) if e.is_run_lost() => Err(TaskError::RunLost(e)),
             Err(e) => Err(TaskError::Failed(Failure::new("$HostError", format!("could not load checkpoints: {e}")))),
             Ok(ctx) => {
@@ -348,8 +351,8 @@ async fn execute_run(shared: &Shared, queue: &str, run: ClaimedRun) {
         // Settle.
         match outcome {
             Ok(result) => {
-                if settle::complete(client, queue, &run, &result, lease).await == Settled::Completed {
-                    info!(elapsed_ms = elapsed.as_millis() as u64, "completed");
+                if shared.completer.complete(queue, &run, result, lease).await == Settled::Completed {
+                    debug!(elapsed_ms = elapsed.as_millis() as u64, "completed");
                     shared.counters.add(queue, &run.task_name, Event::Completed);
                 }
             }

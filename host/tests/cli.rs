@@ -262,3 +262,70 @@ async fn bad_input_is_refused_with_a_clear_message() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn bench_prints_tables_and_a_final_json_line() {
+    // The benchmark asserts nothing about speed; this checks that it runs against a real
+    // server, reports every figure of the scenarios asked for, and ends with the JSON line.
+    let admin = common::admin_url();
+    let out = Command::new(env!("CARGO_BIN_EXE_absurd-host"))
+        .args([
+            "bench",
+            "--quick",
+            "--only",
+            "spawn,pg-cost",
+            "--tasks",
+            "200",
+        ])
+        .arg("--database-url")
+        .arg(&admin)
+        .arg("--components")
+        .arg(common::components_dir())
+        .env("ABSURD_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run absurd-host bench");
+    let pid = out.id();
+    let out = out.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("== spawn") && stdout.contains("== pg-cost"),
+        "{stdout}"
+    );
+    let last = stdout.lines().last().expect("output");
+    let v: Value = serde_json::from_str(last).expect("the last line is JSON");
+    let figures = v["figures"].as_object().expect("figures");
+    for key in [
+        "spawn.single",
+        "spawn.batched",
+        "pg_cost.ours.one_at_a_time",
+        "pg_cost.ours.batched",
+        "pg_cost.upstream.one_at_a_time",
+        "pg_cost.upstream.batched",
+    ] {
+        let value = figures[key]["value"].as_f64();
+        assert!(
+            value.is_some_and(|x| x.is_finite() && x > 0.0),
+            "{key} = {:?} in {last}",
+            figures.get(key)
+        );
+    }
+    assert_eq!(figures["pg_cost.ours.batched"]["target"], "<= 100");
+    assert!(v["meta"]["machine"].as_str().unwrap().contains("CPUs"));
+    // Every database it made is gone.
+    let pool = absurd_host::db::connect(&admin, 1).await.unwrap();
+    let left: i64 = sqlx::query_scalar(
+        "select count(*) from pg_database where datname like 'absurd\\_bench\\_' || $1 || '\\_%'",
+    )
+    .bind(pid.to_string())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(left, 0);
+}

@@ -48,7 +48,12 @@ impl Target {
 }
 
 impl Figure {
-    pub fn new(scenario: &str, metric: impl Into<String>, value: f64, unit: &'static str) -> Figure {
+    pub fn new(
+        scenario: &str,
+        metric: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+    ) -> Figure {
         Figure {
             scenario: scenario.to_string(),
             metric: metric.into(),
@@ -139,7 +144,12 @@ pub fn fmt_value(v: f64) -> String {
 pub fn table(title: &str, figures: &[Figure]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\n== {title}");
-    let w = figures.iter().map(|f| f.metric.len()).max().unwrap_or(0).max(6);
+    let w = figures
+        .iter()
+        .map(|f| f.metric.len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
     for f in figures {
         let value = format!("{} {}", fmt_value(f.value), f.unit);
         let target = match f.target {

@@ -143,12 +143,27 @@ impl TaskContext {
         run: ClaimedRun,
         settings: ContextSettings,
     ) -> Result<TaskContext, ClientError> {
-        let checkpoints = client
-            .get_checkpoints(queue, run.task_id, run.run_id)
-            .await?
-            .into_iter()
-            .map(|c| (c.checkpoint_name, c.state))
-            .collect();
+        TaskContext::load_with(client, queue, run, settings, None).await
+    }
+
+    /// [`TaskContext::load`], with the checkpoints already read (by the fast claim path) when
+    /// `preloaded` is `Some`.
+    pub async fn load_with(
+        client: Client,
+        queue: &str,
+        run: ClaimedRun,
+        settings: ContextSettings,
+        preloaded: Option<Vec<(String, Value)>>,
+    ) -> Result<TaskContext, ClientError> {
+        let checkpoints = match preloaded {
+            Some(c) => c.into_iter().collect(),
+            None => client
+                .get_checkpoints(queue, run.task_id, run.run_id)
+                .await?
+                .into_iter()
+                .map(|c| (c.checkpoint_name, c.state))
+                .collect(),
+        };
         Ok(TaskContext {
             inner: Arc::new(Inner {
                 client,

@@ -1,0 +1,97 @@
+//! Postgres cost: backend CPU time per completed task, for our schema and for the upstream
+//! schema that `absurdctl init` installs, with the same worker (this host) claiming one at a
+//! time (concurrency 1) and in batches (concurrency 100).
+//!
+//! The CPU is read from `/proc/<pid>/stat` of the backends serving the worker's connections,
+//! so it needs the server on this machine (as a local URL or the embedded cluster) and
+//! permission to read those files; elsewhere the figures are reported as not measured.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::env::{self, BenchDb, Server, WorkerProc, WorkerSpec};
+use super::report::{median, spread, Figure, Target};
+use super::Plan;
+
+const QUEUE: &str = "bench";
+
+pub async fn pg_cost(
+    server: &Server,
+    plan: &Plan,
+    absurdctl: Option<&Path>,
+) -> Result<Vec<Figure>> {
+    let n = if plan.quick { 400 } else { 4000 };
+    let mut figures = Vec::new();
+    let mut schemas = vec!["ours"];
+    if absurdctl.is_some() {
+        schemas.push("upstream");
+    }
+    for schema in schemas {
+        for (mode, conc, target) in [("one_at_a_time", 1, 500.0), ("batched", 100, 100.0)] {
+            let mut values = Vec::new();
+            for _ in 0..plan.reps {
+                let db = match (schema, absurdctl) {
+                    ("upstream", Some(ctl)) => server.upstream(ctl, "pgcost_up", QUEUE).await?,
+                    _ => server.fresh("pgcost", QUEUE).await?,
+                };
+                let r = cost_once(server, plan, &db, n, conc).await;
+                server.drop_db(db).await;
+                values.push(r?);
+            }
+            let mut f = Figure::new("pg_cost", format!("{schema}.{mode}"), median(&values), "µs")
+                .note(format!(
+                    "backend CPU per task, {n} no-op tasks, worker concurrency {conc}; {}",
+                    spread(&values)
+                ));
+            if schema == "ours" {
+                f = f.target(Target::AtMost(target));
+            }
+            figures.push(f);
+        }
+    }
+    Ok(figures)
+}
+
+async fn cost_once(
+    server: &Server,
+    plan: &Plan,
+    db: &BenchDb,
+    n: usize,
+    conc: usize,
+) -> Result<f64> {
+    let mut workers = vec![WorkerProc::start(&WorkerSpec {
+        url: &db.url,
+        config: &plan.config,
+        queue: QUEUE,
+        concurrency: conc,
+        worker_id: format!("bench-pgcost-{}", std::process::id()),
+        app: "absurd-bench",
+    })?];
+    // Wait until the worker is connected (and, on our schema, listening), then measure from
+    // the first spawn to the last completion.
+    let ready =
+        env::wait_listening(server, &db.name, "absurd-bench", Duration::from_secs(10)).await;
+    if ready.is_err() {
+        // The upstream schema sends no notifications, but the worker still listens; give a
+        // slow start a moment longer.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let before = server.backend_cpu(&db.name, "absurd-bench").await;
+    env::spawn_bulk(&db.pool, QUEUE, "noop", n).await?;
+    env::wait_completed(
+        &db.pool,
+        QUEUE,
+        n as i64,
+        Duration::from_secs(600),
+        &mut workers,
+    )
+    .await?;
+    let after = server.backend_cpu(&db.name, "absurd-bench").await;
+    drop(workers);
+    if after.is_empty() {
+        return Ok(f64::NAN);
+    }
+    Ok(1e6 * env::cpu_delta(&before, &after) / n as f64)
+}

@@ -1,0 +1,240 @@
+//! The per-queue fast paths of migration 0009 (`absurd._hc_<queue>` claim and
+//! `absurd._hd_<queue>` batch completion) against the 0.5.1 interface functions they stand in
+//! for: same runs, same leases, same task states, and the checkpoints a replay needs.
+
+mod common;
+
+use std::time::Duration;
+
+use absurd_host::client::{Client, SpawnOptions, State};
+use serde_json::json;
+
+use common::{no_backoff, setup, TestDb};
+
+const Q: &str = "fast";
+
+async fn fake_now(client: &Client, secs_from_now: i64) -> String {
+    let ts: String = sqlx::query_scalar("select (now() + make_interval(secs => $1))::text")
+        .bind(secs_from_now as f64)
+        .fetch_one(client.pool())
+        .await
+        .unwrap();
+    ts
+}
+
+#[tokio::test]
+async fn queues_get_fast_paths_and_lose_them_when_dropped() {
+    let (_db, c) = setup(Q).await;
+    assert!(c.has_fast_paths(Q).await.unwrap());
+    c.drop_queue(Q).await.unwrap();
+    assert!(!c.has_fast_paths(Q).await.unwrap());
+    c.create_queue(Q).await.unwrap();
+    assert!(c.has_fast_paths(Q).await.unwrap());
+
+    // A schema installed by absurdctl has none; the worker then uses claim_task.
+    let up = TestDb::upstream().await;
+    let uc = Client::new(up.pool.clone());
+    uc.create_queue(Q).await.unwrap();
+    assert!(!uc.has_fast_paths(Q).await.unwrap());
+}
+
+#[tokio::test]
+async fn fast_claim_leases_like_claim_task() {
+    let (_db, c) = setup(Q).await;
+    let opts = SpawnOptions::default();
+    let mut spawned = Vec::new();
+    for i in 0..5 {
+        spawned.push(c.spawn(Q, "t", &json!({"i": i}), &opts).await.unwrap());
+    }
+    let got = c.claim_fast(Q, "w-fast", 30, 3, false).await.unwrap();
+    assert_eq!(got.len(), 3);
+    // Oldest first, the same order claim_task uses; fresh tasks have no checkpoints.
+    for (k, (run, cps)) in got.iter().enumerate() {
+        assert_eq!(run.task_id, spawned[k].task_id);
+        assert_eq!(run.run_id, spawned[k].run_id);
+        assert_eq!(run.attempt, 1);
+        assert_eq!(run.params, json!({"i": k}));
+        assert!(cps.is_empty());
+    }
+    let rest = c.claim(Q, "w-generic", 30, 10).await.unwrap();
+    assert_eq!(rest.len(), 2, "claim_task takes what the fast path left");
+
+    for (run, _) in &got {
+        let t = c.get_task(Q, run.task_id).await.unwrap().unwrap();
+        assert_eq!(t.summary.state, State::Running);
+        let r = t.runs.iter().find(|r| r.run_id == run.run_id).unwrap();
+        assert_eq!(r.state, State::Running);
+        assert_eq!(r.claimed_by.as_deref(), Some("w-fast"));
+        assert!(r.claim_expires_at.is_some());
+    }
+    assert!(c.claim_fast(Q, "w", 30, 10, true).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn fast_claim_sweeps_expired_leases_only_when_asked() {
+    let (_db, c) = setup(Q).await;
+    let t = c.spawn(Q, "t", &json!({}), &no_backoff(3)).await.unwrap();
+    let first = c.claim_fast(Q, "w1", 1, 1, false).await.unwrap();
+    assert_eq!(first.len(), 1);
+
+    let mut conn = c.pool().acquire().await.unwrap();
+    let later = fake_now(&c, 5).await;
+    sqlx::query("select set_config('absurd.fake_now', $1, false)")
+        .bind(&later)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let sql = format!("select count(*) from absurd.\"_hc_{Q}\"('w2', 30, 1, $1)");
+    // Without the sweep the expired lease stays; with it, the attempt fails and the retry is
+    // claimed in the same call.
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+        .bind(false)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(true)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let task = c.get_task(Q, t.task_id).await.unwrap().unwrap();
+    assert_eq!(task.runs.len(), 2);
+    assert_eq!(task.runs[0].state, State::Failed);
+    assert_eq!(
+        task.runs[0].failure_reason.as_ref().unwrap()["name"],
+        json!("$ClaimTimeout")
+    );
+    assert_eq!(task.runs[1].state, State::Running);
+    assert_eq!(task.runs[1].claimed_by.as_deref(), Some("w2"));
+}
+
+#[tokio::test]
+async fn fast_claim_returns_checkpoints_and_event_payloads() {
+    let (_db, c) = setup(Q).await;
+    let t = c.spawn(Q, "t", &json!({}), &no_backoff(3)).await.unwrap();
+    let (run1, _) = c.claim_fast(Q, "w", 30, 1, false).await.unwrap().remove(0);
+    c.set_checkpoint(Q, t.task_id, "step-a", &json!({"a": 1}), run1.run_id, None)
+        .await
+        .unwrap();
+    // Wait for an event: the run sleeps; the event wakes it with its payload.
+    let out = c
+        .await_event(Q, t.task_id, run1.run_id, "wait-1", "go", None)
+        .await
+        .unwrap();
+    assert!(out.should_suspend);
+    c.emit_event(Q, "go", Some(&json!({"p": 7}))).await.unwrap();
+    let (woken, cps) = c.claim_fast(Q, "w", 30, 1, false).await.unwrap().remove(0);
+    assert_eq!(woken.run_id, run1.run_id);
+    // emit_event makes the run pending again with the payload (and no wake_event).
+    assert_eq!(woken.event_payload, Some(json!({"p": 7})));
+    assert!(cps.contains(&("step-a".to_string(), json!({"a": 1}))));
+
+    // What the fast path returned is what get_task_checkpoint_states gives a replay.
+    let generic = c.get_checkpoints(Q, t.task_id, woken.run_id).await.unwrap();
+    assert_eq!(generic.len(), cps.len());
+    for g in generic {
+        assert!(cps.contains(&(g.checkpoint_name.clone(), g.state.clone())));
+    }
+
+    // A retry sees the first attempt's checkpoints too.
+    c.fail_run(Q, woken.run_id, &json!({"name": "x"}), None)
+        .await
+        .unwrap();
+    let (retry, cps) = c.claim_fast(Q, "w", 30, 1, false).await.unwrap().remove(0);
+    assert_eq!(retry.attempt, 2);
+    assert!(cps.contains(&("step-a".to_string(), json!({"a": 1}))));
+}
+
+#[tokio::test]
+async fn batch_completion_fences_each_run() {
+    let (_db, c) = setup(Q).await;
+    let opts = SpawnOptions::default();
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        tasks.push(c.spawn(Q, "t", &json!({"i": i}), &opts).await.unwrap());
+    }
+    let claimed = c.claim_fast(Q, "w", 30, 3, false).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    // The second task is cancelled while running: its completion must be refused.
+    c.cancel_task(Q, tasks[1].task_id).await.unwrap();
+    let ids: Vec<_> = claimed.iter().map(|(r, _)| r.run_id).collect();
+    let results = vec![json!({"r": 0}), json!({"r": 1}), json!(null)];
+    let states = c.complete_runs_fast(Q, &ids, &results).await.unwrap();
+    let state_of = |id| {
+        states
+            .iter()
+            .find(|(r, _)| *r == id)
+            .map(|(_, s)| s.clone())
+            .unwrap()
+    };
+    assert_eq!(state_of(ids[0]), "completed");
+    assert_eq!(state_of(ids[1]), "cancelled");
+    assert_eq!(state_of(ids[2]), "completed");
+
+    let r0 = c.task_result(Q, tasks[0].task_id).await.unwrap().unwrap();
+    assert_eq!(r0.state, State::Completed);
+    assert_eq!(r0.result, Some(json!({"r": 0})));
+    let r1 = c.task_result(Q, tasks[1].task_id).await.unwrap().unwrap();
+    assert_eq!(r1.state, State::Cancelled);
+    let r2 = c.task_result(Q, tasks[2].task_id).await.unwrap().unwrap();
+    assert_eq!(r2.state, State::Completed);
+
+    // Completing again changes nothing and reports the run as completed (a retried batch
+    // whose first reply was lost); an unknown run is reported missing.
+    let again = c
+        .complete_runs_fast(Q, &[ids[0], uuid::Uuid::now_v7()], &[json!(1), json!(2)])
+        .await
+        .unwrap();
+    assert_eq!(again[0].1, "completed");
+    assert_eq!(again[1].1, "missing");
+    let r0 = c.task_result(Q, tasks[0].task_id).await.unwrap().unwrap();
+    assert_eq!(r0.result, Some(json!({"r": 0})));
+}
+
+#[tokio::test]
+async fn worker_completes_through_the_fast_paths() {
+    // End to end: a worker process on our schema claims and completes through the fast paths
+    // (visible as `_hc_`/`_hd_` calls in pg_stat_user_functions), and every task completes.
+    let (db, c) = setup(Q).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "alter database \"{}\" set track_functions = 'pl'",
+        db.name
+    )))
+    .execute(c.pool())
+    .await
+    .unwrap();
+    let opts = SpawnOptions::default();
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        ids.push(
+            c.spawn(Q, "echo", &json!({"i": i}), &opts)
+                .await
+                .unwrap()
+                .task_id,
+        );
+    }
+    let config = common::temp_file("absurd-host.toml", "[tasks.echo]\nkind = \"builtin\"\n");
+    let _w = common::WorkerProc::start(&db.url, &config, &["--queue", Q, "--concurrency", "8"]);
+    for (i, id) in ids.iter().enumerate() {
+        let r = common::terminal(&c, Q, *id, Duration::from_secs(60)).await;
+        assert_eq!(r.state, State::Completed);
+        assert_eq!(r.result, Some(json!({"i": i})));
+    }
+    // Function statistics reach the view once the worker's backends report them (at least
+    // every second while they are active).
+    common::wait_for("function statistics", Duration::from_secs(30), || async {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "select funcname::text, calls from pg_stat_user_functions where schemaname = 'absurd' \
+             and funcname in ('_hc_fast', '_hd_fast', 'claim_task', 'complete_run')",
+        )
+        .fetch_all(c.pool())
+        .await
+        .unwrap();
+        let n = |f: &str| rows.iter().find(|(n, _)| n == f).map_or(0, |(_, n)| *n);
+        (n("_hc_fast") > 0 && n("_hd_fast") > 0 && n("claim_task") == 0 && n("complete_run") == 0)
+            .then_some(())
+    })
+    .await;
+}
