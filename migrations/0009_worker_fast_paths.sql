@@ -53,8 +53,14 @@ returns table (
 language plpgsql
 -- A custom plan is rebuilt on every call; after five calls Postgres compares it with a generic
 -- plan, and for these statements its estimate keeps the custom one, which puts planning back
--- on every call. The generic plans are right here: index probes whatever the values.
+-- on every call. The generic plans are right here: index probes whatever the values. A generic
+-- plan cannot know how many runs a call passes or finds, though, and for a guessed hundred it
+-- may hash a whole table; these calls touch a few runs each, by primary key, so joins are
+-- nested loops over index probes, always.
 set plan_cache_mode = force_generic_plan
+set enable_hashjoin = off
+set enable_mergejoin = off
+set enable_seqscan = off
 as $fn$
 #variable_conflict use_column
 declare
@@ -155,8 +161,8 @@ begin
         returning r.run_id, r.wake_event, r.event_payload
     ), timed_out_waits as (
         delete from absurd.%4$I w
-        using leased_tasks k
-        where k.slept and w.run_id = k.run_id and w.timeout_at <= v_now
+        where w.run_id = any (array(select k.run_id from leased_tasks k where k.slept))
+          and w.timeout_at <= v_now
     )
     select k.run_id, k.task_id, k.attempt, k.task_name, k.params, k.retry_strategy,
            k.max_attempts, k.headers, l.wake_event, l.event_payload,
@@ -181,8 +187,14 @@ returns table (run_id uuid, state text)
 language plpgsql
 -- A custom plan is rebuilt on every call; after five calls Postgres compares it with a generic
 -- plan, and for these statements its estimate keeps the custom one, which puts planning back
--- on every call. The generic plans are right here: index probes whatever the values.
+-- on every call. The generic plans are right here: index probes whatever the values. A generic
+-- plan cannot know how many runs a call passes or finds, though, and for a guessed hundred it
+-- may hash a whole table; these calls touch a few runs each, by primary key, so joins are
+-- nested loops over index probes, always.
 set plan_cache_mode = force_generic_plan
+set enable_hashjoin = off
+set enable_mergejoin = off
+set enable_seqscan = off
 as $fn$
 #variable_conflict use_column
 declare
@@ -197,7 +209,9 @@ begin
         update absurd.%3$I r
         set state = 'completed', completed_at = v_now, result = i.result
         from input i
-        where r.run_id = i.run_id and r.state = 'running'
+        -- Found by primary key. (`is true` keeps the fence out of the (state, available_at)
+        -- index, which a generic plan might otherwise walk through every running run.)
+        where r.run_id = i.run_id and (r.state = 'running') is true
         returning r.run_id, r.task_id, r.result
     ), done_tasks as (
         update absurd.%2$I t
@@ -205,7 +219,7 @@ begin
         from done d
         where t.task_id = d.task_id
     ), done_waits as (
-        delete from absurd.%4$I w using done d where w.run_id = d.run_id
+        delete from absurd.%4$I w where w.run_id = any (array(select d.run_id from done d))
     )
     -- For runs not completed here, their state as it was (cancelled, failed, ...), or 'missing'.
     select i.run_id,

@@ -307,7 +307,8 @@ impl WorkerProc {
             .args(["--concurrency", &spec.concurrency.to_string()])
             .args(["--worker-id", &spec.worker_id])
             .args(["--dlq-enabled", "false", "--no-create-queues"])
-            .env("ABSURD_LOG", "warn")
+            // The default log level, as in production.
+            .env_remove("ABSURD_LOG")
             .env_remove("ABSURD_QUEUE_NAME")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

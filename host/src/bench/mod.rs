@@ -176,7 +176,7 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<bool> {
                 f
             }),
             Scenario::Reference => match &python {
-                Some(py) => throughput::reference(&server, &plan, py)
+                Some(py) => throughput::reference(&server, &plan, py, absurdctl.as_deref())
                     .await
                     .map(|(f, one, two)| {
                         theirs = (one, two);
