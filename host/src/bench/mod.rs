@@ -4,3 +4,4 @@
 //! processes, real components) and returns [`report::Figure`]s; [`report`] prints them.
 
 pub mod report;
+pub mod sandbox;
