@@ -58,9 +58,10 @@ pub mod bindings {
 /// Exports `handler` as the component's task entry point.
 ///
 /// `handler` is any function (path) of the shape
-/// `fn(&Context, P) -> Result<R, TaskError>` where `P: serde::de::DeserializeOwned` and
-/// `R: serde::Serialize`. Params that do not decode into `P` fail the task permanently with
-/// `$InvalidParams`, naming the offending field. Use it once per crate.
+/// `fn(&Context, P) -> Result<R, TaskError>` where `P` is [`Params`] (any
+/// `serde::de::DeserializeOwned`, or [`RawJson`]) and `R` is [`Output`] (any
+/// `serde::Serialize`, or [`RawJson`]). Params that do not decode into `P` fail the task
+/// permanently with `$InvalidParams`, naming the offending field. Use it once per crate.
 #[macro_export]
 macro_rules! export_task {
     ($handler:path) => {
@@ -108,6 +109,57 @@ macro_rules! error {
     ($($arg:tt)+) => { $crate::log($crate::Level::Error, &::std::format!($($arg)+)) };
 }
 
+/// JSON text passed through as it is, without parsing or serialising it: as params, the
+/// task's params exactly as the host sent them; as a result, text the host stores as the
+/// result (the host checks that it is JSON: otherwise the run fails with `$InvalidResult`).
+/// For tasks that only forward JSON, and for the cheapest possible task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawJson(pub String);
+
+/// What a task's params can be decoded into: any `DeserializeOwned` type, or [`RawJson`].
+pub trait Params: Sized {
+    fn from_params(text: &str) -> Result<Self, TaskError>;
+}
+
+impl<P: serde::de::DeserializeOwned> Params for P {
+    fn from_params(text: &str) -> Result<P, TaskError> {
+        decode_params(text)
+    }
+}
+
+impl Params for RawJson {
+    fn from_params(text: &str) -> Result<RawJson, TaskError> {
+        // The same convention as the typed path: no params is JSON `null`.
+        if text.trim().is_empty() {
+            Ok(RawJson("null".into()))
+        } else {
+            Ok(RawJson(text.to_string()))
+        }
+    }
+}
+
+/// What a task can return: any `Serialize` type, or [`RawJson`].
+pub trait Output {
+    fn into_result(self) -> Result<String, TaskError>;
+}
+
+impl<R: serde::Serialize> Output for R {
+    fn into_result(self) -> Result<String, TaskError> {
+        __private::encode_exact(&self).map_err(|e| {
+            TaskError::retryable(
+                GUEST_ERROR,
+                format!("the task's result cannot be serialised: {e}"),
+            )
+        })
+    }
+}
+
+impl Output for RawJson {
+    fn into_result(self) -> Result<String, TaskError> {
+        Ok(self.0)
+    }
+}
+
 /// Decodes params text into `P`, or the permanent `$InvalidParams` error naming the field.
 /// This is what [`export_task!`] does before calling the handler; public for tests.
 pub fn decode_params<P: serde::de::DeserializeOwned>(params: &str) -> Result<P, TaskError> {
@@ -147,21 +199,14 @@ pub mod __private {
         handler: F,
     ) -> Result<String, bindings::TaskError>
     where
-        P: serde::de::DeserializeOwned,
-        R: serde::Serialize,
+        P: Params,
+        R: Output,
         F: FnOnce(&Context, P) -> Result<R, TaskError>,
     {
         let ctx = Context::new(task_info(info));
-        let outcome = decode_params::<P>(params)
+        let outcome = P::from_params(params)
             .and_then(|p| handler(&ctx, p))
-            .and_then(|result| {
-                encode_exact(&result).map_err(|e| {
-                    TaskError::retryable(
-                        GUEST_ERROR,
-                        format!("the task's result cannot be serialised: {e}"),
-                    )
-                })
-            });
+            .and_then(Output::into_result);
         outcome.map_err(TaskError::into_wit)
     }
 
@@ -265,6 +310,20 @@ mod tests {
         let exact = __private::encode_exact(&v).unwrap();
         assert_eq!(exact, serde_json::to_string(&v).unwrap());
         assert_eq!(exact.capacity(), exact.len());
+    }
+
+    #[test]
+    fn raw_json_passes_through() {
+        let p = <RawJson as crate::Params>::from_params(r#" {"a": [1, 2]} "#).unwrap();
+        assert_eq!(p.0, r#" {"a": [1, 2]} "#);
+        assert_eq!(
+            <RawJson as crate::Params>::from_params("  ").unwrap().0,
+            "null"
+        );
+        assert_eq!(RawJson("[1]".into()).into_result().unwrap(), "[1]");
+        // Typed params and results still go through serde.
+        let v = <serde_json::Value as crate::Params>::from_params(r#"{"a":1}"#).unwrap();
+        assert_eq!(v.into_result().unwrap(), r#"{"a":1}"#);
     }
 
     #[test]

@@ -47,7 +47,8 @@ env_remove = ["FIXTURE_SECRET"]
 kind = "native"
 program = "{task}"
 args = ["{{params}}"]
-timeout = 3
+timeout = 6
+grace = 30
 
 [tasks.limited]
 kind = "native"
@@ -436,6 +437,9 @@ async fn resource_limits_apply_to_the_program() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// The timeout is a hard stop: the group gets SIGTERM `grace` before the deadline (`grace`,
+/// 30 s here, capped at half the 6 s timeout) and SIGKILL at the deadline, so not even a
+/// grandchild that ignores SIGTERM outlives it.
 #[tokio::test]
 async fn timeout_kills_the_program_and_its_grandchild() {
     let (db, client) = setup("nat").await;
@@ -457,17 +461,32 @@ async fn timeout_kills_the_program_and_its_grandchild() {
         .unwrap()
         .task_id;
     let (child, grandchild) = hang_pids(&pid_file).await;
+    // Alive once started: SIGTERM did not go out at once (30 s before a 6 s deadline).
     assert!(alive(child) && alive(grandchild));
     assert_eq!(
         group_members(child).len(),
         2,
         "the program leads its own group, with the grandchild in it"
     );
+    // The program dies of the SIGTERM that comes half-way (3 s) through: before the deadline,
+    // so the task is not finished yet, and the grandchild, which ignores SIGTERM, lives on.
+    wait_for(
+        "the program to die of the early SIGTERM",
+        Duration::from_secs(30),
+        || async { (!alive(child)).then_some(()) },
+    )
+    .await;
+    let now = client.task_result("nat", id).await.unwrap();
+    assert!(
+        now.as_ref().is_none_or(|r| !r.state.is_terminal()),
+        "SIGTERM must come before the deadline: {now:?}"
+    );
+    assert!(alive(grandchild), "the grandchild ignores SIGTERM");
     let r = terminal(&client, "nat", id, Duration::from_secs(30)).await;
     let f = failure(&r);
     assert_eq!(f["name"], "$Timeout");
-    // The grandchild ignores SIGTERM: only the SIGKILL after `grace` (1 s) removes it.
-    assert_group_gone(child, grandchild, Duration::from_secs(20)).await;
+    // SIGKILL at the deadline, not `grace` (30 s) after it.
+    assert_group_gone(child, grandchild, Duration::from_secs(15)).await;
     // Reaped: no zombie left among the worker's children (only its watchdogs, if any, alive).
     wait_for(
         "the program to be reaped",

@@ -16,6 +16,7 @@
 //! | `block-poll` | blocks forever in a WASI poll (`via`: `"sleep"` default, or `"stdin"`) | `$Timeout` |
 //! | `hostcall-loop` | `calls` (default 10,000,000) iterations of `begin-step` + `log` | `$Timeout` / `$OutOfFuel`, or completes |
 //! | `sleep-wake` | `count` (default 5) sleeps of `seconds` (default 0.1) each | completes with `{"sleeps": count}` |
+//! | `compute` | `iterations` (default 10,000,000) rounds of xorshift64, no host calls; returns the final state | completes (the benchmark's CPU-bound guest) |
 //! | `ok` | returns `{"ok": true}` | completes |
 //!
 //! Results of the "completes" modes report what the guest saw, so tests can assert that the
@@ -42,6 +43,8 @@ struct Params {
     lines: Option<u64>,
     /// `hostcall-loop`: iterations.
     calls: Option<u64>,
+    /// `compute`: xorshift rounds.
+    iterations: Option<u64>,
     /// `sleep-wake`: number of sleeps.
     count: Option<u32>,
     /// `sleep-wake`: seconds per sleep.
@@ -78,6 +81,7 @@ enum Mode {
     BlockPoll,
     HostcallLoop,
     SleepWake,
+    Compute,
     Ok,
 }
 
@@ -267,6 +271,17 @@ fn misbehave(ctx: &Context, params: Params) -> Result<Value, TaskError> {
                 "run_id": ctx.info().run_id,
                 "attempt": ctx.info().attempt,
             }))
+        }
+        Mode::Compute => {
+            let n = params.iterations.unwrap_or(10_000_000);
+            // The seed and the count go through black_box so the loop cannot be folded.
+            let mut x: u64 = black_box(0x9E37_79B9_7F4A_7C15);
+            for _ in 0..black_box(n) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+            }
+            Ok(json!({ "iterations": n, "state": x.to_string() }))
         }
         Mode::Ok => Ok(json!({ "ok": true })),
     }

@@ -8,7 +8,9 @@
 //!   claiming with a backlog, and the Python reference worker on the same server;
 //! * [`latency`]: pickup latency of an idle worker;
 //! * [`pgcost`]: Postgres backend CPU per task, our schema against the upstream one;
-//! * [`memory`]: worker RSS with many tasks in flight, and its drift over many tasks.
+//! * [`memory`]: worker RSS with many tasks in flight, and its drift over many tasks;
+//! * [`sandbox`]: per-run sandbox overhead, component load time, epoch and fuel cost, and
+//!   timeout precision (in this process, no database).
 //!
 //! [`report`] prints a table per scenario as it finishes and, as the last line of output, one
 //! JSON object with every figure.
@@ -18,6 +20,7 @@ pub mod latency;
 pub mod memory;
 pub mod pgcost;
 pub mod report;
+pub mod sandbox;
 pub mod throughput;
 
 use std::path::{Path, PathBuf};
@@ -77,6 +80,8 @@ pub enum Scenario {
     Backlog,
     /// Worker RSS with many tasks in flight, and its drift.
     Memory,
+    /// Per-run sandbox overhead, load time, epoch/fuel cost, timeout precision.
+    Sandbox,
 }
 
 /// What every scenario needs to know.
@@ -189,6 +194,14 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<bool> {
             Scenario::PgCost => pgcost::pg_cost(&server, &plan, absurdctl.as_deref()).await,
             Scenario::Backlog => throughput::backlog(&server, &plan).await,
             Scenario::Memory => memory::memory(&server, &plan).await,
+            Scenario::Sandbox => {
+                sandbox::run(&sandbox::SandboxBenchOptions {
+                    components_dir: plan.components.clone(),
+                    quick: plan.quick,
+                    reps: plan.reps,
+                })
+                .await
+            }
         };
         match result {
             Ok(mut figures) => {

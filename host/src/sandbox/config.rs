@@ -37,7 +37,7 @@ impl Default for SandboxDefaults {
             max_result_bytes: 16 * MIB,
             max_log_bytes: MIB,
             max_stack_kb: 1024,
-            pool_instances: 128,
+            pool_instances: 1000,
             allocator: "auto".into(),
             cache_dir: None,
         }

@@ -16,7 +16,7 @@ pub mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -45,14 +45,43 @@ pub(crate) mod bindings {
 /// The epoch ticker period: the granularity of wall-clock deadlines and of guest yields.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// How the engine interrupts guests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Fuel accounting (needed when any task type has a fuel budget; it costs some speed, so
+    /// it is off otherwise).
+    pub fuel: bool,
+    /// Epoch interruption: how wall-clock deadlines reach a spinning guest. Always on in the
+    /// host; off only to measure its cost (a guest could then spin past its deadline).
+    pub epochs: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            fuel: false,
+            epochs: true,
+        }
+    }
+}
+
 /// The shared engine, linker and component cache.
 pub struct Sandbox {
     engine: Engine,
     linker: Linker<RunState>,
     defaults: SandboxDefaults,
-    fuel_enabled: bool,
+    options: EngineOptions,
     pooling: bool,
+    /// With the pooling allocator: an on-demand engine for the runs that find every slot of
+    /// the pool taken, made when first needed (the epoch ticker ticks it too).
+    overflow: Arc<OnceLock<Result<Overflow, String>>>,
     ticker_stop: Arc<AtomicBool>,
+}
+
+/// The overflow engine and its linker.
+struct Overflow {
+    engine: Engine,
+    linker: Linker<RunState>,
 }
 
 impl Drop for Sandbox {
@@ -61,15 +90,29 @@ impl Drop for Sandbox {
     }
 }
 
-fn engine_config(defaults: &SandboxDefaults, fuel: bool) -> Config {
+fn engine_config(defaults: &SandboxDefaults, options: EngineOptions) -> Config {
     let mut c = Config::new();
     c.wasm_component_model(true);
-    c.epoch_interruption(true);
-    c.consume_fuel(fuel);
+    c.epoch_interruption(options.epochs);
+    c.consume_fuel(options.fuel);
     c.max_wasm_stack((defaults.max_stack_kb as usize) * 1024);
     c.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
+    // The `task` world is synchronous (component-model async is not used): without the
+    // concurrency machinery a Store is cheaper to make, to call into, and to drop (with it,
+    // every drop unwinds a parked fiber with a freshly made error).
+    c.concurrency_support(false);
     c
 }
+
+/// Linear memory kept resident per pool slot between runs, when the kernel can tell which
+/// pages a run dirtied (`PAGEMAP_SCAN`, Linux 6.7+): only those are reset, with `memset` or a
+/// copy from the memory image, instead of `madvise` plus a page fault per page on the next
+/// run. A small Rust guest dirties a few hundred KiB (stack top, data, heap).
+const KEEP_RESIDENT_SCANNED: usize = 1024 * 1024;
+/// Without `PAGEMAP_SCAN` the whole kept range is `memset` at every reset, so keep little.
+const KEEP_RESIDENT_UNSCANNED: usize = 64 * 1024;
+/// Table space kept resident per slot (a Rust guest's function table is a few KiB).
+const TABLE_KEEP_RESIDENT: usize = 64 * 1024;
 
 fn pooling_config(defaults: &SandboxDefaults) -> PoolingAllocationConfig {
     let n = defaults.pool_instances;
@@ -81,7 +124,13 @@ fn pooling_config(defaults: &SandboxDefaults) -> PoolingAllocationConfig {
     p.total_tables(n.saturating_mul(4));
     p.total_stacks(n);
     p.max_memory_size((defaults.memory_mb * 1024 * 1024) as usize);
-    p.linear_memory_keep_resident(64 * 1024);
+    if PoolingAllocationConfig::is_pagemap_scan_available() {
+        p.pagemap_scan(wasmtime::Enabled::Yes);
+        p.linear_memory_keep_resident(KEEP_RESIDENT_SCANNED);
+    } else {
+        p.linear_memory_keep_resident(KEEP_RESIDENT_UNSCANNED);
+    }
+    p.table_keep_resident(TABLE_KEEP_RESIDENT);
     p
 }
 
@@ -89,11 +138,26 @@ impl Sandbox {
     /// Builds the engine. `fuel` turns on fuel accounting (needed when any task type has a
     /// fuel budget; it costs some speed, so it is off otherwise).
     pub fn new(defaults: SandboxDefaults, fuel: bool) -> Result<Sandbox, String> {
+        Sandbox::with_options(
+            defaults,
+            EngineOptions {
+                fuel,
+                ..EngineOptions::default()
+            },
+        )
+    }
+
+    /// Builds the engine with explicit [`EngineOptions`].
+    pub fn with_options(
+        defaults: SandboxDefaults,
+        options: EngineOptions,
+    ) -> Result<Sandbox, String> {
+        let fuel = options.fuel;
         let mut pooling = false;
         let engine = match defaults.allocator.as_str() {
-            "on-demand" => Engine::new(&engine_config(&defaults, fuel)),
+            "on-demand" => Engine::new(&engine_config(&defaults, options)),
             mode => {
-                let mut c = engine_config(&defaults, fuel);
+                let mut c = engine_config(&defaults, options);
                 c.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(&defaults)));
                 match Engine::new(&c) {
                     Ok(e) => {
@@ -102,7 +166,7 @@ impl Sandbox {
                     }
                     Err(e) if mode == "auto" => {
                         warn!(error = %e, "pooling allocator unavailable (short address space?); using on-demand allocation");
-                        Engine::new(&engine_config(&defaults, fuel))
+                        Engine::new(&engine_config(&defaults, options))
                     }
                     Err(e) => Err(e),
                 }
@@ -110,22 +174,23 @@ impl Sandbox {
         }
         .map_err(|e| format!("cannot create the wasm engine: {e}"))?;
 
-        let mut linker: Linker<RunState> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| format!("linking WASI: {e}"))?;
-        bindings::Task::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |s| s)
-            .map_err(|e| format!("linking the task world: {e}"))?;
+        let linker = new_linker(&engine)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
-        {
+        let overflow: Arc<OnceLock<Result<Overflow, String>>> = Arc::new(OnceLock::new());
+        if options.epochs {
             let engine = engine.clone();
             let stop = ticker_stop.clone();
+            let overflow = overflow.clone();
             std::thread::Builder::new()
                 .name("absurd-epoch".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(EPOCH_TICK);
                         engine.increment_epoch();
+                        if let Some(Ok(o)) = overflow.get() {
+                            o.engine.increment_epoch();
+                        }
                     }
                 })
                 .map_err(|e| format!("cannot start the epoch ticker: {e}"))?;
@@ -135,8 +200,9 @@ impl Sandbox {
             engine,
             linker,
             defaults,
-            fuel_enabled: fuel,
+            options,
             pooling,
+            overflow,
             ticker_stop,
         })
     }
@@ -159,29 +225,62 @@ impl Sandbox {
         task_name: &str,
         cfg: WasmTaskConfig,
     ) -> Result<WasmHandler, String> {
-        let component = self.component(&cfg.component)?;
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+        let pre = self.task_pre(&self.engine, &self.linker, task_name, &cfg.component)?;
+        Ok(WasmHandler {
+            shared: Arc::new(HandlerShared {
+                sandbox: self.clone(),
+                pre,
+                cfg,
+                task_name: task_name.to_string(),
+                overflow_pre: OnceLock::new(),
+            }),
+        })
+    }
+
+    fn task_pre(
+        &self,
+        engine: &Engine,
+        linker: &Linker<RunState>,
+        task_name: &str,
+        path: &Path,
+    ) -> Result<bindings::TaskPre<RunState>, String> {
+        let component = self.component_for(engine, path)?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| {
             format!(
                 "component {} cannot run as task {task_name:?}: {e:#} (it must target the absurd:task/task world, importing only WASI and absurd:task interfaces)",
-                cfg.component.display()
+                path.display()
             )
         })?;
-        let pre = bindings::TaskPre::new(pre).map_err(|e| {
+        bindings::TaskPre::new(pre).map_err(|e| {
             format!(
                 "component {} does not export the absurd:task `run` function: {e:#}",
-                cfg.component.display()
+                path.display()
             )
-        })?;
-        Ok(WasmHandler {
-            sandbox: self.clone(),
-            pre,
-            cfg: Arc::new(cfg),
         })
+    }
+
+    /// The overflow engine (see [`Sandbox::overflow`]), made on first use.
+    fn overflow(&self) -> Result<&Overflow, String> {
+        self.overflow
+            .get_or_init(|| {
+                let engine = Engine::new(&engine_config(&self.defaults, self.options))
+                    .map_err(|e| format!("cannot create the on-demand engine: {e}"))?;
+                let linker = new_linker(&engine)?;
+                // Ticked from now on by the epoch ticker; until its next tick, a deadline
+                // check sees the epoch it starts with.
+                Ok(Overflow { engine, linker })
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// A component from the precompiled cache, keyed by the wasm's SHA-256 and the engine's
     /// compatibility hash (so a different wasmtime or different settings recompile).
     pub fn component(&self, path: &Path) -> Result<Component, String> {
+        self.component_for(&self.engine, path)
+    }
+
+    fn component_for(&self, engine: &Engine, path: &Path) -> Result<Component, String> {
         let bytes = std::fs::read(path)
             .map_err(|e| format!("cannot read component {}: {e}", path.display()))?;
         if wasmparser_is_component(&bytes).is_err() {
@@ -194,7 +293,7 @@ impl Sandbox {
         let compat = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            self.engine.precompile_compatibility_hash().hash(&mut h);
+            engine.precompile_compatibility_hash().hash(&mut h);
             h.finish()
         };
         let dir = self.defaults.cache_dir();
@@ -202,7 +301,7 @@ impl Sandbox {
         if cached.is_file() {
             // Safety: the cache holds only artifacts this host wrote, named by the digest of
             // their source and the engine's compatibility hash.
-            match unsafe { Component::deserialize_file(&self.engine, &cached) } {
+            match unsafe { Component::deserialize_file(engine, &cached) } {
                 Ok(c) => {
                     debug!(component = %path.display(), "loaded precompiled component");
                     return Ok(c);
@@ -213,17 +312,25 @@ impl Sandbox {
             }
         }
         let started = std::time::Instant::now();
-        let artifact = self
-            .engine
+        let artifact = engine
             .precompile_component(&bytes)
             .map_err(|e| format!("cannot compile component {}: {e:#}", path.display()))?;
         info!(component = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "compiled component");
         if let Err(e) = write_atomically(&dir, &cached, &artifact) {
             warn!(cache = %cached.display(), error = %e, "cannot cache the precompiled component");
         }
-        unsafe { Component::deserialize(&self.engine, &artifact) }
+        unsafe { Component::deserialize(engine, &artifact) }
             .map_err(|e| format!("cannot load compiled component {}: {e:#}", path.display()))
     }
+}
+
+fn new_linker(engine: &Engine) -> Result<Linker<RunState>, String> {
+    let mut linker: Linker<RunState> = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        .map_err(|e| format!("linking WASI: {e}"))?;
+    bindings::Task::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |s| s)
+        .map_err(|e| format!("linking the task world: {e}"))?;
+    Ok(linker)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -249,9 +356,39 @@ fn write_atomically(dir: &Path, dest: &Path, data: &[u8]) -> std::io::Result<()>
 /// A wasm task type. Holds the sandbox, so the engine and its epoch ticker live as long as
 /// any handler does.
 pub struct WasmHandler {
+    shared: Arc<HandlerShared>,
+}
+
+struct HandlerShared {
     sandbox: Arc<Sandbox>,
     pre: bindings::TaskPre<RunState>,
-    cfg: Arc<WasmTaskConfig>,
+    cfg: WasmTaskConfig,
+    task_name: String,
+    /// The component on the overflow engine, made when the pool is first found full.
+    overflow_pre: OnceLock<Result<(Engine, bindings::TaskPre<RunState>), String>>,
+}
+
+impl HandlerShared {
+    /// The engine and component for a run that found the pool full.
+    fn overflow(&self) -> Result<(Engine, bindings::TaskPre<RunState>), String> {
+        self.overflow_pre
+            .get_or_init(|| {
+                let o = self.sandbox.overflow()?;
+                let pre = self.sandbox.task_pre(
+                    &o.engine,
+                    &o.linker,
+                    &self.task_name,
+                    &self.cfg.component,
+                )?;
+                warn!(
+                    task = %self.task_name,
+                    pool_instances = self.sandbox.defaults.pool_instances,
+                    "the pooling allocator is full; runs that find it full use on-demand allocation (raise [sandbox] pool_instances)"
+                );
+                Ok((o.engine.clone(), pre))
+            })
+            .clone()
+    }
 }
 
 impl Handler for WasmHandler {
@@ -260,11 +397,8 @@ impl Handler for WasmHandler {
     }
 
     fn run(&self, ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
-        let engine = self.sandbox.engine.clone();
-        let pre = self.pre.clone();
-        let cfg = self.cfg.clone();
-        let fuel_enabled = self.sandbox.fuel_enabled;
-        Box::pin(async move { run_component(engine, pre, cfg, fuel_enabled, ctx).await })
+        let shared = self.shared.clone();
+        Box::pin(async move { run_component(&shared, ctx).await })
     }
 }
 
@@ -279,13 +413,10 @@ impl Drop for Scratch {
 
 const STREAM_TAIL: usize = 4096;
 
-async fn run_component(
-    engine: Engine,
-    pre: bindings::TaskPre<RunState>,
-    cfg: Arc<WasmTaskConfig>,
-    fuel_enabled: bool,
-    ctx: TaskContext,
-) -> Result<Value, TaskError> {
+async fn run_component(shared: &HandlerShared, ctx: TaskContext) -> Result<Value, TaskError> {
+    let cfg = &shared.cfg;
+    let options = shared.sandbox.options;
+    let fuel_enabled = options.fuel;
     let budget = OutputBudget::new(cfg.max_log_bytes as usize);
     let stdout = GuestStream::new(budget.clone(), STREAM_TAIL * 4);
     let stderr = GuestStream::new(budget.clone(), STREAM_TAIL * 4);
@@ -333,45 +464,41 @@ async fn run_component(
     let params = ctx.params().to_string();
     let deadline = ctx.deadline();
 
-    let mut store = Store::new(
-        &engine,
-        RunState {
-            wasi: wasi.build(),
-            table: ResourceTable::new(),
-            limiter: Limiter {
-                memory_cap: cfg.memory_bytes as usize,
-                table_elements: 100_000,
-                instances: 32,
-                tables: 32,
-                memories: 4,
-            },
-            ctx,
-            log_budget: budget.clone(),
-            logs_dropped: 0,
+    let state = RunState {
+        wasi: wasi.build(),
+        table: ResourceTable::new(),
+        limiter: Limiter {
+            memory_cap: cfg.memory_bytes as usize,
+            table_elements: 100_000,
+            instances: 32,
+            tables: 32,
+            memories: 4,
         },
-    );
-    store.limiter(|s| &mut s.limiter);
-    if fuel_enabled {
-        store
-            .set_fuel(cfg.fuel.unwrap_or(u64::MAX))
-            .map_err(|e| host_failure(format!("cannot set fuel: {e}")))?;
-    }
-    // Every tick: yield to the scheduler (so a spinning guest never starves other tasks),
-    // or interrupt the guest once its wall-clock deadline has passed.
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
-        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-            Ok(UpdateDeadline::Interrupt)
-        } else {
-            Ok(UpdateDeadline::Yield(1))
+        ctx,
+        log_budget: budget.clone(),
+        logs_dropped: 0,
+    };
+    let mut store = new_store(&shared.sandbox.engine, state, cfg, options, deadline)?;
+    let mut instance = shared.pre.instantiate_async(&mut store).await;
+    if instance
+        .as_ref()
+        .is_err_and(|e| e.is::<wasmtime::PoolConcurrencyLimitError>())
+    {
+        // Every slot of the pool is taken: run on the on-demand engine rather than fail.
+        match shared.overflow() {
+            Ok((engine, pre)) => {
+                store = new_store(&engine, store.into_data(), cfg, options, deadline)?;
+                instance = pre.instantiate_async(&mut store).await;
+            }
+            Err(e) => {
+                warn!(error = %e, "no on-demand engine to take the run the full pool refused")
+            }
         }
-    });
-
-    let outcome = async {
-        let task = pre.instantiate_async(&mut store).await?;
-        task.call_run(&mut store, &info, &params).await
     }
-    .await;
+    let outcome = match instance {
+        Ok(task) => task.call_run(&mut store, &info, &params).await,
+        Err(e) => Err(e),
+    };
 
     let fuel_used = if fuel_enabled {
         cfg.fuel.and_then(|budget| {
@@ -437,6 +564,36 @@ async fn run_component(
         }
         Err(e) => Err(classify(e, &stderr, fuel_used)),
     }
+}
+
+/// One run's store on `engine`: its limits, its fuel, and its deadline.
+fn new_store(
+    engine: &Engine,
+    state: RunState,
+    cfg: &WasmTaskConfig,
+    options: EngineOptions,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<Store<RunState>, TaskError> {
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    if options.fuel {
+        store
+            .set_fuel(cfg.fuel.unwrap_or(u64::MAX))
+            .map_err(|e| host_failure(format!("cannot set fuel: {e}")))?;
+    }
+    if options.epochs {
+        // Every tick: yield to the scheduler (so a spinning guest never starves other
+        // tasks), or interrupt the guest once its wall-clock deadline has passed.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+    }
+    Ok(store)
 }
 
 fn host_failure(message: String) -> TaskError {

@@ -207,6 +207,8 @@ pub struct NativeConfig {
     pub env_clear: bool,
     pub workdir_root: PathBuf,
     pub keep_workdir: KeepWorkdir,
+    /// SIGTERM goes out this long before a timeout's deadline (capped at half the timeout;
+    /// SIGKILL at the deadline), and this long before SIGKILL for any other stop.
     pub grace: Duration,
     pub limits: Limits,
     pub max_result_bytes: u64,

@@ -15,6 +15,11 @@
 //! program in that directory (stdin null, its own process group, killed if the host dies), and
 //! reads `result.json` after exit 0. Everything else (failure classification, logs, limits,
 //! what is not supported) is described for operators in `docs/native-tasks.md`.
+//!
+//! The task's timeout is a hard stop: the group gets SIGTERM `grace` before the deadline
+//! (`grace` capped at half the timeout) and SIGKILL at the deadline, and the run fails with
+//! `$Timeout`. Any other stop (cancellation, lost lease, shutdown) sends SIGTERM at once and
+//! SIGKILL `grace` later, but never later than the deadline.
 
 pub mod config;
 pub mod lock;
@@ -147,9 +152,18 @@ async fn wait_drain(rx: tokio::sync::oneshot::Receiver<Drained>, stream: Stream)
     }
 }
 
+/// When the program is warned (SIGTERM) and when it is killed, for a run starting at
+/// `started_at` with the task's `deadline`: SIGTERM `grace` before the deadline, with `grace`
+/// at most half the time the run has.
+fn stop_times(started_at: Instant, deadline: Instant, grace: Duration) -> (Instant, Instant) {
+    let grace = grace.min(deadline.saturating_duration_since(started_at) / 2);
+    (deadline.checked_sub(grace).unwrap_or(deadline), deadline)
+}
+
 async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
     let run = ctx.run();
     let started_at = Instant::now();
+    let deadline = ctx.deadline().map(|d| d.into_std());
 
     let workdir = create_workdir(&cfg.workdir_root, &run.task_name, run.run_id).map_err(|e| {
         Failure::new(
@@ -219,6 +233,7 @@ async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
         env,
         limits: cfg.limits,
         grace: cfg.grace,
+        deadline,
     };
 
     let started = match supervise::spawn(spec).await {
@@ -241,24 +256,29 @@ async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
     info!(pid, program = %cfg.program.display(), workdir = %workdir.display(), "started the program");
 
     // From here on, dropping this future (timeout, cancellation, lost lease, shutdown) stops
-    // the whole process group: SIGTERM, `grace`, SIGKILL, reap.
+    // the whole process group: SIGTERM, `grace` (never past the deadline), SIGKILL, reap.
     let span = Span::current();
     let guard = {
         let span = span.clone();
         let workdir = workdir.clone();
         let keep = cfg.keep_workdir.keep(true);
         let grace = cfg.grace;
-        Guard::new(started.group.clone(), grace, move |report: StopReport| {
-            let _entered = span.enter();
-            info!(
+        Guard::new(
+            started.group.clone(),
+            grace,
+            deadline,
+            move |report: StopReport| {
+                let _entered = span.enter();
+                info!(
                 pid,
                 killed = report.killed,
                 "stopped the program's process group: the run was abandoned (timeout, cancellation, lost lease or shutdown)"
             );
-            if !keep {
-                remove_workdir(&workdir);
-            }
-        })
+                if !keep {
+                    remove_workdir(&workdir);
+                }
+            },
+        )
     };
 
     let drains = logs::drain(
@@ -291,9 +311,22 @@ async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
         }
     };
 
-    let exit = started.exited.await.unwrap_or(Exit::Unknown);
+    let waited = wait_exit(
+        started.exited,
+        &started.group,
+        pid,
+        started_at,
+        deadline,
+        cfg.grace,
+    )
+    .await;
+    let exit = waited.exit;
     // The program is done: remove what it left in its group, then let it be reaped.
-    let report = started.group.stop(cfg.grace).await.unwrap_or_default();
+    let report = started
+        .group
+        .stop(supervise::grace_before(cfg.grace, deadline))
+        .await
+        .unwrap_or_default();
     drop(guard);
     if report.leftovers > 0 {
         warn!(
@@ -315,7 +348,12 @@ async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
         "the program exited"
     );
 
-    let outcome = decide(cfg, exit, &class, &result_path);
+    // Warned of the deadline, the program may still finish in time; anything else is the
+    // timeout's doing.
+    let outcome = match (decide(cfg, exit, &class, &result_path), &waited.timed_out) {
+        (Err(_), Some(t)) => Err(t.failure()),
+        (outcome, _) => outcome,
+    };
     let failed = outcome.is_err();
     let kept = cfg.keep_workdir.keep(failed);
     let result = match outcome {
@@ -371,6 +409,101 @@ async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
         remove_workdir(&workdir);
     }
     result
+}
+
+/// How the wait for the program ended.
+struct Waited {
+    exit: Exit,
+    /// Set once the deadline was near enough for the program to be warned (SIGTERM).
+    timed_out: Option<TimedOut>,
+}
+
+struct TimedOut {
+    /// From the start of the run to its deadline.
+    timeout: Duration,
+    /// How long before the deadline SIGTERM went out.
+    grace: Duration,
+    /// The program was still there at the deadline and got SIGKILL.
+    killed: bool,
+}
+
+impl TimedOut {
+    fn failure(&self) -> Failure {
+        let how = if self.killed {
+            "and SIGKILL at it"
+        } else {
+            "and ended before it"
+        };
+        Failure::new(
+            "$Timeout",
+            format!(
+                "Task timed out after {} seconds: the program's group got SIGTERM {} s before the deadline {how}",
+                secs(self.timeout),
+                secs(self.grace),
+            ),
+        )
+        .with_details(json!({
+            "cause": "timeout",
+            "timeout_seconds": secs(self.timeout),
+            "grace_seconds": secs(self.grace),
+        }))
+    }
+}
+
+/// Seconds, rounded to milliseconds.
+fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+/// Waits for the program (the group leader) to exit. With a deadline, that is a hard stop:
+/// SIGTERM to the group `grace` before it ([`stop_times`]), SIGKILL at it. If this future is
+/// dropped meanwhile, the [`Guard`] stops the group.
+async fn wait_exit(
+    mut exited: tokio::sync::oneshot::Receiver<Exit>,
+    group: &supervise::Group,
+    pid: i32,
+    started_at: Instant,
+    deadline: Option<Instant>,
+    grace: Duration,
+) -> Waited {
+    let Some(deadline) = deadline else {
+        return Waited {
+            exit: exited.await.unwrap_or(Exit::Unknown),
+            timed_out: None,
+        };
+    };
+    let (term_at, kill_at) = stop_times(started_at, deadline, grace);
+    tokio::select! {
+        r = &mut exited => return Waited { exit: r.unwrap_or(Exit::Unknown), timed_out: None },
+        _ = tokio::time::sleep_until(term_at.into()) => {}
+    }
+    group.terminate_early();
+    info!(
+        pid,
+        kill_in_ms = kill_at
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64,
+        "the deadline is near: sent SIGTERM to the program's group"
+    );
+    let mut timed_out = TimedOut {
+        timeout: deadline.saturating_duration_since(started_at),
+        grace: deadline.saturating_duration_since(term_at),
+        killed: false,
+    };
+    let exit = tokio::select! {
+        r = &mut exited => r.unwrap_or(Exit::Unknown),
+        _ = tokio::time::sleep_until(kill_at.into()) => {
+            // The hard stop. The caller's stop of the group makes sure all of it is gone.
+            group.kill_now();
+            timed_out.killed = true;
+            warn!(pid, "the deadline passed: sent SIGKILL to the program's group");
+            exited.await.unwrap_or(Exit::Unknown)
+        }
+    };
+    Waited {
+        exit,
+        timed_out: Some(timed_out),
+    }
 }
 
 /// The result, or the failure (its details are completed by the caller).
@@ -438,5 +571,40 @@ fn bounded(v: &Value) -> Value {
             end -= 1;
         }
         json!({"truncated": true, "bytes": text.len(), "start": &text[..end]})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sigterm_goes_out_grace_before_the_deadline_capped_at_half_the_timeout() {
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_secs(60);
+        let (term, kill) = stop_times(t0, deadline, Duration::from_secs(10));
+        assert_eq!((term - t0, kill), (Duration::from_secs(50), deadline));
+        // A grace longer than half the timeout is cut to half of it.
+        let (term, kill) = stop_times(t0, deadline, Duration::from_secs(600));
+        assert_eq!((term - t0, kill), (Duration::from_secs(30), deadline));
+        let (term, _) = stop_times(t0, deadline, Duration::ZERO);
+        assert_eq!(term, deadline);
+        // A deadline already passed: both at once.
+        let (term, kill) = stop_times(deadline, t0, Duration::from_secs(10));
+        assert_eq!((term, kill), (t0, t0));
+    }
+
+    #[test]
+    fn a_stop_never_waits_past_the_deadline() {
+        let grace = Duration::from_secs(10);
+        assert_eq!(supervise::grace_before(grace, None), grace);
+        let past = Instant::now() - Duration::from_millis(5);
+        assert_eq!(supervise::grace_before(grace, Some(past)), Duration::ZERO);
+        let soon = Instant::now() + Duration::from_secs(2);
+        let g = supervise::grace_before(grace, Some(soon));
+        assert!(
+            g <= Duration::from_secs(2) && g > Duration::from_secs(1),
+            "{g:?}"
+        );
     }
 }

@@ -10,9 +10,11 @@
 //! * A watchdog process (a fork of the host that only blocks in `read`) holds the read end of
 //!   a pipe; when the host dies, however it dies, the pipe closes and the watchdog SIGKILLs the
 //!   whole group, grandchildren included (the parent-death signal only reaches the child).
-//! * Stopping (timeout, cancellation, lost lease, shutdown: the future is dropped) sends
-//!   SIGTERM to the group, waits up to the grace period for every member to exit, then sends
-//!   SIGKILL, and always reaps. That runs on a std thread, never on the async runtime.
+//! * Stopping (cancellation, lost lease, shutdown: the future is dropped) sends SIGTERM to
+//!   the group, waits up to the grace period for every member to exit, then sends SIGKILL,
+//!   and always reaps. That runs on a std thread, never on the async runtime. A task timeout
+//!   is a hard stop: the handler sends SIGTERM early ([`Group::terminate_early`]) and stops
+//!   the group with no grace left at the deadline, so the program never outlives it.
 
 use std::ffi::OsString;
 use std::io;
@@ -51,6 +53,8 @@ pub struct Spec {
     pub env: Vec<(String, OsString)>,
     pub limits: Limits,
     pub grace: Duration,
+    /// The task's deadline: a stop never lets the program run past it.
+    pub deadline: Option<Instant>,
 }
 
 /// A started program.
@@ -91,6 +95,8 @@ struct State {
     exit: Option<Exit>,
     /// Somebody began stopping the group (only one does).
     stopping: bool,
+    /// SIGTERM already went out ahead of the stop ([`Group::terminate_early`]).
+    term_sent: bool,
     /// The group is gone: the supervisor may reap the leader.
     released: bool,
     watchdog: Option<Watchdog>,
@@ -309,6 +315,7 @@ fn supervise(spec: Spec, tx: oneshot::Sender<io::Result<Started>>) {
         state: Mutex::new(State {
             exit: None,
             stopping: false,
+            term_sent: false,
             released: false,
             watchdog,
         }),
@@ -326,7 +333,7 @@ fn supervise(spec: Spec, tx: oneshot::Sender<io::Result<Started>>) {
     if let Err(Ok(started)) = tx.send(Ok(started)) {
         // Nobody waits for it any more (the run was stopped while the program started).
         drop(started);
-        group.stop_in_background(spec.grace, |_| {});
+        group.stop_in_background(grace_before(spec.grace, spec.deadline), |_| {});
     }
 
     let exit = wait_exit_nowait(pid);
@@ -421,9 +428,33 @@ impl Group {
         report
     }
 
-    /// Stops the group on a std thread (SIGTERM now if the program still runs, SIGKILL after
-    /// `grace`), then calls `after`. Does nothing and returns false if the group is already
-    /// being stopped.
+    /// Sends SIGTERM to the group now, without stopping it yet: the warning a task timeout
+    /// gives `grace` before its deadline. A later stop does not send it again and goes on to
+    /// SIGKILL once its grace is over. Does nothing once the program has exited or the group
+    /// is being stopped; returns whether the signal went out.
+    pub fn terminate_early(&self) -> bool {
+        let mut st = self.inner.lock();
+        if st.exit.is_some() || st.stopping || st.term_sent {
+            return false;
+        }
+        st.term_sent = true;
+        signal_group(self.inner.pgid, libc::SIGTERM);
+        true
+    }
+
+    /// Sends SIGKILL to the group now (the hard stop at a task's deadline). The group still
+    /// has to be stopped (which makes sure every member is gone) for the leader to be reaped.
+    pub fn kill_now(&self) {
+        let st = self.inner.lock();
+        // Not yet released, so the leader is not reaped and the group id is still ours.
+        if !st.released {
+            signal_group(self.inner.pgid, libc::SIGKILL);
+        }
+    }
+
+    /// Stops the group on a std thread (SIGTERM now if the program still runs and was not
+    /// warned already, SIGKILL after `grace`), then calls `after`. Does nothing and returns
+    /// false if the group is already being stopped.
     pub fn stop_in_background(
         &self,
         grace: Duration,
@@ -432,8 +463,12 @@ impl Group {
         if !self.begin_stop() {
             return false;
         }
-        let term_sent = !self.exited();
-        if term_sent {
+        let (exited, warned) = {
+            let st = self.inner.lock();
+            (st.exit.is_some(), st.term_sent)
+        };
+        let term_sent = warned || !exited;
+        if !warned && !exited {
             // At once, so the program hears of it even if the host is about to exit.
             signal_group(self.inner.pgid, libc::SIGTERM);
         }
@@ -469,22 +504,36 @@ impl Group {
     }
 }
 
+/// The grace period of a stop beginning now: `grace`, but never past `deadline` (the
+/// program must not outlive its task's deadline; at or after it, SIGKILL goes out at once).
+pub fn grace_before(grace: Duration, deadline: Option<Instant>) -> Duration {
+    match deadline {
+        Some(d) => grace.min(d.saturating_duration_since(Instant::now())),
+        None => grace,
+    }
+}
+
 /// Stops the group when dropped (unless it was stopped already), then runs `on_abandon`.
 pub struct Guard {
     group: Group,
     grace: Duration,
+    deadline: Option<Instant>,
     on_abandon: Option<Box<dyn FnOnce(StopReport) + Send>>,
 }
 
 impl Guard {
+    /// `grace` is cut short so that SIGKILL goes out no later than `deadline`: dropped at the
+    /// deadline (the worker's timeout), the group is killed at once.
     pub fn new(
         group: Group,
         grace: Duration,
+        deadline: Option<Instant>,
         on_abandon: impl FnOnce(StopReport) + Send + 'static,
     ) -> Guard {
         Guard {
             group,
             grace,
+            deadline,
             on_abandon: Some(Box::new(on_abandon)),
         }
     }
@@ -493,7 +542,8 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         let after = self.on_abandon.take();
-        self.group.stop_in_background(self.grace, move |r| {
+        let grace = grace_before(self.grace, self.deadline);
+        self.group.stop_in_background(grace, move |r| {
             if let Some(f) = after {
                 f(r)
             }
