@@ -185,12 +185,7 @@ $ddl$, '_hc_' || v_q, 't_' || v_q, 'r_' || v_q, 'w_' || v_q, v_q, 'c_' || v_q,
 create or replace function absurd.%1$I(p_run_ids uuid[], p_results jsonb[])
 returns table (run_id uuid, state text)
 language plpgsql
--- A custom plan is rebuilt on every call; after five calls Postgres compares it with a generic
--- plan, and for these statements its estimate keeps the custom one, which puts planning back
--- on every call. The generic plans are right here: index probes whatever the values. A generic
--- plan cannot know how many runs a call passes or finds, though, and for a guessed hundred it
--- may hash a whole table; these calls touch a few runs each, by primary key, so joins are
--- nested loops over index probes, always.
+-- The same plan settings as the claim function, for the same reasons.
 set plan_cache_mode = force_generic_plan
 set enable_hashjoin = off
 set enable_mergejoin = off

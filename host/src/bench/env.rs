@@ -359,8 +359,8 @@ impl Drop for WorkerProc {
     }
 }
 
-/// Waits until `n` connections of `app` on `db` are listening for wake-ups (our schema) or,
-/// without notifications, just connected; then the worker is idle and ready.
+/// Waits until a connection of `app` on `db` is listening for wake-ups: the worker is then
+/// started, idle and ready.
 pub async fn wait_listening(server: &Server, db: &str, app: &str, limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
     loop {

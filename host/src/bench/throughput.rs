@@ -272,27 +272,19 @@ pub async fn backlog(server: &Server, plan: &Plan) -> Result<Vec<Figure>> {
 
 async fn backlog_once(server: &Server, plan: &Plan, db: &BenchDb, b: usize) -> Result<(f64, f64)> {
     env::spawn_bulk(&db.pool, QUEUE, "sleeper", 1000).await?;
-    // Put the sleepers to sleep for a year, as a durable sleep would.
-    for (prefix, extra) in [
-        ("r", ", available_at = now() + interval '1 year'"),
-        ("t", ""),
-    ] {
-        let sql = format!(
-            "update {} set state = 'sleeping'{extra} where {}",
-            crate::client::table(prefix, QUEUE),
-            if prefix == "r" {
-                format!(
-                    "task_id in (select task_id from {} where task_name = 'sleeper')",
-                    crate::client::table("t", QUEUE)
-                )
-            } else {
-                "task_name = 'sleeper'".to_string()
-            }
-        );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&db.pool)
-            .await?;
-    }
+    // Put the sleepers to sleep for a year, as a durable sleep would (runs first, then tasks).
+    let (r, t) = (
+        crate::client::table("r", QUEUE),
+        crate::client::table("t", QUEUE),
+    );
+    let sql = format!(
+        "update {r} set state = 'sleeping', available_at = now() + interval '1 year' \
+         where task_id in (select task_id from {t} where task_name = 'sleeper');
+         update {t} set state = 'sleeping' where task_name = 'sleeper'"
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&db.pool)
+        .await?;
     env::spawn_bulk(&db.pool, QUEUE, "noop", b).await?;
     sqlx::raw_sql("vacuum analyze").execute(&db.pool).await?;
 
