@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::claim::{Claimed, Claimer, Wakeups};
+use crate::claimed::ReadLimits;
 use crate::client::{ClaimedRun, Client, SpawnOptions};
 use crate::dead_letter::DeadLetters;
 use crate::dispatch::Registry;
@@ -41,6 +42,8 @@ pub struct WorkerSettings {
     pub dlq_sweep_interval: Duration,
     /// `max_attempts` for tasks spawned from inside tasks (`ABSURD_MAX_RETRIES + 1`).
     pub default_max_attempts: i32,
+    /// Bounds on the checkpoints and event payloads a run reads back.
+    pub read_limits: ReadLimits,
 }
 
 /// `<hostname>:<pid>:<8 hex digits>`.
@@ -141,7 +144,8 @@ pub async fn run_with_counters(
             &settings.worker_id,
             settings.claim_timeout,
             settings.poll_interval,
-        );
+        )
+        .with_read_limits(settings.read_limits);
         claimers.spawn(claim_loop(
             claimer,
             shared.clone(),
@@ -270,7 +274,7 @@ async fn claim_loop(
 
 /// Runs one claimed run from dispatch to settle.
 async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
-    let Claimed { run, checkpoints } = claimed;
+    let run = claimed.run.clone();
     let span = info_span!(
         "task",
         queue = %queue,
@@ -311,9 +315,10 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
                 ..Default::default()
             },
         };
-        let outcome = match TaskContext::load_with(client.clone(), queue, run.clone(), settings, checkpoints).await {
-            Err(e) if e.is_run_lost() => Err(TaskError::RunLost(e)),
-            Err(e) => Err(TaskError::Failed(Failure::new("$HostError", format!("could not load checkpoints: {e}")))),
+        // A run whose data cannot be used fails here, alone (see crate::claimed).
+        let limits = &shared.settings.read_limits;
+        let outcome = match TaskContext::load_claimed(client.clone(), queue, claimed, settings, limits).await {
+            Err(e) => Err(e),
             Ok(ctx) => {
                 let fut = task_type.handler.run(ctx);
                 tokio::select! {

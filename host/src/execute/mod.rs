@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::claimed::{self, Claimed, ReadLimits};
 use crate::client::{ClaimedRun, Client, ClientError, SpawnOptions, Spawned};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -133,6 +134,8 @@ struct Inner {
     checkpoints: Mutex<HashMap<String, Value>>,
     /// How often each step name was used in this execution (for `name#2`, `name#3`, …).
     step_uses: Mutex<HashMap<String, u32>>,
+    /// Bounds on what this run reads back (event payloads received by `await_event`).
+    read_limits: ReadLimits,
 }
 
 impl TaskContext {
@@ -175,8 +178,56 @@ impl TaskContext {
                 spawn_defaults: settings.spawn_defaults,
                 checkpoints: Mutex::new(checkpoints),
                 step_uses: Mutex::new(HashMap::new()),
+                read_limits: ReadLimits::default(),
             }),
         })
+    }
+
+    /// The context of a run as a claim handed it over: fails the run (permanently) when the
+    /// claim found its data unusable, and reads what the claim left out (large checkpoints, a
+    /// large event payload) within `limits`. See [`crate::claimed`].
+    pub async fn load_claimed(
+        client: Client,
+        queue: &str,
+        claimed: Claimed,
+        settings: ContextSettings,
+        limits: &ReadLimits,
+    ) -> Result<TaskContext, TaskError> {
+        let Claimed {
+            mut run,
+            checkpoints,
+            payload_deferred,
+            defect,
+        } = claimed;
+        if let Some(f) = defect {
+            return Err(f.into());
+        }
+        if payload_deferred {
+            run.event_payload = claimed::read_event_payload(&client, queue, run.run_id, limits)
+                .await
+                .map_err(client_failure)??;
+        }
+        let checkpoints = match checkpoints {
+            Some(cps) => {
+                claimed::check_checkpoints(&cps, limits)?;
+                cps
+            }
+            None => claimed::read_checkpoints(&client, queue, &run, limits)
+                .await
+                .map_err(client_failure)??,
+        };
+        let ctx = TaskContext::load_with(client, queue, run, settings, Some(checkpoints))
+            .await
+            .map_err(client_failure)?;
+        Ok(ctx.with_read_limits(*limits))
+    }
+
+    /// Sets the bounds on what the run reads back (only while no one else holds the context).
+    fn with_read_limits(mut self, limits: ReadLimits) -> TaskContext {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.read_limits = limits;
+        }
+        self
     }
 
     /// A context that starts with no checkpoints and does not read the database until the
@@ -198,6 +249,7 @@ impl TaskContext {
                 spawn_defaults: settings.spawn_defaults,
                 checkpoints: Mutex::new(HashMap::new()),
                 step_uses: Mutex::new(HashMap::new()),
+                read_limits: ReadLimits::default(),
             }),
         }
     }
@@ -358,22 +410,25 @@ impl TaskContext {
         if i.run.wake_event.as_deref() == Some(event) && i.run.event_payload.is_none() {
             return Ok(None);
         }
-        let outcome = i
+        let (should_suspend, payload) = i
             .client
-            .await_event(
+            .await_event_bounded(
                 &i.queue,
                 i.run.task_id,
                 i.run.run_id,
                 &name,
                 event,
                 timeout_secs,
+                &i.read_limits,
             )
             .await
             .map_err(client_failure)?;
-        if outcome.should_suspend {
+        if should_suspend {
             return Err(TaskError::Suspended);
         }
-        let payload = outcome.payload.unwrap_or(Value::Null);
+        // A payload over the limit or unreadable fails the run for good: retrying reads the
+        // same payload again.
+        let payload = payload?.unwrap_or(Value::Null);
         i.checkpoints.lock().unwrap().insert(name, payload.clone());
         Ok(Some(payload))
     }
