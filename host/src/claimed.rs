@@ -172,7 +172,9 @@ pub(crate) fn claimed_from_row(row: &PgRow, limits: &ReadLimits) -> Option<Claim
     let task_name = scalar("task_name").unwrap_or_default();
     let wake_event = scalar("wake_event");
     let attempt = row.try_get::<i32, _>("attempt").unwrap_or(1);
-    let max_attempts = row.try_get::<Option<i32>, _>("max_attempts").unwrap_or(None);
+    let max_attempts = row
+        .try_get::<Option<i32>, _>("max_attempts")
+        .unwrap_or(None);
     let params = json_col(row, "params", &mut defect).unwrap_or(Value::Null);
     let headers = json_col(row, "headers", &mut defect);
     let retry_strategy = json_col(row, "retry_strategy", &mut defect);
