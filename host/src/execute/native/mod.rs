@@ -25,6 +25,7 @@ pub mod config;
 pub mod lock;
 mod logs;
 mod outcome;
+mod reaper;
 mod supervise;
 
 use std::path::{Path, PathBuf};
@@ -110,7 +111,7 @@ fn safe_name(name: &str) -> String {
 }
 
 fn create_workdir(root: &Path, task_name: &str, run_id: uuid::Uuid) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(root)?;
+    config::private_dir_builder().recursive(true).create(root)?;
     let base = format!("{}-{}", safe_name(task_name), run_id);
     for n in 1..1000 {
         let p = if n == 1 {
@@ -118,7 +119,7 @@ fn create_workdir(root: &Path, task_name: &str, run_id: uuid::Uuid) -> std::io::
         } else {
             root.join(format!("{base}-{n}"))
         };
-        match std::fs::create_dir(&p) {
+        match config::private_dir_builder().create(&p) {
             Ok(()) => return Ok(p),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
@@ -230,6 +231,7 @@ async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
         cwd: workdir.clone(),
         env_clear: cfg.env_clear,
         env_remove: cfg.env_remove.clone(),
+        env_pass: cfg.env_pass.clone(),
         env,
         limits: cfg.limits,
         grace: cfg.grace,
