@@ -112,8 +112,8 @@ pub struct Reaper {
     pub pid: i32,
     /// The program's pid, also its process group id.
     pub program_pid: i32,
-    pub stdout: Option<File>,
-    pub stderr: Option<File>,
+    pub stdout: File,
+    pub stderr: File,
     pub control: Control,
     pub status: Status,
 }
@@ -208,8 +208,8 @@ impl Reaper {
             Some([MSG_STARTED, program_pid, _]) if program_pid > 1 => Ok(Reaper {
                 pid,
                 program_pid,
-                stdout: Some(File::from(out_r)),
-                stderr: Some(File::from(err_r)),
+                stdout: File::from(out_r),
+                stderr: File::from(err_r),
                 control: Control(Some(control)),
                 status: Status(status),
             }),
@@ -306,14 +306,16 @@ unsafe fn set_limit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -
     libc::setrlimit(resource, &new) == 0
 }
 
+/// Reports `errno` to the reaper (the program could not be started) and exits.
+unsafe fn fail(fd: RawFd) -> ! {
+    let e = errno().to_ne_bytes();
+    libc::write(fd, e.as_ptr().cast(), 4);
+    libc::_exit(127)
+}
+
 /// The program's side of the fork: set up, then exec. On failure, the errno goes to the
 /// reaper through the close-on-exec pipe.
 unsafe fn program_main(p: &Prepared, fds: ChildFds, reaper: libc::pid_t) -> ! {
-    let fail = |fd: RawFd| -> ! {
-        let e = errno().to_ne_bytes();
-        libc::write(fd, e.as_ptr().cast(), 4);
-        libc::_exit(127)
-    };
     if libc::setpgid(0, 0) != 0 {
         fail(fds.exec_w);
     }
@@ -477,8 +479,12 @@ unsafe fn reaper_main(p: &Prepared, fds: ChildFds) -> ! {
                 continue;
             }
             match (r, b) {
-                (1, b'T') => signal_all(me, program, libc::SIGTERM),
-                (1, b'K') => signal_all(me, program, libc::SIGKILL),
+                (1, b'T') => {
+                    signal_all(me, program, libc::SIGTERM);
+                }
+                (1, b'K') => {
+                    signal_all(me, program, libc::SIGKILL);
+                }
                 // `R`, or the host is gone.
                 _ => break,
             }

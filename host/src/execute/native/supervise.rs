@@ -216,23 +216,20 @@ pub async fn spawn(spec: Spec) -> io::Result<Started> {
 fn supervise(spec: Spec, prepared: Prepared, tx: oneshot::Sender<io::Result<Started>>) {
     let started = Reaper::start(&prepared);
     drop(prepared);
-    let mut reaper = match started {
+    let Reaper {
+        pid: reaper_pid,
+        program_pid: pid,
+        stdout,
+        stderr,
+        control,
+        mut status,
+    } = match started {
         Ok(r) => r,
         Err(e) => {
             let _ = tx.send(Err(e));
             return;
         }
     };
-    let pid = reaper.program_pid;
-    let (Some(stdout), Some(stderr)) = (reaper.stdout.take(), reaper.stderr.take()) else {
-        unreachable!("a started reaper has both pipes");
-    };
-    let Reaper {
-        pid: reaper_pid,
-        control,
-        mut status,
-        ..
-    } = reaper;
     let sup = Arc::new(Sup {
         pgid: pid,
         reaper_pid,
