@@ -746,14 +746,14 @@ env = {{ PID_FILE = "{pid_file}", SECRET_FILE = "{secret}" }}
 [tasks.setsid]
 kind = "native"
 program = "/bin/sh"
-args = ["-c", "setsid sleep 1000 & {record}; echo '{{}}' > result.json"]
+args = ["-c", "setsid sleep 1000 & {record}; echo '{{{{}}}}' > result.json"]
 
 # A daemon made the classic way: a double fork and setsid, its parent gone before the
 # program exits.
 [tasks.double-fork]
 kind = "native"
 program = "/bin/sh"
-args = ["-c", "(setsid sh -c 'sleep 1000 </dev/null >/dev/null 2>&1 & {record}' &); while [ ! -f \"$PID_FILE\" ]; do sleep 0.05; done; echo '{{}}' > result.json"]
+args = ["-c", "(setsid sh -c 'sleep 1000 </dev/null >/dev/null 2>&1 & {record}' &); while [ ! -f \"$PID_FILE\" ]; do sleep 0.05; done; echo '{{{{}}}}' > result.json"]
 
 # Leaves a daemon, then hangs until stopped.
 [tasks.setsid-hang]
@@ -810,9 +810,11 @@ args = ["-c", "ln -s \"$SECRET_FILE\" result.json"]
 /// The pid the program left behind, once written.
 async fn left_pid(root: &Path) -> i32 {
     let f = root.join("left.pid");
-    wait_for("the program to record its daemon", Duration::from_secs(30), || async {
-        std::fs::read_to_string(&f).ok()?.trim().parse::<i32>().ok()
-    })
+    wait_for(
+        "the program to record its daemon",
+        Duration::from_secs(30),
+        || async { std::fs::read_to_string(&f).ok()?.trim().parse::<i32>().ok() },
+    )
     .await
 }
 
@@ -883,7 +885,14 @@ async fn a_daemon_does_not_outlive_a_cancellation() {
     let _w = WorkerProc::start(
         &db.url,
         &containment_config(&root, ""),
-        &["--queue", "nat", "--claim-timeout", "3", "--dlq-enabled", "false"],
+        &[
+            "--queue",
+            "nat",
+            "--claim-timeout",
+            "3",
+            "--dlq-enabled",
+            "false",
+        ],
     );
     let id = client
         .spawn("nat", "setsid-hang", &json!({}), &opts(1))
@@ -907,9 +916,14 @@ async fn a_daemon_does_not_outlive_a_sigkilled_worker() {
         .unwrap();
     let pid = left_pid(&root).await;
     assert!(alive(pid));
-    assert_eq!(session_of(pid), Some(pid), "the daemon leads a session of its own");
+    assert_eq!(
+        session_of(pid),
+        Some(pid),
+        "the daemon leads a session of its own"
+    );
     w.signal(libc::SIGKILL);
-    w.wait_exit(Duration::from_secs(10)).expect("the worker dies");
+    w.wait_exit(Duration::from_secs(10))
+        .expect("the worker dies");
     assert_gone(pid, "the daemon to be killed when the worker dies").await;
     let _ = std::fs::remove_dir_all(&root);
 }
@@ -981,7 +995,11 @@ async fn programs_do_not_inherit_the_workers_secrets() {
     assert_eq!(r.state, State::Completed, "{r:?}\n{}", w.log_text());
     let env = &r.result.as_ref().unwrap()["env"];
     for secret in &names[..5] {
-        assert_eq!(env[secret], Value::Null, "{secret} reached the program: {env}");
+        assert_eq!(
+            env[secret],
+            Value::Null,
+            "{secret} reached the program: {env}"
+        );
     }
     assert_eq!(env["PGHOST"], "127.0.0.1", "not a secret: passed on");
     assert_eq!(env["ABSURD_TASK_ID"], json!(id.to_string()));

@@ -609,7 +609,15 @@ mod tests {
         ] {
             assert!(is_secret(name), "{name}");
         }
-        for name in ["PATH", "HOME", "ABSURD_CASA_VENV", "ABSURD_LOG", "PGHOST", "PGUSER", "LANG"] {
+        for name in [
+            "PATH",
+            "HOME",
+            "ABSURD_CASA_VENV",
+            "ABSURD_LOG",
+            "PGHOST",
+            "PGUSER",
+            "LANG",
+        ] {
             assert!(!is_secret(name), "{name}");
         }
     }
@@ -618,7 +626,8 @@ mod tests {
     fn limits_with_defaults_can_be_changed_or_lifted() {
         let dir = std::env::temp_dir();
         let d = table("processes = 500\n");
-        let t = table("program = \"sh\"\nfile_size_mb = \"unlimited\"\nenv_pass = [\"PGPASSWORD\"]\n");
+        let t =
+            table("program = \"sh\"\nfile_size_mb = \"unlimited\"\nenv_pass = [\"PGPASSWORD\"]\n");
         let c = NativeConfig::from_tables(&t, &d, &dir).unwrap();
         assert_eq!(c.limits.processes, Some(500));
         assert_eq!(c.limits.file_size_mb, None);
@@ -705,10 +714,17 @@ mod tests {
             .contains("`memory_mb` must be a positive integer"));
         assert!(err("program = \"sh\"\nenv = { A = 1 }").contains("`env.A` must be a string"));
         let e = err("program = \"sh\"\nprocesses = -3");
-        assert!(e.contains("`processes` must be a positive integer or \"unlimited\", got -3"), "{e}");
+        assert!(
+            e.contains("`processes` must be a positive integer or \"unlimited\", got -3"),
+            "{e}"
+        );
         let e = err("program = \"sh\"\nfile_size_mb = \"lots\"");
-        assert!(e.contains("`file_size_mb`") && e.contains("\"lots\""), "{e}");
-        assert!(err("program = \"sh\"\nprocesses = 3").contains("`processes` must be at least 16, got 3"));
+        assert!(
+            e.contains("`file_size_mb`") && e.contains("\"lots\""),
+            "{e}"
+        );
+        assert!(err("program = \"sh\"\nprocesses = 3")
+            .contains("`processes` must be at least 16, got 3"));
         assert!(err("program = \"sh\"\nenv_pass = [\"A=B\"]").contains("`env_pass`"));
         let e = NativeConfig::from_tables(&table("program = \"sh\""), &table("colour = 1"), &dir)
             .unwrap_err();

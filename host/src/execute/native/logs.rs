@@ -397,7 +397,7 @@ mod tests {
         .unwrap();
         let d = rx.blocking_recv().unwrap();
         // Drained (the tail is kept), but nothing saved through the link.
-        assert_eq!(d.total_bytes, 25);
+        assert_eq!(d.total_bytes, 26);
         assert_eq!(d.saved_bytes, 0);
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
         std::fs::remove_dir_all(&dir).unwrap();

@@ -227,7 +227,6 @@ impl Reaper {
             }
         }
     }
-
 }
 
 impl Status {
@@ -334,7 +333,9 @@ unsafe fn program_main(p: &Prepared, fds: ChildFds, reaper: libc::pid_t) -> ! {
         *libc::__errno_location() = libc::ESRCH;
         fail(fds.exec_w);
     }
-    if libc::dup2(fds.devnull, 0) < 0 || libc::dup2(fds.out_w, 1) < 0 || libc::dup2(fds.err_w, 2) < 0
+    if libc::dup2(fds.devnull, 0) < 0
+        || libc::dup2(fds.out_w, 1) < 0
+        || libc::dup2(fds.err_w, 2) < 0
     {
         fail(fds.exec_w);
     }
@@ -370,7 +371,11 @@ unsafe fn program_main(p: &Prepared, fds: ChildFds, reaper: libc::pid_t) -> ! {
     if libc::chdir(p.cwd.as_ptr()) != 0 {
         fail(fds.exec_w);
     }
-    libc::execve(p.program.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
+    libc::execve(
+        p.program.as_ptr(),
+        p.argv_ptrs.as_ptr(),
+        p.envp_ptrs.as_ptr(),
+    );
     fail(fds.exec_w)
 }
 
@@ -661,7 +666,9 @@ unsafe fn stat_of(pid: libc::pid_t) -> Option<(u8, libc::pid_t)> {
     }
     let text = &buf[..n as usize];
     let close = text.iter().rposition(|&c| c == b')')?;
-    let mut rest = text[close + 1..].split(|&c| c == b' ').filter(|s| !s.is_empty());
+    let mut rest = text[close + 1..]
+        .split(|&c| c == b' ')
+        .filter(|s| !s.is_empty());
     let state = *rest.next()?.first()?;
     let ppid = parse_pid(rest.next()?)?;
     Some((state, ppid))
