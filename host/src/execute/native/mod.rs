@@ -12,7 +12,8 @@
 //!
 //! Per run the host creates a fresh work directory, writes `params.json` there
 //! (`{"params": …, "task": {task_id, run_id, attempt, queue, task_name, headers}}`), runs the
-//! program in that directory (stdin null, its own process group, killed if the host dies), and
+//! program in that directory (stdin null, its own process group, under a per-run reaper that
+//! lets no descendant outlive the run or the host: see `reaper`), and
 //! reads `result.json` after exit 0. Everything else (failure classification, logs, limits,
 //! what is not supported) is described for operators in `docs/native-tasks.md`.
 //!
