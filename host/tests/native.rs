@@ -723,3 +723,358 @@ async fn shutdown_stops_the_program_and_hands_the_task_back() {
     );
     let _ = std::fs::remove_dir_all(&root);
 }
+
+// ---- Containment (issue #14, part 5): nothing a program starts outlives its run, secrets
+// stay with the host, default limits, private work directories, no symlinks followed. ----
+
+/// A config of small shell programs that leave processes behind. Each writes the pid of the
+/// process it left to `<root>/left.pid`.
+fn containment_config(root: &Path, extra: &str) -> PathBuf {
+    let task = fixture("task.py");
+    let pid_file = root.join("left.pid");
+    let secret = root.join("secret.json");
+    // Written atomically, so the test never reads half a pid.
+    let record = r#"echo $! > \"$PID_FILE.tmp\" && mv \"$PID_FILE.tmp\" \"$PID_FILE\""#;
+    let text = format!(
+        r#"
+[native]
+workdir_root = "{root}"
+grace = 1
+env = {{ PID_FILE = "{pid_file}", SECRET_FILE = "{secret}" }}
+
+# Exits 0 at once, leaving `sleep` in a session of its own (holding the output pipes).
+[tasks.setsid]
+kind = "native"
+program = "/bin/sh"
+args = ["-c", "setsid sleep 1000 & {record}; echo '{{{{}}}}' > result.json"]
+
+# A daemon made the classic way: a double fork and setsid, its parent gone before the
+# program exits.
+[tasks.double-fork]
+kind = "native"
+program = "/bin/sh"
+args = ["-c", "(setsid sh -c 'sleep 1000 </dev/null >/dev/null 2>&1 & {record}' &); while [ ! -f \"$PID_FILE\" ]; do sleep 0.05; done; echo '{{{{}}}}' > result.json"]
+
+# Leaves a daemon, then hangs until stopped.
+[tasks.setsid-hang]
+kind = "native"
+program = "/bin/sh"
+args = ["-c", "setsid sleep 1000 </dev/null >/dev/null 2>&1 & {record}; exec sleep 1000"]
+
+[tasks.setsid-timeout]
+kind = "native"
+program = "/bin/sh"
+args = ["-c", "setsid sleep 1000 </dev/null >/dev/null 2>&1 & {record}; exec sleep 1000"]
+timeout = 4
+
+[tasks.fixture]
+kind = "native"
+program = "{task}"
+args = ["{{params}}"]
+
+[tasks.fixture-pass]
+kind = "native"
+program = "{task}"
+args = ["{{params}}"]
+env_pass = ["PGPASSWORD", "ABSURD_API_TOKEN"]
+
+[tasks.limited]
+kind = "native"
+program = "{task}"
+args = ["{{params}}"]
+processes = 100
+file_size_mb = 1
+
+# Writes 2 MiB with a 1 MiB file size limit.
+[tasks.big-file]
+kind = "native"
+program = "/bin/sh"
+args = ["-c", "exec head -c 2097152 /dev/zero > big"]
+file_size_mb = 1
+
+# Puts a symbolic link to a file outside its work directory where its result goes.
+[tasks.symlink-result]
+kind = "native"
+program = "/bin/sh"
+args = ["-c", "ln -s \"$SECRET_FILE\" result.json"]
+{extra}
+"#,
+        root = root.display(),
+        pid_file = pid_file.display(),
+        secret = secret.display(),
+        task = task.display(),
+    );
+    temp_file("absurd-host.toml", &text)
+}
+
+/// The pid the program left behind, once written.
+async fn left_pid(root: &Path) -> i32 {
+    let f = root.join("left.pid");
+    wait_for(
+        "the program to record its daemon",
+        Duration::from_secs(30),
+        || async { std::fs::read_to_string(&f).ok()?.trim().parse::<i32>().ok() },
+    )
+    .await
+}
+
+async fn assert_gone(pid: i32, what: &str) {
+    wait_for(what, Duration::from_secs(30), || async {
+        (!alive(pid)).then_some(())
+    })
+    .await;
+}
+
+/// The session id of `pid` (field 6 of /proc/<pid>/stat).
+fn session_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(3)?.parse().ok()
+}
+
+#[tokio::test]
+async fn a_setsid_daemon_does_not_outlive_a_successful_run() {
+    let (db, client) = setup("nat").await;
+    let root = scratch_dir();
+    let w = WorkerProc::start(&db.url, &containment_config(&root, ""), &["--queue", "nat"]);
+    let (_, r) = run_one(&client, "nat", "setsid", json!({}), 1).await;
+    assert_eq!(r.state, State::Completed, "{r:?}\n{}", w.log_text());
+    let pid = left_pid(&root).await;
+    assert_gone(pid, "the setsid daemon to be killed with its run").await;
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test]
+async fn a_double_forked_daemon_does_not_outlive_its_run() {
+    let (db, client) = setup("nat").await;
+    let root = scratch_dir();
+    let w = WorkerProc::start(&db.url, &containment_config(&root, ""), &["--queue", "nat"]);
+    let (_, r) = run_one(&client, "nat", "double-fork", json!({}), 1).await;
+    assert_eq!(r.state, State::Completed, "{r:?}\n{}", w.log_text());
+    let pid = left_pid(&root).await;
+    assert_gone(pid, "the double-forked daemon to be killed with its run").await;
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test]
+async fn a_daemon_does_not_outlive_a_timeout() {
+    let (db, client) = setup("nat").await;
+    let root = scratch_dir();
+    let w = WorkerProc::start(
+        &db.url,
+        &containment_config(&root, ""),
+        &["--queue", "nat", "--dlq-enabled", "false"],
+    );
+    let id = client
+        .spawn("nat", "setsid-timeout", &json!({}), &opts(1))
+        .await
+        .unwrap()
+        .task_id;
+    let pid = left_pid(&root).await;
+    assert!(alive(pid), "the daemon runs while the program does");
+    let r = terminal(&client, "nat", id, Duration::from_secs(60)).await;
+    assert_eq!(failure(&r)["name"], "$Timeout", "{}", w.log_text());
+    assert_gone(pid, "the daemon to be killed at the timeout").await;
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test]
+async fn a_daemon_does_not_outlive_a_cancellation() {
+    let (db, client) = setup("nat").await;
+    let root = scratch_dir();
+    let _w = WorkerProc::start(
+        &db.url,
+        &containment_config(&root, ""),
+        &[
+            "--queue",
+            "nat",
+            "--claim-timeout",
+            "3",
+            "--dlq-enabled",
+            "false",
+        ],
+    );
+    let id = client
+        .spawn("nat", "setsid-hang", &json!({}), &opts(1))
+        .await
+        .unwrap()
+        .task_id;
+    let pid = left_pid(&root).await;
+    client.cancel_task("nat", id).await.unwrap();
+    assert_gone(pid, "the daemon to be killed at the cancellation").await;
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test]
+async fn a_daemon_does_not_outlive_a_sigkilled_worker() {
+    let (db, client) = setup("nat").await;
+    let root = scratch_dir();
+    let mut w = WorkerProc::start(&db.url, &containment_config(&root, ""), &["--queue", "nat"]);
+    client
+        .spawn("nat", "setsid-hang", &json!({}), &opts(1))
+        .await
+        .unwrap();
+    let pid = left_pid(&root).await;
+    assert!(alive(pid));
+    assert_eq!(
+        session_of(pid),
+        Some(pid),
+        "the daemon leads a session of its own"
+    );
+    w.signal(libc::SIGKILL);
+    w.wait_exit(Duration::from_secs(10))
+        .expect("the worker dies");
+    assert_gone(pid, "the daemon to be killed when the worker dies").await;
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test]
+async fn a_daemon_does_not_outlive_a_worker_shutdown() {
+    let (db, client) = setup("nat").await;
+    let root = scratch_dir();
+    let mut w = WorkerProc::start(
+        &db.url,
+        &containment_config(&root, ""),
+        &["--queue", "nat", "--shutdown-grace", "1"],
+    );
+    client
+        .spawn("nat", "setsid-hang", &json!({}), &opts(3))
+        .await
+        .unwrap();
+    let pid = left_pid(&root).await;
+    w.signal(libc::SIGTERM);
+    w.wait_exit(Duration::from_secs(60))
+        .expect("the worker exits after its grace period");
+    assert_gone(pid, "the daemon to be killed at shutdown").await;
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test]
+async fn programs_do_not_inherit_the_workers_secrets() {
+    let (db, client) = setup("nat").await;
+    let root = scratch_dir();
+    let config = containment_config(&root, "");
+    // The worker takes its database URL from the environment, as deployed.
+    let log = temp_file("worker.log", "");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_absurd-host"))
+        .arg("worker")
+        .arg("--config")
+        .arg(&config)
+        .args(["--queue", "nat"])
+        .env_remove("ABSURD_QUEUE_NAME")
+        .env("ABSURD_DATABASE_URL", &db.url)
+        .env("ABSURD_API_TOKEN", "api-token-value")
+        .env("PGPASSWORD", "pg-password-value")
+        .env("DATABASE_URL", &db.url)
+        .env("DEPLOY_TOKEN", "deploy-token-value")
+        .env("PGHOST", "127.0.0.1")
+        .env("ABSURD_LOG", "info,sqlx=warn,absurd_host=debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start absurd-host worker");
+    let w = WorkerProc { child, log };
+    let names = [
+        "ABSURD_DATABASE_URL",
+        "ABSURD_API_TOKEN",
+        "PGPASSWORD",
+        "DATABASE_URL",
+        "DEPLOY_TOKEN",
+        "PGHOST",
+        "ABSURD_TASK_ID",
+    ];
+    let (id, r) = run_one(
+        &client,
+        "nat",
+        "fixture",
+        json!({"mode": "ok", "show_env": names}),
+        1,
+    )
+    .await;
+    assert_eq!(r.state, State::Completed, "{r:?}\n{}", w.log_text());
+    let env = &r.result.as_ref().unwrap()["env"];
+    for secret in &names[..5] {
+        assert_eq!(
+            env[secret],
+            Value::Null,
+            "{secret} reached the program: {env}"
+        );
+    }
+    assert_eq!(env["PGHOST"], "127.0.0.1", "not a secret: passed on");
+    assert_eq!(env["ABSURD_TASK_ID"], json!(id.to_string()));
+    // A task type that names secrets in `env_pass` gets those, and only those.
+    let (_, r) = run_one(
+        &client,
+        "nat",
+        "fixture-pass",
+        json!({"mode": "ok", "show_env": names}),
+        1,
+    )
+    .await;
+    assert_eq!(r.state, State::Completed, "{r:?}");
+    let env = &r.result.as_ref().unwrap()["env"];
+    assert_eq!(env["PGPASSWORD"], "pg-password-value");
+    assert_eq!(env["ABSURD_API_TOKEN"], "api-token-value");
+    assert_eq!(env["ABSURD_DATABASE_URL"], Value::Null);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test]
+async fn process_and_file_size_limits_have_defaults_and_overrides() {
+    let (db, client) = setup("nat").await;
+    let root = scratch_dir();
+    let w = WorkerProc::start(
+        &db.url,
+        &containment_config(&root, ""),
+        &["--queue", "nat", "--dlq-enabled", "false"],
+    );
+    let (_, r) = run_one(&client, "nat", "fixture", json!({"mode": "limits"}), 1).await;
+    assert_eq!(r.state, State::Completed, "{r:?}\n{}", w.log_text());
+    let v = r.result.unwrap();
+    // The defaults, unless the host's own hard limit is lower.
+    let hard = |res| {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        unsafe { libc::getrlimit(res, &mut l) };
+        l.rlim_max
+    };
+    let nproc = 8192u64.min(hard(libc::RLIMIT_NPROC));
+    let fsize = (64u64 << 30).min(hard(libc::RLIMIT_FSIZE));
+    assert_eq!(v["RLIMIT_NPROC"], json!([nproc, nproc]), "{v}");
+    assert_eq!(v["RLIMIT_FSIZE"], json!([fsize, fsize]), "{v}");
+    let (_, r) = run_one(&client, "nat", "limited", json!({"mode": "limits"}), 1).await;
+    let v = r.result.unwrap();
+    assert_eq!(v["RLIMIT_NPROC"], json!([100, 100]), "{v}");
+    assert_eq!(v["RLIMIT_FSIZE"], json!([1 << 20, 1 << 20]), "{v}");
+    // Writing past the file size limit: SIGXFSZ, classified.
+    let (_, r) = run_one(&client, "nat", "big-file", json!({}), 1).await;
+    let f = failure(&r);
+    assert_eq!(f["name"], "$ProgramKilled", "{f}");
+    assert_eq!(f["details"]["signal_name"], "SIGXFSZ", "{f}");
+    assert_eq!(f["details"]["cause"], "file_size_limit", "{f}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test]
+async fn work_directories_are_private_and_a_symlinked_result_is_not_followed() {
+    let (db, client) = setup("nat").await;
+    let root = scratch_dir();
+    let w = WorkerProc::start(
+        &db.url,
+        &containment_config(&root, ""),
+        &["--queue", "nat", "--dlq-enabled", "false"],
+    );
+    let (_, r) = run_one(&client, "nat", "fixture", json!({"mode": "ok"}), 1).await;
+    assert_eq!(r.state, State::Completed, "{r:?}\n{}", w.log_text());
+    assert_eq!(r.result.unwrap()["cwd_mode"], 0o700);
+    std::fs::write(root.join("secret.json"), r#"{"stolen": true}"#).unwrap();
+    let (_, r) = run_one(&client, "nat", "symlink-result", json!({}), 1).await;
+    let f = failure(&r);
+    assert_eq!(f["name"], "$NoResult", "{f}");
+    let message = f["message"].as_str().unwrap();
+    assert!(message.contains("symbolic link"), "{message}");
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -12,6 +12,7 @@ pub const KEYS: &[&str] = &[
     "args",
     "env",
     "env_remove",
+    "env_pass",
     "env_clear",
     "workdir_root",
     "keep_workdir",
@@ -19,6 +20,8 @@ pub const KEYS: &[&str] = &[
     "cpu_seconds",
     "open_files",
     "memory_mb",
+    "processes",
+    "file_size_mb",
     "max_result_bytes",
     "log_tail_bytes",
     "max_log_bytes",
@@ -36,6 +39,41 @@ pub const PLACEHOLDERS: &[&str] = &[
 
 /// Environment variables kept from the host when `env_clear = true`.
 pub const KEPT_WHEN_CLEARED: &[&str] = &["PATH", "HOME", "LANG"];
+
+/// Host variables never passed to a program unless its task type names them in `env_pass`
+/// (or sets them in `env`): the worker's own database URL and API token, and libpq's
+/// password and the files and services that hold one. See also [`is_secret`].
+pub const SECRET_VARS: &[&str] = &[
+    "ABSURD_DATABASE_URL",
+    "ABSURD_API_TOKEN",
+    "DATABASE_URL",
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGSERVICE",
+    "PGSERVICEFILE",
+];
+
+/// Parts of a variable name that mark it as a secret (case-insensitive).
+pub const SECRET_MARKS: &[&str] = &["PASSWORD", "PASSWD", "TOKEN", "SECRET"];
+
+/// Whether the host's variable `name` carries credentials and is withheld by default: one of
+/// [`SECRET_VARS`], any other `ABSURD_…_URL` (a connection string), or a name containing
+/// one of [`SECRET_MARKS`] (`GITHUB_TOKEN`, `AWS_SECRET_ACCESS_KEY`, `MYSQL_PASSWORD`, …).
+pub fn is_secret(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    SECRET_VARS.contains(&upper.as_str())
+        || (upper.starts_with("ABSURD_") && upper.ends_with("_URL"))
+        || SECRET_MARKS.iter().any(|m| upper.contains(m))
+}
+
+/// Default `RLIMIT_NPROC` (`processes`): far above what a CASA run uses (a few hundred
+/// threads with OpenMP on a large machine), low enough to stop a fork bomb. The kernel counts
+/// it per real user over the whole machine, threads included, and does not enforce it for
+/// root.
+pub const DEFAULT_PROCESSES: u64 = 8192;
+/// Default `RLIMIT_FSIZE` (`file_size_mb`): 64 GiB, larger than any single file a calibration
+/// writes, and a stop for a runaway writer before it fills a disk of ordinary size.
+pub const DEFAULT_FILE_SIZE_MB: u64 = 64 * 1024;
 
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_RESULT_BYTES: u64 = 16 * 1024 * 1024;
@@ -68,6 +106,10 @@ pub struct Limits {
     pub open_files: Option<u64>,
     /// RLIMIT_AS in MiB (address space, not resident memory).
     pub memory_mb: Option<u64>,
+    /// RLIMIT_NPROC (processes and threads of the real user, machine-wide).
+    pub processes: Option<u64>,
+    /// RLIMIT_FSIZE in MiB (largest file the program may write; SIGXFSZ past it).
+    pub file_size_mb: Option<u64>,
 }
 
 /// A host-controlled value that may appear in `args` and `env`.
@@ -204,6 +246,8 @@ pub struct NativeConfig {
     /// Additions, in name order (the `[native]` ones, then the task's, which win).
     pub env: BTreeMap<String, Template>,
     pub env_remove: Vec<String>,
+    /// Secrets of the host's environment passed on all the same.
+    pub env_pass: Vec<String>,
     pub env_clear: bool,
     pub workdir_root: PathBuf,
     pub keep_workdir: KeepWorkdir,
@@ -274,6 +318,15 @@ fn valid_env_name(k: &str) -> Result<(), String> {
         return Err(format!("{k:?} is not a valid environment variable name"));
     }
     Ok(())
+}
+
+/// Directories only the host's user can enter (0700): work directories hold the params, the
+/// result and the logs of a run.
+pub fn private_dir_builder() -> std::fs::DirBuilder {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut b = std::fs::DirBuilder::new();
+    b.mode(0o700);
+    b
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -349,17 +402,22 @@ impl NativeConfig {
         if let Some(v) = table.get("env") {
             env.extend(env_table(v)?);
         }
-        let mut env_remove = Vec::new();
-        for (t, origin) in [(defaults, "[native]: "), (table, "")] {
-            if let Some(v) = t.get("env_remove") {
-                for k in string_list("env_remove", v).map_err(|e| format!("{origin}{e}"))? {
-                    valid_env_name(&k).map_err(|e| format!("{origin}`env_remove`: {e}"))?;
-                    if !env_remove.contains(&k) {
-                        env_remove.push(k);
+        let names = |key: &str| -> Result<Vec<String>, String> {
+            let mut out: Vec<String> = Vec::new();
+            for (t, origin) in [(defaults, "[native]: "), (table, "")] {
+                if let Some(v) = t.get(key) {
+                    for k in string_list(key, v).map_err(|e| format!("{origin}{e}"))? {
+                        valid_env_name(&k).map_err(|e| format!("{origin}`{key}`: {e}"))?;
+                        if !out.contains(&k) {
+                            out.push(k);
+                        }
                     }
                 }
             }
-        }
+            Ok(out)
+        };
+        let env_remove = names("env_remove")?;
+        let env_pass = names("env_pass")?;
         let get = |key: &str| -> Option<(&toml::Value, &'static str)> {
             table
                 .get(key)
@@ -429,7 +487,10 @@ impl NativeConfig {
                 }
             }
         };
-        std::fs::create_dir_all(&workdir_root)
+        // Private: the work directories below it hold params and results.
+        private_dir_builder()
+            .recursive(true)
+            .create(&workdir_root)
             .map_err(|e| format!("cannot create workdir_root {}: {e}", workdir_root.display()))?;
         let workdir_root = std::path::absolute(&workdir_root).unwrap_or(workdir_root);
 
@@ -471,11 +532,28 @@ impl NativeConfig {
                     .map_err(|e| format!("{o}{e}")),
             }
         };
+        // A limit with a default: a positive integer, or "unlimited" to set none.
+        let defaulted = |key: &str, default: u64| -> Result<Option<u64>, String> {
+            match get(key) {
+                None => Ok(Some(default)),
+                Some((v, _)) if v.as_str() == Some("unlimited") => Ok(None),
+                Some((v, o)) => positive_int(key, v).map(Some).map_err(|_| {
+                    format!("{o}`{key}` must be a positive integer or \"unlimited\", got {v}")
+                }),
+            }
+        };
         let limits = Limits {
             cpu_seconds: int("cpu_seconds")?,
             open_files: int("open_files")?,
             memory_mb: int("memory_mb")?,
+            processes: defaulted("processes", DEFAULT_PROCESSES)?,
+            file_size_mb: defaulted("file_size_mb", DEFAULT_FILE_SIZE_MB)?,
         };
+        if let Some(n) = limits.processes {
+            if n < 16 {
+                return Err(format!("`processes` must be at least 16, got {n}"));
+            }
+        }
         if let Some(n) = limits.open_files {
             if n < 16 {
                 return Err(format!("`open_files` must be at least 16, got {n}"));
@@ -497,6 +575,7 @@ impl NativeConfig {
             args,
             env,
             env_remove,
+            env_pass,
             env_clear,
             workdir_root,
             keep_workdir,
@@ -512,6 +591,48 @@ impl NativeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_recognised_by_name() {
+        for name in [
+            "ABSURD_DATABASE_URL",
+            "ABSURD_API_TOKEN",
+            "absurd_database_url",
+            "ABSURD_OTHER_URL",
+            "DATABASE_URL",
+            "PGPASSWORD",
+            "PGPASSFILE",
+            "PGSERVICEFILE",
+            "GITHUB_TOKEN",
+            "AWS_SECRET_ACCESS_KEY",
+            "MYSQL_PWD_PASSWD",
+        ] {
+            assert!(is_secret(name), "{name}");
+        }
+        for name in [
+            "PATH",
+            "HOME",
+            "ABSURD_CASA_VENV",
+            "ABSURD_LOG",
+            "PGHOST",
+            "PGUSER",
+            "LANG",
+        ] {
+            assert!(!is_secret(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn limits_with_defaults_can_be_changed_or_lifted() {
+        let dir = std::env::temp_dir();
+        let d = table("processes = 500\n");
+        let t =
+            table("program = \"sh\"\nfile_size_mb = \"unlimited\"\nenv_pass = [\"PGPASSWORD\"]\n");
+        let c = NativeConfig::from_tables(&t, &d, &dir).unwrap();
+        assert_eq!(c.limits.processes, Some(500));
+        assert_eq!(c.limits.file_size_mb, None);
+        assert_eq!(c.env_pass, vec!["PGPASSWORD".to_string()]);
+    }
 
     fn vars() -> Vars {
         Vars {
@@ -562,6 +683,9 @@ mod tests {
         assert_eq!(c.env["B"].literal(), Some("3"));
         assert_eq!(c.env_remove, vec!["X".to_string(), "Y".to_string()]);
         assert_eq!(c.limits.cpu_seconds, Some(7));
+        assert_eq!(c.limits.processes, Some(DEFAULT_PROCESSES));
+        assert_eq!(c.limits.file_size_mb, Some(DEFAULT_FILE_SIZE_MB));
+        assert!(c.env_pass.is_empty());
         assert_eq!(c.max_result_bytes, DEFAULT_MAX_RESULT_BYTES);
         assert_eq!(c.log_tail_bytes, DEFAULT_LOG_TAIL_BYTES);
     }
@@ -589,6 +713,19 @@ mod tests {
         assert!(err("program = \"sh\"\nmemory_mb = 0")
             .contains("`memory_mb` must be a positive integer"));
         assert!(err("program = \"sh\"\nenv = { A = 1 }").contains("`env.A` must be a string"));
+        let e = err("program = \"sh\"\nprocesses = -3");
+        assert!(
+            e.contains("`processes` must be a positive integer or \"unlimited\", got -3"),
+            "{e}"
+        );
+        let e = err("program = \"sh\"\nfile_size_mb = \"lots\"");
+        assert!(
+            e.contains("`file_size_mb`") && e.contains("\"lots\""),
+            "{e}"
+        );
+        assert!(err("program = \"sh\"\nprocesses = 3")
+            .contains("`processes` must be at least 16, got 3"));
+        assert!(err("program = \"sh\"\nenv_pass = [\"A=B\"]").contains("`env_pass`"));
         let e = NativeConfig::from_tables(&table("program = \"sh\""), &table("colour = 1"), &dir)
             .unwrap_err();
         assert!(e.contains("unknown key `colour` in [native]"), "{e}");

@@ -260,6 +260,17 @@ impl Drainer {
 }
 
 /// Drains `reader` on a new thread until end of file (every writer of the pipe has exited).
+/// Creates a log file in the work directory. The program shares that directory, so the file
+/// must be new and is never reached through a symbolic link it planted (`O_EXCL`, `O_NOFOLLOW`).
+fn open_log(path: &std::path::Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
 pub fn drain(
     reader: impl Read + Send + 'static,
     stream: Stream,
@@ -273,7 +284,7 @@ pub fn drain(
         .name(format!("native-{}", stream.name()))
         .spawn(move || {
             let _entered = span.enter();
-            let file = match File::create(&path) {
+            let file = match open_log(&path) {
                 Ok(f) => Some(f),
                 Err(e) => {
                     warn!(path = %path.display(), error = %e, "cannot create the log file");
@@ -364,6 +375,31 @@ mod tests {
         assert_eq!(d.tail.len(), 16);
         let text = std::fs::read_to_string(dir.join("stdout.log")).unwrap();
         assert!(text.contains("truncated at 100 bytes"), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_planted_symlink_is_not_followed() {
+        let dir =
+            std::env::temp_dir().join(format!("native-logs-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("target.txt");
+        std::fs::write(&target, "untouched").unwrap();
+        std::os::unix::fs::symlink(&target, dir.join("stdout.log")).unwrap();
+        let rx = drain(
+            std::io::Cursor::new(b"written through the link?\n".to_vec()),
+            Stream::Stdout,
+            dir.join("stdout.log"),
+            1000,
+            64,
+            Span::none(),
+        )
+        .unwrap();
+        let d = rx.blocking_recv().unwrap();
+        // Drained (the tail is kept), but nothing saved through the link.
+        assert_eq!(d.total_bytes, 26);
+        assert_eq!(d.saved_bytes, 0);
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

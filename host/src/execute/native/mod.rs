@@ -12,7 +12,8 @@
 //!
 //! Per run the host creates a fresh work directory, writes `params.json` there
 //! (`{"params": …, "task": {task_id, run_id, attempt, queue, task_name, headers}}`), runs the
-//! program in that directory (stdin null, its own process group, killed if the host dies), and
+//! program in that directory (stdin null, its own process group, under a per-run reaper that
+//! lets no descendant outlive the run or the host: see `reaper`), and
 //! reads `result.json` after exit 0. Everything else (failure classification, logs, limits,
 //! what is not supported) is described for operators in `docs/native-tasks.md`.
 //!
@@ -25,6 +26,7 @@ pub mod config;
 pub mod lock;
 mod logs;
 mod outcome;
+mod reaper;
 mod supervise;
 
 use std::path::{Path, PathBuf};
@@ -110,7 +112,7 @@ fn safe_name(name: &str) -> String {
 }
 
 fn create_workdir(root: &Path, task_name: &str, run_id: uuid::Uuid) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(root)?;
+    config::private_dir_builder().recursive(true).create(root)?;
     let base = format!("{}-{}", safe_name(task_name), run_id);
     for n in 1..1000 {
         let p = if n == 1 {
@@ -118,7 +120,7 @@ fn create_workdir(root: &Path, task_name: &str, run_id: uuid::Uuid) -> std::io::
         } else {
             root.join(format!("{base}-{n}"))
         };
-        match std::fs::create_dir(&p) {
+        match config::private_dir_builder().create(&p) {
             Ok(()) => return Ok(p),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
@@ -230,6 +232,7 @@ async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
         cwd: workdir.clone(),
         env_clear: cfg.env_clear,
         env_remove: cfg.env_remove.clone(),
+        env_pass: cfg.env_pass.clone(),
         env,
         limits: cfg.limits,
         grace: cfg.grace,

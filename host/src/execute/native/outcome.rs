@@ -67,7 +67,7 @@ fn signal_cause(sig: i32) -> (&'static str, &'static str) {
             "aborted: an assertion failed or a C++ exception was not caught (CASA: often an AipsError)",
         ),
         libc::SIGXCPU => ("cpu_limit", "the CPU time limit (cpu_seconds) was exceeded"),
-        libc::SIGXFSZ => ("file_size_limit", "the file size limit was exceeded"),
+        libc::SIGXFSZ => ("file_size_limit", "the file size limit (file_size_mb) was exceeded"),
         libc::SIGTERM | libc::SIGINT | libc::SIGHUP | libc::SIGQUIT => {
             ("terminated", "terminated by a signal from outside the host")
         }
@@ -189,12 +189,32 @@ impl std::fmt::Display for ResultError {
     }
 }
 
+/// Opens a file of the work directory for reading: not through a symbolic link, and without
+/// blocking if it is a FIFO.
+fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+}
+
 pub fn read_result(path: &Path, max_bytes: u64) -> Result<Value, ResultError> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
+    // The program owns the work directory: never follow a symbolic link it put there (it
+    // would make any file the host can read the task's result), and never block on a FIFO.
+    let file = match open_no_follow(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ResultError::Missing),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(ResultError::Unreadable(
+                "it is a symbolic link, which is not followed".into(),
+            ))
+        }
         Err(e) => return Err(ResultError::Unreadable(e.to_string())),
     };
+    let meta = file
+        .metadata()
+        .map_err(|e| ResultError::Unreadable(e.to_string()))?;
     if !meta.is_file() {
         return Err(ResultError::Unreadable("not a regular file".into()));
     }
@@ -205,8 +225,8 @@ pub fn read_result(path: &Path, max_bytes: u64) -> Result<Value, ResultError> {
         });
     }
     let mut text = Vec::with_capacity(meta.len() as usize);
-    std::fs::File::open(path)
-        .and_then(|f| f.take(max_bytes + 1).read_to_end(&mut text))
+    file.take(max_bytes + 1)
+        .read_to_end(&mut text)
         .map_err(|e| ResultError::Unreadable(e.to_string()))?;
     if text.len() as u64 > max_bytes {
         return Err(ResultError::TooLarge {
@@ -284,7 +304,7 @@ pub fn casa_severe(dir: &Path, max_bytes: usize) -> Vec<String> {
     logs.sort();
     let mut lines = Vec::new();
     for (_, path) in logs {
-        let Ok(mut f) = std::fs::File::open(&path) else {
+        let Ok(mut f) = open_no_follow(&path) else {
             continue;
         };
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
