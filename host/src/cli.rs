@@ -940,10 +940,7 @@ pub async fn run_worker(
         .extra_pools
         .push(("worker".into(), client.pool().clone()));
     let listener = crate::api::bind(&api_settings).await?;
-    let api_client = Client::new(crate::api::lazy_pool(
-        &url,
-        api_settings.statement_timeout,
-    )?);
+    let api_client = Client::new(crate::api::lazy_pool(&url, api_settings.statement_timeout)?);
     let counters = crate::metrics::Counters::default();
     let api = tokio::spawn(crate::api::serve_on(
         listener,

@@ -829,12 +829,13 @@ impl Inner {
         Ok(())
     }
 
-    /// A URL over the socket: `postgresql://<user>@/<db>?host=<socket dir>&port=5432`
-    /// (understood by sqlx, libpq and psql). The port names the socket file, and is given so
-    /// that a `PGPORT` in the environment cannot point elsewhere.
+    /// A URL over the socket: `postgresql://<user>@localhost/<db>?host=<socket dir>&port=5432`.
+    /// The `host` parameter (a directory) overrides `localhost` in sqlx, libpq and psql alike;
+    /// `localhost` is there only because URL parsers refuse an empty host after `user@`. The
+    /// port names the socket file, and is given so that a `PGPORT` cannot point elsewhere.
     fn url_for(&self, database: &str) -> String {
         format!(
-            "postgresql://{}@/{database}?host={}&port={SOCKET_PORT}",
+            "postgresql://{}@localhost/{database}?host={}&port={SOCKET_PORT}",
             self.superuser,
             query_encode(&self.socket_dir.to_string_lossy())
         )
@@ -1005,7 +1006,7 @@ impl EmbeddedPostgres {
         Ok(f)
     }
 
-    /// `postgresql://<user>@/absurd?host=<socket dir>&port=5432`: over the Unix socket.
+    /// `postgresql://<user>@localhost/absurd?host=<socket dir>&port=5432`: over the Unix socket.
     pub fn url(&self) -> String {
         self.inner.url()
     }
@@ -1156,7 +1157,10 @@ mod tests {
         );
         // Exactly at the limit fits; one byte more does not.
         let at = PathBuf::from(format!("/{}", "d".repeat(MAX_SOCKET_PATH - 2 - 13 - 7)));
-        assert_eq!(socket_path(&at.join("socket")).as_os_str().len(), MAX_SOCKET_PATH);
+        assert_eq!(
+            socket_path(&at.join("socket")).as_os_str().len(),
+            MAX_SOCKET_PATH
+        );
         assert!(fits_socket_limit(&at.join("socket")));
         assert!(!fits_socket_limit(&at.join("socketx")));
     }
@@ -1169,7 +1173,10 @@ mod tests {
             "/home/me/my%20dir/a%26b%2Bc%23d"
         );
         let dir = "/srv/we ird&dir+x";
-        let url = format!("postgresql://u@/absurd?host={}&port=5432", query_encode(dir));
+        let url = format!(
+            "postgresql://u@localhost/absurd?host={}&port=5432",
+            query_encode(dir)
+        );
         let opts: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
         assert_eq!(opts.get_socket(), Some(&PathBuf::from(dir)), "{url}");
         assert_eq!(opts.get_port(), 5432);

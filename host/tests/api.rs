@@ -1728,7 +1728,10 @@ fn error_id(detail: &str) -> String {
         .last()
         .and_then(|r| r.strip_suffix(')'))
         .unwrap_or_else(|| panic!("no error id in {detail:?}"));
-    assert!(id.len() >= 8 && id.chars().all(|c| c.is_ascii_hexdigit()), "{detail}");
+    assert!(
+        id.len() >= 8 && id.chars().all(|c| c.is_ascii_hexdigit()),
+        "{detail}"
+    );
     id.to_string()
 }
 
@@ -1739,7 +1742,13 @@ fn error_id(detail: &str) -> String {
 async fn api_queries_have_a_statement_timeout_and_503_without_database_text() {
     let (db, _client) = setup(&["jobs"]).await;
     let s = Server::start(
-        &["serve", "--database-url", &db.url, "--listen", "127.0.0.1:0"],
+        &[
+            "serve",
+            "--database-url",
+            &db.url,
+            "--listen",
+            "127.0.0.1:0",
+        ],
         &[("ABSURD_API_STATEMENT_TIMEOUT", "0.5")],
     );
     let a = s.addr.as_str();

@@ -140,7 +140,7 @@ async fn embedded_cluster_starts_restarts_reuses_its_data_and_stops() {
     let url = pg.url();
     // Over the private socket (see `embedded_cluster_is_socket_only_and_peer_only`).
     assert!(
-        url.starts_with("postgresql://") && url.contains("@/absurd?host=/"),
+        url.starts_with("postgresql://") && url.contains("@localhost/absurd?host=/"),
         "{url}"
     );
     assert!(data.join("PG_VERSION").is_file());
@@ -213,7 +213,11 @@ async fn embedded_cluster_starts_restarts_reuses_its_data_and_stops() {
     };
     std::fs::write(
         data.join("postmaster.pid"),
-        format!("{dead}\n{}\n0\n5432\n{}\n\n", data.display(), pg_socket_dir(&url)),
+        format!(
+            "{dead}\n{}\n0\n5432\n{}\n\n",
+            data.display(),
+            pg_socket_dir(&url)
+        ),
     )
     .unwrap();
 

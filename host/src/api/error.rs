@@ -59,7 +59,8 @@ pub fn error_id() -> String {
 /// The public text of a 503 for an unusable database.
 pub const DATABASE_UNAVAILABLE: &str = "Database unavailable";
 /// The public text of a 503 for a query stopped by `statement_timeout`.
-pub const DATABASE_TIMEOUT: &str = "Database busy: the query ran longer than the API's statement timeout";
+pub const DATABASE_TIMEOUT: &str =
+    "Database busy: the query ran longer than the API's statement timeout";
 
 /// SQLSTATE 57014 (`query_canceled`): what `statement_timeout` raises.
 fn is_statement_timeout(e: &sqlx::Error) -> bool {
@@ -135,11 +136,9 @@ impl From<ClientError> for ApiError {
             ClientError::Database(ref inner) if is_connection_problem(inner) => {
                 ApiError::logged(StatusCode::SERVICE_UNAVAILABLE, DATABASE_UNAVAILABLE, &text)
             }
-            ClientError::Database(_) => ApiError::logged(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error",
-                &text,
-            ),
+            ClientError::Database(_) => {
+                ApiError::logged(StatusCode::INTERNAL_SERVER_ERROR, "internal error", &text)
+            }
         }
     }
 }

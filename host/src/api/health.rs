@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sqlx::Row;
 
-use super::{ApiSettings, AppState};
 use super::error::ApiError;
+use super::{ApiSettings, AppState};
 use crate::client::{table, Client, ClientError};
 
 /// Detailed results are reused for this long (the seed cached them for 10 s).

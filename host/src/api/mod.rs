@@ -148,7 +148,9 @@ fn parse_statement_timeout(raw: Option<&str>) -> anyhow::Result<Duration> {
     };
     let d = crate::config::parse_seconds(STATEMENT_TIMEOUT_VAR, raw)?;
     if d < Duration::from_millis(1) {
-        bail!("invalid {STATEMENT_TIMEOUT_VAR}: {raw} seconds is below PostgreSQL's 1 ms resolution");
+        bail!(
+            "invalid {STATEMENT_TIMEOUT_VAR}: {raw} seconds is below PostgreSQL's 1 ms resolution"
+        );
     }
     Ok(d)
 }
