@@ -993,17 +993,27 @@ impl EmbeddedPostgres {
         let f = File::create(&path)
             .map_err(|e| setup(format!("cannot create {}: {e}", path.display())))?;
         use std::os::fd::AsRawFd;
-        // Safety: flock on a file descriptor we own.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            return Err(setup(format!(
-                "another absurd-host is using the PostgreSQL data directory {} (it holds {}); stop \
-                 it first, or give this one another --data-dir",
-                data_dir.display(),
-                path.display()
-            )));
+        // A lock just released can still be held for a moment by a child that another thread
+        // forked before its exec closed the inherited descriptor: retry briefly before
+        // concluding that another absurd-host holds it.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            // Safety: flock on a file descriptor we own.
+            let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                return Ok(f);
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(f)
+        Err(setup(format!(
+            "another absurd-host is using the PostgreSQL data directory {} (it holds {}); stop \
+                 it first, or give this one another --data-dir",
+            data_dir.display(),
+            path.display()
+        )))
     }
 
     /// `postgresql://<user>@localhost/absurd?host=<socket dir>&port=5432`: over the Unix socket.
