@@ -944,7 +944,7 @@ pub async fn run_worker(
         .extra_pools
         .push(("worker".into(), client.pool().clone()));
     let listener = crate::api::bind(&api_settings).await?;
-    let api_client = Client::new(crate::api::lazy_pool(&url)?);
+    let api_client = Client::new(crate::api::lazy_pool(&url, api_settings.statement_timeout)?);
     let counters = crate::metrics::Counters::default();
     let api = tokio::spawn(crate::api::serve_on(
         listener,
@@ -984,7 +984,7 @@ pub async fn run_serve(
         .clone()
         .or_else(|| config.database_url.clone())
         .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
-    let client = Client::new(crate::api::lazy_pool(&url)?);
+    let client = Client::new(crate::api::lazy_pool(&url, settings.statement_timeout)?);
     let redacted = crate::db::redact_url(&url);
     match tokio::time::timeout(Duration::from_secs(5), client.schema_version()).await {
         Ok(Ok(Some(v))) => tracing::info!(schema_version = %v, database = %redacted, "connected"),

@@ -105,11 +105,10 @@ impl DevDatabase {
     pub fn describe(&self) -> String {
         match &self.embedded {
             Some(pg) => format!(
-                "{}  (private PostgreSQL {} in {}; socket in {})",
+                "{}  (private PostgreSQL {} in {}; Unix socket only, for your user alone)",
                 pg.url(),
                 pg.binaries().version,
-                pg.data_dir().display(),
-                pg.socket_dir().display()
+                pg.data_dir().display()
             ),
             None => crate::db::redact_url(&self.url),
         }
@@ -308,7 +307,7 @@ async fn start_api(
         Ok(a) => a,
         Err(e) => return ApiStatus::Unavailable(e.to_string()),
     };
-    let pool = match crate::api::lazy_pool(&host.db.url) {
+    let pool = match crate::api::lazy_pool(&host.db.url, settings.statement_timeout) {
         Ok(p) => p,
         Err(e) => return ApiStatus::Unavailable(format!("{e:#}")),
     };

@@ -4,12 +4,20 @@
 //! The cluster is made from the PostgreSQL server binaries already on the machine (`initdb`,
 //! `pg_ctl`, `postgres`: on `PATH`, under `/usr/lib/postgresql/*/bin` and the other standard
 //! install locations, or in `ABSURD_PG_BIN_DIR`; the newest version wins). It lives in a data
-//! directory chosen by the caller, listens on a loopback TCP port (the one it had last time if
-//! it is free) and on a Unix socket in a private directory, and lets in only the user who
-//! created it, only from this machine (trust authentication). A second start reuses the data.
+//! directory chosen by the caller and reuses it on the next start.
+//!
+//! Only the user who runs absurd-host can connect. The server listens on no TCP port at all
+//! (`listen_addresses = ''`), only on a Unix socket in a private directory (mode 0700: the
+//! `socket` directory inside the data directory, or a short private directory under
+//! `$XDG_RUNTIME_DIR` or `/tmp` when that path is too long for a socket), and `pg_hba.conf`
+//! allows nothing but `peer` authentication of that one user. Any other account on the
+//! machine can neither reach the socket nor pass `peer` (a superuser can run programs
+//! through `COPY ... TO PROGRAM`, so "any local user" must never mean "superuser"). A data
+//! directory made by an older absurd-host (TCP with `trust`) is rewritten to this on start.
 //!
 //! PostgreSQL refuses to run as root. When absurd-host runs as root, the server programs run
-//! as the `postgres` system user, which then owns the data directory.
+//! as the `postgres` system user, which then owns the data directory; the client (root) still
+//! logs in as the database user `root` through `peer`.
 //!
 //! The cluster is only ever one this module started: every `pg_ctl` call names our data
 //! directory, an exclusive lock (`<data dir>.lock`) keeps two absurd-host processes from
@@ -19,8 +27,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -34,8 +41,15 @@ use tracing::{info, warn};
 const PG_CTL_WAIT_SECS: u32 = 60;
 /// The database absurd-host uses in the cluster.
 pub const DATABASE: &str = "absurd";
-/// Written into the data directory: the port and the superuser of the cluster.
+/// Written into the data directory: the superuser of the cluster.
 const STATE_FILE: &str = "absurd-host.state";
+/// The port number in the socket's name (`.s.PGSQL.5432`). No TCP port is opened: the
+/// socket lives in a private directory, so the system cluster's number cannot clash.
+const SOCKET_PORT: u16 = 5432;
+/// The longest Unix socket path (`sun_path` holds 108 bytes with the final NUL).
+const MAX_SOCKET_PATH: usize = 107;
+/// The `pg_ident.conf` map that lets the OS user running absurd-host in as the superuser.
+const IDENT_MAP: &str = "absurd-host";
 /// Included from `postgresql.conf`, rewritten before every start.
 const SETTINGS_FILE: &str = "absurd-host.conf";
 /// The server log, in the data directory.
@@ -392,7 +406,6 @@ struct Inner {
 
 #[derive(Debug)]
 struct RunState {
-    port: u16,
     running: bool,
 }
 
@@ -417,24 +430,75 @@ impl StopHandle {
     }
 }
 
-fn free_port() -> Result<u16> {
-    let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
-        .map_err(|e| setup(format!("cannot find a free loopback port: {e}")))?;
-    Ok(l.local_addr().map_err(|e| setup(e.to_string()))?.port())
-}
-
-fn port_is_free(port: u16) -> bool {
-    port != 0 && TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)).is_ok()
-}
-
-fn read_state(data_dir: &Path) -> (Option<u16>, Option<String>) {
+fn read_state(data_dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(data_dir.join(STATE_FILE)).unwrap_or_default();
-    let get = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")))
-            .map(|v| v.trim().to_string())
-    };
-    (get("port").and_then(|p| p.parse().ok()), get("superuser"))
+    text.lines()
+        .find_map(|l| l.strip_prefix("superuser="))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// The path of the socket file in `dir`.
+fn socket_path(dir: &Path) -> PathBuf {
+    dir.join(format!(".s.PGSQL.{SOCKET_PORT}"))
+}
+
+fn fits_socket_limit(dir: &Path) -> bool {
+    socket_path(dir).as_os_str().len() <= MAX_SOCKET_PATH
+}
+
+/// Where the socket lives: `<data dir>/socket` (private because the data directory is), or,
+/// when that path is too long for a socket, a short private directory of our own under
+/// `$XDG_RUNTIME_DIR` (only when the server runs as us: root's runtime directory is closed to
+/// the `postgres` user) or `/tmp`. `tag` tells data directories apart.
+fn choose_socket_dir(
+    data_dir: &Path,
+    runtime_dir: Option<PathBuf>,
+    uid: u32,
+    tag: &str,
+) -> Result<PathBuf> {
+    let mut candidates = vec![data_dir.join("socket")];
+    if let Some(rt) = runtime_dir.filter(|d| d.is_absolute()) {
+        candidates.push(rt.join(format!("absurd-pg-{tag}")));
+    }
+    candidates.push(PathBuf::from(format!("/tmp/absurd-pg-{uid}-{tag}")));
+    candidates
+        .into_iter()
+        .find(|d| fits_socket_limit(d))
+        .ok_or_else(|| {
+            setup(format!(
+                "no directory for the PostgreSQL socket fits the {MAX_SOCKET_PATH}-byte limit of a \
+                 socket path (tried under {} and /tmp)",
+                data_dir.display()
+            ))
+        })
+}
+
+/// `value` percent-encoded for a URL query (the socket directory in `?host=`): `/`, letters,
+/// digits and `-_.~` stay as they are.
+fn query_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A user name for `pg_hba.conf` / `pg_ident.conf`, double-quoted. Those files have no way
+/// to write a `"` or a line break inside a name, so such names are refused.
+fn conf_quote(what: &str, name: &str) -> Result<String> {
+    if name.is_empty() || name.contains('"') || name.chars().any(char::is_control) {
+        return Err(setup(format!(
+            "the {what} name {name:?} cannot be written into pg_hba.conf (empty, or holds a \
+             quote or a control character); run absurd-host as another user or give a \
+             database URL with --database-url"
+        )));
+    }
+    Ok(format!("\"{name}\""))
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -554,37 +618,100 @@ impl Inner {
         Ok(())
     }
 
-    fn write_settings(&self, port: u16) -> Result<()> {
+    /// The settings and the authentication files, rewritten before every start so that a data
+    /// directory made by an older absurd-host (TCP with `trust`) is brought up to date too.
+    fn write_settings(&self) -> Result<()> {
         let quote = |p: &Path| p.display().to_string().replace('\'', "''");
         self.write_file(
             SETTINGS_FILE,
             &format!(
                 "# Written by absurd-host before every start; edit postgresql.conf instead.\n\
-                 port = {port}\n\
-                 listen_addresses = '127.0.0.1'\n\
+                 # No TCP at all: the Unix socket in a private directory is the only way in.\n\
+                 listen_addresses = ''\n\
+                 port = {SOCKET_PORT}\n\
                  unix_socket_directories = '{}'\n\
                  unix_socket_permissions = 0700\n",
                 quote(&self.socket_dir)
             ),
         )?;
+        self.write_file(STATE_FILE, &format!("superuser={}\n", self.superuser))?;
+        self.write_auth()
+    }
+
+    /// `pg_hba.conf`: only the superuser, only over the socket, only through `peer`;
+    /// `pg_ident.conf` maps the OS user running absurd-host to it (their names may differ).
+    fn write_auth(&self) -> Result<()> {
+        let os_user = current_user_name().ok_or_else(|| {
+            setup(format!(
+                "user id {} has no name in the user database, which PostgreSQL's peer \
+                 authentication needs; run absurd-host as a named user or give a database URL \
+                 with --database-url",
+                unsafe { libc::geteuid() }
+            ))
+        })?;
+        let os_user = conf_quote("user", &os_user)?;
+        let db_user = conf_quote("database user", &self.superuser)?;
+        let hba_path = self.data_dir.join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba_path).unwrap_or_default();
+        if old
+            .lines()
+            .any(|l| !l.trim_start().starts_with('#') && l.contains("trust"))
+        {
+            warn!(data_dir = %self.data_dir.display(), "this data directory let local users in over TCP with `trust`; switching it to its Unix socket with `peer` authentication");
+        }
         self.write_file(
-            STATE_FILE,
-            &format!("port={port}\nsuperuser={}\n", self.superuser),
+            "pg_hba.conf",
+            &format!(
+                "# Written by absurd-host before every start. Only the user running absurd-host,\n\
+                 # only over the private Unix socket, identified by the kernel (peer).\n\
+                 # TYPE  DATABASE  USER  METHOD\n\
+                 local   all       {db_user}  peer map={IDENT_MAP}\n"
+            ),
+        )?;
+        self.write_file(
+            "pg_ident.conf",
+            &format!(
+                "# Written by absurd-host before every start.\n\
+                 # MAPNAME  SYSTEM-USERNAME  PG-USERNAME\n\
+                 {IDENT_MAP}  {os_user}  {db_user}\n"
+            ),
         )
     }
 
+    /// Creates the socket directory, or checks the one left by an earlier start: a real
+    /// directory (not a symlink) owned by the server's user, so that nobody else can have
+    /// prepared it (the `/tmp` fallback has a predictable name).
     fn ensure_socket_dir(&self) -> Result<()> {
         let d = &self.socket_dir;
-        if !d.is_dir() {
-            std::fs::create_dir_all(d)
-                .map_err(|e| setup(format!("cannot create {}: {e}", d.display())))?;
+        let server_uid = self
+            .run_as
+            .as_ref()
+            .map(|w| w.uid)
+            .unwrap_or_else(|| unsafe { libc::geteuid() });
+        match std::fs::symlink_metadata(d) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(d)
+                    .map_err(|e| setup(format!("cannot create {}: {e}", d.display())))?;
+                if let Some(who) = &self.run_as {
+                    chown(d, who)?;
+                }
+            }
+            Err(e) => return Err(setup(format!("cannot inspect {}: {e}", d.display()))),
+            Ok(meta) => {
+                if !meta.is_dir() || meta.uid() != server_uid {
+                    return Err(setup(format!(
+                        "{} (the private socket directory of this cluster) exists but is not a \
+                         directory owned by user id {server_uid}; remove it (someone else may have \
+                         made it) and start again",
+                        d.display()
+                    )));
+                }
+            }
         }
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| setup(format!("cannot make {} private: {e}", d.display())))?;
-        if let Some(who) = &self.run_as {
-            chown(d, who)?;
-        }
-        Ok(())
+            .map_err(|e| setup(format!("cannot make {} private: {e}", d.display())))
     }
 
     fn initdb(&self) -> Result<()> {
@@ -595,7 +722,8 @@ impl Inner {
             .args([
                 "--encoding=UTF8",
                 "--no-locale",
-                "--auth=trust",
+                "--auth-local=peer",
+                "--auth-host=reject",
                 "--no-instructions",
             ])
             .arg(format!("--username={}", self.superuser));
@@ -610,17 +738,6 @@ impl Inner {
                 ),
             });
         }
-        let u = &self.superuser;
-        self.write_file(
-            "pg_hba.conf",
-            &format!(
-                "# absurd-host development cluster: only {u}, only from this machine.\n\
-                 # TYPE  DATABASE  USER  ADDRESS       METHOD\n\
-                 local   all       {u}                 trust\n\
-                 host    all       {u}   127.0.0.1/32  trust\n\
-                 host    all       {u}   ::1/128       trust\n"
-            ),
-        )?;
         let conf = self.data_dir.join("postgresql.conf");
         let mut f = std::fs::OpenOptions::new()
             .append(true)
@@ -628,31 +745,36 @@ impl Inner {
             .map_err(|e| setup(format!("cannot open {}: {e}", conf.display())))?;
         writeln!(
             f,
-            "\n# absurd-host: port and addresses\ninclude_if_exists = '{SETTINGS_FILE}'"
+            "\n# absurd-host: socket and addresses\ninclude_if_exists = '{SETTINGS_FILE}'"
         )
         .map_err(|e| setup(format!("cannot write {}: {e}", conf.display())))?;
         Ok(())
     }
 
-    /// Starts the server on `port`. `Ok(false)`: the port was taken meanwhile.
-    fn start_on(&self, port: u16) -> Result<bool> {
+    /// Starts the server. `listen_addresses` is also given on the command line, where it
+    /// overrides every configuration file (`ALTER SYSTEM` included): no TCP, whatever they say.
+    fn start_server(&self) -> Result<()> {
         self.ensure_socket_dir()?;
-        self.write_settings(port)?;
+        self.write_settings()?;
         let wait = PG_CTL_WAIT_SECS.to_string();
-        let mut cmd = self.pg_ctl(&["start", "-w", "-t", &wait, "-s", "-l"]);
+        // pg_ctl hands `-o` to a shell: `''` is the empty value.
+        let mut cmd = self.pg_ctl(&[
+            "start",
+            "-w",
+            "-t",
+            &wait,
+            "-s",
+            "-o",
+            "-c listen_addresses=''",
+            "-l",
+        ]);
         cmd.arg(self.log_path());
         let out = self.run("pg_ctl start", cmd)?;
-        if out.status.success() {
-            let mut st = self.state.lock().unwrap();
-            st.port = port;
-            st.running = true;
-            return Ok(true);
+        if !out.status.success() {
+            return Err(self.failure("pg_ctl start", &out));
         }
-        let log = tail(&self.log_path(), 15);
-        if log.contains("could not bind") || log.contains("Address already in use") {
-            return Ok(false);
-        }
-        Err(self.failure("pg_ctl start", &out))
+        self.state.lock().unwrap().running = true;
+        Ok(())
     }
 
     fn stop_mode(&self, mode: &str) -> Result<()> {
@@ -707,17 +829,24 @@ impl Inner {
         Ok(())
     }
 
-    fn url(&self) -> String {
-        let port = self.state.lock().unwrap().port;
+    /// A URL over the socket: `postgresql://<user>@localhost/<db>?host=<socket dir>&port=5432`.
+    /// The `host` parameter (a directory) overrides `localhost` in sqlx, libpq and psql alike;
+    /// `localhost` is there only because URL parsers refuse an empty host after `user@`. The
+    /// port names the socket file, and is given so that a `PGPORT` cannot point elsewhere.
+    fn url_for(&self, database: &str) -> String {
         format!(
-            "postgresql://{}@127.0.0.1:{port}/{DATABASE}",
-            self.superuser
+            "postgresql://{}@localhost/{database}?host={}&port={SOCKET_PORT}",
+            self.superuser,
+            query_encode(&self.socket_dir.to_string_lossy())
         )
     }
 
+    fn url(&self) -> String {
+        self.url_for(DATABASE)
+    }
+
     fn admin_url(&self) -> String {
-        let port = self.state.lock().unwrap().port;
-        format!("postgresql://{}@127.0.0.1:{port}/postgres", self.superuser)
+        self.url_for("postgres")
     }
 
     /// Waits until the server accepts connections, then creates the `absurd` database.
@@ -813,20 +942,23 @@ impl EmbeddedPostgres {
             },
         )?;
 
-        let (saved_port, saved_user) = read_state(&data_dir);
+        let saved_user = read_state(&data_dir);
         let superuser = if fresh {
             default_superuser()
         } else {
             saved_user.unwrap_or_else(default_superuser)
         };
-        // Short and private: a socket path must fit in ~100 bytes.
         let digest = Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
         let tag: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
         let uid = run_as
             .as_ref()
             .map(|w| w.uid)
             .unwrap_or_else(|| unsafe { libc::geteuid() });
-        let socket_dir = std::env::temp_dir().join(format!("absurd-pg-{uid}-{tag}"));
+        let runtime_dir = run_as
+            .is_none()
+            .then(|| std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from))
+            .flatten();
+        let socket_dir = choose_socket_dir(&data_dir, runtime_dir, uid, &tag)?;
 
         let inner = Arc::new(Inner {
             bins,
@@ -834,10 +966,7 @@ impl EmbeddedPostgres {
             socket_dir,
             superuser,
             run_as,
-            state: Mutex::new(RunState {
-                port: 0,
-                running: false,
-            }),
+            state: Mutex::new(RunState { running: false }),
         });
         if fresh {
             inner.initdb()?;
@@ -846,24 +975,7 @@ impl EmbeddedPostgres {
         }
         let pg = EmbeddedPostgres { inner, _lock: lock };
 
-        let mut port = saved_port
-            .filter(|p| port_is_free(*p))
-            .map(Ok)
-            .unwrap_or_else(free_port)?;
-        let mut attempts = 0;
-        while !pg.inner.start_on(port)? {
-            attempts += 1;
-            if attempts >= 5 {
-                return Err(setup(
-                    "could not find a free loopback port for PostgreSQL after 5 tries",
-                ));
-            }
-            warn!(
-                port,
-                "the port was taken before PostgreSQL could bind it; trying another"
-            );
-            port = free_port()?;
-        }
+        pg.inner.start_server()?;
         pg.inner.create_database(Duration::from_secs(30))?;
         info!(
             url = %pg.url(),
@@ -881,33 +993,39 @@ impl EmbeddedPostgres {
         let f = File::create(&path)
             .map_err(|e| setup(format!("cannot create {}: {e}", path.display())))?;
         use std::os::fd::AsRawFd;
-        // Safety: flock on a file descriptor we own.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            return Err(setup(format!(
-                "another absurd-host is using the PostgreSQL data directory {} (it holds {}); stop \
-                 it first, or give this one another --data-dir",
-                data_dir.display(),
-                path.display()
-            )));
+        // A lock just released can still be held for a moment by a child that another thread
+        // forked before its exec closed the inherited descriptor: retry briefly before
+        // concluding that another absurd-host holds it.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            // Safety: flock on a file descriptor we own.
+            let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                return Ok(f);
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(f)
+        Err(setup(format!(
+            "another absurd-host is using the PostgreSQL data directory {} (it holds {}); stop \
+                 it first, or give this one another --data-dir",
+            data_dir.display(),
+            path.display()
+        )))
     }
 
-    /// `postgresql://<user>@127.0.0.1:<port>/absurd`.
+    /// `postgresql://<user>@localhost/absurd?host=<socket dir>&port=5432`: over the Unix socket.
     pub fn url(&self) -> String {
         self.inner.url()
-    }
-
-    pub fn port(&self) -> u16 {
-        self.inner.state.lock().unwrap().port
     }
 
     pub fn data_dir(&self) -> &Path {
         &self.inner.data_dir
     }
 
-    /// The directory of the Unix socket (for `psql -h`).
+    /// The private directory of the Unix socket (for `psql -h`); the server opens no TCP port.
     pub fn socket_dir(&self) -> &Path {
         &self.inner.socket_dir
     }
@@ -929,16 +1047,10 @@ impl EmbeddedPostgres {
         self.inner.stop_mode("fast")
     }
 
-    /// `pg_ctl restart -m fast`, on the same port.
+    /// `pg_ctl stop -m fast`, then start again on the same socket (the URL stays valid).
     pub fn restart(&self) -> Result<()> {
-        let port = self.port();
         self.inner.stop_mode("fast")?;
-        if !self.inner.start_on(port)? {
-            return Err(setup(format!(
-                "port {port} was taken while PostgreSQL restarted"
-            )));
-        }
-        Ok(())
+        self.inner.start_server()
     }
 
     /// Stops the server at once, like a crash (`pg_ctl stop -m immediate`): for tests that
@@ -948,17 +1060,12 @@ impl EmbeddedPostgres {
     }
 
     /// Starts the server again after [`stop_now`](Self::stop_now) or [`stop`](Self::stop),
-    /// on the same port so that existing URLs keep working.
+    /// on the same socket so that existing URLs keep working.
     pub fn start_again(&self) -> Result<()> {
         if self.is_running() {
             return Ok(());
         }
-        let port = self.port();
-        if !self.inner.start_on(port)? {
-            return Err(setup(format!(
-                "port {port} is taken by another program; cannot start again"
-            )));
-        }
+        self.inner.start_server()?;
         self.inner.create_database(Duration::from_secs(30))
     }
 }
@@ -1034,6 +1141,67 @@ mod tests {
             e.contains("made by PostgreSQL 13") && e.contains("16.1"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_socket_goes_in_the_data_dir_unless_the_path_is_too_long() {
+        let short = Path::new("/home/dev/proj/.absurd/pgdata");
+        assert_eq!(
+            choose_socket_dir(short, None, 1000, "abc").unwrap(),
+            short.join("socket")
+        );
+        let long = PathBuf::from(format!("/home/dev/{}/pgdata", "x".repeat(90)));
+        assert_eq!(
+            choose_socket_dir(&long, Some("/run/user/1000".into()), 1000, "abc").unwrap(),
+            PathBuf::from("/run/user/1000/absurd-pg-abc")
+        );
+        assert_eq!(
+            choose_socket_dir(&long, None, 1000, "abc").unwrap(),
+            PathBuf::from("/tmp/absurd-pg-1000-abc")
+        );
+        // A relative or overlong runtime directory is passed over.
+        let long_rt = PathBuf::from(format!("/run/{}", "r".repeat(100)));
+        assert_eq!(
+            choose_socket_dir(&long, Some(long_rt), 7, "t").unwrap(),
+            PathBuf::from("/tmp/absurd-pg-7-t")
+        );
+        // Exactly at the limit fits; one byte more does not.
+        let at = PathBuf::from(format!("/{}", "d".repeat(MAX_SOCKET_PATH - 2 - 13 - 7)));
+        assert_eq!(
+            socket_path(&at.join("socket")).as_os_str().len(),
+            MAX_SOCKET_PATH
+        );
+        assert!(fits_socket_limit(&at.join("socket")));
+        assert!(!fits_socket_limit(&at.join("socketx")));
+    }
+
+    #[test]
+    fn socket_urls_encode_the_directory() {
+        assert_eq!(query_encode("/tmp/a-b_c.d"), "/tmp/a-b_c.d");
+        assert_eq!(
+            query_encode("/home/me/my dir/a&b+c#d"),
+            "/home/me/my%20dir/a%26b%2Bc%23d"
+        );
+        let dir = "/srv/we ird&dir+x";
+        let url = format!(
+            "postgresql://u@localhost/absurd?host={}&port=5432",
+            query_encode(dir)
+        );
+        let opts: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+        assert_eq!(opts.get_socket(), Some(&PathBuf::from(dir)), "{url}");
+        assert_eq!(opts.get_port(), 5432);
+        assert_eq!(opts.get_username(), "u");
+        assert_eq!(opts.get_database(), Some("absurd"));
+    }
+
+    #[test]
+    fn names_that_cannot_be_quoted_in_pg_hba_are_refused() {
+        assert_eq!(conf_quote("user", "alice").unwrap(), "\"alice\"");
+        assert_eq!(conf_quote("user", "A.Smith").unwrap(), "\"A.Smith\"");
+        for bad in ["", "a\"b", "a\nb"] {
+            let e = conf_quote("user", bad).unwrap_err().to_string();
+            assert!(e.contains("cannot be written into pg_hba.conf"), "{e}");
+        }
     }
 
     #[test]

@@ -1695,3 +1695,165 @@ async fn schemathesis_finds_no_server_errors() {
         "schemathesis found problems:\n{stdout}\n{stderr}"
     );
 }
+
+/// Database text that must never reach a client in a 5xx body.
+fn assert_no_database_text(body: &str, also: &[&str]) {
+    let lower = body.to_ascii_lowercase();
+    for t in [
+        "error returned from database",
+        "canceling statement",
+        "sqlstate",
+        "does not exist",
+        "relation",
+        "column",
+        "absurd.",
+        "select ",
+        "pool timed out",
+        "connection refused",
+    ]
+    .iter()
+    .chain(also)
+    {
+        assert!(
+            !lower.contains(&t.to_ascii_lowercase()),
+            "database text {t:?} in the response: {body}"
+        );
+    }
+}
+
+/// The id of a `... (see the server log, id <id>)` detail.
+fn error_id(detail: &str) -> String {
+    let id = detail
+        .split("id ")
+        .last()
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no error id in {detail:?}"));
+    assert!(
+        id.len() >= 8 && id.chars().all(|c| c.is_ascii_hexdigit()),
+        "{detail}"
+    );
+    id.to_string()
+}
+
+/// Issue #14 part 7: every API query runs under a `statement_timeout`. A request stuck behind
+/// a lock (here: a test holding ACCESS EXCLUSIVE on the queue's task table) is cancelled by
+/// PostgreSQL and answers 503 quickly, with no database text; the log has the detail.
+#[tokio::test]
+async fn api_queries_have_a_statement_timeout_and_503_without_database_text() {
+    let (db, _client) = setup(&["jobs"]).await;
+    let s = Server::start(
+        &[
+            "serve",
+            "--database-url",
+            &db.url,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[("ABSURD_API_STATEMENT_TIMEOUT", "0.5")],
+    );
+    let a = s.addr.as_str();
+    // Open a connection first, so the lock below is the only thing in the way.
+    assert_eq!(get(a, "/api/absurd/queues").await.status, 200);
+
+    let mut locker = db.pool.begin().await.unwrap();
+    sqlx::raw_sql("lock table absurd.\"t_jobs\" in access exclusive mode")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    // Without a statement timeout the request waits for the lock: give up after 20 s.
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        get(a, "/api/absurd/tasks?queue_name=jobs"),
+    )
+    .await
+    .expect("the API request was not cut off by a statement timeout");
+    let took = t0.elapsed();
+    let detail = r.detail(503);
+    assert!(detail.starts_with("Database busy"), "{detail}");
+    assert!(took < Duration::from_secs(15), "503 after {took:?}");
+    assert_no_database_text(&r.text(), &["t_jobs", "lock"]);
+    let id = error_id(&detail);
+    // The detail is in the server log, under the same id.
+    let log = wait_for("the error in the log", Duration::from_secs(10), || async {
+        let log = s.log_text();
+        log.contains(&id).then_some(log)
+    })
+    .await;
+    let line = log.lines().find(|l| l.contains(&id)).unwrap();
+    assert!(line.contains("canceling statement"), "{line}");
+    locker.rollback().await.unwrap();
+
+    // Once the lock is gone the same request works on the same pool.
+    assert_eq!(
+        get(a, "/api/absurd/tasks?queue_name=jobs").await.status,
+        200
+    );
+}
+
+/// Issue #14 part 7: a database error behind an API request (a queue table whose column was
+/// renamed under the API) answers 500 with an id, never the database's message; the schema
+/// missing and the database unreachable answer 503 without it too.
+#[tokio::test]
+async fn api_5xx_responses_carry_no_database_text() {
+    let (db, client) = setup(&["jobs"]).await;
+    client
+        .spawn("jobs", "echo", &json!({"k": 1}), &SpawnOptions::default())
+        .await
+        .unwrap();
+    let s = Server::serve(&db.url);
+    let a = s.addr.as_str();
+    assert_eq!(
+        get(a, "/api/absurd/tasks?queue_name=jobs").await.status,
+        200
+    );
+
+    sqlx::raw_sql("alter table absurd.\"t_jobs\" rename column params to params_gone")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let r = get(a, "/api/absurd/tasks?queue_name=jobs").await;
+    let detail = r.detail(500);
+    assert!(detail.starts_with("internal error"), "{detail}");
+    assert_no_database_text(&r.text(), &["params", "t_jobs"]);
+    let id = error_id(&detail);
+    let log = wait_for("the error in the log", Duration::from_secs(10), || async {
+        let log = s.log_text();
+        log.contains(&id).then_some(log)
+    })
+    .await;
+    let line = log.lines().find(|l| l.contains(&id)).unwrap();
+    assert!(line.contains("params"), "the log has the detail: {line}");
+
+    // No schema at all: 503, without the driver's text.
+    sqlx::raw_sql("drop schema absurd cascade")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let r = get(a, "/api/absurd/queues").await;
+    let detail = r.detail(503);
+    assert!(
+        detail.starts_with("the database has no absurd schema"),
+        "{detail}"
+    );
+    assert_no_database_text(&r.text(), &["schema \"absurd\"", "function"]);
+    drop(s);
+
+    // An unreachable database: 503 "Database unavailable", without the driver's text.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let s = Server::serve(&format!("postgresql://nobody@127.0.0.1:{port}/none"));
+    let a = s.addr.as_str();
+    for path in ["/api/absurd/queues", "/api/absurd/tasks?queue_name=jobs"] {
+        let r = get(a, path).await;
+        let detail = r.detail(503);
+        assert!(detail.starts_with("Database unavailable"), "{detail}");
+        assert_no_database_text(&r.text(), &["os error", &format!("127.0.0.1:{port}")]);
+        error_id(&detail);
+    }
+    let r = get(a, "/api/absurd/health/detailed").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_no_database_text(&r.text(), &["os error", &format!("127.0.0.1:{port}")]);
+}

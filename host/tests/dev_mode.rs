@@ -138,21 +138,14 @@ async fn embedded_cluster_starts_restarts_reuses_its_data_and_stops() {
         .await
         .expect("start");
     let url = pg.url();
-    let port = pg.port();
+    // Over the private socket (see `embedded_cluster_is_socket_only_and_peer_only`).
     assert!(
-        url.starts_with("postgresql://") && url.contains("@127.0.0.1:") && url.ends_with("/absurd"),
+        url.starts_with("postgresql://") && url.contains("@localhost/absurd?host=/"),
         "{url}"
     );
-    assert_ne!(port, 5432, "never the system cluster's port");
     assert!(data.join("PG_VERSION").is_file());
     let state = std::fs::read_to_string(data.join("absurd-host.state")).unwrap();
-    assert!(state.contains(&format!("port={port}")), "{state}");
-    // Only the cluster's own user, only from this machine.
-    let hba = std::fs::read_to_string(data.join("pg_hba.conf")).unwrap();
-    assert!(
-        !hba.contains("0.0.0.0") && hba.contains("127.0.0.1/32"),
-        "{hba}"
-    );
+    assert!(state.contains("superuser="), "{state}");
     if unsafe { libc::geteuid() } == 0 {
         // PostgreSQL refuses root: the data belongs to the `postgres` system user.
         use std::os::unix::fs::MetadataExt;
@@ -220,22 +213,35 @@ async fn embedded_cluster_starts_restarts_reuses_its_data_and_stops() {
     };
     std::fs::write(
         data.join("postmaster.pid"),
-        format!("{dead}\n{}\n0\n{port}\n\n127.0.0.1\n", data.display()),
+        format!(
+            "{dead}\n{}\n0\n5432\n{}\n\n",
+            data.display(),
+            pg_socket_dir(&url)
+        ),
     )
     .unwrap();
 
-    // Reuse: the same data (and the same port, which is still free).
+    // Reuse: the same data, on the same socket.
     let d = data.clone();
     let pg = blocking(move || EmbeddedPostgres::start(&d))
         .await
         .expect("second start");
-    assert_eq!(pg.port(), port, "a second run prefers the same port");
+    assert_eq!(pg.url(), url, "a second run has the same URL");
     assert_eq!(count_rows(&pg.url()).await.unwrap(), 2, "the data was kept");
     blocking(move || drop(pg)).await;
     assert!(
         !data.join("postmaster.pid").exists(),
         "drop stops the cluster"
     );
+}
+
+/// The `host=` directory of a socket URL.
+fn pg_socket_dir(url: &str) -> String {
+    let opts: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    opts.get_socket()
+        .expect("a socket URL")
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// A live (not zombie) postgres process.
@@ -672,4 +678,203 @@ fn deploy_files_are_usable() {
             .any(|l| l.starts_with("MemoryDenyWriteExecute=yes")),
         "wasmtime needs W+X memory"
     );
+}
+
+/// The inodes of the TCP sockets (v4 and v6) in `/proc/net/tcp*`.
+fn tcp_socket_inodes() -> std::collections::HashSet<String> {
+    let mut inodes = std::collections::HashSet::new();
+    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            // sl local rem st tx:rx tr:when retr uid timeout inode ...
+            if let Some(inode) = line.split_whitespace().nth(9) {
+                inodes.insert(inode.to_string());
+            }
+        }
+    }
+    inodes
+}
+
+/// The socket inodes a process has open.
+fn socket_inodes_of(pid: i32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            l.to_string_lossy()
+                .strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// `psql -c 'select 1'` on `url` as the OS user `uid` (root only). Returns (ok, stderr).
+fn psql_as(psql: &Path, uid: u32, url: &str) -> (bool, String) {
+    use std::os::unix::process::CommandExt;
+    let out = Command::new(psql)
+        .args(["-X", "-w", "-A", "-t", "-c", "select 1", url])
+        .uid(uid)
+        .gid(uid)
+        .current_dir("/")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env_remove("PGPASSWORD")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run psql");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Issue #14, "the dev cluster trusts every local user over TCP": the private cluster opens no
+/// TCP port (not even when `ALTER SYSTEM` asks for one), `pg_hba.conf` has only `peer` over
+/// the socket, and another OS user can neither reach the socket nor, when it can, log in. A
+/// data directory written by the old code (TCP with `trust`) is rewritten on start.
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_cluster_is_socket_only_and_peer_only() {
+    let tmp = TempDir::new("socket-only");
+    let data = tmp.path().join("pgdata");
+
+    // A data directory as the old code left it: TCP on a port, `trust` for everyone local.
+    let d = data.clone();
+    let pg = blocking(move || EmbeddedPostgres::start(&d))
+        .await
+        .expect("start");
+    let url = pg.url();
+    let socket_dir = PathBuf::from(pg_socket_dir(&url));
+    {
+        let mut c = sqlx::PgConnection::connect(&url).await.expect("connect");
+        // ALTER SYSTEM is read after postgresql.conf: it must not reopen TCP either.
+        sqlx::raw_sql("alter system set listen_addresses = '127.0.0.1'")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+    }
+    let pg = blocking(move || {
+        pg.stop().expect("stop");
+        pg
+    })
+    .await;
+    std::fs::write(
+        data.join("pg_hba.conf"),
+        "local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n",
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("absurd-host.conf"),
+        "port = 54329\nlisten_addresses = '127.0.0.1'\n",
+    )
+    .unwrap();
+    blocking(move || drop(pg)).await;
+    let d = data.clone();
+    let pg = blocking(move || EmbeddedPostgres::start(&d))
+        .await
+        .expect("start on an old-style data directory");
+    assert_eq!(pg.url(), url);
+
+    // pg_hba.conf: nothing but `local ... peer`.
+    let hba = std::fs::read_to_string(data.join("pg_hba.conf")).unwrap();
+    let rules: Vec<&str> = hba
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert!(!rules.is_empty(), "{hba}");
+    for r in &rules {
+        assert!(
+            r.starts_with("local") && r.contains(" peer") && !r.contains("trust"),
+            "not a local peer rule: {r:?}\n{hba}"
+        );
+    }
+
+    // The server itself: no listen address, and no TCP socket open in the postmaster.
+    let mut c = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let listen: String = sqlx::query_scalar("show listen_addresses")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(listen, "", "the server listens on no TCP address");
+    let pid = postmaster_pid(&data).expect("running");
+    let tcp = tcp_socket_inodes();
+    let open = socket_inodes_of(pid);
+    assert!(!open.is_empty(), "the postmaster has its Unix socket open");
+    assert!(
+        open.iter().all(|i| !tcp.contains(i)),
+        "the postmaster holds a TCP socket: {open:?}"
+    );
+    // The socket directory is private.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&socket_dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{}", socket_dir.display());
+    }
+
+    // Another database role cannot be used from this OS user: peer maps us to the superuser
+    // only.
+    sqlx::raw_sql("create role mallory login superuser")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let me: String = sqlx::query_scalar("select current_user")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    let as_mallory = url.replacen(&format!("://{me}@"), "://mallory@", 1);
+    assert_ne!(as_mallory, url);
+    let err = sqlx::PgConnection::connect(&as_mallory)
+        .await
+        .expect_err("mallory must not get in")
+        .to_string();
+    assert!(
+        err.contains("authentication failed") || err.contains("no pg_hba.conf entry"),
+        "{err}"
+    );
+
+    // Another OS user (root can switch to `nobody` to try it).
+    let psql = pg.binaries().dir.join("psql");
+    if unsafe { libc::geteuid() } == 0 && psql.is_file() {
+        let nobody = 65534;
+        let (ok, err) = psql_as(&psql, nobody, &url);
+        assert!(!ok, "nobody reached the cluster");
+        assert!(err.contains("Permission denied"), "{err}");
+        // Even with the socket opened to everyone, peer lets only the owner in. (The socket
+        // may sit inside the data directory, which must then be passable too.)
+        let opened: Vec<PathBuf> = socket_dir
+            .ancestors()
+            .take_while(|a| a.starts_with(tmp.path()) || *a == socket_dir)
+            .filter(|a| *a != tmp.path())
+            .map(Path::to_path_buf)
+            .collect();
+        for dir in &opened {
+            chmod(dir, 0o711);
+        }
+        let sock = socket_dir.join(".s.PGSQL.5432");
+        chmod(&sock, 0o777);
+        let (ok, err) = psql_as(&psql, nobody, &url);
+        for dir in &opened {
+            chmod(dir, 0o700);
+        }
+        chmod(&sock, 0o700);
+        assert!(!ok, "nobody logged in through an open socket");
+        assert!(
+            err.contains("Peer authentication failed") || err.contains("no pg_hba.conf entry"),
+            "{err}"
+        );
+        // The owner still gets in (root, as the cluster's superuser).
+        let (ok, err) = psql_as(&psql, 0, &url);
+        assert!(ok, "{err}");
+    } else {
+        eprintln!("not root (or no psql): the other-OS-user checks are skipped");
+    }
+    blocking(move || drop(pg)).await;
 }

@@ -1,4 +1,8 @@
 //! Errors as `{"detail": ...}` with the right status code.
+//!
+//! A 5xx never carries database text (SQL, table names, driver messages): those can tell a
+//! client about the schema or the server. The detail goes to the server log under a short id,
+//! and the response names only the kind of failure and that id.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -33,6 +37,34 @@ impl ApiError {
     pub fn unavailable(detail: impl Into<String>) -> ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, detail)
     }
+
+    /// A 5xx whose cause must stay on the server: logs `cause` with a fresh id and answers
+    /// `"<public> (see the server log, id <id>)"`.
+    pub fn logged(status: StatusCode, public: &str, cause: &dyn std::fmt::Display) -> ApiError {
+        let id = error_id();
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error_id = %id, error = %cause, "{public}");
+        } else {
+            tracing::warn!(error_id = %id, error = %cause, "{public}");
+        }
+        Self::new(status, format!("{public} (see the server log, id {id})"))
+    }
+}
+
+/// A short id that ties a response to its server log line.
+pub fn error_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+/// The public text of a 503 for an unusable database.
+pub const DATABASE_UNAVAILABLE: &str = "Database unavailable";
+/// The public text of a 503 for a query stopped by `statement_timeout`.
+pub const DATABASE_TIMEOUT: &str =
+    "Database busy: the query ran longer than the API's statement timeout";
+
+/// SQLSTATE 57014 (`query_canceled`): what `statement_timeout` raises.
+fn is_statement_timeout(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
 }
 
 impl IntoResponse for ApiError {
@@ -88,20 +120,24 @@ impl From<ClientError> for ApiError {
                     ApiError::bad_request(m)
                 }
             }
-            ClientError::SchemaMissing(_) => ApiError::unavailable(text),
+            ClientError::SchemaMissing(_) => ApiError::logged(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database has no absurd schema; run `absurd-host migrate` first",
+                &text,
+            ),
+            // A timed wait of our own (no database text in it).
             ClientError::Timeout(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, text),
             ClientError::Unavailable(_) => {
-                ApiError::unavailable(format!("Database unavailable: {text}"))
+                ApiError::logged(StatusCode::SERVICE_UNAVAILABLE, DATABASE_UNAVAILABLE, &text)
+            }
+            ClientError::Database(ref inner) if is_statement_timeout(inner) => {
+                ApiError::logged(StatusCode::SERVICE_UNAVAILABLE, DATABASE_TIMEOUT, &text)
             }
             ClientError::Database(ref inner) if is_connection_problem(inner) => {
-                ApiError::unavailable(format!("Database unavailable: {text}"))
+                ApiError::logged(StatusCode::SERVICE_UNAVAILABLE, DATABASE_UNAVAILABLE, &text)
             }
             ClientError::Database(_) => {
-                tracing::error!(error = %text, "database error in an API request");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("Database error: {text}"),
-                )
+                ApiError::logged(StatusCode::INTERNAL_SERVER_ERROR, "internal error", &text)
             }
         }
     }

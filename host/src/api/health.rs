@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sqlx::Row;
 
+use super::error::ApiError;
 use super::{ApiSettings, AppState};
 use crate::client::{table, Client, ClientError};
 
@@ -111,7 +112,11 @@ pub async fn report(client: &Client, settings: &ApiSettings) -> (StatusCode, Val
                 now,
             )
         }
-        Ok(Err(e)) => return down(format!("Database unreachable: {e}"), now),
+        Ok(Err(e)) => {
+            // The driver's text stays in the server log.
+            let api = ApiError::logged(StatusCode::SERVICE_UNAVAILABLE, "Database unreachable", &e);
+            return down(api.detail, now);
+        }
         Ok(Ok(_)) => {}
     }
     let latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
@@ -120,9 +125,12 @@ pub async fn report(client: &Client, settings: &ApiSettings) -> (StatusCode, Val
             "Database unreachable: the health queries did not finish within 5 s".into(),
             now,
         ),
-        Ok(Err(ClientError::Unavailable(m))) => down(format!("Database unreachable: {m}"), now),
+        Ok(Err(ClientError::Unavailable(m))) => {
+            let api = ApiError::logged(StatusCode::SERVICE_UNAVAILABLE, "Database unreachable", &m);
+            down(api.detail, now)
+        }
         Ok(Err(e)) => {
-            let api: super::error::ApiError = e.into();
+            let api: ApiError = e.into();
             if api.status == StatusCode::SERVICE_UNAVAILABLE && !api.detail.contains("schema") {
                 return down(api.detail, now);
             }

@@ -47,6 +47,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The default limit on a spawned task's `params` (serialised).
 pub const DEFAULT_MAX_PARAMS_BYTES: usize = 256 * 1024;
+/// The default `statement_timeout` of the API's queries (`ABSURD_API_STATEMENT_TIMEOUT`).
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The one route that never requires the token.
 pub const HEALTH_PATH: &str = "/api/absurd/health";
 
@@ -88,6 +90,9 @@ pub struct ApiSettings {
     /// More pools to report in `/metrics` (e.g. the worker's), by name; the client's pool is
     /// reported as `api`.
     pub extra_pools: Vec<(String, PgPool)>,
+    /// Every query of the API's pool is cancelled by PostgreSQL after this long (its
+    /// `statement_timeout`), so that no request can hold a connection or a lock for long.
+    pub statement_timeout: Duration,
 }
 
 impl ApiSettings {
@@ -112,6 +117,7 @@ impl ApiSettings {
             default_max_attempts: config.default_max_attempts(),
             dlq_queue: config.dlq_enabled.then(|| config.dlq_queue_name.clone()),
             extra_pools: Vec::new(),
+            statement_timeout: statement_timeout_from_env()?,
         })
     }
 
@@ -127,6 +133,26 @@ impl ApiSettings {
         }
         Ok(())
     }
+}
+
+const STATEMENT_TIMEOUT_VAR: &str = "ABSURD_API_STATEMENT_TIMEOUT";
+
+/// `ABSURD_API_STATEMENT_TIMEOUT` in seconds, or [`DEFAULT_STATEMENT_TIMEOUT`].
+fn statement_timeout_from_env() -> anyhow::Result<Duration> {
+    parse_statement_timeout(std::env::var(STATEMENT_TIMEOUT_VAR).ok().as_deref())
+}
+
+fn parse_statement_timeout(raw: Option<&str>) -> anyhow::Result<Duration> {
+    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(DEFAULT_STATEMENT_TIMEOUT);
+    };
+    let d = crate::config::parse_seconds(STATEMENT_TIMEOUT_VAR, raw)?;
+    if d < Duration::from_millis(1) {
+        bail!(
+            "invalid {STATEMENT_TIMEOUT_VAR}: {raw} seconds is below PostgreSQL's 1 ms resolution"
+        );
+    }
+    Ok(d)
 }
 
 /// Parses `host:port` (`localhost` is accepted and means 127.0.0.1).
@@ -145,13 +171,30 @@ pub fn parse_listen(raw: &str) -> anyhow::Result<SocketAddr> {
 /// Opens the API's own small pool without connecting yet, so that the server starts (and
 /// reports `down`) while the database is unreachable. Requests wait at most 3 s for a
 /// connection, then answer 503.
-pub fn lazy_pool(url: &str) -> anyhow::Result<PgPool> {
+///
+/// Every connection gets `statement_timeout` set when it opens (a `SET`, not a startup
+/// option, so that it also works through PgBouncer): an API request can never keep a query,
+/// and the locks it holds, running longer than that.
+pub fn lazy_pool(url: &str, statement_timeout: Duration) -> anyhow::Result<PgPool> {
     let opts: sqlx::postgres::PgConnectOptions = url
         .parse()
         .with_context(|| format!("invalid database URL {}", crate::db::redact_url(url)))?;
+    let set = format!(
+        "set statement_timeout = {}",
+        statement_timeout.as_millis().clamp(1, i32::MAX as u128)
+    );
     Ok(sqlx::postgres::PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(3))
+        .after_connect(move |conn, _meta| {
+            let set = set.clone();
+            Box::pin(async move {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(set))
+                    .execute(conn)
+                    .await
+                    .map(|_| ())
+            })
+        })
         .connect_lazy_with(opts))
 }
 
@@ -397,6 +440,29 @@ mod tests {
             parse_listen("localhost:9").unwrap(),
             SocketAddr::from(([127, 0, 0, 1], 9))
         );
+    }
+
+    #[test]
+    fn statement_timeouts_parse_in_seconds() {
+        assert_eq!(
+            parse_statement_timeout(None).unwrap(),
+            DEFAULT_STATEMENT_TIMEOUT
+        );
+        assert_eq!(
+            parse_statement_timeout(Some(" ")).unwrap(),
+            DEFAULT_STATEMENT_TIMEOUT
+        );
+        assert_eq!(
+            parse_statement_timeout(Some("0.5")).unwrap(),
+            Duration::from_millis(500)
+        );
+        for bad in ["0", "-1", "soon", "0.0001", "inf"] {
+            let e = format!("{:#}", parse_statement_timeout(Some(bad)).unwrap_err());
+            assert!(
+                e.contains("ABSURD_API_STATEMENT_TIMEOUT") && e.contains(bad),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]
