@@ -85,7 +85,9 @@ fn init_tracing(format: LogFormat, quiet: bool) {
                 Ok(f) => (f, None),
                 Err(e) => (
                     tracing_subscriber::EnvFilter::new(default),
-                    Some(format!("ignoring {var}={value:?} ({e}); logging at {default:?}")),
+                    Some(format!(
+                        "ignoring {var}={value:?} ({e}); logging at {default:?}"
+                    )),
                 ),
             })
         })
