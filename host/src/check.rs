@@ -239,6 +239,30 @@ fn check_host_config(report: &mut Report, path: Option<&Path>) {
     }
 }
 
+/// What a wasm task type may touch outside its run, and the limits that differ from the
+/// defaults, so that an operator sees them before the first run does.
+fn report_grants(report: &mut Report, config: &HostConfig, task: &str, t: &TaskTypeConfig) {
+    let mut table = t.rest.clone();
+    let Ok(mut grants) = crate::execute::grants::Grants::take_from(task, &mut table) else {
+        return; // already reported by the build above
+    };
+    (grants.wasm_types, grants.native_types) = config.kinds();
+    report.ok(format!("task {task} grants"), grants.describe().join("; "));
+    let defaults = crate::limits::RunLimits::default();
+    let limits = crate::sandbox::config::SandboxDefaults::from_table(&config.sandbox)
+        .and_then(|d| d.limits.take_from(&mut table));
+    if let Ok(limits) = limits {
+        let changed: Vec<String> = crate::limits::KEYS
+            .iter()
+            .filter(|k| limits.get(k) != defaults.get(k))
+            .map(|k| format!("{k} = {}", limits.get(k).unwrap_or_default()))
+            .collect();
+        if !changed.is_empty() {
+            report.ok(format!("task {task} limits"), changed.join(", "));
+        }
+    }
+}
+
 /// Builds one task type on its own, exactly as the worker would.
 fn check_task(
     report: &mut Report,
@@ -287,6 +311,9 @@ fn check_task(
                 HandlerKind::Builtin => format!("builtin {}", t.builtin.as_deref().unwrap_or(task)),
             };
             report.ok(name, msg);
+            if t.kind == HandlerKind::Wasm {
+                report_grants(report, config, task, t);
+            }
         }
         Err(e) => {
             let msg = e

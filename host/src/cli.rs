@@ -860,7 +860,9 @@ impl WorkerArgs {
             );
         }
         let shutdown_grace = match self.shutdown_grace.trim().parse::<f64>() {
-            Ok(s) if s >= 0.0 && s.is_finite() => Duration::from_secs_f64(s),
+            Ok(s) if s >= 0.0 && s.is_finite() => {
+                Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)
+            }
             _ => bail!(
                 "invalid ABSURD_SHUTDOWN_GRACE: {:?} is not a number of seconds >= 0",
                 self.shutdown_grace

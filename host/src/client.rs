@@ -426,6 +426,9 @@ pub const SANDBOX_FAILURES: &[&str] = &[
     "$MemoryLimit",
     "$ResultTooLarge",
     "$InvalidResult",
+    "$LimitExceeded",
+    "$InvalidCall",
+    "$NotGranted",
 ];
 /// `failure_reason.name` of a native subprocess's failures.
 pub const SUBPROCESS_FAILURES: &[&str] = &[

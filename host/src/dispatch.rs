@@ -11,7 +11,7 @@
 //! max_attempts = 2      # never run more attempts than this, whatever the spawner asked
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +19,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::execute::builtin::{self, Builtin};
+use crate::execute::grants::Grants;
 use crate::execute::Handler;
+use crate::limits::RunLimits;
 
 /// The parsed `absurd-host.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -81,6 +83,18 @@ impl HostConfig {
     pub fn parse(text: &str) -> Result<HostConfig, String> {
         toml::from_str(text).map_err(|e| e.to_string())
     }
+
+    /// The names of the wasm task types and of the native ones (what spawn grants know of).
+    pub fn kinds(&self) -> (BTreeSet<String>, BTreeSet<String>) {
+        let of = |kind| {
+            self.tasks
+                .iter()
+                .filter(|(_, t)| t.kind == kind)
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        (of(HandlerKind::Wasm), of(HandlerKind::Native))
+    }
 }
 
 /// A task type ready to run: its handler and per-type limits.
@@ -89,6 +103,12 @@ pub struct TaskType {
     pub handler: Arc<dyn Handler>,
     pub timeout: Option<Duration>,
     pub max_attempts: Option<i32>,
+    /// What a run may make the host hold or the database store (`[sandbox]` and the type's
+    /// own keys for wasm; the defaults for the other kinds).
+    pub limits: RunLimits,
+    /// What a run may touch outside itself; `None` for builtins and native programs, which
+    /// make no such calls of their own choosing.
+    pub grants: Option<Arc<Grants>>,
 }
 
 /// Task name → task type.
@@ -131,7 +151,10 @@ impl Registry {
             };
             let timeout = match t.timeout {
                 None => None,
-                Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+                Some(s) if s.is_finite() && s > 0.0 => Some(
+                    Duration::try_from_secs_f64(s)
+                        .map_err(|_| err(format!("timeout = {s} seconds is too long")))?,
+                ),
                 Some(s) => {
                     return Err(err(format!(
                         "timeout must be a positive number of seconds, got {s}"
@@ -172,6 +195,8 @@ impl Registry {
                     handler,
                     timeout,
                     max_attempts: t.max_attempts,
+                    limits: RunLimits::default(),
+                    grants: None,
                 },
             );
         }
@@ -191,14 +216,23 @@ impl Registry {
                 },
             },
         )?;
-        for (name, handler) in built {
-            let t = &config.tasks[&name];
+        let (wasm_types, native_types) = config.kinds();
+        for b in built {
+            let t = &config.tasks[&b.name];
+            let grants = Grants {
+                wasm_types: wasm_types.clone(),
+                native_types: native_types.clone(),
+                ..b.grants
+            };
             types.insert(
-                name,
+                b.name,
                 TaskType {
-                    handler,
-                    timeout: t.timeout.map(Duration::from_secs_f64),
+                    handler: b.handler,
+                    // Checked in the loop above.
+                    timeout: t.timeout.and_then(|s| Duration::try_from_secs_f64(s).ok()),
                     max_attempts: t.max_attempts,
+                    limits: b.limits,
+                    grants: Some(Arc::new(grants)),
                 },
             );
         }

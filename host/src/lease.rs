@@ -27,9 +27,30 @@ pub struct Leases {
     runs: Arc<Mutex<HashMap<Uuid, Lease>>>,
 }
 
+/// A run's place in the registry. Dropping it (however the run ends: returned, failed,
+/// stopped, or unwound by a panic) ends the renewals, so a lease never outlives its run.
+pub struct Registration {
+    leases: Leases,
+    run_id: Uuid,
+    lost: CancellationToken,
+}
+
+impl Registration {
+    /// Cancelled when the run is found lost (cancelled, or its lease expired and was swept).
+    pub fn lost(&self) -> &CancellationToken {
+        &self.lost
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.leases.release(self.run_id);
+    }
+}
+
 impl Leases {
-    /// Registers a run; the token is cancelled if the run is lost.
-    pub fn register(&self, queue: &str, run_id: Uuid) -> CancellationToken {
+    /// Registers a run, renewed until the returned registration is dropped.
+    pub fn register(&self, queue: &str, run_id: Uuid) -> Registration {
         let lost = CancellationToken::new();
         self.runs.lock().unwrap().insert(
             run_id,
@@ -38,7 +59,15 @@ impl Leases {
                 lost: lost.clone(),
             },
         );
-        lost
+        Registration {
+            leases: self.clone(),
+            run_id,
+            lost,
+        }
+    }
+
+    pub fn contains(&self, run_id: Uuid) -> bool {
+        self.runs.lock().unwrap().contains_key(&run_id)
     }
 
     pub fn release(&self, run_id: Uuid) {

@@ -29,6 +29,7 @@ pub mod dispatch;
 pub mod embedded;
 pub mod execute;
 pub mod lease;
+pub mod limits;
 pub mod metrics;
 pub mod sandbox;
 pub mod settle;

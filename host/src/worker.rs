@@ -19,7 +19,7 @@ use crate::claim::{Claimed, Claimer, Wakeups};
 use crate::client::{ClaimedRun, Client, SpawnOptions};
 use crate::dead_letter::DeadLetters;
 use crate::dispatch::Registry;
-use crate::execute::{ContextSettings, Failure, TaskContext, TaskError};
+use crate::execute::{CatchPanic, ContextSettings, Failure, TaskContext, TaskError, HOST_PANIC};
 use crate::lease::Leases;
 use crate::metrics::{Counters, Event};
 use crate::settle::{self, Completer, Settled};
@@ -245,7 +245,14 @@ async fn claim_loop(
             let shared = shared.clone();
             let queue = claimer.queue().to_string();
             in_flight.lock().unwrap().spawn(async move {
-                execute_run(&shared, &queue, claimed).await;
+                // A panic outside the handler (settling, say) must not take the worker's
+                // bookkeeping with it: the run's lease registration is dropped while unwinding,
+                // so its lease expires and another attempt follows.
+                let run_id = claimed.run.run_id;
+                let run = CatchPanic::new(Box::pin(execute_run(&shared, &queue, claimed)));
+                if let Err(message) = run.await {
+                    error!(%run_id, panic = %message, "host panic while settling a run; its lease will expire and it will be retried");
+                }
                 drop(permit);
             });
         }
@@ -294,7 +301,8 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
             return;
         };
 
-        let lost = shared.leases.register(queue, run.run_id);
+        let registration = shared.leases.register(queue, run.run_id);
+        let lost = registration.lost().clone();
         let timeout = task_type.timeout.unwrap_or(shared.settings.task_timeout);
         let claim_secs = lease.as_secs().max(1) as i32;
         debug!(kind = task_type.handler.kind(), ?timeout, "running");
@@ -304,21 +312,33 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
         let settings = ContextSettings {
             worker_id: shared.settings.worker_id.clone(),
             claim_timeout_secs: claim_secs,
-            deadline: Some(started + timeout),
+            // None past what an Instant can hold: the timeout below still ends the run.
+            deadline: started.checked_add(timeout),
             spawn_defaults: SpawnOptions {
                 max_attempts: Some(shared.settings.default_max_attempts),
                 retry_strategy: Some(crate::config::default_retry_strategy()),
                 ..Default::default()
             },
+            timeout: Some(timeout),
+            limits: task_type.limits,
+            grants: task_type.grants.clone(),
+            dlq: shared.settings.dlq.clone(),
         };
         let outcome = match TaskContext::load_with(client.clone(), queue, run.clone(), settings, checkpoints).await {
             Err(e) if e.is_run_lost() => Err(TaskError::RunLost(e)),
             Err(e) => Err(TaskError::Failed(Failure::new("$HostError", format!("could not load checkpoints: {e}")))),
             Ok(ctx) => {
-                let fut = task_type.handler.run(ctx);
+                let fut = CatchPanic::new(task_type.handler.run(ctx));
                 tokio::select! {
                     r = tokio::time::timeout(timeout, fut) => match r {
-                        Ok(r) => r,
+                        Ok(Ok(r)) => r,
+                        Ok(Err(message)) => {
+                            error!(panic = %message, "host panic while running the task; failing this run");
+                            Err(TaskError::Failed(Failure::new(
+                                HOST_PANIC,
+                                format!("the host panicked while serving this run: {message}"),
+                            )))
+                        }
                         Err(_) => {
                             shared.counters.add(queue, &run.task_name, Event::TimedOut);
                             let secs = timeout.as_secs_f64();
@@ -329,12 +349,12 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
                         }
                     },
                     _ = lost.cancelled() => {
-                        shared.leases.release(run.run_id);
+                        drop(registration);
                         shared.counters.add(queue, &run.task_name, Event::Lost);
                         return;
                     }
                     _ = shared.hard_stop.cancelled() => {
-                        shared.leases.release(run.run_id);
+                        drop(registration);
                         if settle::hand_back(client, queue, &run).await {
                             info!("handed back to the queue on shutdown");
                             shared.counters.add(queue, &run.task_name, Event::HandedBack);
@@ -344,7 +364,7 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
                 }
             }
         };
-        shared.leases.release(run.run_id);
+        drop(registration);
         let elapsed = started.elapsed();
         observe_outcome(shared, queue, &run.task_name, task_type.handler.kind(), &outcome, elapsed);
 

@@ -17,7 +17,21 @@
 //! | `hostcall-loop` | `calls` (default 10,000,000) iterations of `begin-step` + `log` | `$Timeout` / `$OutOfFuel`, or completes |
 //! | `sleep-wake` | `count` (default 5) sleeps of `seconds` (default 0.1) each | completes with `{"sleeps": count}` |
 //! | `compute` | `iterations` (default 10,000,000) rounds of xorshift64, no host calls; returns the final state | completes (the benchmark's CPU-bound guest) |
+//! | `host-calls` | the raw import calls listed in `calls_list` (below), in order | completes with what each returned, or the host's refusal |
 //! | `ok` | returns `{"ok": true}` | completes |
+//!
+//! `host-calls` takes `calls_list`, a list of objects with an `op` and its arguments; sizes are
+//! built in the guest, so a test can ask for an 8 MiB name without sending one:
+//! `{"op": "begin-steps", "count": n, "bytes": b}` (n distinct step names of b bytes),
+//! `{"op": "complete-step", "bytes": b}` (a checkpoint holding a string of b bytes),
+//! `{"op": "sleep-for", "seconds": s}`, `{"op": "sleep-until", "millis": ms}`,
+//! `{"op": "emit", "name": e, "name_bytes": b, "payload_bytes": p, "count": n}`,
+//! `{"op": "await", "name": e, "name_bytes": b, "timeout": t}`,
+//! `{"op": "spawn", "task": t, "queue": q, "count": n, "params_bytes": p, "task_bytes": b}`,
+//! `{"op": "heartbeat", "seconds": s}`, `{"op": "log", "bytes": b}`,
+//! `{"op": "open-files", "dir": d, "count": n}` (opens n files and keeps them open),
+//! `{"op": "fail", "name_bytes": b, "message_bytes": m, "details_bytes": d}` (returns a
+//! task error of those sizes).
 //!
 //! Results of the "completes" modes report what the guest saw, so tests can assert that the
 //! sandbox denied the access.
@@ -55,6 +69,8 @@ struct Params {
     via: Option<BlockVia>,
     /// `deep-recursion`: `"native"` (wasm stack) or `"shadow"` (the stack in linear memory).
     stack: Option<Stack>,
+    /// `host-calls`: the calls to make.
+    calls_list: Option<Vec<Value>>,
 }
 
 #[derive(Deserialize, Clone, Copy, Debug)]
@@ -82,6 +98,7 @@ enum Mode {
     HostcallLoop,
     SleepWake,
     Compute,
+    HostCalls,
     Ok,
 }
 
@@ -283,8 +300,127 @@ fn misbehave(ctx: &Context, params: Params) -> Result<Value, TaskError> {
             }
             Ok(json!({ "iterations": n, "state": x.to_string() }))
         }
+        Mode::HostCalls => host_calls(params.calls_list.unwrap_or_default()),
         Mode::Ok => Ok(json!({ "ok": true })),
     }
+}
+
+/// A string of `bytes` bytes that starts with `prefix` (so that names can be told apart).
+fn sized(prefix: &str, bytes: u64) -> String {
+    let mut s = String::with_capacity(bytes as usize);
+    s.push_str(prefix);
+    while (s.len() as u64) < bytes {
+        s.push('x');
+    }
+    s.truncate(bytes as usize);
+    s
+}
+
+fn host_calls(calls: Vec<Value>) -> Result<Value, TaskError> {
+    let mut out = Vec::new();
+    let mut open = Vec::new();
+    for call in calls {
+        let op = call["op"].as_str().unwrap_or("");
+        let u = |key: &str, default: u64| call[key].as_u64().unwrap_or(default);
+        let name = |default: &str| match u("name_bytes", 0) {
+            0 => call["name"].as_str().unwrap_or(default).to_string(),
+            b => sized(call["name"].as_str().unwrap_or(default), b),
+        };
+        let result = match op {
+            "begin-steps" => {
+                let bytes = u("bytes", 8);
+                for i in 0..u("count", 1) {
+                    black_box(durable::begin_step(&sized(&format!("{i}-"), bytes)));
+                }
+                json!("began")
+            }
+            "complete-step" => {
+                let step = durable::begin_step("big");
+                let value = serde_json::to_string(&sized("", u("bytes", 8))).unwrap_or_default();
+                json!(format!(
+                    "{:?}",
+                    durable::complete_step(&step.checkpoint_name, &value)
+                ))
+            }
+            "sleep-for" => {
+                durable::sleep_for("s", call["seconds"].as_f64().unwrap_or(0.0));
+                json!("woke")
+            }
+            "sleep-until" => {
+                durable::sleep_until("s", call["millis"].as_i64().unwrap_or(0));
+                json!("woke")
+            }
+            "emit" => {
+                let payload =
+                    serde_json::to_string(&sized("", u("payload_bytes", 2))).unwrap_or_default();
+                let mut last = String::new();
+                for _ in 0..u("count", 1) {
+                    last = format!("{:?}", durable::emit_event(&name("e"), &payload));
+                }
+                json!(last)
+            }
+            "await" => {
+                let timeout = call["timeout"].as_u64().map(|t| t as u32);
+                json!(durable::await_event(&name("e"), None, timeout))
+            }
+            "spawn" => {
+                let task = match u("task_bytes", 0) {
+                    0 => call["task"].as_str().unwrap_or("zoo").to_string(),
+                    b => sized("t", b),
+                };
+                let params = match u("params_bytes", 0) {
+                    0 => json!({"mode": "ok"}).to_string(),
+                    b => json!({"mode": "ok", "pad": sized("", b)}).to_string(),
+                };
+                let options = durable::SpawnOptions {
+                    queue: call["queue"].as_str().map(str::to_string),
+                    max_attempts: Some(1),
+                    idempotency_key: None,
+                    headers: None,
+                };
+                let mut last = String::new();
+                for _ in 0..u("count", 1) {
+                    last = format!("{:?}", durable::spawn(&task, &params, &options));
+                }
+                json!(last)
+            }
+            "heartbeat" => {
+                durable::heartbeat(call["seconds"].as_u64().map(|s| s as u32));
+                json!("beat")
+            }
+            "log" => {
+                wit_log::log(wit_log::Level::Info, &sized("line", u("bytes", 8)));
+                json!("logged")
+            }
+            "open-files" => {
+                let dir = call["dir"].as_str().unwrap_or("/scratch");
+                let mut opened = 0;
+                let mut error = None;
+                for i in 0..u("count", 1) {
+                    match std::fs::File::create(format!("{dir}/f{i}")) {
+                        Ok(f) => {
+                            open.push(f);
+                            opened += 1;
+                        }
+                        Err(e) => {
+                            error = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                json!({"opened": opened, "error": error})
+            }
+            "fail" => {
+                let name = sized("Fail", u("name_bytes", 4));
+                let message = sized("failed", u("message_bytes", 6));
+                let details = sized("", u("details_bytes", 0));
+                return Err(TaskError::retryable(name, message).with_details(details));
+            }
+            other => json!(format!("unknown op {other:?}")),
+        };
+        out.push(result);
+    }
+    Ok(json!({ "results": out }))
 }
 
 /// Recursion limit read from memory, so the compiler cannot bound the recursion.

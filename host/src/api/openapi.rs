@@ -404,7 +404,7 @@ pub fn document() -> Value {
                         "running": {"type": "integer"},
                         "completed": {"type": "integer"},
                         "failed": {"type": "integer"},
-                        "sandbox_failures": {"type": "integer", "description": "Failed runs named $Trap, $OutOfFuel, $MemoryLimit, $ResultTooLarge or $InvalidResult"},
+                        "sandbox_failures": {"type": "integer", "description": "Failed runs named $Trap, $OutOfFuel, $MemoryLimit, $ResultTooLarge, $InvalidResult, $LimitExceeded, $InvalidCall or $NotGranted"},
                         "subprocess_failures": {"type": "integer", "description": "Failed runs named $ProgramFailed, $ProgramKilled, $NoResult or $SpawnFailed"},
                         "timeouts": {"type": "integer", "description": "Failed runs named $Timeout"}
                     }

@@ -229,8 +229,8 @@ fn handler(sandbox: &Arc<Sandbox>, dir: &Path, guest: &str) -> anyhow::Result<Ar
         "component = {:?}",
         dir.join(format!("{guest}.wasm")).display().to_string()
     ))?;
-    let cfg =
-        WasmTaskConfig::from_table(&table, sandbox.defaults(), dir).map_err(|e| anyhow!(e))?;
+    let cfg = WasmTaskConfig::from_table("bench", &table, sandbox.defaults(), dir)
+        .map_err(|e| anyhow!(e))?;
     let h = sandbox.load(guest, cfg).map_err(|e| anyhow!(e))?;
     Ok(Arc::new(h))
 }
@@ -257,7 +257,7 @@ fn context(client: &Client, task: &str, params: Value, deadline: Duration) -> Ta
             worker_id: "bench".into(),
             claim_timeout_secs: 60,
             deadline: Some(tokio::time::Instant::now() + deadline),
-            spawn_defaults: Default::default(),
+            ..Default::default()
         },
     )
 }

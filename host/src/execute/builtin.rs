@@ -10,6 +10,7 @@
 //! | `wait-event` | waits for the event `params.event` (timeout `params.timeout`), returns its payload |
 //! | `steps`  | runs `params.count` checkpointed steps, returning their values         |
 //! | `ledger` | like `steps`, but records every execution in a `ledger` table (below)   |
+//! | `panic`  | panics in host code with `params.message` (for the containment tests)  |
 //!
 //! `ledger` is for the reliability suite (`host/tests/chaos.rs`): it INSERTs one row into
 //! `ledger (task_id uuid, run_id uuid, attempt int, worker_id text, step text)` (a table the
@@ -34,6 +35,7 @@ pub const NAMES: &[&str] = &[
     "wait-event",
     "steps",
     "ledger",
+    "panic",
 ];
 
 /// A builtin handler, by name.
@@ -62,6 +64,16 @@ fn param_f64(ctx: &TaskContext, key: &str, default: f64) -> Result<f64, TaskErro
                 .permanent(),
             )
         }),
+    }
+}
+
+/// A span of `secs` seconds from a task's params: none for negative numbers and NaN, and
+/// "forever" (the task's timeout ends it) beyond what a `Duration` holds.
+fn seconds(secs: f64) -> Duration {
+    if secs.is_nan() || secs <= 0.0 {
+        Duration::ZERO
+    } else {
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
     }
 }
 
@@ -105,7 +117,7 @@ impl Handler for Builtin {
                 }
                 "sleep" => {
                     let secs = param_f64(&ctx, "seconds", 1.0)?;
-                    tokio::time::sleep(Duration::from_secs_f64(secs.max(0.0))).await;
+                    tokio::time::sleep(seconds(secs)).await;
                     Ok(json!({"slept": secs}))
                 }
                 "nap" => {
@@ -143,10 +155,10 @@ impl Handler for Builtin {
                     }
                 }
                 "steps" => {
-                    let count = param_f64(&ctx, "count", 3.0)? as u32;
+                    let count = param_f64(&ctx, "count", 3.0)?.clamp(0.0, u32::MAX as f64) as u32;
                     let mut values = Vec::new();
                     for i in 0..count {
-                        let name = ctx.next_checkpoint_name("step");
+                        let name = ctx.next_checkpoint_name("step")?;
                         let v = match ctx.checkpoint(&name) {
                             Some(v) => v,
                             None => {
@@ -164,16 +176,24 @@ impl Handler for Builtin {
                     let work = param_f64(&ctx, "work_ms", 0.0)?;
                     ledger_row(&ctx, "run").await?;
                     for _ in 0..steps {
-                        let name = ctx.next_checkpoint_name("step");
+                        let name = ctx.next_checkpoint_name("step")?;
                         if ctx.checkpoint(&name).is_none() {
-                            tokio::time::sleep(Duration::from_secs_f64(work.max(0.0) / 1000.0))
-                                .await;
+                            tokio::time::sleep(seconds(work / 1000.0)).await;
                             ledger_row(&ctx, &name).await?;
                             ctx.store_checkpoint(&name, &json!(name)).await?;
                             ledger_row(&ctx, &format!("{name}:done")).await?;
                         }
                     }
                     Ok(json!({"steps": steps}))
+                }
+                "panic" => {
+                    let message = ctx
+                        .params()
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("the panic builtin always panics")
+                        .to_string();
+                    panic!("{message}")
                 }
                 other => unreachable!("unknown builtin {other}"),
             }

@@ -7,6 +7,7 @@
 //! components and native subprocesses.
 
 pub mod builtin;
+pub mod grants;
 pub mod native;
 
 use std::collections::HashMap;
@@ -14,11 +15,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::client::{ClaimedRun, Client, ClientError, SpawnOptions, Spawned};
+use crate::limits::{self, RunLimits};
+use grants::Grants;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -93,6 +96,50 @@ impl Failure {
     }
 }
 
+/// The failure name of a spawn the database refused (the queue does not exist, ...).
+pub const SPAWN_ERROR: &str = "$SpawnError";
+
+/// The failure name of a panic in host code while serving a run.
+pub const HOST_PANIC: &str = "$HostPanic";
+
+/// Runs a future, turning a panic while polling it into `Err(message)`: a panic in host code
+/// serving one run (a host import, a handler, a bug) must fail that run, not the worker task
+/// that polls it.
+pub struct CatchPanic<F: Future + ?Sized>(Pin<Box<F>>);
+
+impl<F: Future + ?Sized> CatchPanic<F> {
+    pub fn new(f: Pin<Box<F>>) -> Self {
+        CatchPanic(f)
+    }
+}
+
+impl<F: Future + ?Sized> Future for CatchPanic<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let fut = self.get_mut().0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Err(payload) => std::task::Poll::Ready(Err(panic_message(payload.as_ref()))),
+        }
+    }
+}
+
+/// The text of a panic's payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-text payload".to_string()
+    }
+}
+
 /// Maps a client error met inside a task: a lost run stops the task silently; anything else
 /// (for example the database going away) fails this attempt so that it is retried.
 pub fn client_failure(e: ClientError) -> TaskError {
@@ -110,7 +157,7 @@ pub struct TaskContext {
 }
 
 /// What the worker tells a task context about the run's surroundings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ContextSettings {
     pub worker_id: String,
     /// The lease length; checkpoint writes and heartbeats renew the lease by this much.
@@ -119,6 +166,25 @@ pub struct ContextSettings {
     pub deadline: Option<tokio::time::Instant>,
     /// Options applied to tasks spawned from inside a task when it leaves them unset.
     pub spawn_defaults: SpawnOptions,
+    /// The run's wall-clock limit (a heartbeat may not ask for a longer lease).
+    pub timeout: Option<std::time::Duration>,
+    /// What the run may make the host hold or the database store.
+    pub limits: RunLimits,
+    /// What the task type may touch outside its run; `None` grants everything (builtins).
+    pub grants: Option<Arc<Grants>>,
+    /// The worker's dead-letter queue (never spawned into unless granted by name).
+    pub dlq: Option<String>,
+}
+
+/// What one run has used of its limits so far.
+#[derive(Default)]
+struct Usage {
+    /// Checkpoint names handed out in this execution.
+    steps: u64,
+    /// Bytes of the checkpoints loaded for this run plus those it wrote.
+    checkpoint_bytes: u64,
+    spawns: u64,
+    emits: u64,
 }
 
 struct Inner {
@@ -129,7 +195,13 @@ struct Inner {
     claim_timeout_secs: i32,
     deadline: Option<tokio::time::Instant>,
     spawn_defaults: SpawnOptions,
-    /// Committed checkpoints visible to this run, by checkpoint name.
+    timeout: Option<std::time::Duration>,
+    limits: RunLimits,
+    grants: Option<Arc<Grants>>,
+    dlq: Option<String>,
+    usage: Mutex<Usage>,
+    /// Committed checkpoints visible to this run, by checkpoint name (those it loaded; what
+    /// it writes is not read again in the same execution, so it is not kept).
     checkpoints: Mutex<HashMap<String, Value>>,
     /// How often each step name was used in this execution (for `name#2`, `name#3`, …).
     step_uses: Mutex<HashMap<String, u32>>,
@@ -164,7 +236,20 @@ impl TaskContext {
                 .map(|c| (c.checkpoint_name, c.state))
                 .collect(),
         };
-        Ok(TaskContext {
+        Ok(TaskContext::new(client, queue, run, settings, checkpoints))
+    }
+
+    fn new(
+        client: Client,
+        queue: &str,
+        run: ClaimedRun,
+        settings: ContextSettings,
+        checkpoints: HashMap<String, Value>,
+    ) -> TaskContext {
+        // What the loaded checkpoints weigh counts against the task's total (the claim has
+        // already refused any single one above the limit).
+        let loaded: u64 = checkpoints.values().map(json_len).sum();
+        TaskContext {
             inner: Arc::new(Inner {
                 client,
                 queue: queue.to_string(),
@@ -173,10 +258,18 @@ impl TaskContext {
                 claim_timeout_secs: settings.claim_timeout_secs,
                 deadline: settings.deadline,
                 spawn_defaults: settings.spawn_defaults,
+                timeout: settings.timeout,
+                limits: settings.limits,
+                grants: settings.grants,
+                dlq: settings.dlq,
+                usage: Mutex::new(Usage {
+                    checkpoint_bytes: loaded,
+                    ..Usage::default()
+                }),
                 checkpoints: Mutex::new(checkpoints),
                 step_uses: Mutex::new(HashMap::new()),
             }),
-        })
+        }
     }
 
     /// A context that starts with no checkpoints and does not read the database until the
@@ -187,19 +280,7 @@ impl TaskContext {
         run: ClaimedRun,
         settings: ContextSettings,
     ) -> TaskContext {
-        TaskContext {
-            inner: Arc::new(Inner {
-                client,
-                queue: queue.to_string(),
-                run,
-                worker_id: settings.worker_id,
-                claim_timeout_secs: settings.claim_timeout_secs,
-                deadline: settings.deadline,
-                spawn_defaults: settings.spawn_defaults,
-                checkpoints: Mutex::new(HashMap::new()),
-                step_uses: Mutex::new(HashMap::new()),
-            }),
-        }
+        TaskContext::new(client, queue, run, settings, HashMap::new())
     }
 
     pub fn run(&self) -> &ClaimedRun {
@@ -227,18 +308,55 @@ impl TaskContext {
     pub fn deadline(&self) -> Option<tokio::time::Instant> {
         self.inner.deadline
     }
+    /// The run's limits.
+    pub fn limits(&self) -> &RunLimits {
+        &self.inner.limits
+    }
+
+    /// Checks a name the task hands the host (step, event, task, queue, key, failure name).
+    pub fn check_name(&self, what: &str, name: &str) -> Result<(), TaskError> {
+        self.inner
+            .limits
+            .check("max_name_bytes", what, name.len() as u64)
+            .map_err(TaskError::Failed)
+    }
 
     /// The checkpoint name for the next use of `step` in this execution, following the SDKs'
-    /// convention: `step`, then `step#2`, `step#3`, …
-    pub fn next_checkpoint_name(&self, step: &str) -> String {
+    /// convention: `step`, then `step#2`, `step#3`, … Refused beyond `max_steps` names per
+    /// execution, or for a step name longer than `max_name_bytes` (the host keeps every step
+    /// name for the run, so both bound what a run makes it hold).
+    pub fn next_checkpoint_name(&self, step: &str) -> Result<String, TaskError> {
+        self.check_name("step name", step)?;
+        self.count_step(step)
+    }
+
+    /// [`TaskContext::next_checkpoint_name`] for a step name the host made from a name it has
+    /// checked already (`$awaitEvent:<event>`).
+    fn count_step(&self, step: &str) -> Result<String, TaskError> {
+        {
+            let mut usage = self.inner.usage.lock().unwrap();
+            usage.steps += 1;
+            self.inner
+                .limits
+                .check("max_steps", "steps in this execution", usage.steps)
+                .map_err(TaskError::Failed)?;
+        }
         let mut uses = self.inner.step_uses.lock().unwrap();
-        let n = uses.entry(step.to_string()).or_insert(0);
-        *n += 1;
-        if *n == 1 {
+        let n = match uses.get_mut(step) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                uses.insert(step.to_string(), 1);
+                1
+            }
+        };
+        Ok(if n == 1 {
             step.to_string()
         } else {
             format!("{step}#{n}")
-        }
+        })
     }
 
     /// The stored value of a checkpoint, if this run may replay it.
@@ -251,13 +369,41 @@ impl TaskContext {
             .cloned()
     }
 
-    /// Stores a checkpoint (and renews the lease, as the SDKs do).
+    /// Stores a checkpoint (and renews the lease, as the SDKs do). The value counts against
+    /// `max_checkpoint_bytes` and, with every other checkpoint of the task, against
+    /// `max_checkpoint_total_bytes`.
     pub async fn store_checkpoint(
         &self,
         checkpoint_name: &str,
         value: &Value,
     ) -> Result<(), TaskError> {
         let i = &self.inner;
+        // A step name within max_name_bytes, plus the `#<n>` of a repeated step.
+        let name_limit = i.limits.max_name_bytes.saturating_add(11);
+        if checkpoint_name.len() as u64 > name_limit {
+            return Err(TaskError::Failed(limits::exceeded(
+                "max_name_bytes",
+                i.limits.max_name_bytes,
+                "the checkpoint name",
+                checkpoint_name.len() as u64,
+            )));
+        }
+        let size = json_len(value);
+        i.limits
+            .check("max_checkpoint_bytes", "the checkpoint's value", size)
+            .map_err(TaskError::Failed)?;
+        {
+            let mut usage = i.usage.lock().unwrap();
+            let total = usage.checkpoint_bytes.saturating_add(size);
+            i.limits
+                .check(
+                    "max_checkpoint_total_bytes",
+                    "the task's checkpoints together",
+                    total,
+                )
+                .map_err(TaskError::Failed)?;
+            usage.checkpoint_bytes = total;
+        }
         i.client
             .set_checkpoint(
                 &i.queue,
@@ -269,23 +415,47 @@ impl TaskContext {
             )
             .await
             .map_err(client_failure)?;
-        i.checkpoints
-            .lock()
-            .unwrap()
-            .insert(checkpoint_name.to_string(), value.clone());
         Ok(())
     }
 
     /// Suspends the run until `wake_at` (the run is re-executed from the start then, and
     /// completed steps replay from their checkpoints). Returns `Ok(())` once the time has come.
     pub async fn sleep_until(&self, step: &str, wake_at: DateTime<Utc>) -> Result<(), TaskError> {
-        self.sleep(step, |_| wake_at).await
+        if wake_at > latest_wake_up() {
+            return Err(TaskError::Failed(limits::invalid_call(format!(
+                "sleep_until({step:?}, {wake_at}): the wake-up time is after {}",
+                latest_wake_up()
+            ))));
+        }
+        let name = self.next_checkpoint_name(step)?;
+        self.sleep(name, |_| Ok(wake_at)).await
     }
 
-    /// Suspends the run for `seconds`, counted on the database clock.
+    /// Suspends the run for `seconds`, counted on the database clock. A negative number
+    /// sleeps not at all; NaN, infinity and a wake-up time past [`latest_wake_up`] fail the run
+    /// as `$InvalidCall`.
     pub async fn sleep_for(&self, step: &str, seconds: f64) -> Result<(), TaskError> {
-        let delta = chrono::Duration::milliseconds((seconds.max(0.0) * 1000.0) as i64);
-        self.sleep(step, |now| now + delta).await
+        if !seconds.is_finite() {
+            return Err(TaskError::Failed(limits::invalid_call(format!(
+                "sleep_for({step:?}, seconds = {seconds}): seconds must be a finite number"
+            ))));
+        }
+        let too_far = || {
+            TaskError::Failed(limits::invalid_call(format!(
+                "sleep_for({step:?}, seconds = {seconds}): the wake-up time would be after {}",
+                latest_wake_up()
+            )))
+        };
+        // Whole milliseconds, saturating; a span past the latest wake-up is refused below.
+        let millis = (seconds.max(0.0) * 1000.0).min(i64::MAX as f64) as i64;
+        let delta = TimeDelta::try_milliseconds(millis).ok_or_else(too_far)?;
+        let name = self.next_checkpoint_name(step)?;
+        self.sleep(name, |now| {
+            now.checked_add_signed(delta)
+                .filter(|t| *t <= latest_wake_up())
+                .ok_or_else(too_far)
+        })
+        .await
     }
 
     /// The database's clock (`absurd.current_time()`, which honours `absurd.fake_now`). Wake-up
@@ -302,10 +472,9 @@ impl TaskContext {
 
     async fn sleep(
         &self,
-        step: &str,
-        wake_at: impl FnOnce(DateTime<Utc>) -> DateTime<Utc>,
+        name: String,
+        wake_at: impl FnOnce(DateTime<Utc>) -> Result<DateTime<Utc>, TaskError>,
     ) -> Result<(), TaskError> {
-        let name = self.next_checkpoint_name(step);
         let now = self.db_now().await?;
         let wake_at = match self.checkpoint(&name) {
             Some(v) => v
@@ -322,7 +491,7 @@ impl TaskContext {
                     )
                 })?,
             None => {
-                let wake_at = wake_at(now);
+                let wake_at = wake_at(now)?;
                 let stamp =
                     Value::String(wake_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, false));
                 self.store_checkpoint(&name, &stamp).await?;
@@ -348,12 +517,24 @@ impl TaskContext {
         step: Option<&str>,
         timeout_secs: Option<i32>,
     ) -> Result<Option<Value>, TaskError> {
-        let default_step = format!("$awaitEvent:{event}");
-        let name = self.next_checkpoint_name(step.unwrap_or(&default_step));
+        let i = &self.inner;
+        self.check_name("event name", event)?;
+        if let Some(g) = &i.grants {
+            g.check_await(event).map_err(TaskError::Failed)?;
+        }
+        if timeout_secs.is_some_and(|t| t < 0) {
+            return Err(TaskError::Failed(limits::invalid_call(format!(
+                "await_event({event:?}): timeout {} s is negative",
+                timeout_secs.unwrap_or_default()
+            ))));
+        }
+        let name = match step {
+            Some(step) => self.next_checkpoint_name(step)?,
+            None => self.count_step(&format!("$awaitEvent:{event}"))?,
+        };
         if let Some(v) = self.checkpoint(&name) {
             return Ok(Some(v));
         }
-        let i = &self.inner;
         // Woken by the timeout rather than the event: the SDKs' convention.
         if i.run.wake_event.as_deref() == Some(event) && i.run.event_payload.is_none() {
             return Ok(None);
@@ -373,20 +554,38 @@ impl TaskContext {
         if outcome.should_suspend {
             return Err(TaskError::Suspended);
         }
-        let payload = outcome.payload.unwrap_or(Value::Null);
-        i.checkpoints.lock().unwrap().insert(name, payload.clone());
-        Ok(Some(payload))
+        Ok(Some(outcome.payload.unwrap_or(Value::Null)))
     }
 
+    /// Emits an event into the run's queue: at most `max_emits` per run, names within
+    /// `max_name_bytes`, payloads within `max_event_payload_bytes`, names the task type's
+    /// `emit_events` grants.
     pub async fn emit_event(&self, event: &str, payload: &Value) -> Result<(), TaskError> {
         let i = &self.inner;
+        self.check_name("event name", event)?;
+        if let Some(g) = &i.grants {
+            g.check_emit(event).map_err(TaskError::Failed)?;
+        }
+        i.limits
+            .check(
+                "max_event_payload_bytes",
+                "the event payload",
+                json_len(payload),
+            )
+            .map_err(TaskError::Failed)?;
+        self.count(
+            |u| &mut u.emits,
+            "max_emits",
+            "emit-event calls in this run",
+        )?;
         i.client
             .emit_event(&i.queue, event, Some(payload))
             .await
             .map_err(client_failure)
     }
 
-    /// Spawns another task (in `queue`, or this task's queue).
+    /// Spawns another task (in `queue`, or this task's queue), within the run's limits
+    /// (`max_spawns`, names, params and headers) and the task type's spawn grants.
     pub async fn spawn(
         &self,
         queue: Option<&str>,
@@ -395,33 +594,117 @@ impl TaskContext {
         options: &SpawnOptions,
     ) -> Result<Spawned, TaskError> {
         let i = &self.inner;
+        let queue = queue.unwrap_or(&i.queue);
+        self.check_name("the spawned task's name", task_name)?;
+        self.check_name("the spawn's queue name", queue)?;
+        if let Some(key) = &options.idempotency_key {
+            self.check_name("the spawn's idempotency key", key)?;
+        }
+        if let Some(g) = &i.grants {
+            g.check_spawn(&i.queue, i.dlq.as_deref(), queue, task_name)
+                .map_err(TaskError::Failed)?;
+        }
+        let l = &i.limits;
+        l.check(
+            "max_spawn_params_bytes",
+            "the spawned task's params",
+            json_len(params),
+        )
+        .map_err(TaskError::Failed)?;
+        if let Some(h) = &options.headers {
+            l.check(
+                "max_spawn_headers_bytes",
+                "the spawned task's headers",
+                json_len(h),
+            )
+            .map_err(TaskError::Failed)?;
+        }
+        self.count(|u| &mut u.spawns, "max_spawns", "spawn calls in this run")?;
         let mut options = options.clone();
         let d = &i.spawn_defaults;
         options.max_attempts = options.max_attempts.or(d.max_attempts);
         options.retry_strategy = options.retry_strategy.or_else(|| d.retry_strategy.clone());
         i.client
-            .spawn(queue.unwrap_or(&i.queue), task_name, params, &options)
+            .spawn(queue, task_name, params, &options)
             .await
             .map_err(|e| match e {
                 ClientError::InvalidInput(_)
                 | ClientError::InvalidRetryStrategy(_)
                 | ClientError::QueueNotFound(_) => {
-                    TaskError::Failed(Failure::new("$SpawnError", e.to_string()).permanent())
+                    TaskError::Failed(Failure::new(SPAWN_ERROR, e.to_string()).permanent())
                 }
                 other => client_failure(other),
             })
     }
 
-    /// Extends the lease by `seconds` (default: the claim timeout).
-    pub async fn heartbeat(&self, seconds: Option<i32>) -> Result<(), TaskError> {
+    /// Extends the lease by `seconds` (default: the claim timeout), at most the run's timeout:
+    /// a lease longer than the run may last would only keep a crashed worker's run from
+    /// being retried.
+    pub async fn heartbeat(&self, seconds: Option<i64>) -> Result<(), TaskError> {
         let i = &self.inner;
+        let secs = seconds.unwrap_or(i.claim_timeout_secs as i64).max(1);
+        if let Some(t) = i.timeout {
+            let limit = t.as_secs_f64().ceil() as i64;
+            if secs > limit.max(i.claim_timeout_secs as i64) {
+                return Err(TaskError::Failed(
+                    Failure::new(
+                        limits::LIMIT_EXCEEDED,
+                        format!(
+                            "heartbeat of {secs} s is longer than the task's timeout of {limit} s (timeout)"
+                        ),
+                    )
+                    .with_details(json!({"limit": "timeout", "value": limit, "actual": secs}))
+                    .permanent(),
+                ));
+            }
+        }
+        let secs = secs.min(i32::MAX as i64) as i32;
         i.client
-            .extend_claim(
-                &i.queue,
-                i.run.run_id,
-                seconds.unwrap_or(i.claim_timeout_secs).max(1),
-            )
+            .extend_claim(&i.queue, i.run.run_id, secs)
             .await
             .map_err(client_failure)
     }
+
+    /// Counts one use of a per-run allowance, refusing it past its limit.
+    fn count(
+        &self,
+        field: impl FnOnce(&mut Usage) -> &mut u64,
+        key: &str,
+        what: &str,
+    ) -> Result<(), TaskError> {
+        let mut usage = self.inner.usage.lock().unwrap();
+        let n = field(&mut usage);
+        *n += 1;
+        self.inner
+            .limits
+            .check(key, what, *n)
+            .map_err(TaskError::Failed)
+    }
+}
+
+/// The latest wake-up time a sleep may ask for: far enough for any task, and well inside
+/// what both chrono and Postgres' `timestamptz` can hold.
+pub fn latest_wake_up() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("9999-12-31T23:59:59Z")
+        .expect("a valid timestamp")
+        .with_timezone(&Utc)
+}
+
+/// The size of a JSON value as text, as the database will store it (near enough: jsonb
+/// normalises whitespace).
+pub fn json_len(v: &Value) -> u64 {
+    struct Counter(u64);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Counter(0);
+    // Writing into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
 }

@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::execute::grants::Grants;
+use crate::limits::RunLimits;
+
 const MIB: u64 = 1024 * 1024;
 
 /// `[sandbox]`: engine-wide settings and defaults for every wasm task type.
@@ -27,6 +30,10 @@ pub struct SandboxDefaults {
     pub allocator: String,
     /// Where precompiled components are cached (default: `~/.cache/absurd-host/precompiled`).
     pub cache_dir: Option<PathBuf>,
+    /// The per-run limits on what a guest hands the host (the `max_*` keys of
+    /// [`crate::limits`]), read from the same table.
+    #[serde(skip)]
+    pub limits: RunLimits,
 }
 
 impl Default for SandboxDefaults {
@@ -40,15 +47,21 @@ impl Default for SandboxDefaults {
             pool_instances: 1000,
             allocator: "auto".into(),
             cache_dir: None,
+            limits: RunLimits::default(),
         }
     }
 }
 
 impl SandboxDefaults {
     pub fn from_table(table: &toml::Table) -> Result<SandboxDefaults, String> {
-        let d: SandboxDefaults = toml::Value::Table(table.clone())
+        let mut table = table.clone();
+        let limits = RunLimits::default()
+            .take_from(&mut table)
+            .map_err(|e| format!("[sandbox]: {e}"))?;
+        let mut d: SandboxDefaults = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| format!("[sandbox]: {}", e.message()))?;
+        d.limits = limits;
         if d.memory_mb == 0 {
             return Err("[sandbox]: memory_mb must be >= 1".into());
         }
@@ -122,15 +135,24 @@ pub struct WasmTaskConfig {
     pub scratch: bool,
     /// Host environment variables passed through by name (nothing else is).
     pub env: Vec<String>,
+    /// What a run may make the host hold or the database store.
+    pub limits: RunLimits,
+    /// What a run may touch outside itself (spawns, events). The host's task types are filled
+    /// in by [`crate::dispatch`].
+    pub grants: Grants,
 }
 
 impl WasmTaskConfig {
     pub fn from_table(
+        task_name: &str,
         table: &toml::Table,
         defaults: &SandboxDefaults,
         base_dir: &Path,
     ) -> Result<WasmTaskConfig, String> {
-        let k: WasmKeys = toml::Value::Table(table.clone())
+        let mut table = table.clone();
+        let limits = defaults.limits.take_from(&mut table)?;
+        let grants = Grants::take_from(task_name, &mut table)?;
+        let k: WasmKeys = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| e.message().to_string())?;
         let resolve = |p: &Path| {
@@ -192,6 +214,8 @@ impl WasmTaskConfig {
             dirs,
             scratch: k.scratch,
             env: k.env,
+            limits,
+            grants,
         })
     }
 }

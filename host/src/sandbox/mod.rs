@@ -328,7 +328,16 @@ fn new_linker(engine: &Engine) -> Result<Linker<RunState>, String> {
     let mut linker: Linker<RunState> = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)
         .map_err(|e| format!("linking WASI: {e}"))?;
-    bindings::Task::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |s| s)
+    // The task world's imports: `durable` through bindgen, `log` by hand (see
+    // [`store::add_log_to_linker`]).
+    bindings::absurd::task::types::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |s| s)
+        .and_then(|()| {
+            bindings::absurd::task::durable::add_to_linker::<RunState, HasSelf<RunState>>(
+                &mut linker,
+                |s| s,
+            )
+        })
+        .and_then(|()| store::add_log_to_linker(&mut linker))
         .map_err(|e| format!("linking the task world: {e}"))?;
     Ok(linker)
 }
@@ -464,9 +473,12 @@ async fn run_component(shared: &HandlerShared, ctx: TaskContext) -> Result<Value
     let params = ctx.params().to_string();
     let deadline = ctx.deadline();
 
+    // Every open file, directory and stream is an entry in the run's resource table.
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(usize::try_from(cfg.limits.max_open_handles).unwrap_or(usize::MAX));
     let state = RunState {
         wasi: wasi.build(),
-        table: ResourceTable::new(),
+        table,
         limiter: Limiter {
             memory_cap: cfg.memory_bytes as usize,
             table_elements: 100_000,
@@ -479,6 +491,7 @@ async fn run_component(shared: &HandlerShared, ctx: TaskContext) -> Result<Value
         logs_dropped: 0,
     };
     let mut store = new_store(&shared.sandbox.engine, state, cfg, options, deadline)?;
+
     let mut instance = shared.pre.instantiate_async(&mut store).await;
     if instance
         .as_ref()
@@ -550,6 +563,7 @@ async fn run_component(shared: &HandlerShared, ctx: TaskContext) -> Result<Value
             })
         }
         Ok(Err(guest_error)) => {
+            check_guest_error(&cfg.limits, &guest_error).map_err(TaskError::Failed)?;
             let mut f = Failure::new(guest_error.name, guest_error.message);
             if let Some(d) = guest_error.details {
                 f = f.with_details(serde_json::from_str(&d).unwrap_or(Value::String(d)));
@@ -562,7 +576,7 @@ async fn run_component(shared: &HandlerShared, ctx: TaskContext) -> Result<Value
             }
             Err(TaskError::Failed(f))
         }
-        Err(e) => Err(classify(e, &stderr, fuel_used)),
+        Err(e) => Err(classify(e, &stderr, fuel_used, cfg)),
     }
 }
 
@@ -576,6 +590,7 @@ fn new_store(
 ) -> Result<Store<RunState>, TaskError> {
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
+    store.set_hostcall_fuel(hostcall_bytes(cfg));
     if options.fuel {
         store
             .set_fuel(cfg.fuel.unwrap_or(u64::MAX))
@@ -596,12 +611,59 @@ fn new_store(
     Ok(store)
 }
 
+/// The most a guest may copy into the host in one call: twice the largest per-call limit, so
+/// that every value within its own limit arrives whole and is refused by name when too large,
+/// while a value past this is refused by wasmtime before it is copied at all.
+pub fn hostcall_bytes(cfg: &WasmTaskConfig) -> usize {
+    let l = &cfg.limits;
+    let largest = [
+        l.max_checkpoint_bytes,
+        l.max_event_payload_bytes,
+        l.max_spawn_params_bytes
+            .saturating_add(l.max_spawn_headers_bytes),
+        l.max_log_line_bytes,
+        l.max_failure_message_bytes
+            .saturating_add(l.max_failure_details_bytes),
+        cfg.max_result_bytes,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0);
+    usize::try_from(largest.saturating_mul(2).saturating_add(1 << 20)).unwrap_or(usize::MAX)
+}
+
+/// A failure the guest returned, within the limits on what the host stores of it.
+fn check_guest_error(
+    limits: &crate::limits::RunLimits,
+    e: &bindings::absurd::task::types::TaskError,
+) -> Result<(), Failure> {
+    limits.check("max_name_bytes", "the failure's name", e.name.len() as u64)?;
+    limits.check(
+        "max_failure_message_bytes",
+        "the failure's message",
+        e.message.len() as u64,
+    )?;
+    if let Some(d) = &e.details {
+        limits.check(
+            "max_failure_details_bytes",
+            "the failure's details",
+            d.len() as u64,
+        )?;
+    }
+    Ok(())
+}
+
 fn host_failure(message: String) -> TaskError {
     TaskError::Failed(Failure::new("$HostError", message))
 }
 
 /// Turns a trap (or a host-initiated stop) into the run's outcome.
-pub fn classify(e: wasmtime::Error, stderr: &GuestStream, fuel_used: Option<u64>) -> TaskError {
+pub fn classify(
+    e: wasmtime::Error,
+    stderr: &GuestStream,
+    fuel_used: Option<u64>,
+    cfg: &WasmTaskConfig,
+) -> TaskError {
     if let Some(stop) = e.downcast_ref::<Stop>() {
         return match stop {
             Stop::Suspended => TaskError::Suspended,
@@ -618,6 +680,9 @@ pub fn classify(e: wasmtime::Error, stderr: &GuestStream, fuel_used: Option<u64>
                 .with_details(json!({"desired_bytes": desired, "limit_bytes": cap, "stderr_tail": stderr.tail(STREAM_TAIL)})),
             ),
         };
+    }
+    if let Some(f) = transfer_limit(&e, cfg) {
+        return TaskError::Failed(f);
     }
     if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
         .is_some()
@@ -679,8 +744,54 @@ pub fn classify(e: wasmtime::Error, stderr: &GuestStream, fuel_used: Option<u64>
     }
 }
 
-/// Handlers by task name.
-pub type NamedHandlers = Vec<(String, Arc<dyn Handler>)>;
+/// A host-side limit that wasmtime or WASI enforced for us: the resource table of open
+/// handles was full, or the guest tried to copy more into one host call than
+/// [`hostcall_bytes`] allows.
+fn transfer_limit(e: &wasmtime::Error, cfg: &WasmTaskConfig) -> Option<Failure> {
+    let full = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<wasmtime::component::ResourceTableError>(),
+            Some(wasmtime::component::ResourceTableError::Full)
+        )
+    });
+    if full {
+        let limit = cfg.limits.max_open_handles;
+        return Some(crate::limits::exceeded(
+            "max_open_handles",
+            limit,
+            "open handles (files, directories, streams)",
+            limit + 1,
+        ));
+    }
+    // wasmtime's error for this is private; its text is the only way to recognise it.
+    let fuel = e.chain().any(|c| {
+        c.to_string()
+            .contains("fuel allocated for hostcalls has been exhausted")
+    });
+    if fuel {
+        let limit = hostcall_bytes(cfg) as u64;
+        return Some(
+            Failure::new(
+                crate::limits::LIMIT_EXCEEDED,
+                format!(
+                    "a value the guest passed to one host call is over {limit} bytes; the limit is {limit} (host_call_bytes: twice the largest max_*_bytes limit, plus 1 MiB)"
+                ),
+            )
+            .with_details(serde_json::json!({"limit": "host_call_bytes", "value": limit}))
+            .permanent(),
+        );
+    }
+    None
+}
+
+/// A wasm task type, built: its handler, its limits and its grants (whose lists of this
+/// host's task types the caller fills in).
+pub struct BuiltWasm {
+    pub name: String,
+    pub handler: Arc<dyn Handler>,
+    pub limits: crate::limits::RunLimits,
+    pub grants: crate::execute::grants::Grants,
+}
 
 /// Builds the sandbox (if any task type needs it) and the handler of each wasm task type.
 /// An error is `(task name or "" for [sandbox], message)`.
@@ -688,14 +799,14 @@ pub fn build_handlers(
     defaults: &toml::Table,
     tasks: &[(&str, &toml::Table)],
     base_dir: &Path,
-) -> Result<NamedHandlers, (String, String)> {
+) -> Result<Vec<BuiltWasm>, (String, String)> {
     if tasks.is_empty() {
         return Ok(vec![]);
     }
     let defaults = SandboxDefaults::from_table(defaults).map_err(|e| (String::new(), e))?;
     let mut configs = Vec::new();
     for (name, table) in tasks {
-        let cfg = WasmTaskConfig::from_table(table, &defaults, base_dir)
+        let cfg = WasmTaskConfig::from_table(name, table, &defaults, base_dir)
             .map_err(|e| (name.to_string(), e))?;
         configs.push((name.to_string(), cfg));
     }
@@ -703,8 +814,14 @@ pub fn build_handlers(
     let sandbox = Arc::new(Sandbox::new(defaults, fuel).map_err(|e| (String::new(), e))?);
     let mut out = Vec::new();
     for (name, cfg) in configs {
+        let (limits, grants) = (cfg.limits, cfg.grants.clone());
         let h = sandbox.load(&name, cfg).map_err(|e| (name.clone(), e))?;
-        out.push((name, Arc::new(h) as Arc<dyn Handler>));
+        out.push(BuiltWasm {
+            name,
+            handler: Arc::new(h) as Arc<dyn Handler>,
+            limits,
+            grants,
+        });
     }
     Ok(out)
 }

@@ -4,8 +4,9 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use tracing::{debug, error, info, trace, warn};
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Linker, ResourceTable, WasmStr};
 use wasmtime::ResourceLimiter;
+use wasmtime::StoreContextMut;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -235,9 +236,16 @@ fn parse_json(what: &str, text: &str) -> Result<Value, String> {
     serde_json::from_str(text).map_err(|e| format!("{what} is not valid JSON: {e}"))
 }
 
+/// Refuses a text the guest passed before it is parsed, when it is over the limit `key`.
+fn check_text(ctx: &TaskContext, key: &str, what: &str, text: &str) -> wasmtime::Result<()> {
+    ctx.limits()
+        .check(key, what, text.len() as u64)
+        .map_err(|f| stop(TaskError::Failed(f)))
+}
+
 impl durable::Host for RunState {
     async fn begin_step(&mut self, name: String) -> wasmtime::Result<durable::Step> {
-        let checkpoint_name = self.ctx.next_checkpoint_name(&name);
+        let checkpoint_name = self.ctx.next_checkpoint_name(&name).map_err(stop)?;
         let value = self.ctx.checkpoint(&checkpoint_name).map(|v| v.to_string());
         Ok(durable::Step {
             checkpoint_name,
@@ -250,6 +258,12 @@ impl durable::Host for RunState {
         checkpoint_name: String,
         value: String,
     ) -> wasmtime::Result<Result<(), String>> {
+        check_text(
+            &self.ctx,
+            "max_checkpoint_bytes",
+            "the checkpoint's value",
+            &value,
+        )?;
         let value = match parse_json("the step's value", &value) {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
@@ -262,27 +276,14 @@ impl durable::Host for RunState {
     }
 
     async fn sleep_for(&mut self, step_name: String, seconds: f64) -> wasmtime::Result<()> {
-        if !seconds.is_finite() {
-            return Err(stop(TaskError::Failed(
-                Failure::new(
-                    "$InvalidCall",
-                    format!("sleep-for({step_name:?}): {seconds} is not a number of seconds"),
-                )
-                .permanent(),
-            )));
-        }
         self.ctx.sleep_for(&step_name, seconds).await.map_err(stop)
     }
 
     async fn sleep_until(&mut self, step_name: String, unix_millis: i64) -> wasmtime::Result<()> {
         let Some(at) = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(unix_millis) else {
-            return Err(stop(TaskError::Failed(
-                Failure::new(
-                    "$InvalidCall",
-                    format!("sleep-until({step_name:?}): {unix_millis} ms is out of range"),
-                )
-                .permanent(),
-            )));
+            return Err(stop(TaskError::Failed(crate::limits::invalid_call(
+                format!("sleep-until({step_name:?}, unix-millis = {unix_millis}): out of range"),
+            ))));
         };
         self.ctx.sleep_until(&step_name, at).await.map_err(stop)
     }
@@ -310,6 +311,13 @@ impl durable::Host for RunState {
         if event.trim().is_empty() {
             return Ok(Err("event name must not be empty".into()));
         }
+        self.ctx.check_name("event name", &event).map_err(stop)?;
+        check_text(
+            &self.ctx,
+            "max_event_payload_bytes",
+            "the event payload",
+            &payload,
+        )?;
         let payload = match parse_json("the event payload", &payload) {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
@@ -324,6 +332,23 @@ impl durable::Host for RunState {
         params: String,
         options: durable::SpawnOptions,
     ) -> wasmtime::Result<Result<String, String>> {
+        self.ctx
+            .check_name("the spawned task's name", &task_name)
+            .map_err(stop)?;
+        check_text(
+            &self.ctx,
+            "max_spawn_params_bytes",
+            "the spawned task's params",
+            &params,
+        )?;
+        if let Some(h) = &options.headers {
+            check_text(
+                &self.ctx,
+                "max_spawn_headers_bytes",
+                "the spawned task's headers",
+                h,
+            )?;
+        }
         let params = match parse_json("the params", &params) {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
@@ -349,19 +374,50 @@ impl durable::Host for RunState {
             .await
         {
             Ok(s) => Ok(Ok(s.task_id.to_string())),
-            Err(TaskError::Failed(f)) if !f.retryable => Ok(Err(f.message)),
+            // A spawn the database refused (no such queue, a bad retry strategy) is the
+            // guest's to handle; an exceeded limit or a missing grant ends the run.
+            Err(TaskError::Failed(f)) if f.name == crate::execute::SPAWN_ERROR => {
+                Ok(Err(f.message))
+            }
             Err(e) => Err(stop(e)),
         }
     }
 
     async fn heartbeat(&mut self, seconds: Option<u32>) -> wasmtime::Result<()> {
-        let secs = seconds.map(|s| s.clamp(1, i32::MAX as u32) as i32);
-        self.ctx.heartbeat(secs).await.map_err(stop)
+        self.ctx
+            .heartbeat(seconds.map(i64::from))
+            .await
+            .map_err(stop)
     }
 }
 
-impl log::Host for RunState {
-    async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+/// The `log` import, linked by hand rather than through bindgen: the message arrives as a
+/// [`WasmStr`], a view of guest memory, so an over-long line is refused before a byte of it is
+/// copied into the host.
+pub fn add_log_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
+    linker.instance("absurd:task/log@0.1.0")?.func_wrap(
+        "log",
+        |mut store: StoreContextMut<'_, RunState>, (level, message): (log::Level, WasmStr)| {
+            let limit = store.data().ctx.limits().max_log_line_bytes;
+            let text = message.to_str(&store)?;
+            if text.len() as u64 > limit {
+                let f = crate::limits::exceeded(
+                    "max_log_line_bytes",
+                    limit,
+                    "a log line",
+                    text.len() as u64,
+                );
+                return Err(stop(TaskError::Failed(f)));
+            }
+            let text = text.into_owned();
+            store.data_mut().log(level, &text);
+            Ok(())
+        },
+    )
+}
+
+impl RunState {
+    fn log(&mut self, level: log::Level, message: &str) {
         if !self.log_budget.take(message.as_bytes()) {
             self.logs_dropped += 1;
             if self.logs_dropped == 1 {
@@ -370,7 +426,7 @@ impl log::Host for RunState {
                     "guest log budget exhausted; dropping further guest output"
                 );
             }
-            return Ok(());
+            return;
         }
         match level {
             log::Level::Trace => trace!(guest = true, "{message}"),
@@ -379,6 +435,5 @@ impl log::Host for RunState {
             log::Level::Warn => warn!(guest = true, "{message}"),
             log::Level::Error => error!(guest = true, "{message}"),
         }
-        Ok(())
     }
 }
