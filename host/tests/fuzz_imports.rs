@@ -15,7 +15,7 @@
 //!   queue, the dead-letter queue, or a native type).
 //!
 //! Knobs (environment):
-//! - `ABSURD_FUZZ_RUNS`: root runs (default 300, the CI scale; try 5000 for a long run);
+//! - `ABSURD_FUZZ_RUNS`: root runs (default 500, the CI scale: about 20 s; try 5000 for a long run);
 //! - `ABSURD_FUZZ_SEED`: seed of the first run (default 1; `random` picks one). Run `i` uses
 //!   seed `SEED + i`; every failure message names the seeds of the runs at fault, and
 //!   `ABSURD_FUZZ_SEED=<seed> ABSURD_FUZZ_RUNS=1` replays one run alone;
@@ -413,7 +413,7 @@ fn short(s: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fuzzed_imports_stay_within_limits() {
-    let runs = env_u64("ABSURD_FUZZ_RUNS", 300);
+    let runs = env_u64("ABSURD_FUZZ_RUNS", 500);
     let ops = env_u64("ABSURD_FUZZ_OPS", 12);
     let scale = env_u64("ABSURD_FUZZ_SCALE", 16);
     let concurrency = env_u64("ABSURD_FUZZ_CONCURRENCY", 4);
@@ -434,7 +434,8 @@ async fn fuzzed_imports_stay_within_limits() {
 
     for i in 0..runs {
         let seed = seed0 + i;
-        let params = json!({"seed": seed, "ops": ops, "scale": scale, "fs": seed % 2 == 0});
+        let params =
+            json!({"seed": seed, "ops": ops, "scale": scale, "fs": seed.is_multiple_of(2)});
         client
             .spawn(QUEUE, "fuzz", &params, &common::no_backoff(2))
             .await
@@ -548,15 +549,23 @@ async fn fuzzed_imports_stay_within_limits() {
 /// database error leaking through.
 async fn check_states(pool: &PgPool, report: &mut Report) {
     let seeds = Seeds::load(pool).await;
-    let rows: Vec<(Uuid, String, String, Option<String>, Option<String>, Option<String>)> =
-        sqlx::query_as(
-            "select r.task_id, r.state, t.task_name, r.failure_reason->>'name',
+    /// Task, run state, task name, failure name and message, the `$t` tag of its params.
+    type Row = (
+        Uuid,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "select r.task_id, r.state, t.task_name, r.failure_reason->>'name',
                     r.failure_reason->>'message', t.params->>'$t'
              from absurd.r_fuzz r join absurd.t_fuzz t using (task_id)",
-        )
-        .fetch_all(pool)
-        .await
-        .unwrap();
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
     for (task, state, task_name, name, message, tag) in rows {
         let who = || format!("task {task} ({})", seeds.of(Some(task), tag.as_deref()));
         match state.as_str() {
@@ -577,7 +586,12 @@ async fn check_states(pool: &PgPool, report: &mut Report) {
                 if let Some(m) = LEAKED_DB_ERRORS.iter().find(|m| message.contains(**m)) {
                     report.add(
                         "leaked database errors",
-                        format!("{}: {} says {m:?}: {}", who(), short(&name), short(&message)),
+                        format!(
+                            "{}: {} says {m:?}: {}",
+                            who(),
+                            short(&name),
+                            short(&message)
+                        ),
                     );
                 }
             }
@@ -626,7 +640,10 @@ async fn check_rows(pool: &PgPool, report: &mut Report) {
     for (task, n) in names {
         report.add(
             "checkpoint names (max_name_bytes)",
-            format!("task {task} ({}): {n} bytes > {cp_name}", seeds.of(Some(task), None)),
+            format!(
+                "task {task} ({}): {n} bytes > {cp_name}",
+                seeds.of(Some(task), None)
+            ),
         );
     }
     for (task, _, n) in json_over(
@@ -639,7 +656,11 @@ async fn check_rows(pool: &PgPool, report: &mut Report) {
     {
         report.add(
             "checkpoint values (max_checkpoint_bytes)",
-            format!("task {task} ({}): {n} bytes > {}", seeds.of(Some(task), None), l.checkpoint),
+            format!(
+                "task {task} ({}): {n} bytes > {}",
+                seeds.of(Some(task), None),
+                l.checkpoint
+            ),
         );
     }
     // Per task: an execution may use max_steps checkpoint names (steps, sleeps, event waits),
@@ -695,7 +716,11 @@ async fn check_rows(pool: &PgPool, report: &mut Report) {
     for (n, tag) in events {
         report.add(
             "event names (max_name_bytes)",
-            format!("{n} bytes > {} ({})", l.name, seeds.of(None, tag.as_deref())),
+            format!(
+                "{n} bytes > {} ({})",
+                l.name,
+                seeds.of(None, tag.as_deref())
+            ),
         );
     }
     let payloads: Vec<(Option<String>, String)> = sqlx::query_as(
@@ -766,8 +791,8 @@ async fn check_rows(pool: &PgPool, report: &mut Report) {
 
     // Failure reasons and results of runs. The host's own wording (a truncation note, the
     // limit it names) gets 1 KiB beyond the message limit.
-    let failures: Vec<(Uuid, i64, i64, String)> = sqlx::query_as(
-        "select task_id,
+    let failures: Vec<(Uuid, String, i64, i64, String)> = sqlx::query_as(
+        "select task_id, left(coalesce(failure_reason->>'name', ''), 40),
                 coalesce(octet_length(failure_reason->>'name'), 0)::bigint,
                 coalesce(octet_length(failure_reason->>'message'), 0)::bigint,
                 coalesce(failure_reason->'details', 'null'::jsonb)::text
@@ -783,9 +808,9 @@ async fn check_rows(pool: &PgPool, report: &mut Report) {
     .fetch_all(pool)
     .await
     .unwrap();
-    for (task, name, message, details) in failures {
+    for (task, failure, name, message, details) in failures {
         let details = compact_len(&details);
-        let who = seeds.of(Some(task), None);
+        let who = format!("{}, {failure:?}", seeds.of(Some(task), None));
         if name > l.name {
             report.add(
                 "failure names (max_name_bytes)",
@@ -813,7 +838,10 @@ async fn check_rows(pool: &PgPool, report: &mut Report) {
     }
     for (table, what) in [
         ("result", "results (max_result_bytes)"),
-        ("event_payload", "received payloads (max_event_payload_bytes)"),
+        (
+            "event_payload",
+            "received payloads (max_event_payload_bytes)",
+        ),
     ] {
         let limit = if table == "result" {
             l.result
@@ -830,7 +858,10 @@ async fn check_rows(pool: &PgPool, report: &mut Report) {
         for (task, _, n) in json_over(pool, sql, limit).await {
             report.add(
                 what,
-                format!("task {task} ({}): {n} bytes > {limit}", seeds.of(Some(task), None)),
+                format!(
+                    "task {task} ({}): {n} bytes > {limit}",
+                    seeds.of(Some(task), None)
+                ),
             );
         }
     }
@@ -896,7 +927,10 @@ async fn check_spawned(pool: &PgPool, table: &str, dlq: bool, seeds: &Seeds, rep
                 format!("{who}: {key_len} bytes > {}", l.name),
             );
         }
-        if let Some(n) = params.map(|p| compact_len(&p)).filter(|n| *n > params_limit) {
+        if let Some(n) = params
+            .map(|p| compact_len(&p))
+            .filter(|n| *n > params_limit)
+        {
             report.add(
                 "spawned params (max_spawn_params_bytes)",
                 format!("{who} ({task_name:.40}): {n} bytes > {params_limit}"),
@@ -929,7 +963,11 @@ async fn check_spawned(pool: &PgPool, table: &str, dlq: bool, seeds: &Seeds, rep
     for (tag, n) in per_exec {
         report.add(
             "spawns per execution (max_spawns)",
-            format!("{table}: {n} tasks > {} ({})", l.spawns, seeds.of(None, Some(&tag))),
+            format!(
+                "{table}: {n} tasks > {} ({})",
+                l.spawns,
+                seeds.of(None, Some(&tag))
+            ),
         );
     }
 }
@@ -948,11 +986,10 @@ async fn check_grants(pool: &PgPool, report: &mut Report) {
                              case when jsonb_typeof(headers) = 'object' then headers->>'$t' end)
              from {table} where {filter}"
         );
-        let rows: Vec<(Uuid, String, Option<String>)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .fetch_all(pool)
-                .await
-                .unwrap();
+        let rows: Vec<(Uuid, String, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_all(pool)
+            .await
+            .unwrap();
         for (task, name, tag) in rows {
             report.add(
                 "spawn grants (own queue, wasm types only)",
