@@ -26,20 +26,16 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use serde_json::Value;
-
-use crate::client::{table, ClaimedRun, Client, ClientError};
+use crate::claimed::ReadLimits;
+use crate::client::{table, Client, ClientError};
 
 /// How often a busy claimer asks its claim to also sweep for expired leases and due
 /// cancellations (an idle one sweeps on each poll).
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// A claimed run, with its checkpoints when the claim returned them.
-pub struct Claimed {
-    pub run: ClaimedRun,
-    /// `Some` when the fast path loaded them with the claim; `None` means "read them".
-    pub checkpoints: Option<Vec<(String, Value)>>,
-}
+/// A claimed run, with its checkpoints when the claim returned them, and a defect when its
+/// data cannot be used (see [`crate::claimed`]).
+pub use crate::claimed::Claimed;
 
 /// The notification channel our schema uses.
 pub const WAKEUP_CHANNEL: &str = "absurd_wakeup";
@@ -144,6 +140,7 @@ pub struct Claimer {
     /// Whether the queue has a fast path; `None` until first asked.
     fast: Option<bool>,
     last_sweep: Option<tokio::time::Instant>,
+    limits: ReadLimits,
 }
 
 impl Claimer {
@@ -164,7 +161,14 @@ impl Claimer {
             down: false,
             fast: None,
             last_sweep: None,
+            limits: ReadLimits::default(),
         }
+    }
+
+    /// Bounds on the event payloads a claim reads (and the worker passes on to the run).
+    pub fn with_read_limits(mut self, limits: ReadLimits) -> Claimer {
+        self.limits = limits;
+        self
     }
 
     pub fn queue(&self) -> &str {
@@ -207,28 +211,28 @@ impl Claimer {
             }
         };
         if !fast {
-            let runs = self
+            return self
                 .client
-                .claim(&self.queue, &self.worker_id, self.claim_timeout_secs, qty)
-                .await?;
-            return Ok(runs
-                .into_iter()
-                .map(|run| Claimed {
-                    run,
-                    checkpoints: None,
-                })
-                .collect());
+                .claim_rows(
+                    &self.queue,
+                    &self.worker_id,
+                    self.claim_timeout_secs,
+                    qty,
+                    &self.limits,
+                )
+                .await;
         }
         let now = tokio::time::Instant::now();
         let sweep = self.last_sweep.is_none_or(|t| now - t >= SWEEP_EVERY);
         let result = self
             .client
-            .claim_fast(
+            .claim_fast_rows(
                 &self.queue,
                 &self.worker_id,
                 self.claim_timeout_secs,
                 qty,
                 sweep,
+                &self.limits,
             )
             .await;
         match result {
@@ -236,13 +240,7 @@ impl Claimer {
                 if sweep {
                     self.last_sweep = Some(now);
                 }
-                Ok(runs
-                    .into_iter()
-                    .map(|(run, checkpoints)| Claimed {
-                        run,
-                        checkpoints: Some(checkpoints),
-                    })
-                    .collect())
+                Ok(runs)
             }
             Err(ClientError::SchemaMissing(msg)) => {
                 // The fast path went away (the queue was dropped and made again by a client

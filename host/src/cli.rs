@@ -896,6 +896,8 @@ impl WorkerArgs {
             dlq: config.dlq_enabled.then(|| config.dlq_queue_name.clone()),
             dlq_sweep_interval: Duration::from_secs(5),
             default_max_attempts: config.default_max_attempts(),
+            // The [sandbox] limits max_checkpoint_bytes, max_checkpoint_total_bytes and
+            // max_event_payload_bytes, once configurable.
         })
     }
 }

@@ -14,6 +14,8 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
+use crate::claimed::{self, Claimed, ReadLimits};
+
 /// Errors from the client. The three Absurd SQLSTATEs get variants of their own.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -470,25 +472,6 @@ pub struct CleanupRow {
 /// Quotes a queue's table name, `absurd."<prefix>_<queue>"`, the way the schema names them.
 pub(crate) fn table(prefix: &str, queue: &str) -> String {
     format!("absurd.\"{prefix}_{}\"", queue.replace('"', "\"\""))
-}
-
-fn claimed_run_from_row(r: &PgRow) -> Result<ClaimedRun> {
-    let g = |e: sqlx::Error| ClientError::Database(e);
-    Ok(ClaimedRun {
-        run_id: r.try_get("run_id").map_err(g)?,
-        task_id: r.try_get("task_id").map_err(g)?,
-        attempt: r.try_get("attempt").map_err(g)?,
-        task_name: r.try_get("task_name").map_err(g)?,
-        params: r
-            .try_get::<Option<Value>, _>("params")
-            .map_err(g)?
-            .unwrap_or(Value::Null),
-        retry_strategy: r.try_get("retry_strategy").map_err(g)?,
-        max_attempts: r.try_get("max_attempts").map_err(g)?,
-        headers: r.try_get("headers").map_err(g)?,
-        wake_event: r.try_get("wake_event").map_err(g)?,
-        event_payload: r.try_get("event_payload").map_err(g)?,
-    })
 }
 
 fn check_queue_name(queue: &str) -> Result<()> {
@@ -1162,6 +1145,8 @@ impl Client {
     // ---- worker side ---------------------------------------------------------------------
 
     /// `claim_task`: up to `qty` runs, each leased for `claim_timeout_secs` (0 = no lease).
+    /// Fails when any claimed row cannot be read (the runs stay claimed); a worker uses
+    /// [`Client::claim_rows`], which fails such a run alone.
     pub async fn claim(
         &self,
         queue: &str,
@@ -1169,18 +1154,70 @@ impl Client {
         claim_timeout_secs: i32,
         qty: i32,
     ) -> Result<Vec<ClaimedRun>> {
-        let rows = sqlx::query(
-            "select run_id, task_id, attempt, task_name, params, retry_strategy, max_attempts, \
-               headers, wake_event, event_payload from absurd.claim_task($1, $2, $3, $4)",
-        )
-        .bind(queue)
-        .bind(worker_id)
-        .bind(claim_timeout_secs)
-        .bind(qty)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
-        rows.iter().map(claimed_run_from_row).collect()
+        let rows = self
+            .claim_rows(
+                queue,
+                worker_id,
+                claim_timeout_secs,
+                qty,
+                &ReadLimits::unbounded(),
+            )
+            .await?;
+        let mut runs = Vec::with_capacity(rows.len());
+        for c in rows {
+            runs.push(self.strict(queue, c).await?.0);
+        }
+        Ok(runs)
+    }
+
+    /// A claimed run whose data all reads, with its deferred parts read (unbounded).
+    async fn strict(&self, queue: &str, c: Claimed) -> Result<(ClaimedRun, Vec<(String, Value)>)> {
+        let limits = ReadLimits::unbounded();
+        let bad = |f: crate::execute::Failure| ClientError::InvalidInput(f.message);
+        if let Some(f) = c.defect {
+            return Err(bad(f));
+        }
+        let mut run = c.run;
+        if c.payload_deferred {
+            run.event_payload = claimed::read_event_payload(self, queue, run.run_id, &limits)
+                .await?
+                .map_err(bad)?;
+        }
+        let checkpoints = match c.checkpoints {
+            Some(cps) => cps,
+            None => claimed::read_checkpoints(self, queue, &run, &limits)
+                .await?
+                .map_err(bad)?,
+        };
+        Ok((run, checkpoints))
+    }
+
+    /// [`Client::claim`] for a worker: each row is read on its own, and a row that cannot be
+    /// read (or whose event payload is over `limits`) comes back with a
+    /// [`Claimed::defect`] instead of failing the others. Checkpoints are left to
+    /// [`claimed::read_checkpoints`].
+    pub async fn claim_rows(
+        &self,
+        queue: &str,
+        worker_id: &str,
+        claim_timeout_secs: i32,
+        qty: i32,
+        limits: &ReadLimits,
+    ) -> Result<Vec<Claimed>> {
+        let sql = claimed::claim_sql("absurd.claim_task($1, $2, $3, $4)", "");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(queue)
+            .bind(worker_id)
+            .bind(claim_timeout_secs)
+            .bind(qty)
+            .bind(claimed::sql_limit(limits.max_event_payload_bytes))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| claimed::claimed_from_row(r, limits))
+            .collect())
     }
 
     /// Whether the queue has absurd-host's per-queue fast paths (migration 0009): a schema
@@ -1205,38 +1242,54 @@ impl Client {
         qty: i32,
         sweep: bool,
     ) -> Result<Vec<(ClaimedRun, Vec<(String, Value)>)>> {
-        let sql = format!(
-            "select run_id, task_id, attempt, task_name, params, retry_strategy, max_attempts, \
-               headers, wake_event, event_payload, checkpoints from {}($1, $2, $3, $4)",
-            table("_hc", queue)
-        );
+        let rows = self
+            .claim_fast_rows(
+                queue,
+                worker_id,
+                claim_timeout_secs,
+                qty,
+                sweep,
+                &ReadLimits::unbounded(),
+            )
+            .await?;
+        let mut runs = Vec::with_capacity(rows.len());
+        for c in rows {
+            runs.push(self.strict(queue, c).await?);
+        }
+        Ok(runs)
+    }
+
+    /// [`Client::claim_fast`] for a worker, reading each row on its own like
+    /// [`Client::claim_rows`]. A run's checkpoints are `None` when the claim left them for
+    /// [`claimed::read_checkpoints`] (large ones, migration 0010).
+    pub async fn claim_fast_rows(
+        &self,
+        queue: &str,
+        worker_id: &str,
+        claim_timeout_secs: i32,
+        qty: i32,
+        sweep: bool,
+        limits: &ReadLimits,
+    ) -> Result<Vec<Claimed>> {
+        let source = format!("{}($1, $2, $3, $4)", table("_hc", queue));
+        let sql = claimed::claim_sql(&source, ", f.checkpoints");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(worker_id)
             .bind(claim_timeout_secs)
             .bind(qty)
             .bind(sweep)
+            .bind(claimed::sql_limit(limits.max_event_payload_bytes))
             .fetch_all(&self.pool)
             .await
             .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
-        let g = |e: sqlx::Error| ClientError::Database(e);
-        rows.iter()
-            .map(|r| {
-                let checkpoints = match r.try_get::<Option<Value>, _>("checkpoints").map_err(g)? {
-                    Some(Value::Array(items)) => items
-                        .into_iter()
-                        .filter_map(|mut c| {
-                            let name = c.get("name")?.as_str()?.to_string();
-                            Some((
-                                name,
-                                c.get_mut("state").map(Value::take).unwrap_or_default(),
-                            ))
-                        })
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                Ok((claimed_run_from_row(r)?, checkpoints))
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let mut c = claimed::claimed_from_row(r, limits)?;
+                c.checkpoints = claimed::inline_checkpoints(r);
+                Some(c)
             })
-            .collect()
+            .collect())
     }
 
     /// Completes many runs in one statement through the queue's fast path. Returns, for each
@@ -1418,6 +1471,42 @@ impl Client {
             should_suspend: row.try_get("should_suspend").map_err(g)?,
             payload: row.try_get("payload").map_err(g)?,
         })
+    }
+
+    /// [`Client::await_event`] for a running task: the payload is measured in SQL and sent
+    /// only when within `limits`; one over them, or one that cannot be read (JSON nested too
+    /// deep, say), is `Ok((false, Err(failure)))`, to fail the run permanently.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn await_event_bounded(
+        &self,
+        queue: &str,
+        task_id: Uuid,
+        run_id: Uuid,
+        step_name: &str,
+        event_name: &str,
+        timeout_secs: Option<i32>,
+        limits: &ReadLimits,
+    ) -> Result<(bool, Result<Option<Value>, crate::execute::Failure>)> {
+        let row = sqlx::query(
+            "select a.should_suspend, s.bytes, \
+                    case when s.bytes <= $7::int8 then a.payload end as event_payload \
+             from absurd.await_event($1, $2, $3, $4, $5, $6) a \
+             cross join lateral (select octet_length(a.payload::text)::int8 as bytes) s",
+        )
+        .bind(queue)
+        .bind(task_id)
+        .bind(run_id)
+        .bind(step_name)
+        .bind(event_name)
+        .bind(timeout_secs)
+        .bind(claimed::sql_limit(limits.max_event_payload_bytes))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
+        let suspend: bool = row
+            .try_get("should_suspend")
+            .map_err(ClientError::Database)?;
+        Ok((suspend, claimed::payload_from_row(&row, limits)?))
     }
 
     // ---- maintenance ---------------------------------------------------------------------

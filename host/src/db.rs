@@ -163,18 +163,80 @@ pub async fn schema_version(pool: &PgPool) -> Result<Option<String>, sqlx::Error
         .map(Some)
 }
 
-/// The URL with any password replaced by `***`, for error messages and logs.
+/// The connection string with every password replaced by `***`, for error messages and logs:
+/// the password of a URL's user info (which may itself contain `@`), a `password=` query
+/// parameter, and a `password=` key of a `key=value` connection string.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, after)) = url.split_once("://") else {
-        return url.to_string();
+        return redact_key_values(url);
     };
-    match after.split_once('@') {
-        Some((userinfo, rest)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{rest}"),
-            None => url.to_string(),
+    let (main, query) = match after.split_once('?') {
+        Some((m, q)) => (m, Some(q)),
+        None => (after, None),
+    };
+    let main = match main.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => main.to_string(),
         },
-        None => url.to_string(),
+        None => main.to_string(),
+    };
+    let mut out = format!("{scheme}://{main}");
+    if let Some(q) = query {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
+}
+
+/// `host=db password=secret` → `host=db password=***` (a quoted value may hold spaces).
+fn redact_key_values(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("password") {
+        let (before, from) = rest.split_at(i);
+        out.push_str(before);
+        let at_key_start = before.is_empty() || before.ends_with(char::is_whitespace);
+        let after_key = from["password".len()..].trim_start();
+        match after_key.strip_prefix('=') {
+            Some(value) if at_key_start => {
+                let value = value.trim_start();
+                let end = if let Some(quoted) = value.strip_prefix('\'') {
+                    // Through the closing quote (a backslash escapes one character).
+                    let mut escaped = false;
+                    let mut end = value.len();
+                    for (j, c) in quoted.char_indices() {
+                        match c {
+                            '\\' if !escaped => escaped = true,
+                            '\'' if !escaped => {
+                                end = j + 2;
+                                break;
+                            }
+                            _ => escaped = false,
+                        }
+                    }
+                    end
+                } else {
+                    value.find(char::is_whitespace).unwrap_or(value.len())
+                };
+                out.push_str("password=***");
+                rest = &value[end..];
+            }
+            _ => {
+                out.push_str("password");
+                rest = &from["password".len()..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -189,6 +251,23 @@ mod tests {
         );
         assert_eq!(redact_url("postgresql://u@h/db"), "postgresql://u@h/db");
         assert_eq!(redact_url("not a url"), "not a url");
+        assert_eq!(
+            redact_url("postgresql://u:p@ss@h/db?sslmode=require&password=x&Password=y"),
+            "postgresql://u:***@h/db?sslmode=require&password=***&Password=***"
+        );
+        assert_eq!(
+            redact_url("postgresql://u@h/db?password=secret"),
+            "postgresql://u@h/db?password=***"
+        );
+        assert_eq!(
+            redact_url("host=db user=u password=secret dbname=x"),
+            "host=db user=u password=*** dbname=x"
+        );
+        assert_eq!(
+            redact_url("host=db password = 'a b\\' c' dbname=x"),
+            "host=db password=*** dbname=x"
+        );
+        assert_eq!(redact_url("mypassword=1"), "mypassword=1");
     }
 
     #[test]

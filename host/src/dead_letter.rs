@@ -80,8 +80,8 @@ impl DeadLetters {
             "original_task_id": task_id,
             "original_task_name": task_name,
             "original_queue": self.queue,
-            "params": row.try_get::<Option<Value>, _>("params").map_err(g)?,
-            "error": row.try_get::<Option<Value>, _>("failure_reason").map_err(g)?,
+            "params": readable(row, "params"),
+            "error": readable(row, "failure_reason"),
             "attempts": row.try_get::<i32, _>("attempts").map_err(g)?,
             "dead_lettered_at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             "worker_id": claimed_by.unwrap_or_else(|| self.worker_id.clone()),
@@ -151,4 +151,15 @@ impl DeadLetters {
         }
         Ok(copied)
     }
+}
+
+/// A JSON column of a dead task, or `{"$unreadable": reason}` when it does not decode.
+fn readable(row: &sqlx::postgres::PgRow, col: &str) -> Option<Value> {
+    row.try_get::<Option<Value>, _>(col).unwrap_or_else(|e| {
+        let reason = match &e {
+            sqlx::Error::ColumnDecode { source, .. } => source.to_string(),
+            other => other.to_string(),
+        };
+        Some(json!({ "$unreadable": reason }))
+    })
 }

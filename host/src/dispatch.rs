@@ -21,7 +21,7 @@ use serde::Deserialize;
 use crate::execute::builtin::{self, Builtin};
 use crate::execute::grants::Grants;
 use crate::execute::Handler;
-use crate::limits::RunLimits;
+use crate::limits::{ReadLimits, RunLimits};
 
 /// The parsed `absurd-host.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -115,6 +115,9 @@ pub struct TaskType {
 #[derive(Clone, Default)]
 pub struct Registry {
     types: HashMap<String, TaskType>,
+    /// Bounds on the checkpoints and event payloads a claim reads (from `[sandbox]`): a claim
+    /// happens before its task type is known, so these are host-wide.
+    read_limits: ReadLimits,
 }
 
 impl std::fmt::Debug for Registry {
@@ -141,6 +144,13 @@ impl Registry {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         let mut types = HashMap::new();
+        let read_limits = crate::sandbox::config::SandboxDefaults::from_table(&config.sandbox)
+            .map_err(|message| HostConfigError {
+                path: path.clone(),
+                message,
+            })?
+            .limits
+            .read_limits();
         let mut names: Vec<_> = config.tasks.keys().collect();
         names.sort();
         for name in names {
@@ -236,7 +246,7 @@ impl Registry {
                 },
             );
         }
-        Ok(Registry { types })
+        Ok(Registry { types, read_limits })
     }
 
     /// Loads the file at `path` (if any) and builds the registry.
@@ -259,6 +269,11 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.types.is_empty()
+    }
+
+    /// The host-wide bounds on what a claim reads back (see [`crate::claimed`]).
+    pub fn read_limits(&self) -> ReadLimits {
+        self.read_limits
     }
 }
 

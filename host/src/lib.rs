@@ -19,6 +19,7 @@ pub mod api;
 pub mod bench;
 pub mod check;
 pub mod claim;
+pub mod claimed;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -192,17 +192,32 @@ impl RunLimits {
 }
 
 /// Bounds on what the host reads back from the database for one run: checkpoints and event
-/// payloads that any Absurd client may have written, however large.
+/// payloads that any Absurd client may have written, however large (see [`crate::claimed`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadLimits {
+    /// One checkpoint value, as JSON text.
     pub max_checkpoint_bytes: u64,
+    /// All checkpoints a run loads, as JSON text.
     pub max_checkpoint_total_bytes: u64,
+    /// An event payload received (with a claim, or from `await_event`), as JSON text.
     pub max_event_payload_bytes: u64,
 }
 
 impl Default for ReadLimits {
     fn default() -> Self {
         RunLimits::default().read_limits()
+    }
+}
+
+impl ReadLimits {
+    /// No limits (every size fits in `i64`, as Postgres compares them): for the client API,
+    /// whose callers read what they asked for.
+    pub fn unbounded() -> Self {
+        ReadLimits {
+            max_checkpoint_bytes: i64::MAX as u64,
+            max_checkpoint_total_bytes: i64::MAX as u64,
+            max_event_payload_bytes: i64::MAX as u64,
+        }
     }
 }
 

@@ -71,15 +71,34 @@ async fn on_signals(shutdown: CancellationToken) {
     std::process::exit(130);
 }
 
+/// Logs go to stderr, filtered by `ABSURD_LOG`, else `RUST_LOG`, else the default; colour only
+/// when stderr is a terminal (journald and log files get plain text). A filter that does not
+/// parse is reported, not silently replaced.
 fn init_tracing(format: LogFormat, quiet: bool) {
+    use std::io::IsTerminal;
     let default = if quiet { "warn" } else { "info,sqlx=warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ABSURD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let (filter, problem) = ["ABSURD_LOG", "RUST_LOG"]
+        .into_iter()
+        .find_map(|var| {
+            let value = std::env::var(var).ok().filter(|v| !v.trim().is_empty())?;
+            Some(match tracing_subscriber::EnvFilter::try_new(&value) {
+                Ok(f) => (f, None),
+                Err(e) => (
+                    tracing_subscriber::EnvFilter::new(default),
+                    Some(format!("ignoring {var}={value:?} ({e}); logging at {default:?}")),
+                ),
+            })
+        })
+        .unwrap_or_else(|| (tracing_subscriber::EnvFilter::new(default), None));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+    if let Some(p) = problem {
+        tracing::warn!("{p}");
     }
 }

@@ -141,7 +141,8 @@ pub async fn run_with_counters(
             &settings.worker_id,
             settings.claim_timeout,
             settings.poll_interval,
-        );
+        )
+        .with_read_limits(shared.registry.read_limits());
         claimers.spawn(claim_loop(
             claimer,
             shared.clone(),
@@ -277,7 +278,7 @@ async fn claim_loop(
 
 /// Runs one claimed run from dispatch to settle.
 async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
-    let Claimed { run, checkpoints } = claimed;
+    let run = claimed.run.clone();
     let span = info_span!(
         "task",
         queue = %queue,
@@ -324,9 +325,10 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
             grants: task_type.grants.clone(),
             dlq: shared.settings.dlq.clone(),
         };
-        let outcome = match TaskContext::load_with(client.clone(), queue, run.clone(), settings, checkpoints).await {
-            Err(e) if e.is_run_lost() => Err(TaskError::RunLost(e)),
-            Err(e) => Err(TaskError::Failed(Failure::new("$HostError", format!("could not load checkpoints: {e}")))),
+        // A run whose data cannot be used fails here, alone (see crate::claimed).
+        let limits = &shared.registry.read_limits();
+        let outcome = match TaskContext::load_claimed(client.clone(), queue, claimed, settings, limits).await {
+            Err(e) => Err(e),
             Ok(ctx) => {
                 let fut = CatchPanic::new(task_type.handler.run(ctx));
                 tokio::select! {

@@ -19,7 +19,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::claimed::{self, Claimed};
 use crate::client::{ClaimedRun, Client, ClientError, SpawnOptions, Spawned};
+use crate::limits::ReadLimits;
 use crate::limits::{self, RunLimits};
 use grants::Grants;
 
@@ -270,6 +272,48 @@ impl TaskContext {
                 step_uses: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// The context of a run as a claim handed it over: fails the run (permanently) when the
+    /// claim found its data unusable, and reads what the claim left out (large checkpoints, a
+    /// large event payload) within `limits`. See [`crate::claimed`].
+    pub async fn load_claimed(
+        client: Client,
+        queue: &str,
+        claimed: Claimed,
+        settings: ContextSettings,
+        limits: &ReadLimits,
+    ) -> Result<TaskContext, TaskError> {
+        let Claimed {
+            mut run,
+            checkpoints,
+            payload_deferred,
+            defect,
+        } = claimed;
+        if let Some(f) = defect {
+            return Err(f.into());
+        }
+        if payload_deferred {
+            run.event_payload = claimed::read_event_payload(&client, queue, run.run_id, limits)
+                .await
+                .map_err(client_failure)??;
+        }
+        let checkpoints = match checkpoints {
+            Some(cps) => {
+                claimed::check_checkpoints(&cps, limits)?;
+                cps
+            }
+            None => claimed::read_checkpoints(&client, queue, &run, limits)
+                .await
+                .map_err(client_failure)??,
+        };
+        Ok(TaskContext::new(
+            client,
+            queue,
+            run,
+            settings,
+            checkpoints.into_iter().collect(),
+        ))
     }
 
     /// A context that starts with no checkpoints and does not read the database until the
@@ -539,22 +583,25 @@ impl TaskContext {
         if i.run.wake_event.as_deref() == Some(event) && i.run.event_payload.is_none() {
             return Ok(None);
         }
-        let outcome = i
+        let (should_suspend, payload) = i
             .client
-            .await_event(
+            .await_event_bounded(
                 &i.queue,
                 i.run.task_id,
                 i.run.run_id,
                 &name,
                 event,
                 timeout_secs,
+                &i.limits.read_limits(),
             )
             .await
             .map_err(client_failure)?;
-        if outcome.should_suspend {
+        if should_suspend {
             return Err(TaskError::Suspended);
         }
-        Ok(Some(outcome.payload.unwrap_or(Value::Null)))
+        // A payload over the limit or unreadable fails the run for good: retrying reads the
+        // same payload again.
+        Ok(Some(payload?.unwrap_or(Value::Null)))
     }
 
     /// Emits an event into the run's queue: at most `max_emits` per run, names within
