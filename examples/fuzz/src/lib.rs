@@ -69,7 +69,11 @@ impl Params {
         let seed = v.get("seed")?.as_u64()?;
         Some(Params {
             seed,
-            ops: v.get("ops").and_then(|o| o.as_u64()).unwrap_or(20).min(1000) as u32,
+            ops: v
+                .get("ops")
+                .and_then(|o| o.as_u64())
+                .unwrap_or(20)
+                .min(1000) as u32,
             scale_mib: v.get("scale").and_then(|o| o.as_u64()).unwrap_or(16) as usize,
             fs: v.get("fs").and_then(|o| o.as_bool()).unwrap_or(false),
         })
@@ -335,10 +339,7 @@ impl Gen {
                 let step = self.opt_name();
                 let timeout = self.rng.pick(&[None, Some(0), Some(1), Some(u32::MAX)]);
                 let r = durable::await_event(&event, step.as_deref(), timeout);
-                log(&format!(
-                    "op {i}: await-event: {:?}",
-                    r.map(|p| p.len())
-                ));
+                log(&format!("op {i}: await-event: {:?}", r.map(|p| p.len())));
             }
             8 | 9 => {
                 let event = self.name();
@@ -375,9 +376,9 @@ impl Gen {
                 }
             }
             14 => {
-                let secs = self
-                    .rng
-                    .pick(&[None, Some(0), Some(1), Some(5), Some(3600), Some(u32::MAX)]);
+                let secs =
+                    self.rng
+                        .pick(&[None, Some(0), Some(1), Some(5), Some(3600), Some(u32::MAX)]);
                 durable::heartbeat(secs);
             }
             15 => {
