@@ -233,6 +233,44 @@ pub fn exceeded(key: &str, limit: u64, what: &str, actual: u64) -> Failure {
         .permanent()
 }
 
+/// A text for a message about it: the text itself when short, else its start and its size, so
+/// that a message about an oversized argument is never oversized itself.
+pub fn preview(text: &str) -> String {
+    const KEEP: usize = 64;
+    if text.len() <= KEEP {
+        return format!("{text:?}");
+    }
+    let mut end = KEEP;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}… ({} bytes)", &text[..end], text.len())
+}
+
+/// Whether a JSON value holds a NUL character (`\u0000`) in a string or a key: serde_json
+/// accepts one, PostgreSQL's `jsonb` does not.
+pub fn json_has_nul(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    // Iterative, whatever the nesting depth.
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::String(s) if s.contains('\0') => return true,
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => {
+                for (k, v) in map {
+                    if k.contains('\0') {
+                        return true;
+                    }
+                    stack.push(v);
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 /// The failure of a host call with an argument out of range.
 pub fn invalid_call(message: impl Into<String>) -> Failure {
     Failure::new(INVALID_CALL, message).permanent()
@@ -264,6 +302,17 @@ mod tests {
         assert!(d.overridden(&t).unwrap_err().contains("\"many\""));
         let t: toml::Table = toml::from_str("max_spans = 3").unwrap();
         assert!(d.overridden(&t).unwrap_err().contains("max_spans"));
+    }
+
+    #[test]
+    fn previews_are_short_and_nuls_are_found() {
+        assert_eq!(preview("abc"), "\"abc\"");
+        let long = "é".repeat(100);
+        let p = preview(&long);
+        assert!(p.len() < 100 && p.ends_with("(200 bytes)"), "{p}");
+        assert!(!json_has_nul(&json!({"a": ["b", {"c": 1}]})));
+        assert!(json_has_nul(&json!({"a": ["b", {"c": "x\u{0}"}]})));
+        assert!(json_has_nul(&json!({"k\u{0}": 1})));
     }
 
     #[test]

@@ -367,6 +367,18 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
             }
         };
         drop(registration);
+        // A result PostgreSQL cannot store would fail its completion (and the batch it is
+        // completed in): it is the task's failure instead.
+        let outcome = match outcome {
+            Ok(result) if crate::limits::json_has_nul(&result) => Err(TaskError::Failed(
+                Failure::new(
+                    "$InvalidResult",
+                    "the result holds a NUL character (\\u0000), which PostgreSQL's jsonb cannot store",
+                )
+                .permanent(),
+            )),
+            other => other,
+        };
         let elapsed = started.elapsed();
         observe_outcome(shared, queue, &run.task_name, task_type.handler.kind(), &outcome, elapsed);
 

@@ -85,11 +85,16 @@ impl Failure {
         self
     }
 
-    /// The JSON stored in `r_<queue>.failure_reason`.
+    /// The JSON stored in `r_<queue>.failure_reason`. NUL characters (from a guest's failure,
+    /// or a program's stderr) become U+FFFD: `jsonb` cannot store them, and a failure must
+    /// always be recordable.
     pub fn to_json(&self) -> Value {
         let mut v = json!({"name": self.name, "message": self.message});
         if !self.details.is_null() {
             v["details"] = self.details.clone();
+        }
+        if crate::limits::json_has_nul(&v) {
+            v = without_nuls(v);
         }
         if !self.retryable {
             v["retryable"] = Value::Bool(false);
@@ -139,6 +144,20 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "a panic with a non-text payload".to_string()
+    }
+}
+
+/// `v` with every NUL character in its strings and keys replaced by U+FFFD.
+fn without_nuls(v: Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(s.replace('\0', "\u{FFFD}")),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nuls).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k.replace('\0', "\u{FFFD}"), without_nuls(v)))
+                .collect(),
+        ),
+        other => other,
     }
 }
 
@@ -357,12 +376,30 @@ impl TaskContext {
         &self.inner.limits
     }
 
-    /// Checks a name the task hands the host (step, event, task, queue, key, failure name).
+    /// Checks a name the task hands the host (step, event, task, queue, failure name): not
+    /// empty, no NUL (PostgreSQL's `text` cannot hold one), within `max_name_bytes`.
     pub fn check_name(&self, what: &str, name: &str) -> Result<(), TaskError> {
+        if name.is_empty() {
+            return Err(TaskError::Failed(limits::invalid_call(format!(
+                "{what} must not be empty"
+            ))));
+        }
+        self.check_text(what, name)
+    }
+
+    /// [`TaskContext::check_name`] for a text that may be empty (an idempotency key).
+    pub fn check_text(&self, what: &str, text: &str) -> Result<(), TaskError> {
         self.inner
             .limits
-            .check("max_name_bytes", what, name.len() as u64)
-            .map_err(TaskError::Failed)
+            .check("max_name_bytes", what, text.len() as u64)
+            .map_err(TaskError::Failed)?;
+        if text.contains('\0') {
+            return Err(TaskError::Failed(limits::invalid_call(format!(
+                "{what} {} contains a NUL character, which PostgreSQL cannot store",
+                limits::preview(text)
+            ))));
+        }
+        Ok(())
     }
 
     /// The checkpoint name for the next use of `step` in this execution, following the SDKs'
@@ -422,6 +459,12 @@ impl TaskContext {
         value: &Value,
     ) -> Result<(), TaskError> {
         let i = &self.inner;
+        if checkpoint_name.is_empty() || checkpoint_name.contains('\0') {
+            return Err(TaskError::Failed(limits::invalid_call(format!(
+                "checkpoint name {} must be non-empty text without NUL characters",
+                limits::preview(checkpoint_name)
+            ))));
+        }
         // A step name within max_name_bytes, plus the `#<n>` of a repeated step.
         let name_limit = i.limits.max_name_bytes.saturating_add(11);
         if checkpoint_name.len() as u64 > name_limit {
@@ -467,7 +510,8 @@ impl TaskContext {
     pub async fn sleep_until(&self, step: &str, wake_at: DateTime<Utc>) -> Result<(), TaskError> {
         if wake_at > latest_wake_up() {
             return Err(TaskError::Failed(limits::invalid_call(format!(
-                "sleep_until({step:?}, {wake_at}): the wake-up time is after {}",
+                "sleep_until({}, {wake_at}): the wake-up time is after {}",
+                limits::preview(step),
                 latest_wake_up()
             ))));
         }
@@ -481,12 +525,14 @@ impl TaskContext {
     pub async fn sleep_for(&self, step: &str, seconds: f64) -> Result<(), TaskError> {
         if !seconds.is_finite() {
             return Err(TaskError::Failed(limits::invalid_call(format!(
-                "sleep_for({step:?}, seconds = {seconds}): seconds must be a finite number"
+                "sleep_for({}, seconds = {seconds}): seconds must be a finite number",
+                limits::preview(step)
             ))));
         }
         let too_far = || {
             TaskError::Failed(limits::invalid_call(format!(
-                "sleep_for({step:?}, seconds = {seconds}): the wake-up time would be after {}",
+                "sleep_for({}, seconds = {seconds}): the wake-up time would be after {}",
+                limits::preview(step),
                 latest_wake_up()
             )))
         };
@@ -529,7 +575,11 @@ impl TaskContext {
                     TaskError::Failed(
                         Failure::new(
                             "$BadCheckpoint",
-                            format!("checkpoint {name:?} should hold a wake-up time, found {v}"),
+                            format!(
+                                "checkpoint {} should hold a wake-up time, found {}",
+                                limits::preview(&name),
+                                limits::preview(&v.to_string())
+                            ),
                         )
                         .permanent(),
                     )
@@ -568,7 +618,8 @@ impl TaskContext {
         }
         if timeout_secs.is_some_and(|t| t < 0) {
             return Err(TaskError::Failed(limits::invalid_call(format!(
-                "await_event({event:?}): timeout {} s is negative",
+                "await_event({}): timeout {} s is negative",
+                limits::preview(event),
                 timeout_secs.unwrap_or_default()
             ))));
         }
@@ -645,7 +696,7 @@ impl TaskContext {
         self.check_name("the spawned task's name", task_name)?;
         self.check_name("the spawn's queue name", queue)?;
         if let Some(key) = &options.idempotency_key {
-            self.check_name("the spawn's idempotency key", key)?;
+            self.check_text("the spawn's idempotency key", key)?;
         }
         if let Some(g) = &i.grants {
             g.check_spawn(&i.queue, i.dlq.as_deref(), queue, task_name)

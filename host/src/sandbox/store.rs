@@ -232,8 +232,16 @@ impl WasiView for RunState {
 
 impl types::Host for RunState {}
 
+/// Parses JSON a guest passed, refusing what PostgreSQL's `jsonb` cannot store (so the guest
+/// gets the error, not a database exception later).
 fn parse_json(what: &str, text: &str) -> Result<Value, String> {
-    serde_json::from_str(text).map_err(|e| format!("{what} is not valid JSON: {e}"))
+    let v = serde_json::from_str(text).map_err(|e| format!("{what} is not valid JSON: {e}"))?;
+    if crate::limits::json_has_nul(&v) {
+        return Err(format!(
+            "{what} holds a NUL character (\\u0000), which PostgreSQL's jsonb cannot store"
+        ));
+    }
+    Ok(v)
 }
 
 /// Refuses a text the guest passed before it is parsed, when it is over the limit `key`.
@@ -282,7 +290,10 @@ impl durable::Host for RunState {
     async fn sleep_until(&mut self, step_name: String, unix_millis: i64) -> wasmtime::Result<()> {
         let Some(at) = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(unix_millis) else {
             return Err(stop(TaskError::Failed(crate::limits::invalid_call(
-                format!("sleep-until({step_name:?}, unix-millis = {unix_millis}): out of range"),
+                format!(
+                    "sleep-until({}, unix-millis = {unix_millis}): out of range",
+                    crate::limits::preview(&step_name)
+                ),
             ))));
         };
         self.ctx.sleep_until(&step_name, at).await.map_err(stop)
