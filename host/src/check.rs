@@ -237,6 +237,19 @@ fn check_host_config(report: &mut Report, path: Option<&Path>) {
     for task in names {
         check_task(report, path, &config, task, &config.tasks[task]);
     }
+    if config.tasks.values().any(|t| t.kind == HandlerKind::Native) {
+        use crate::execute::native::cgroup::{self, Cgroup};
+        let message = match cgroup::detect() {
+            Cgroup::Delegated(dir) => format!(
+                "a delegated cgroup v2 is available at {} (not used yet: native runs are contained by their reaper and rlimits)",
+                dir.display()
+            ),
+            Cgroup::Unavailable(why) => format!(
+                "no delegated cgroup v2 ({why}): native runs are contained by their reaper and rlimits; memory_mb caps address space, not resident memory"
+            ),
+        };
+        report.ok("native containment", message);
+    }
 }
 
 /// What a wasm task type may touch outside its run, and the limits that differ from the

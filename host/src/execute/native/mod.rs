@@ -22,6 +22,7 @@
 //! `$Timeout`. Any other stop (cancellation, lost lease, shutdown) sends SIGTERM at once and
 //! SIGKILL `grace` later, but never later than the deadline.
 
+pub mod cgroup;
 pub mod config;
 pub mod lock;
 mod logs;
