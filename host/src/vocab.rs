@@ -198,9 +198,48 @@ impl Serialize for FailureName {
     }
 }
 
+/// `docs/failure-names.md`, from this enum (a test keeps the file equal to it).
+pub fn markdown() -> String {
+    let mut out = String::from(
+        "# Failure names\n\n\
+         The `$`-prefixed names absurd-host writes into `failure_reason.name`. Names without a \
+         `$` are the task's own. Generated from `host/src/vocab.rs` \
+         (`FailureName`); a test keeps this file equal to it.\n\n\
+         | name | counted as | retried | meaning |\n|---|---|---|---|\n",
+    );
+    for n in FailureName::ALL {
+        let category = match n.category() {
+            FailureCategory::Sandbox => "sandbox failure",
+            FailureCategory::Subprocess => "subprocess failure",
+            FailureCategory::Timeout => "timeout",
+            FailureCategory::Host => "host",
+        };
+        let retried = if n.retryable() { "yes" } else { "no" };
+        out.push_str(&format!(
+            "| `{n}` | {category} | {retried} | {} |\n",
+            n.description()
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_documented_list_is_the_enum() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/failure-names.md");
+        let expected = markdown();
+        if std::env::var_os("ABSURD_WRITE_DOCS").is_some() {
+            std::fs::write(path, &expected).unwrap();
+        }
+        let doc = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            doc == expected,
+            "{path} is out of date; rerun this test with ABSURD_WRITE_DOCS=1"
+        );
+    }
 
     #[test]
     fn names_round_trip_and_are_distinct() {
