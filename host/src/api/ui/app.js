@@ -507,7 +507,7 @@ async function workers(gen) {
         [["sandbox_failures", "Sandbox failures"], ["subprocess_failures", "Subprocess failures"], ["timeouts", "Timeouts"]].map(([key, label]) => [
           h("dt", {}, label),
           h("dd", { class: "mono", "data-failure-names": key }, namesOf(key)),
-        ]),
+        ]).flat(),
       ),
     ),
     table(
