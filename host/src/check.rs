@@ -284,12 +284,7 @@ fn check_task(
     task: &str,
     t: &TaskTypeConfig,
 ) {
-    let kind = match t.kind {
-        HandlerKind::Builtin => "builtin",
-        HandlerKind::Wasm => "wasm",
-        HandlerKind::Native => "native",
-    };
-    let name = format!("task {task} ({kind})");
+    let name = format!("task {task} ({})", t.kind);
     let one = HostConfig {
         tasks: [(task.to_string(), t.clone())].into_iter().collect(),
         sandbox: config.sandbox.clone(),

@@ -19,7 +19,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use crate::client::{table, ClaimedRun, Client, ClientError};
-use crate::execute::Failure;
+use crate::execute::{Failure, FailureName};
 pub use crate::limits::ReadLimits;
 
 /// A limit as a SQL `bigint`.
@@ -57,15 +57,18 @@ fn decode_reason(e: &sqlx::Error) -> String {
 
 /// `$InvalidTaskData`: the stored value `what` cannot be read.
 pub fn invalid_data(what: &str, e: &sqlx::Error) -> Failure {
-    Failure::new("$InvalidTaskData", format!("{what}: {}", decode_reason(e)))
-        .with_details(json!({"column": what}))
-        .permanent()
+    Failure::new(
+        FailureName::InvalidTaskData,
+        format!("{what}: {}", decode_reason(e)),
+    )
+    .with_details(json!({"column": what}))
+    .permanent()
 }
 
 /// `$LimitExceeded`, in the form every limit uses.
 pub fn limit_exceeded(what: &str, actual: u64, key: &str, limit: u64) -> Failure {
     Failure::new(
-        "$LimitExceeded",
+        FailureName::LimitExceeded,
         format!("{what} is {actual} bytes; the limit is {limit} ({key})"),
     )
     .with_details(json!({"limit": key, "value": limit, "actual": actual}))
@@ -373,7 +376,7 @@ mod tests {
     #[test]
     fn limit_messages_name_the_key_and_value() {
         let f = limit_exceeded("checkpoint \"a\"", 20, "max_checkpoint_bytes", 10);
-        assert_eq!(f.name, "$LimitExceeded");
+        assert_eq!(f.name, FailureName::LimitExceeded);
         assert_eq!(
             f.message,
             "checkpoint \"a\" is 20 bytes; the limit is 10 (max_checkpoint_bytes)"

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::client::{
     Cancellation, Client, RetryOptions, RetryStrategy, SpawnOptions, State, TaskDetails, TaskFilter,
 };
-use crate::config::{AbsurdConfig, DEFAULT_DATABASE_URL};
+use crate::config::{value, AbsurdConfig, DEFAULT_DATABASE_URL};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,6 +35,89 @@ pub struct Cli {
     pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Parses the command line, exiting with clap's message and code (2) on bad input.
+pub fn parse() -> Cli {
+    try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+}
+
+/// [`Cli::try_parse_from`], except that a refused value clap read from an environment
+/// variable is reported against that variable: clap names the flag either way, and
+/// `--concurrency` is the wrong thing to point at when `ABSURD_WORKER_CONCURRENCY=four` came
+/// from a unit file.
+pub fn try_parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    Cli::try_parse_from(&args).map_err(|e| name_the_variable(e, &args))
+}
+
+fn name_the_variable(e: clap::Error, args: &[std::ffi::OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    use clap::CommandFactory;
+    if !matches!(
+        e.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return e;
+    }
+    let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
+        e.get(ContextKind::InvalidArg),
+        e.get(ContextKind::InvalidValue),
+    ) else {
+        return e;
+    };
+    // `arg` is how clap shows the flag: `--concurrency <N>`.
+    let Some(long) = arg
+        .split_whitespace()
+        .next()
+        .and_then(|a| a.strip_prefix("--"))
+    else {
+        return e;
+    };
+    let flag = format!("--{long}");
+    let given = args
+        .iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy())
+        .take_while(|a| a != "--")
+        .any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+    if given {
+        return e;
+    }
+    // The value came from the environment: the variable behind this flag that holds it.
+    let mut variable = None;
+    let mut stack = vec![Cli::command()];
+    while let Some(cmd) = stack.pop() {
+        for a in cmd.get_arguments() {
+            if let (Some(l), Some(env)) = (a.get_long(), a.get_env()) {
+                if l == long && std::env::var_os(env).is_some_and(|v| v.to_string_lossy() == *value)
+                {
+                    variable = Some(env.to_string_lossy().into_owned());
+                }
+            }
+        }
+        stack.extend(cmd.get_subcommands().cloned());
+    }
+    let Some(variable) = variable else {
+        return e;
+    };
+    use std::error::Error as _;
+    let reason = match (e.source(), e.get(ContextKind::ValidValue)) {
+        (Some(source), _) => source.to_string(),
+        (None, Some(ContextValue::Strings(valid))) => {
+            format!("possible values: {}", valid.join(", "))
+        }
+        _ => "refused".to_string(),
+    };
+    // No usage line: it would be the top command's, and the fix is in the environment.
+    clap::Error::raw(
+        e.kind(),
+        format!("invalid value '{value}' in {variable} (the environment variable behind {flag}): {reason}\n"),
+    )
 }
 
 #[derive(Debug, Args)]
@@ -160,29 +243,32 @@ pub struct WorkerArgs {
     )]
     pub queues: Vec<String>,
     /// Tasks in flight at once, over all queues [default: 4].
-    #[arg(long, env = "ABSURD_WORKER_CONCURRENCY", value_name = "N")]
-    pub concurrency: Option<String>,
+    #[arg(long, env = "ABSURD_WORKER_CONCURRENCY", value_name = "N", value_parser = value::positive_count)]
+    pub concurrency: Option<u32>,
     /// Fallback poll period in seconds, for when no wake-up notification arrives [default: 1.0].
-    #[arg(long, env = "ABSURD_WORKER_POLL_INTERVAL", value_name = "SECONDS")]
-    pub poll_interval: Option<String>,
-    /// Hard wall-clock limit per run in seconds; per-type `timeout` overrides it [default: 3600].
-    #[arg(long, env = "ABSURD_TASK_TIMEOUT", value_name = "SECONDS")]
-    pub task_timeout: Option<String>,
-    /// Lease length in seconds; renewed every third of it while a task runs. A worker that
-    /// dies loses its tasks to other workers this long after its last renewal.
+    #[arg(long, env = "ABSURD_WORKER_POLL_INTERVAL", value_name = "SECONDS", value_parser = value::positive_seconds)]
+    pub poll_interval: Option<Duration>,
+    /// Hard wall-clock limit per run in whole seconds; per-type `timeout` overrides it
+    /// [default: 3600].
+    #[arg(long, env = "ABSURD_TASK_TIMEOUT", value_name = "SECONDS", value_parser = value::whole_seconds)]
+    pub task_timeout: Option<Duration>,
+    /// Lease length in whole seconds; renewed every third of it while a task runs. A worker
+    /// that dies loses its tasks to other workers this long after its last renewal.
     #[arg(
         long,
         env = "ABSURD_CLAIM_TIMEOUT",
         default_value = "60",
-        value_name = "SECONDS"
+        value_name = "SECONDS",
+        value_parser = value::lease_seconds
     )]
-    pub claim_timeout: String,
+    pub claim_timeout: Duration,
     /// Retries for tasks this host spawns (max_attempts = retries + 1) [default: 3].
-    #[arg(long, env = "ABSURD_MAX_RETRIES", value_name = "N")]
-    pub max_retries: Option<String>,
-    /// Copy tasks that end failed into the dead-letter queue [default: true].
-    #[arg(long, env = "ABSURD_DLQ_ENABLED", value_name = "BOOL")]
-    pub dlq_enabled: Option<String>,
+    #[arg(long, env = "ABSURD_MAX_RETRIES", value_name = "N", value_parser = value::count)]
+    pub max_retries: Option<u32>,
+    /// Copy tasks that end failed into the dead-letter queue: true/false, 1/0, yes/no or
+    /// on/off [default: true].
+    #[arg(long, env = "ABSURD_DLQ_ENABLED", value_name = "BOOL", value_parser = value::boolean, action = clap::ArgAction::Set)]
+    pub dlq_enabled: Option<bool>,
     /// Dead-letter queue (created if missing) [default: <queue>-dlq].
     #[arg(long, env = "ABSURD_DLQ_QUEUE_NAME", value_name = "QUEUE")]
     pub dlq_queue: Option<String>,
@@ -201,9 +287,10 @@ pub struct WorkerArgs {
         long,
         env = "ABSURD_SHUTDOWN_GRACE",
         default_value = "30",
-        value_name = "SECONDS"
+        value_name = "SECONDS",
+        value_parser = value::seconds_or_zero
     )]
-    pub shutdown_grace: String,
+    pub shutdown_grace: Duration,
     /// Do not create the queues at start (by default missing queues are created).
     #[arg(long)]
     pub no_create_queues: bool,
@@ -822,8 +909,8 @@ fn human_age(secs: f64) -> String {
 
 impl WorkerArgs {
     /// The configuration: each `ABSURD_*` variable comes from its flag (which clap fills from
-    /// the environment when the flag is absent), validated in one place so that every error
-    /// names the variable.
+    /// the environment when the flag is absent, and has already checked, naming the flag or
+    /// the variable that gave the value); the combination is validated in one place.
     pub fn config(&self, global: &GlobalArgs) -> Result<AbsurdConfig> {
         let queue = match self.queues.as_slice() {
             [] => None,
@@ -834,16 +921,19 @@ impl WorkerArgs {
                 "ABSURD_ENABLED" => std::env::var(name).ok(),
                 "ABSURD_DATABASE_URL" => global.database_url.clone(),
                 "ABSURD_QUEUE_NAME" => queue.clone(),
-                "ABSURD_WORKER_CONCURRENCY" => self.concurrency.clone(),
-                "ABSURD_WORKER_POLL_INTERVAL" => self.poll_interval.clone(),
-                "ABSURD_TASK_TIMEOUT" => self.task_timeout.clone(),
-                "ABSURD_MAX_RETRIES" => self.max_retries.clone(),
-                "ABSURD_DLQ_ENABLED" => self.dlq_enabled.clone(),
                 "ABSURD_DLQ_QUEUE_NAME" => self.dlq_queue.clone(),
+                // The typed flags below.
                 _ => None,
             }
         };
-        let config = AbsurdConfig::from_lookup(lookup)?;
+        let mut config = AbsurdConfig::read(lookup)?;
+        let defaults = config.clone();
+        config.worker_concurrency = self.concurrency.unwrap_or(defaults.worker_concurrency);
+        config.worker_poll_interval = self.poll_interval.unwrap_or(defaults.worker_poll_interval);
+        config.task_timeout = self.task_timeout.unwrap_or(defaults.task_timeout);
+        config.max_retries = self.max_retries.unwrap_or(defaults.max_retries);
+        config.dlq_enabled = self.dlq_enabled.unwrap_or(defaults.dlq_enabled);
+        config.validate()?;
         for q in &self.queues {
             crate::config::validate_queue_name("--queue", q)?;
         }
@@ -851,23 +941,6 @@ impl WorkerArgs {
     }
 
     pub fn settings(&self, config: &AbsurdConfig) -> Result<crate::worker::WorkerSettings> {
-        let claim_timeout =
-            crate::config::parse_seconds("ABSURD_CLAIM_TIMEOUT", &self.claim_timeout)?;
-        if claim_timeout < Duration::from_secs(1) || claim_timeout.subsec_nanos() != 0 {
-            bail!(
-                "invalid ABSURD_CLAIM_TIMEOUT: must be a whole number of seconds >= 1, got {}",
-                self.claim_timeout
-            );
-        }
-        let shutdown_grace = match self.shutdown_grace.trim().parse::<f64>() {
-            Ok(s) if s >= 0.0 && s.is_finite() => {
-                Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)
-            }
-            _ => bail!(
-                "invalid ABSURD_SHUTDOWN_GRACE: {:?} is not a number of seconds >= 0",
-                self.shutdown_grace
-            ),
-        };
         let queues = if self.queues.is_empty() {
             vec![config.queue_name.clone()]
         } else {
@@ -889,10 +962,10 @@ impl WorkerArgs {
                 .unwrap_or_else(crate::worker::default_worker_id),
             concurrency: config.worker_concurrency as usize,
             poll_interval: config.worker_poll_interval,
-            claim_timeout,
+            claim_timeout: self.claim_timeout,
             task_timeout: config.task_timeout,
             fail_unknown: self.fail_unknown,
-            shutdown_grace,
+            shutdown_grace: self.shutdown_grace,
             dlq: config.dlq_enabled.then(|| config.dlq_queue_name.clone()),
             dlq_sweep_interval: Duration::from_secs(5),
             default_max_attempts: config.default_max_attempts(),

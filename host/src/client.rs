@@ -15,6 +15,7 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use crate::claimed::{self, Claimed, ReadLimits};
+use crate::vocab::FailureCategory;
 
 /// Errors from the client. The three Absurd SQLSTATEs get variants of their own.
 #[derive(Debug, thiserror::Error)]
@@ -413,32 +414,24 @@ pub struct WorkerActivity {
     pub running: i64,
     pub completed: i64,
     pub failed: i64,
-    /// Failed runs whose failure is the WebAssembly sandbox's: [`SANDBOX_FAILURES`].
+    /// Failed runs whose failure is the WebAssembly sandbox's ([`FailureCategory::Sandbox`]).
     pub sandbox_failures: i64,
-    /// Failed runs whose failure is a native subprocess's: [`SUBPROCESS_FAILURES`].
+    /// Failed runs whose failure is a native subprocess's ([`FailureCategory::Subprocess`]).
     pub subprocess_failures: i64,
-    /// Failed runs that hit the run time limit (`$Timeout`).
+    /// Failed runs that hit the run time limit ([`FailureCategory::Timeout`]).
     pub timeouts: i64,
 }
 
-/// `failure_reason.name` of the sandbox's failures.
-pub const SANDBOX_FAILURES: &[&str] = &[
-    "$Trap",
-    "$OutOfFuel",
-    "$MemoryLimit",
-    "$ResultTooLarge",
-    "$InvalidResult",
-    "$LimitExceeded",
-    "$InvalidCall",
-    "$NotGranted",
-];
-/// `failure_reason.name` of a native subprocess's failures.
-pub const SUBPROCESS_FAILURES: &[&str] = &[
-    "$ProgramFailed",
-    "$ProgramKilled",
-    "$NoResult",
-    "$SpawnFailed",
-];
+impl WorkerActivity {
+    /// Which failure names each count of [`WorkerActivity`] counts, by field name.
+    pub fn counted_failures() -> [(&'static str, FailureCategory); 3] {
+        [
+            ("sandbox_failures", FailureCategory::Sandbox),
+            ("subprocess_failures", FailureCategory::Subprocess),
+            ("timeouts", FailureCategory::Timeout),
+        ]
+    }
+}
 
 /// Completions and failures of one queue per minute (see [`Client::throughput`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -661,10 +654,10 @@ impl Client {
         if queues.is_empty() {
             return Ok(vec![]);
         }
-        let list = |names: &[&str]| {
-            names
-                .iter()
-                .map(|n| quote_literal(n))
+        let list = |category: FailureCategory| {
+            category
+                .names()
+                .map(|n| quote_literal(n.as_str()))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -688,11 +681,12 @@ impl Client {
                count(*) filter (where state = 'failed') as failed,
                count(*) filter (where state = 'failed' and failure_name in ({sandbox})) as sandbox_failures,
                count(*) filter (where state = 'failed' and failure_name in ({subprocess})) as subprocess_failures,
-               count(*) filter (where state = 'failed' and failure_name = '$Timeout') as timeouts
+               count(*) filter (where state = 'failed' and failure_name in ({timeout})) as timeouts
              from runs group by claimed_by
              order by last_seen desc nulls last, worker_id",
-            sandbox = list(SANDBOX_FAILURES),
-            subprocess = list(SUBPROCESS_FAILURES),
+            sandbox = list(FailureCategory::Sandbox),
+            subprocess = list(FailureCategory::Subprocess),
+            timeout = list(FailureCategory::Timeout),
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(minutes as i32)

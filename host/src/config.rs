@@ -83,33 +83,102 @@ impl Default for AbsurdConfig {
 /// Parses a boolean the way operators write them. Unlike the seed (which read any unknown
 /// word as `false`), a typo such as `ture` is an error rather than a silent `false`.
 pub fn parse_bool(variable: &str, raw: &str) -> Result<bool, ConfigError> {
-    match raw.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" | "" => Ok(false),
-        _ => Err(err(
-            variable,
-            format!("{raw:?} is not a boolean (use true/false, 1/0, yes/no or on/off)"),
-        )),
-    }
-}
-
-fn parse_int(variable: &str, raw: &str) -> Result<i64, ConfigError> {
-    raw.trim()
-        .parse::<i64>()
-        .map_err(|_| err(variable, format!("{raw:?} is not an integer")))
+    value::boolean(raw).map_err(|m| err(variable, m))
 }
 
 /// Parses a positive number of seconds (fractions allowed).
 pub fn parse_seconds(variable: &str, raw: &str) -> Result<Duration, ConfigError> {
-    let secs: f64 = raw
-        .trim()
-        .parse()
-        .map_err(|_| err(variable, format!("{raw:?} is not a number of seconds")))?;
-    if !secs.is_finite() || secs <= 0.0 {
-        return Err(err(variable, format!("must be > 0 seconds, got {raw}")));
+    value::positive_seconds(raw).map_err(|m| err(variable, m))
+}
+
+/// The typed values of the `ABSURD_*` variables and of the flags that stand for them. Each
+/// parser returns why it refused a value, quoting it; the caller names the variable or the
+/// flag (clap does that for flags, as `invalid value 'four' for '--concurrency <N>'`), so
+/// that a flag's error never names a variable the user did not set, and the other way round.
+pub mod value {
+    use std::time::Duration;
+
+    /// `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off` (any case; empty is `false`).
+    pub fn boolean(raw: &str) -> Result<bool, String> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" | "" => Ok(false),
+            _ => Err(format!(
+                "{raw:?} is not a boolean (use true/false, 1/0, yes/no or on/off)"
+            )),
+        }
     }
-    Duration::try_from_secs_f64(secs)
-        .map_err(|_| err(variable, format!("{raw} seconds is too large")))
+
+    fn integer(raw: &str) -> Result<i64, String> {
+        raw.trim()
+            .parse::<i64>()
+            .map_err(|_| format!("{raw:?} is not an integer"))
+    }
+
+    /// A count of at least 1 (`ABSURD_WORKER_CONCURRENCY`).
+    pub fn positive_count(raw: &str) -> Result<u32, String> {
+        let n = integer(raw)?;
+        if n < 1 {
+            return Err(format!("must be >= 1, got {n}"));
+        }
+        u32::try_from(n).map_err(|_| format!("{n} is too large"))
+    }
+
+    /// A count of at least 0 (`ABSURD_MAX_RETRIES`).
+    pub fn count(raw: &str) -> Result<u32, String> {
+        let n = integer(raw)?;
+        if n < 0 {
+            return Err(format!("must be >= 0, got {n}"));
+        }
+        u32::try_from(n).map_err(|_| format!("{n} is too large"))
+    }
+
+    /// A positive number of seconds, fractions allowed (`ABSURD_WORKER_POLL_INTERVAL`).
+    pub fn positive_seconds(raw: &str) -> Result<Duration, String> {
+        let secs: f64 = raw
+            .trim()
+            .parse()
+            .map_err(|_| format!("{raw:?} is not a number of seconds"))?;
+        if !secs.is_finite() || secs <= 0.0 {
+            return Err(format!("must be > 0 seconds, got {raw}"));
+        }
+        Duration::try_from_secs_f64(secs).map_err(|_| format!("{raw} seconds is too large"))
+    }
+
+    /// A whole number of seconds, at least 1 (`ABSURD_TASK_TIMEOUT`, as the seed reads it).
+    pub fn whole_seconds(raw: &str) -> Result<Duration, String> {
+        let n = integer(raw)?;
+        if n < 1 {
+            return Err(format!("must be >= 1 second, got {n}"));
+        }
+        Ok(Duration::from_secs(n as u64))
+    }
+
+    /// Whole seconds given as a number, at least 1 (`ABSURD_CLAIM_TIMEOUT`): the lease is
+    /// kept in whole seconds, so `1.5` is refused rather than rounded.
+    pub fn lease_seconds(raw: &str) -> Result<Duration, String> {
+        let d = positive_seconds(raw)?;
+        if d < Duration::from_secs(1) || d.subsec_nanos() != 0 {
+            return Err(format!(
+                "must be a whole number of seconds >= 1, got {}",
+                raw.trim()
+            ));
+        }
+        if d.as_secs() > i32::MAX as u64 {
+            return Err(format!("{} seconds is too large", raw.trim()));
+        }
+        Ok(d)
+    }
+
+    /// A number of seconds, zero or more (`ABSURD_SHUTDOWN_GRACE`).
+    pub fn seconds_or_zero(raw: &str) -> Result<Duration, String> {
+        match raw.trim().parse::<f64>() {
+            Ok(s) if s >= 0.0 && s.is_finite() => {
+                Ok(Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX))
+            }
+            _ => Err(format!("{raw:?} is not a number of seconds >= 0")),
+        }
+    }
 }
 
 impl AbsurdConfig {
@@ -120,6 +189,14 @@ impl AbsurdConfig {
 
     /// Reads variables through `lookup` (for tests and for layering), then validates.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let c = Self::read(lookup)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Reads variables through `lookup`, each checked on its own; the caller then overrides
+    /// what it has from elsewhere (typed flags) and calls [`AbsurdConfig::validate`].
+    pub fn read(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut c = AbsurdConfig::default();
         if let Some(v) = lookup("ABSURD_ENABLED") {
             c.enabled = parse_bool("ABSURD_ENABLED", &v)?;
@@ -128,37 +205,22 @@ impl AbsurdConfig {
         if let Some(v) = lookup("ABSURD_QUEUE_NAME") {
             c.queue_name = v;
         }
-        if let Some(v) = lookup("ABSURD_WORKER_CONCURRENCY") {
-            let n = parse_int("ABSURD_WORKER_CONCURRENCY", &v)?;
-            if n < 1 {
-                return Err(err(
-                    "ABSURD_WORKER_CONCURRENCY",
-                    format!("must be >= 1, got {n}"),
-                ));
-            }
-            c.worker_concurrency = u32::try_from(n)
-                .map_err(|_| err("ABSURD_WORKER_CONCURRENCY", format!("{n} is too large")))?;
+        let read = |variable: &str, parse: fn(&str) -> Result<_, String>| {
+            lookup(variable)
+                .map(|v| parse(&v).map_err(|m| err(variable, m)))
+                .transpose()
+        };
+        if let Some(n) = read("ABSURD_WORKER_CONCURRENCY", value::positive_count)? {
+            c.worker_concurrency = n;
         }
         if let Some(v) = lookup("ABSURD_WORKER_POLL_INTERVAL") {
             c.worker_poll_interval = parse_seconds("ABSURD_WORKER_POLL_INTERVAL", &v)?;
         }
         if let Some(v) = lookup("ABSURD_TASK_TIMEOUT") {
-            let n = parse_int("ABSURD_TASK_TIMEOUT", &v)?;
-            if n < 1 {
-                return Err(err(
-                    "ABSURD_TASK_TIMEOUT",
-                    format!("must be >= 1 second, got {n}"),
-                ));
-            }
-            c.task_timeout = Duration::from_secs(n as u64);
+            c.task_timeout = value::whole_seconds(&v).map_err(|m| err("ABSURD_TASK_TIMEOUT", m))?;
         }
-        if let Some(v) = lookup("ABSURD_MAX_RETRIES") {
-            let n = parse_int("ABSURD_MAX_RETRIES", &v)?;
-            if n < 0 {
-                return Err(err("ABSURD_MAX_RETRIES", format!("must be >= 0, got {n}")));
-            }
-            c.max_retries = u32::try_from(n)
-                .map_err(|_| err("ABSURD_MAX_RETRIES", format!("{n} is too large")))?;
+        if let Some(n) = read("ABSURD_MAX_RETRIES", value::count)? {
+            c.max_retries = n;
         }
         if let Some(v) = lookup("ABSURD_DLQ_ENABLED") {
             c.dlq_enabled = parse_bool("ABSURD_DLQ_ENABLED", &v)?;
@@ -167,7 +229,6 @@ impl AbsurdConfig {
             Some(v) => v,
             None => format!("{}-dlq", c.queue_name),
         };
-        c.validate()?;
         Ok(c)
     }
 

@@ -27,6 +27,7 @@ use crate::cli::{GlobalArgs, WorkerArgs};
 use crate::client::{Client, RetryStrategy, SpawnOptions, State, TaskDetails};
 use crate::dispatch::Registry;
 use crate::embedded::{EmbeddedPostgres, StopHandle};
+use crate::execute::FailureName;
 use crate::metrics::Counters;
 use crate::worker::WorkerSettings;
 
@@ -225,7 +226,7 @@ impl DevHost {
                     "{n} ({})",
                     self.registry
                         .get(n)
-                        .map(|t| t.handler.kind())
+                        .map(|t| t.handler.kind().as_str())
                         .unwrap_or("?")
                 )
             })
@@ -400,7 +401,7 @@ pub async fn run_dev(global: &GlobalArgs, args: &DevArgs) -> Result<()> {
 enum Expect {
     Completed,
     /// Failed with this failure name (`$Timeout`, `$MemoryLimit`, ...).
-    Failed(&'static str),
+    Failed(FailureName),
 }
 
 /// One row of the summary.
@@ -798,13 +799,13 @@ async fn showcase(
         (
             "zoo infinite-loop",
             loop_id,
-            Expect::Failed("$Timeout"),
+            Expect::Failed(FailureName::Timeout),
             "spins forever; stopped at the type's 5 s timeout",
         ),
         (
             "zoo memory-bomb",
             bomb_id,
-            Expect::Failed("$MemoryLimit"),
+            Expect::Failed(FailureName::MemoryLimit),
             "grows memory without end; capped at 64 MiB",
         ),
     ] {
@@ -839,7 +840,7 @@ fn print_summary(host: &DevHost, queue: &str, rows: &[(Row, bool, Ended)]) {
         let kind = host
             .registry
             .get(&row.task_name)
-            .map(|t| t.handler.kind())
+            .map(|t| t.handler.kind().as_str())
             .unwrap_or("?");
         let outcome = match (&e.cause, e.state.as_str()) {
             (Some((name, msg)), "failed") => format!("failed: {name} ({})", clip(msg, 48)),

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use crate::execute::builtin::{self, Builtin};
 use crate::execute::grants::Grants;
 use crate::execute::Handler;
+pub use crate::execute::HandlerKind;
 use crate::limits::{ReadLimits, RunLimits};
 
 /// The parsed `absurd-host.toml`.
@@ -52,14 +53,6 @@ pub struct TaskTypeConfig {
     /// The kind's own settings (checked by the kind, which rejects unknown keys).
     #[serde(flatten)]
     pub rest: toml::Table,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HandlerKind {
-    Builtin,
-    Wasm,
-    Native,
 }
 
 /// An error in the host configuration file, naming the file and the entry at fault.
@@ -296,7 +289,7 @@ mod tests {
         let slow = r.get("slow").unwrap();
         assert_eq!(slow.timeout, Some(Duration::from_millis(2500)));
         assert_eq!(slow.max_attempts, Some(2));
-        assert_eq!(slow.handler.kind(), "builtin");
+        assert_eq!(slow.handler.kind(), HandlerKind::Builtin);
         assert!(r.get("other").is_none());
     }
 

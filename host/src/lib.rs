@@ -34,4 +34,5 @@ pub mod limits;
 pub mod metrics;
 pub mod sandbox;
 pub mod settle;
+pub mod vocab;
 pub mod worker;

@@ -12,16 +12,10 @@
 
 use serde_json::json;
 
-use crate::execute::Failure;
+use crate::execute::{Failure, FailureName};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;
-
-/// The failure name of every exceeded limit.
-pub const LIMIT_EXCEEDED: &str = "$LimitExceeded";
-/// The failure name of a host call with an argument out of range (a NaN duration, a wake-up
-/// time beyond the year 9999, ...).
-pub const INVALID_CALL: &str = "$InvalidCall";
 
 /// Per-run limits on what a task hands the host. Field names are the configuration keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,7 +222,7 @@ pub fn exceeded(key: &str, limit: u64, what: &str, actual: u64) -> Failure {
     } else {
         format!("{what}: {actual}; the limit is {limit} ({key})")
     };
-    Failure::new(LIMIT_EXCEEDED, message)
+    Failure::new(FailureName::LimitExceeded, message)
         .with_details(json!({"limit": key, "value": limit, "actual": actual}))
         .permanent()
 }
@@ -273,7 +267,7 @@ pub fn json_has_nul(v: &serde_json::Value) -> bool {
 
 /// The failure of a host call with an argument out of range.
 pub fn invalid_call(message: impl Into<String>) -> Failure {
-    Failure::new(INVALID_CALL, message).permanent()
+    Failure::new(FailureName::InvalidCall, message).permanent()
 }
 
 #[cfg(test)]
@@ -320,7 +314,7 @@ mod tests {
         let f = RunLimits::default()
             .check("max_name_bytes", "step name", 8 * MIB)
             .unwrap_err();
-        assert_eq!(f.name, LIMIT_EXCEEDED);
+        assert_eq!(f.name, FailureName::LimitExceeded);
         assert!(!f.retryable);
         assert_eq!(
             f.message,

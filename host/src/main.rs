@@ -1,13 +1,12 @@
-use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use absurd_host::cli::{Cli, Command, LogFormat};
+use absurd_host::cli::{Command, LogFormat};
 use absurd_host::config::AbsurdConfig;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = absurd_host::cli::parse();
     // `check` prints its own report; its logs would only clutter it.
     // So does `demo` (its warnings still show, such as the contained guests' failures).
     let quiet = matches!(

@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use crate::vocab::FailureName;
+
 /// What happened to a run, as counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Event {
@@ -273,22 +275,23 @@ impl Counters {
 }
 
 /// The sandbox trap cause of a failure from a `wasm` handler, if it was one.
-pub fn trap_cause(name: &str, details: &serde_json::Value) -> Option<String> {
+pub fn trap_cause(name: FailureName, details: &serde_json::Value) -> Option<String> {
     let cause = details.get("cause").and_then(|c| c.as_str());
     match name {
-        "$Trap" => Some(cause.unwrap_or("trap").to_string()),
-        "$OutOfFuel" => Some("out of fuel".into()),
-        "$MemoryLimit" => Some("memory limit".into()),
-        "$Timeout" if cause == Some("interrupt") => Some("interrupt".into()),
+        FailureName::Trap => Some(cause.unwrap_or("trap").to_string()),
+        FailureName::OutOfFuel => Some("out of fuel".into()),
+        FailureName::MemoryLimit => Some("memory limit".into()),
+        FailureName::Timeout if cause == Some("interrupt") => Some("interrupt".into()),
         _ => None,
     }
 }
 
 /// The exit class of a failure from a `native` handler: the failure name without its `$`,
-/// in snake case (`$ProgramFailed` → `program_failed`).
-pub fn exit_class(name: &str) -> String {
+/// in snake case (`$ProgramFailed` → `program_failed`). Only the host's names become labels,
+/// so that the label set stays bounded.
+pub fn exit_class(name: FailureName) -> String {
     let mut out = String::new();
-    for (i, ch) in name.trim_start_matches('$').chars().enumerate() {
+    for (i, ch) in name.as_str().trim_start_matches('$').chars().enumerate() {
         if ch.is_ascii_uppercase() {
             if i > 0 {
                 out.push('_');
@@ -327,16 +330,27 @@ mod tests {
 
     #[test]
     fn classes() {
-        assert_eq!(exit_class("$ProgramFailed"), "program_failed");
-        assert_eq!(exit_class("$Timeout"), "timeout");
+        assert_eq!(exit_class(FailureName::ProgramFailed), "program_failed");
+        assert_eq!(exit_class(FailureName::Timeout), "timeout");
         assert_eq!(
-            trap_cause("$OutOfFuel", &serde_json::Value::Null).as_deref(),
+            exit_class(FailureName::TaskReportedError),
+            "task_reported_error"
+        );
+        assert_eq!(
+            trap_cause(FailureName::OutOfFuel, &serde_json::Value::Null).as_deref(),
             Some("out of fuel")
         );
         assert_eq!(
-            trap_cause("$Timeout", &serde_json::json!({"cause": "interrupt"})).as_deref(),
+            trap_cause(
+                FailureName::Timeout,
+                &serde_json::json!({"cause": "interrupt"})
+            )
+            .as_deref(),
             Some("interrupt")
         );
-        assert_eq!(trap_cause("$Timeout", &serde_json::Value::Null), None);
+        assert_eq!(
+            trap_cause(FailureName::Timeout, &serde_json::Value::Null),
+            None
+        );
     }
 }

@@ -18,8 +18,8 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 use crate::claim::{Claimed, Claimer, Wakeups};
 use crate::client::{ClaimedRun, Client, SpawnOptions};
 use crate::dead_letter::DeadLetters;
-use crate::dispatch::Registry;
-use crate::execute::{CatchPanic, ContextSettings, Failure, TaskContext, TaskError, HOST_PANIC};
+use crate::dispatch::{HandlerKind, Registry};
+use crate::execute::{CatchPanic, ContextSettings, Failure, FailureName, TaskContext, TaskError};
 use crate::lease::Leases;
 use crate::metrics::{Counters, Event};
 use crate::settle::{self, Completer, Settled};
@@ -306,7 +306,7 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
         let lost = registration.lost().clone();
         let timeout = task_type.timeout.unwrap_or(shared.settings.task_timeout);
         let claim_secs = lease.as_secs().max(1) as i32;
-        debug!(kind = task_type.handler.kind(), ?timeout, "running");
+        debug!(kind = %task_type.handler.kind(), ?timeout, "running");
         let started = tokio::time::Instant::now();
 
         // Execute.
@@ -337,7 +337,7 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
                         Ok(Err(message)) => {
                             error!(panic = %message, "host panic while running the task; failing this run");
                             Err(TaskError::Failed(Failure::new(
-                                HOST_PANIC,
+                                FailureName::HostPanic,
                                 format!("the host panicked while serving this run: {message}"),
                             )))
                         }
@@ -345,7 +345,7 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
                             shared.counters.add(queue, &run.task_name, Event::TimedOut);
                             let secs = timeout.as_secs_f64();
                             Err(TaskError::Failed(
-                                Failure::new("$Timeout", format!("Task timed out after {} seconds", fmt_secs(secs)))
+                                Failure::new(FailureName::Timeout, format!("Task timed out after {} seconds", fmt_secs(secs)))
                                     .with_details(json!({"timeout_seconds": secs, "attempt": run.attempt})),
                             ))
                         }
@@ -372,7 +372,7 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
         let outcome = match outcome {
             Ok(result) if crate::limits::json_has_nul(&result) => Err(TaskError::Failed(
                 Failure::new(
-                    "$InvalidResult",
+                    FailureName::InvalidResult,
                     "the result holds a NUL character (\\u0000), which PostgreSQL's jsonb cannot store",
                 )
                 .permanent(),
@@ -450,7 +450,7 @@ async fn unknown_task(shared: &Shared, queue: &str, run: &ClaimedRun) {
         .insert(run.task_name.clone());
     if shared.settings.fail_unknown {
         let failure = Failure::new(
-            "$UnknownTask",
+            FailureName::UnknownTask,
             format!(
                 "no handler for task {:?} on this host (known: {})",
                 run.task_name,
@@ -514,7 +514,7 @@ fn observe_outcome(
     shared: &Shared,
     queue: &str,
     task_name: &str,
-    kind: &str,
+    kind: HandlerKind,
     outcome: &Result<serde_json::Value, TaskError>,
     elapsed: Duration,
 ) {
@@ -527,12 +527,18 @@ fn observe_outcome(
     };
     c.observe_run(queue, task_name, label, elapsed.as_secs_f64());
     match (kind, outcome) {
-        ("native", Ok(_)) => c.subprocess_exit("success"),
-        ("native", Err(TaskError::Failed(f))) => {
-            c.subprocess_exit(&crate::metrics::exit_class(&f.name))
-        }
-        ("wasm", Err(TaskError::Failed(f))) => {
-            if let Some(cause) = crate::metrics::trap_cause(&f.name, &f.details) {
+        (HandlerKind::Native, Ok(_)) => c.subprocess_exit("success"),
+        (HandlerKind::Native, Err(TaskError::Failed(f))) => match f.host_name() {
+            Some(name) => c.subprocess_exit(&crate::metrics::exit_class(name)),
+            // A native run's failures are all the host's; count anything else once, under
+            // one label, rather than minting a label per name.
+            None => c.subprocess_exit("other"),
+        },
+        (HandlerKind::Wasm, Err(TaskError::Failed(f))) => {
+            if let Some(cause) = f
+                .host_name()
+                .and_then(|name| crate::metrics::trap_cause(name, &f.details))
+            {
                 c.trap(&cause);
             }
         }

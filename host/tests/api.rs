@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use absurd_host::client::{Client, RetryStrategy, SpawnOptions};
+use absurd_host::vocab::FailureCategory;
 use common::{temp_file, wait_for, TestDb};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1209,6 +1210,22 @@ async fn workers_and_throughput_after_a_known_workload() {
 
     let v = get(a, "/api/absurd/workers").await.json();
     assert_eq!(v["minutes"], 60, "{v}");
+    // The names behind each count, served from the host's one list (the dashboard shows them).
+    for (field, category) in [
+        ("sandbox_failures", FailureCategory::Sandbox),
+        ("subprocess_failures", FailureCategory::Subprocess),
+        ("timeouts", FailureCategory::Timeout),
+    ] {
+        let names: Vec<&str> = category.names().map(|n| n.as_str()).collect();
+        assert_eq!(v["failure_names"][field], json!(names), "{field}: {v}");
+    }
+    assert!(
+        v["failure_names"]["sandbox_failures"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("$NotGranted")),
+        "{v}"
+    );
     let workers = v["workers"].as_array().unwrap();
     let by_id = |id: &str| {
         workers

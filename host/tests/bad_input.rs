@@ -480,3 +480,111 @@ async fn odd_queue_names_are_quoted_never_executed() {
     .unwrap();
     assert_eq!(tasks, 1);
 }
+
+/// A typed flag's bad value exits 2 (clap's usage error) naming what the user gave: the flag
+/// when it was on the command line, the variable when the value came from the environment.
+#[test]
+fn bad_numbers_name_the_flag_or_the_variable_that_gave_them() {
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_absurd-host"));
+        cmd.args(args)
+            .args(["--database-url", NOWHERE])
+            .env_remove("ABSURD_QUEUE_NAME")
+            .env_remove("ABSURD_HOST_CONFIG");
+        for var in [
+            "ABSURD_WORKER_CONCURRENCY",
+            "ABSURD_WORKER_POLL_INTERVAL",
+            "ABSURD_TASK_TIMEOUT",
+            "ABSURD_CLAIM_TIMEOUT",
+            "ABSURD_MAX_RETRIES",
+            "ABSURD_DLQ_ENABLED",
+            "ABSURD_SHUTDOWN_GRACE",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.envs(env.iter().copied());
+        cmd.output().expect("run absurd-host")
+    };
+    let usage_error = |out: &Output, needles: &[&str], absent: &str| {
+        let err = refused(out, needles);
+        assert_eq!(out.status.code(), Some(2), "exit code: {err}");
+        assert!(
+            !err.contains(absent),
+            "names {absent:?}, which was not given: {err}"
+        );
+    };
+
+    // On the command line: the flag, never the variable behind it.
+    let out = run(&["worker", "--concurrency", "four"], &[]);
+    usage_error(
+        &out,
+        &["--concurrency", "'four'", "not an integer"],
+        "ABSURD_WORKER_CONCURRENCY",
+    );
+    let out = run(&["worker", "--concurrency=0"], &[]);
+    usage_error(
+        &out,
+        &["--concurrency", "got 0"],
+        "ABSURD_WORKER_CONCURRENCY",
+    );
+    let out = run(&["check", "--poll-interval=-1"], &[]);
+    usage_error(
+        &out,
+        &["--poll-interval", "-1"],
+        "ABSURD_WORKER_POLL_INTERVAL",
+    );
+    let out = run(&["worker", "--task-timeout", "1.5"], &[]);
+    usage_error(&out, &["--task-timeout", "1.5"], "ABSURD_TASK_TIMEOUT");
+    let out = run(&["worker", "--claim-timeout", "1.5"], &[]);
+    usage_error(
+        &out,
+        &["--claim-timeout", "whole number of seconds"],
+        "ABSURD_CLAIM_TIMEOUT",
+    );
+    let out = run(&["worker", "--max-retries=-1"], &[]);
+    usage_error(&out, &["--max-retries", "got -1"], "ABSURD_MAX_RETRIES");
+    let out = run(&["worker", "--dlq-enabled", "ture"], &[]);
+    usage_error(
+        &out,
+        &["--dlq-enabled", "ture", "yes/no"],
+        "ABSURD_DLQ_ENABLED",
+    );
+    let out = run(&["worker", "--shutdown-grace", "soon"], &[]);
+    usage_error(&out, &["--shutdown-grace", "soon"], "ABSURD_SHUTDOWN_GRACE");
+
+    // From the environment: the variable (the user never typed the flag).
+    let out = run(&["worker"], &[("ABSURD_WORKER_CONCURRENCY", "four")]);
+    usage_error(
+        &out,
+        &["ABSURD_WORKER_CONCURRENCY", "'four'", "not an integer"],
+        "'--concurrency <N>'",
+    );
+    let out = run(&["dev"], &[("ABSURD_CLAIM_TIMEOUT", "0.5")]);
+    usage_error(&out, &["ABSURD_CLAIM_TIMEOUT", "0.5"], "'--claim-timeout");
+    let out = run(&["worker"], &[("ABSURD_DLQ_ENABLED", "maybe")]);
+    usage_error(&out, &["ABSURD_DLQ_ENABLED", "maybe"], "'--dlq-enabled");
+    let out = run(&["worker"], &[("ABSURD_SHUTDOWN_GRACE", "-3")]);
+    usage_error(&out, &["ABSURD_SHUTDOWN_GRACE", "-3"], "'--shutdown-grace");
+
+    // The flag wins over a bad variable, and every boolean spelling is accepted: these get
+    // past the flags to the (missing) host configuration file.
+    let missing = "/nonexistent/absurd-host.toml";
+    for dlq in ["true", "false", "1", "0", "yes", "no", "on", "off", "OFF"] {
+        let out = run(
+            &[
+                "worker",
+                "--queue",
+                "q",
+                "--concurrency",
+                "2",
+                "--dlq-enabled",
+                dlq,
+                "--config",
+                missing,
+            ],
+            &[("ABSURD_WORKER_CONCURRENCY", "four")],
+        );
+        let err = refused(&out, &[missing]);
+        assert_eq!(out.status.code(), Some(1), "{dlq}: {err}");
+    }
+}

@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use absurd_host::client::{Client, RetryStrategy, SpawnOptions, State, TaskFilter};
+use absurd_host::vocab::FailureCategory;
 use common::{repo_root, temp_file, wait_for, TestDb, WorkerProc};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -291,6 +292,10 @@ async fn dashboard_shows_queues_tasks_and_acts_from_the_page() {
     let url = |hash: &str| json!({"goto": format!("{base}#{hash}")});
     let wait = |js: String| json!({"wait": js});
     let click = |css: &str| json!({"click": css});
+    let names_of =
+        |c: FailureCategory| c.names().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
+    let sandbox_names = names_of(FailureCategory::Sandbox);
+    let subprocess_names = names_of(FailureCategory::Subprocess);
     let steps = json!([
         // Overview: the counts by state, dead letters, a worker seen.
         url("/"),
@@ -365,6 +370,15 @@ async fn dashboard_shows_queues_tasks_and_acts_from_the_page() {
         wait("Number(document.querySelector('[data-worker=\"w-dash\"][data-count=\"failed\"]')?.textContent) >= 2".to_string()),
         wait("document.querySelector('[data-worker=\"w-dash\"][data-count=\"sandbox_failures\"]')?.textContent === '0'".to_string()),
         wait(has_text("#view table", "ago")),
+        // Each count's failure names, as the host lists them (not a copy in the page).
+        wait(has_text(
+            "#failure-names [data-failure-names=\"sandbox_failures\"]",
+            &sandbox_names,
+        )),
+        wait(has_text(
+            "#failure-names [data-failure-names=\"subprocess_failures\"]",
+            &subprocess_names,
+        )),
         shot("workers.png"),
     ]);
     let result = drive(&steps);

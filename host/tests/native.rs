@@ -662,7 +662,7 @@ fn configuration_mistakes_stop_the_host_naming_the_task_and_key() {
         task.display()
     );
     let r = load(&ok).unwrap();
-    assert_eq!(r.get("t").unwrap().handler.kind(), "native");
+    assert_eq!(r.get("t").unwrap().handler.kind().as_str(), "native");
     let e = load(&format!("{ok}workdir = \"/tmp\"\n")).err().unwrap();
     assert!(
         e.contains("[tasks.t]") && e.contains("unknown key `workdir`"),

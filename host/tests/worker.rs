@@ -529,8 +529,8 @@ async fn bad_configuration_is_refused_with_the_variable_named() {
         .env("ABSURD_WORKER_CONCURRENCY", "0")
         .output()
         .unwrap();
-    assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "clap's usage-error code: {err}");
     assert!(
         err.contains("ABSURD_WORKER_CONCURRENCY") && err.contains("got 0"),
         "{err}"

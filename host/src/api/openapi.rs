@@ -4,6 +4,8 @@
 use axum::Json;
 use serde_json::{json, Value};
 
+use crate::vocab::FailureCategory;
+
 pub(crate) async fn serve_document() -> Json<Value> {
     Json(document())
 }
@@ -35,6 +37,16 @@ fn ok(description: &str, schema: Value, more: &[(&str, &str)]) -> Value {
         json!({"description": description, "content": {"application/json": {"schema": schema}}}),
     );
     Value::Object(m)
+}
+
+/// "Failed runs named $A, $B or $C", from the one list of failure names.
+fn failed_runs_named(category: FailureCategory) -> String {
+    let names: Vec<&str> = category.names().map(|n| n.as_str()).collect();
+    match names.split_last() {
+        Some((last, [])) => format!("Failed runs named {last}"),
+        Some((last, rest)) => format!("Failed runs named {} or {last}", rest.join(", ")),
+        None => "Always 0".to_string(),
+    }
 }
 
 fn sref(name: &str) -> Value {
@@ -388,10 +400,15 @@ pub fn document() -> Value {
     schemas.insert(
         "WorkerList".into(),
         json!({
-            "type": "object", "required": ["minutes", "workers"],
+            "type": "object", "required": ["minutes", "workers", "failure_names"],
             "properties": {
                 "minutes": {"type": "integer"},
-                "workers": {"type": "array", "items": sref("Worker")}
+                "workers": {"type": "array", "items": sref("Worker")},
+                "failure_names": {
+                    "type": "object",
+                    "description": "For each failure count of a worker (sandbox_failures, subprocess_failures, timeouts), the failure names it counts",
+                    "additionalProperties": {"type": "array", "items": {"type": "string"}}
+                }
             }
         }),
     );
@@ -404,9 +421,9 @@ pub fn document() -> Value {
                         "running": {"type": "integer"},
                         "completed": {"type": "integer"},
                         "failed": {"type": "integer"},
-                        "sandbox_failures": {"type": "integer", "description": "Failed runs named $Trap, $OutOfFuel, $MemoryLimit, $ResultTooLarge, $InvalidResult, $LimitExceeded, $InvalidCall or $NotGranted"},
-                        "subprocess_failures": {"type": "integer", "description": "Failed runs named $ProgramFailed, $ProgramKilled, $NoResult or $SpawnFailed"},
-                        "timeouts": {"type": "integer", "description": "Failed runs named $Timeout"}
+                        "sandbox_failures": {"type": "integer", "description": failed_runs_named(FailureCategory::Sandbox)},
+                        "subprocess_failures": {"type": "integer", "description": failed_runs_named(FailureCategory::Subprocess)},
+                        "timeouts": {"type": "integer", "description": failed_runs_named(FailureCategory::Timeout)}
                     }
                 }));
     schemas.insert("Health".into(), json!({

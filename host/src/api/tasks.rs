@@ -14,7 +14,8 @@ use super::error::ApiError;
 use super::AppState;
 use crate::client::{
     Cancellation, QueueStats, RetryOptions, RetryStrategy, RunInfo, SpawnOptions,
-    State as TaskState, TaskDetails, TaskFilter, TaskSummary, MAX_SEARCH_CHARS, MAX_WINDOW_MINUTES,
+    State as TaskState, TaskDetails, TaskFilter, TaskSummary, WorkerActivity, MAX_SEARCH_CHARS,
+    MAX_WINDOW_MINUTES,
 };
 use crate::metrics::Event;
 
@@ -831,7 +832,20 @@ pub(crate) async fn workers(State(st): State<AppState>, q: QueryMap) -> ApiResul
             })
         })
         .collect();
-    Ok(Json(json!({"minutes": minutes, "workers": workers})))
+    // Which failure names each count counts, from the one list of them, so that the dashboard
+    // explains its columns without a copy that could fall behind.
+    let failure_names: Map<String, Value> = WorkerActivity::counted_failures()
+        .into_iter()
+        .map(|(field, category)| {
+            (
+                field.to_string(),
+                json!(category.names().collect::<Vec<_>>()),
+            )
+        })
+        .collect();
+    Ok(Json(
+        json!({"minutes": minutes, "workers": workers, "failure_names": failure_names}),
+    ))
 }
 
 /// `GET /queues/{queue_name}/throughput`: completions and failures per minute.

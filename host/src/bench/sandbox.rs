@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 
 use super::report::{median, quantile, spread, Figure, Target};
 use crate::client::{ClaimedRun, Client};
-use crate::execute::{ContextSettings, Handler, TaskContext, TaskError};
+use crate::execute::{ContextSettings, FailureName, Handler, TaskContext, TaskError};
 use crate::sandbox::config::{SandboxDefaults, WasmTaskConfig};
 use crate::sandbox::{EngineOptions, Sandbox};
 
@@ -396,7 +396,7 @@ async fn timeouts(
         let r = tokio::time::timeout(d + Duration::from_secs(30), zoo.run(ctx)).await;
         let took = started.elapsed();
         match r {
-            Ok(Err(TaskError::Failed(f))) if f.name == "$Timeout" => spin.push(ms(took)),
+            Ok(Err(TaskError::Failed(f))) if f.name == FailureName::Timeout => spin.push(ms(took)),
             other => bail!("the spinning guest ended with {other:?}, not $Timeout"),
         }
         // Blocked in a host call: epochs cannot reach it; the worker's race drops the run
@@ -482,7 +482,7 @@ async fn native_overshoots(
         let r = tokio::time::timeout(d + Duration::from_secs(30), handler.run(ctx)).await;
         let took = started.elapsed();
         match r {
-            Ok(Err(TaskError::Failed(f))) if f.name == "$Timeout" => {
+            Ok(Err(TaskError::Failed(f))) if f.name == FailureName::Timeout => {
                 out.push(took.as_secs_f64() * 1e3 - d.as_secs_f64() * 1e3)
             }
             other => bail!("the SIGTERM-ignoring program ended with {other:?}, not $Timeout"),

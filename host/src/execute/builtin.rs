@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{BoxFuture, Failure, Handler, TaskContext, TaskError};
+use super::{BoxFuture, Failure, FailureName, Handler, TaskContext, TaskError};
 
 pub const NAMES: &[&str] = &[
     "noop",
@@ -58,7 +58,7 @@ fn param_f64(ctx: &TaskContext, key: &str, default: f64) -> Result<f64, TaskErro
         Some(v) => v.as_f64().ok_or_else(|| {
             TaskError::Failed(
                 Failure::new(
-                    "$InvalidParams",
+                    FailureName::InvalidParams,
                     format!("params.{key} must be a number, got {v}"),
                 )
                 .permanent(),
@@ -92,8 +92,8 @@ async fn ledger_row(ctx: &TaskContext, step: &str) -> Result<(), TaskError> {
 }
 
 impl Handler for Builtin {
-    fn kind(&self) -> &'static str {
-        "builtin"
+    fn kind(&self) -> crate::execute::HandlerKind {
+        crate::execute::HandlerKind::Builtin
     }
 
     fn run(&self, ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
@@ -133,7 +133,7 @@ impl Handler for Builtin {
                         .ok_or_else(|| {
                             TaskError::Failed(
                                 Failure::new(
-                                    "$InvalidParams",
+                                    FailureName::InvalidParams,
                                     "params.event (a string) is required",
                                 )
                                 .permanent(),

@@ -19,10 +19,7 @@ use std::collections::BTreeSet;
 
 use serde_json::json;
 
-use super::Failure;
-
-/// The failure name of a call a task type was not granted.
-pub const NOT_GRANTED: &str = "$NotGranted";
+use super::{Failure, FailureName};
 
 /// One task type's grants, with what the host knows of the other task types.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -147,7 +144,7 @@ impl Grants {
 
     fn refused(&self, key: &str, what: &str, why: &str) -> Failure {
         Failure::new(
-            NOT_GRANTED,
+            FailureName::NotGranted,
             format!(
                 "{what} is not granted to task type {:?} ({why}; grant it with `{key}` in [tasks.{}])",
                 self.task_type, self.task_type
@@ -254,7 +251,7 @@ mod tests {
         let e = g
             .check_spawn("q", Some("q-dlq"), "other", "echo")
             .unwrap_err();
-        assert_eq!(e.name, NOT_GRANTED);
+        assert_eq!(e.name, FailureName::NotGranted);
         assert!(e.message.contains("spawn_queues"), "{}", e.message);
         assert!(g.check_spawn("q", Some("q-dlq"), "q-dlq", "echo").is_err());
         let e = g

@@ -23,14 +23,48 @@ use crate::claimed::{self, Claimed};
 use crate::client::{ClaimedRun, Client, ClientError, SpawnOptions, Spawned};
 use crate::limits::ReadLimits;
 use crate::limits::{self, RunLimits};
+pub use crate::vocab::FailureName;
 use grants::Grants;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// How a task type runs: the `kind` key of its `[tasks.<name>]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandlerKind {
+    /// Code compiled into the host (`execute::builtin`).
+    Builtin,
+    /// A WebAssembly component in the sandbox (`crate::sandbox`).
+    Wasm,
+    /// A supervised native program (`execute::native`).
+    Native,
+}
+
+impl HandlerKind {
+    /// Every kind, in the order the documentation lists them.
+    pub const ALL: [HandlerKind; 3] =
+        [HandlerKind::Builtin, HandlerKind::Wasm, HandlerKind::Native];
+
+    /// The configuration spelling, also used in logs and as a metrics label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            HandlerKind::Builtin => "builtin",
+            HandlerKind::Wasm => "wasm",
+            HandlerKind::Native => "native",
+        }
+    }
+}
+
+impl std::fmt::Display for HandlerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A handler kind's implementation for one task type.
 pub trait Handler: Send + Sync {
-    /// The handler kind, for logs and metrics (`builtin`, `wasm`, `native`).
-    fn kind(&self) -> &'static str;
+    /// The handler kind, for logs and metrics.
+    fn kind(&self) -> HandlerKind;
 
     /// Runs the task. Dropping the returned future must stop the work (the worker drops it on
     /// timeout, cancellation, lost lease and shutdown).
@@ -75,6 +109,11 @@ impl Failure {
         }
     }
 
+    /// The failure's name if it is one of the host's own (`None` for a guest's name).
+    pub fn host_name(&self) -> Option<FailureName> {
+        self.name.parse().ok()
+    }
+
     pub fn permanent(mut self) -> Self {
         self.retryable = false;
         self
@@ -102,12 +141,6 @@ impl Failure {
         v
     }
 }
-
-/// The failure name of a spawn the database refused (the queue does not exist, ...).
-pub const SPAWN_ERROR: &str = "$SpawnError";
-
-/// The failure name of a panic in host code while serving a run.
-pub const HOST_PANIC: &str = "$HostPanic";
 
 /// Runs a future, turning a panic while polling it into `Err(message)`: a panic in host code
 /// serving one run (a host import, a handler, a bug) must fail that run, not the worker task
@@ -167,7 +200,7 @@ pub fn client_failure(e: ClientError) -> TaskError {
     if e.is_run_lost() {
         TaskError::RunLost(e)
     } else {
-        TaskError::Failed(Failure::new("$HostError", e.to_string()))
+        TaskError::Failed(Failure::new(FailureName::HostError, e.to_string()))
     }
 }
 
@@ -574,7 +607,7 @@ impl TaskContext {
                 .ok_or_else(|| {
                     TaskError::Failed(
                         Failure::new(
-                            "$BadCheckpoint",
+                            FailureName::BadCheckpoint,
                             format!(
                                 "checkpoint {} should hold a wake-up time, found {}",
                                 limits::preview(&name),
@@ -728,9 +761,9 @@ impl TaskContext {
             .map_err(|e| match e {
                 ClientError::InvalidInput(_)
                 | ClientError::InvalidRetryStrategy(_)
-                | ClientError::QueueNotFound(_) => {
-                    TaskError::Failed(Failure::new(SPAWN_ERROR, e.to_string()).permanent())
-                }
+                | ClientError::QueueNotFound(_) => TaskError::Failed(
+                    Failure::new(FailureName::SpawnError, e.to_string()).permanent(),
+                ),
                 other => client_failure(other),
             })
     }
@@ -746,7 +779,7 @@ impl TaskContext {
             if secs > limit.max(i.claim_timeout_secs as i64) {
                 return Err(TaskError::Failed(
                     Failure::new(
-                        limits::LIMIT_EXCEEDED,
+                        FailureName::LimitExceeded,
                         format!(
                             "heartbeat of {secs} s is longer than the task's timeout of {limit} s (timeout)"
                         ),

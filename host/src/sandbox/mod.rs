@@ -29,7 +29,7 @@ use wasmtime::{
 };
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::execute::{BoxFuture, Failure, Handler, TaskContext, TaskError};
+use crate::execute::{BoxFuture, Failure, FailureName, Handler, TaskContext, TaskError};
 use config::{SandboxDefaults, WasmTaskConfig};
 use store::{GuestStream, Limiter, OutputBudget, RunState, Stop};
 
@@ -401,8 +401,8 @@ impl HandlerShared {
 }
 
 impl Handler for WasmHandler {
-    fn kind(&self) -> &'static str {
-        "wasm"
+    fn kind(&self) -> crate::execute::HandlerKind {
+        crate::execute::HandlerKind::Wasm
     }
 
     fn run(&self, ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
@@ -542,7 +542,7 @@ async fn run_component(shared: &HandlerShared, ctx: TaskContext) -> Result<Value
             if result.len() as u64 > cfg.max_result_bytes {
                 return Err(TaskError::Failed(
                     Failure::new(
-                        "$ResultTooLarge",
+                        FailureName::ResultTooLarge,
                         format!(
                             "the result is {} bytes; the limit for this task type is {} (max_result_bytes)",
                             result.len(),
@@ -555,7 +555,7 @@ async fn run_component(shared: &HandlerShared, ctx: TaskContext) -> Result<Value
             serde_json::from_str(&result).map_err(|e| {
                 TaskError::Failed(
                     Failure::new(
-                        "$InvalidResult",
+                        FailureName::InvalidResult,
                         format!("the guest returned invalid JSON: {e}"),
                     )
                     .permanent(),
@@ -654,7 +654,7 @@ fn check_guest_error(
 }
 
 fn host_failure(message: String) -> TaskError {
-    TaskError::Failed(Failure::new("$HostError", message))
+    TaskError::Failed(Failure::new(FailureName::HostError, message))
 }
 
 /// Turns a trap (or a host-initiated stop) into the run's outcome.
@@ -674,7 +674,7 @@ pub fn classify(
             Stop::Failed(f) => TaskError::Failed(f.clone()),
             Stop::MemoryLimit { desired, cap } => TaskError::Failed(
                 Failure::new(
-                    "$MemoryLimit",
+                    FailureName::MemoryLimit,
                     format!("the guest tried to grow its memory to {desired} bytes; the limit is {cap} (memory_mb)"),
                 )
                 .with_details(json!({"desired_bytes": desired, "limit_bytes": cap, "stderr_tail": stderr.tail(STREAM_TAIL)})),
@@ -688,7 +688,7 @@ pub fn classify(
         .is_some()
     {
         return TaskError::Failed(Failure::new(
-            "$SandboxBusy",
+            FailureName::SandboxBusy,
             format!("every sandbox slot is in use ({e}); the run will be retried"),
         ));
     }
@@ -709,14 +709,17 @@ pub fn classify(
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => TaskError::Failed(
             Failure::new(
-                "$Timeout",
+                FailureName::Timeout,
                 "Task timed out: the guest was interrupted at its deadline",
             )
             .with_details(details("interrupt")),
         ),
         Some(Trap::OutOfFuel) => TaskError::Failed(
-            Failure::new("$OutOfFuel", "the guest used up its fuel budget (fuel)")
-                .with_details(details("out of fuel")),
+            Failure::new(
+                FailureName::OutOfFuel,
+                "the guest used up its fuel budget (fuel)",
+            )
+            .with_details(details("out of fuel")),
         ),
         Some(trap) => {
             let cause = match trap {
@@ -733,12 +736,15 @@ pub fn classify(
                 _ => "trap",
             };
             TaskError::Failed(
-                Failure::new("$Trap", format!("the guest trapped: {cause} ({trap})"))
-                    .with_details(details(cause)),
+                Failure::new(
+                    FailureName::Trap,
+                    format!("the guest trapped: {cause} ({trap})"),
+                )
+                .with_details(details(cause)),
             )
         }
         None => TaskError::Failed(
-            Failure::new("$Trap", format!("the guest failed: {e:#}"))
+            Failure::new(FailureName::Trap, format!("the guest failed: {e:#}"))
                 .with_details(details("error")),
         ),
     }
@@ -772,7 +778,7 @@ fn transfer_limit(e: &wasmtime::Error, cfg: &WasmTaskConfig) -> Option<Failure> 
         let limit = hostcall_bytes(cfg) as u64;
         return Some(
             Failure::new(
-                crate::limits::LIMIT_EXCEEDED,
+                FailureName::LimitExceeded,
                 format!(
                     "a value the guest passed to one host call is over {limit} bytes; the limit is {limit} (host_call_bytes: twice the largest max_*_bytes limit, plus 1 MiB)"
                 ),

@@ -387,7 +387,7 @@ impl durable::Host for RunState {
             Ok(s) => Ok(Ok(s.task_id.to_string())),
             // A spawn the database refused (no such queue, a bad retry strategy) is the
             // guest's to handle; an exceeded limit or a missing grant ends the run.
-            Err(TaskError::Failed(f)) if f.name == crate::execute::SPAWN_ERROR => {
+            Err(TaskError::Failed(f)) if f.name == crate::execute::FailureName::SpawnError => {
                 Ok(Err(f.message))
             }
             Err(e) => Err(stop(e)),

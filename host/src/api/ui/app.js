@@ -489,12 +489,30 @@ async function workers(gen) {
     count(w, "timeouts", info, "bad"),
     tasks.length ? h("ul", { class: "plain" }, tasks.map((t) => h("li", {}, taskLink(t.task_id, `${t.task_name} (${t.queue_name})`), " since ", when(t.claimed_at)))) : h("span", { class: "muted" }, "–"),
   ]);
+  // The failure names behind each count come from the API (the host's one list of them), so
+  // this page never falls behind when a name is added.
+  const counted = activity.failure_names || {};
+  const namesOf = (key) => (counted[key] || []).join(", ") || "–";
+  const countHeader = (key, label) => h("abbr", { title: `Failed runs named ${namesOf(key)}`, "data-failure-names": key }, label);
   setView(
     "Workers",
-    h("p", { class: "muted" }, `Workers are seen from task runs (Absurd has no heartbeats): those that started a run in the last ${WORKER_MINUTES} minutes or are running one now. Counts are of those runs; sandbox failures are traps, fuel, memory and result errors of WebAssembly tasks, subprocess failures are native programs that failed, were killed, reported no result or could not start. An idle fleet shows no workers.`),
+    h("p", { class: "muted" }, `Workers are seen from task runs (Absurd has no heartbeats): those that started a run in the last ${WORKER_MINUTES} minutes or are running one now. Counts are of those runs; sandbox failures are traps, fuel, memory, limit and result errors of WebAssembly tasks, subprocess failures are native programs that failed, were killed, reported no result or could not start. An idle fleet shows no workers.`),
+    h(
+      "details",
+      { class: "muted" },
+      h("summary", {}, "Which failure names each count counts"),
+      h(
+        "dl",
+        { id: "failure-names" },
+        [["sandbox_failures", "Sandbox failures"], ["subprocess_failures", "Subprocess failures"], ["timeouts", "Timeouts"]].map(([key, label]) => [
+          h("dt", {}, label),
+          h("dd", { class: "mono", "data-failure-names": key }, namesOf(key)),
+        ]).flat(),
+      ),
+    ),
     table(
       `Workers seen in the last ${WORKER_MINUTES} minutes, most recent first`,
-      ["Worker", "Status", "Last seen", "In flight", "Completed", "Failed", "Sandbox failures", "Subprocess failures", "Timeouts", "Tasks"],
+      ["Worker", "Status", "Last seen", "In flight", "Completed", "Failed", countHeader("sandbox_failures", "Sandbox failures"), countHeader("subprocess_failures", "Subprocess failures"), countHeader("timeouts", "Timeouts"), "Tasks"],
       rows,
       `No worker seen in the last ${WORKER_MINUTES} minutes.`,
     ),

@@ -41,7 +41,7 @@ use self::config::{NativeConfig, Vars};
 use self::logs::{Drained, Stream};
 use self::outcome::{classify, keep_end, read_result, reported_error, ResultError};
 use self::supervise::{Exit, Guard, Spec, StopReport};
-use super::{BoxFuture, Failure, Handler, TaskContext, TaskError};
+use super::{BoxFuture, Failure, FailureName, Handler, TaskContext, TaskError};
 
 pub use self::lock::{cal_lock_path, CalLock};
 
@@ -82,8 +82,8 @@ impl NativeHandler {
 }
 
 impl Handler for NativeHandler {
-    fn kind(&self) -> &'static str {
-        "native"
+    fn kind(&self) -> crate::execute::HandlerKind {
+        crate::execute::HandlerKind::Native
     }
 
     fn run(&self, ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
@@ -170,7 +170,7 @@ async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
 
     let workdir = create_workdir(&cfg.workdir_root, &run.task_name, run.run_id).map_err(|e| {
         Failure::new(
-            "$WorkdirError",
+            FailureName::WorkdirError,
             format!(
                 "cannot create a work directory under {}: {e}",
                 cfg.workdir_root.display()
@@ -196,7 +196,7 @@ async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
     if let Err(e) = written {
         remove_workdir(&workdir);
         return Err(Failure::new(
-            "$WorkdirError",
+            FailureName::WorkdirError,
             format!("cannot write {}: {e}", params_path.display()),
         ));
     }
@@ -248,7 +248,7 @@ async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
                 remove_workdir(&workdir);
             }
             return Err(Failure::new(
-                "$SpawnFailed",
+                FailureName::SpawnFailed,
                 format!("cannot start {}: {e}", cfg.program.display()),
             )
             .with_details(
@@ -309,7 +309,7 @@ async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
         Err(e) => {
             drop(guard);
             return Err(Failure::new(
-                "$HostError",
+                FailureName::HostError,
                 format!("cannot start the log drains: {e}"),
             ));
         }
@@ -439,7 +439,7 @@ impl TimedOut {
             "and ended before it"
         };
         Failure::new(
-            "$Timeout",
+            FailureName::Timeout,
             format!(
                 "Task timed out after {} seconds: the program's group got SIGTERM {} s before the deadline {how}",
                 secs(self.timeout),
@@ -523,7 +523,7 @@ fn decide(
             Ok(v) => match reported_error(&v) {
                 None => Ok(v),
                 Some(message) => {
-                    let mut f = Failure::new("$TaskReportedError", message);
+                    let mut f = Failure::new(FailureName::TaskReportedError, message);
                     if v.get("retryable") == Some(&Value::Bool(false)) {
                         f = f.permanent();
                     }
@@ -531,11 +531,11 @@ fn decide(
                 }
             },
             Err(e @ ResultError::TooLarge { .. }) => Err(Failure::new(
-                "$ResultTooLarge",
+                FailureName::ResultTooLarge,
                 format!("the program exited 0 but its {e}"),
             )),
             Err(e) => Err(Failure::new(
-                "$NoResult",
+                FailureName::NoResult,
                 format!("the program exited 0 without writing a valid result.json ({e}); it is not counted as a success"),
             )),
         },
@@ -555,9 +555,9 @@ fn decide(
                 }
             }
             let name = if class.signal.is_some() {
-                "$ProgramKilled"
+                FailureName::ProgramKilled
             } else {
-                "$ProgramFailed"
+                FailureName::ProgramFailed
             };
             Err(Failure::new(name, message).with_details(Value::Object(details)))
         }
