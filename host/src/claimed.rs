@@ -19,8 +19,9 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use crate::client::{table, ClaimedRun, Client, ClientError};
-use crate::execute::{Failure, FailureName};
+use crate::failure::Failure;
 pub use crate::limits::ReadLimits;
+use crate::vocab::FailureName;
 
 /// A limit as a SQL `bigint`.
 pub(crate) fn sql_limit(n: u64) -> i64 {
@@ -211,29 +212,12 @@ pub(crate) fn inline_checkpoints(row: &PgRow) -> Option<Vec<(String, Value)>> {
     }
 }
 
-/// Counts the bytes of a value's JSON text without building it.
-fn json_len(v: &Value) -> u64 {
-    struct Count(u64);
-    impl std::io::Write for Count {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0 += b.len() as u64;
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    let _ = serde_json::to_writer(&mut c, v);
-    c.0
-}
-
 /// Checks checkpoints the claim returned against the limits (they are small, but the limits
 /// may be set smaller still).
 pub fn check_checkpoints(cps: &[(String, Value)], limits: &ReadLimits) -> Result<(), Failure> {
     let mut total = 0u64;
     for (name, v) in cps {
-        let n = json_len(v);
+        let n = crate::jsonb::text_len(v);
         if n > limits.max_checkpoint_bytes {
             return Err(limit_exceeded(
                 &show_name(name),

@@ -1167,7 +1167,7 @@ impl Client {
     /// A claimed run whose data all reads, with its deferred parts read (unbounded).
     async fn strict(&self, queue: &str, c: Claimed) -> Result<(ClaimedRun, Vec<(String, Value)>)> {
         let limits = ReadLimits::unbounded();
-        let bad = |f: crate::execute::Failure| ClientError::InvalidInput(f.message);
+        let bad = |f: crate::failure::Failure| ClientError::InvalidInput(f.message);
         if let Some(f) = c.defect {
             return Err(bad(f));
         }
@@ -1480,7 +1480,7 @@ impl Client {
         event_name: &str,
         timeout_secs: Option<i32>,
         limits: &ReadLimits,
-    ) -> Result<(bool, Result<Option<Value>, crate::execute::Failure>)> {
+    ) -> Result<(bool, Result<Option<Value>, crate::failure::Failure>)> {
         let row = sqlx::query(
             "select a.should_suspend, s.bytes, \
                     case when s.bytes <= $7::int8 then a.payload end as event_payload \

@@ -29,6 +29,8 @@ pub mod devmode;
 pub mod dispatch;
 pub mod embedded;
 pub mod execute;
+pub mod failure;
+pub mod jsonb;
 pub mod lease;
 pub mod limits;
 pub mod metrics;

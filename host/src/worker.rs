@@ -370,7 +370,7 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
         // A result PostgreSQL cannot store would fail its completion (and the batch it is
         // completed in): it is the task's failure instead.
         let outcome = match outcome {
-            Ok(result) if crate::limits::json_has_nul(&result) => Err(TaskError::Failed(
+            Ok(result) if crate::jsonb::has_nul(&result) => Err(TaskError::Failed(
                 Failure::new(
                     FailureName::InvalidResult,
                     "the result holds a NUL character (\\u0000), which PostgreSQL's jsonb cannot store",

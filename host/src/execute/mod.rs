@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::claimed::{self, Claimed};
 use crate::client::{ClaimedRun, Client, ClientError, SpawnOptions, Spawned};
+pub use crate::failure::Failure;
 use crate::limits::ReadLimits;
 use crate::limits::{self, RunLimits};
 pub use crate::vocab::FailureName;
@@ -88,60 +89,6 @@ impl From<Failure> for TaskError {
     }
 }
 
-/// A task failure, stored by `fail_run` as `{"name", "message", "details"}`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
-    pub name: String,
-    pub message: String,
-    pub details: Value,
-    /// False for errors that retrying cannot fix (bad params, a guest's permanent error):
-    /// the task is failed without further attempts.
-    pub retryable: bool,
-}
-
-impl Failure {
-    pub fn new(name: impl Into<String>, message: impl Into<String>) -> Self {
-        Failure {
-            name: name.into(),
-            message: message.into(),
-            details: Value::Null,
-            retryable: true,
-        }
-    }
-
-    /// The failure's name if it is one of the host's own (`None` for a guest's name).
-    pub fn host_name(&self) -> Option<FailureName> {
-        self.name.parse().ok()
-    }
-
-    pub fn permanent(mut self) -> Self {
-        self.retryable = false;
-        self
-    }
-
-    pub fn with_details(mut self, details: Value) -> Self {
-        self.details = details;
-        self
-    }
-
-    /// The JSON stored in `r_<queue>.failure_reason`. NUL characters (from a guest's failure,
-    /// or a program's stderr) become U+FFFD: `jsonb` cannot store them, and a failure must
-    /// always be recordable.
-    pub fn to_json(&self) -> Value {
-        let mut v = json!({"name": self.name, "message": self.message});
-        if !self.details.is_null() {
-            v["details"] = self.details.clone();
-        }
-        if crate::limits::json_has_nul(&v) {
-            v = without_nuls(v);
-        }
-        if !self.retryable {
-            v["retryable"] = Value::Bool(false);
-        }
-        v
-    }
-}
-
 /// Runs a future, turning a panic while polling it into `Err(message)`: a panic in host code
 /// serving one run (a host import, a handler, a bug) must fail that run, not the worker task
 /// that polls it.
@@ -177,20 +124,6 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "a panic with a non-text payload".to_string()
-    }
-}
-
-/// `v` with every NUL character in its strings and keys replaced by U+FFFD.
-fn without_nuls(v: Value) -> Value {
-    match v {
-        Value::String(s) => Value::String(s.replace('\0', "\u{FFFD}")),
-        Value::Array(items) => Value::Array(items.into_iter().map(without_nuls).collect()),
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| (k.replace('\0', "\u{FFFD}"), without_nuls(v)))
-                .collect(),
-        ),
-        other => other,
     }
 }
 
@@ -302,7 +235,7 @@ impl TaskContext {
     ) -> TaskContext {
         // What the loaded checkpoints weigh counts against the task's total (the claim has
         // already refused any single one above the limit).
-        let loaded: u64 = checkpoints.values().map(json_len).sum();
+        let loaded: u64 = checkpoints.values().map(crate::jsonb::text_len).sum();
         TaskContext {
             inner: Arc::new(Inner {
                 client,
@@ -508,7 +441,7 @@ impl TaskContext {
                 checkpoint_name.len() as u64,
             )));
         }
-        let size = json_len(value);
+        let size = crate::jsonb::text_len(value);
         i.limits
             .check("max_checkpoint_bytes", "the checkpoint's value", size)
             .map_err(TaskError::Failed)?;
@@ -701,7 +634,7 @@ impl TaskContext {
             .check(
                 "max_event_payload_bytes",
                 "the event payload",
-                json_len(payload),
+                crate::jsonb::text_len(payload),
             )
             .map_err(TaskError::Failed)?;
         self.count(
@@ -739,14 +672,14 @@ impl TaskContext {
         l.check(
             "max_spawn_params_bytes",
             "the spawned task's params",
-            json_len(params),
+            crate::jsonb::text_len(params),
         )
         .map_err(TaskError::Failed)?;
         if let Some(h) = &options.headers {
             l.check(
                 "max_spawn_headers_bytes",
                 "the spawned task's headers",
-                json_len(h),
+                crate::jsonb::text_len(h),
             )
             .map_err(TaskError::Failed)?;
         }
@@ -819,23 +752,4 @@ pub fn latest_wake_up() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("9999-12-31T23:59:59Z")
         .expect("a valid timestamp")
         .with_timezone(&Utc)
-}
-
-/// The size of a JSON value as text, as the database will store it (near enough: jsonb
-/// normalises whitespace).
-pub fn json_len(v: &Value) -> u64 {
-    struct Counter(u64);
-    impl std::io::Write for Counter {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len() as u64;
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Counter(0);
-    // Writing into a counter cannot fail.
-    let _ = serde_json::to_writer(&mut c, v);
-    c.0
 }

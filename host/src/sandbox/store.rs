@@ -236,7 +236,7 @@ impl types::Host for RunState {}
 /// gets the error, not a database exception later).
 fn parse_json(what: &str, text: &str) -> Result<Value, String> {
     let v = serde_json::from_str(text).map_err(|e| format!("{what} is not valid JSON: {e}"))?;
-    if crate::limits::json_has_nul(&v) {
+    if crate::jsonb::has_nul(&v) {
         return Err(format!(
             "{what} holds a NUL character (\\u0000), which PostgreSQL's jsonb cannot store"
         ));
