@@ -2,10 +2,11 @@
 //!
 //! serde_json reports *where* in the text a data error happened (line and column) but, for
 //! errors such as `invalid type: integer `5`, expected a string`, not *which field* it was.
-//! [`decode`] recovers the field path by scanning the text up to the error position and
-//! tracking the enclosing objects' keys and arrays' indices.
+//! [`decode`] runs the deserializer through `serde_path_to_error`, which tracks the path of
+//! the value being deserialized, and renders that path as `inputs.ms_path` / `items[3].name`.
 
 use serde::de::DeserializeOwned;
+use serde_path_to_error::{Path, Segment};
 
 /// A JSON decoding failure, with the path of the field it concerns when known.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +52,12 @@ impl DecodeError {
 /// task without params can take `()`, `Option<_>` or a struct with all-optional fields.
 pub fn decode<T: DeserializeOwned>(text: &str) -> Result<T, DecodeError> {
     let source = if text.trim().is_empty() { "null" } else { text };
-    serde_json::from_str(source).map_err(|err| {
+    let mut de = serde_json::Deserializer::from_str(source);
+    // `end` refuses trailing characters after the value, as `serde_json::from_str` does.
+    let decoded = serde_path_to_error::deserialize(&mut de)
+        .map_err(|err| (render(err.path()), err.into_inner()))
+        .and_then(|value| de.end().map(|()| value).map_err(|err| (String::new(), err)));
+    decoded.map_err(|(path, err)| {
         let syntax = matches!(
             err.classify(),
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof
@@ -59,13 +65,10 @@ pub fn decode<T: DeserializeOwned>(text: &str) -> Result<T, DecodeError> {
         let full = err.to_string();
         let suffix = format!(" at line {} column {}", err.line(), err.column());
         let problem = full.strip_suffix(&suffix).unwrap_or(&full).to_string();
-        let path = if syntax {
-            String::new()
-        } else {
-            path_at(source, byte_offset(source, err.line(), err.column()))
-        };
         DecodeError {
-            path,
+            // A syntax error's path is only where the scanner was; the message gives the
+            // line and column instead.
+            path: if syntax { String::new() } else { path },
             problem,
             syntax,
             line: err.line(),
@@ -74,129 +77,18 @@ pub fn decode<T: DeserializeOwned>(text: &str) -> Result<T, DecodeError> {
     })
 }
 
-/// The byte offset just past serde_json's (1-based line, byte column) position.
-fn byte_offset(text: &str, line: usize, column: usize) -> usize {
-    let mut start = 0;
-    if line > 1 {
-        let mut seen = 1;
-        for (i, b) in text.bytes().enumerate() {
-            if b == b'\n' {
-                seen += 1;
-                if seen == line {
-                    start = i + 1;
-                    break;
-                }
-            }
-        }
-    }
-    let mut end = (start + column).min(text.len());
-    while !text.is_char_boundary(end) {
-        end += 1;
-    }
-    end
-}
-
-enum Frame {
-    /// An object; `key` is the most recent key read in it (cleared by `,`).
-    Object { key: Option<String> },
-    /// An array; `index` is the current element, `started` once an element began.
-    Array { index: usize, started: bool },
-}
-
-/// The path of the value being read when the scanner has consumed `text[..end]`.
-///
-/// Conventions, matching where serde_json places its errors:
-/// - an error right after a scalar (`"ms_path": 5`) names that scalar's field;
-/// - an error at a container's opening (`"n": {`) names the field holding it;
-/// - an error after a container's closing brace (missing field) names that container.
-fn path_at(text: &str, end: usize) -> String {
-    let bytes = &text.as_bytes()[..end];
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'{' => {
-                start_value(&mut stack);
-                stack.push(Frame::Object { key: None });
-                i += 1;
-            }
-            b'[' => {
-                start_value(&mut stack);
-                stack.push(Frame::Array {
-                    index: 0,
-                    started: false,
-                });
-                i += 1;
-            }
-            b'}' | b']' => {
-                stack.pop();
-                i += 1;
-            }
-            b',' => {
-                match stack.last_mut() {
-                    Some(Frame::Object { key }) => *key = None,
-                    Some(Frame::Array { index, started }) => {
-                        *index += 1;
-                        *started = false;
-                    }
-                    None => {}
-                }
-                i += 1;
-            }
-            b'"' => {
-                let close = string_end(bytes, i);
-                let is_key = matches!(stack.last(), Some(Frame::Object { key: None }));
-                if is_key {
-                    let raw = &text[i..close.min(text.len())];
-                    let name = serde_json::from_str::<String>(raw)
-                        .unwrap_or_else(|_| raw.trim_matches('"').to_string());
-                    if let Some(Frame::Object { key }) = stack.last_mut() {
-                        *key = Some(name);
-                    }
-                } else {
-                    start_value(&mut stack);
-                }
-                i = close;
-            }
-            b' ' | b'\t' | b'\r' | b'\n' | b':' => i += 1,
-            _ => {
-                // A number or literal: consume it whole.
-                start_value(&mut stack);
-                while i < bytes.len()
-                    && !matches!(bytes[i], b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n')
-                {
-                    i += 1;
-                }
-            }
-        }
-    }
-    render(&stack)
-}
-
-fn start_value(stack: &mut [Frame]) {
-    if let Some(Frame::Array { started, .. }) = stack.last_mut() {
-        *started = true;
-    }
-}
-
-/// Index just past the closing quote of the string starting at `open` (or the end).
-fn string_end(bytes: &[u8], open: usize) -> usize {
-    let mut i = open + 1;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' => i += 2,
-            b'"' => return i + 1,
-            _ => i += 1,
-        }
-    }
-    bytes.len()
-}
-
-fn render(stack: &[Frame]) -> String {
+/// `inputs.ms_path`, `n[1]`, `extra["a b"][1]`: keys that are not plain identifiers are quoted
+/// as JSON strings in brackets, so the path reads unambiguously; the document itself is "".
+fn render(path: &Path) -> String {
     let mut out = String::new();
-    for frame in stack {
-        match frame {
-            Frame::Object { key: Some(key) } => {
+    for segment in path {
+        match segment {
+            Segment::Seq { index } => {
+                out.push('[');
+                out.push_str(&index.to_string());
+                out.push(']');
+            }
+            Segment::Map { key } | Segment::Enum { variant: key } => {
                 let plain = !key.is_empty()
                     && key
                         .chars()
@@ -212,15 +104,8 @@ fn render(stack: &[Frame]) -> String {
                     out.push(']');
                 }
             }
-            Frame::Array {
-                index,
-                started: true,
-            } => {
-                out.push('[');
-                out.push_str(&index.to_string());
-                out.push(']');
-            }
-            _ => break,
+            // A map key that is not a string (serde_path_to_error cannot name it).
+            Segment::Unknown => out.push_str("[?]"),
         }
     }
     out
@@ -339,6 +224,24 @@ mod tests {
             "{}",
             e.describe()
         );
+    }
+
+    #[test]
+    fn trailing_text_is_refused() {
+        let e = decode::<Option<u32>>("1 2").unwrap_err();
+        assert!(e.syntax, "{e:?}");
+        assert!(
+            e.describe().contains("trailing characters"),
+            "{}",
+            e.describe()
+        );
+        assert!(decode::<Option<u32>>(" 1 \n").is_ok());
+    }
+
+    #[test]
+    fn numeric_map_keys_are_named() {
+        let e = decode::<HashMap<u32, u32>>(r#"{"1": 2, "17": "x"}"#).unwrap_err();
+        assert_eq!(e.path, "17");
     }
 
     #[test]

@@ -1206,7 +1206,8 @@ mod tests {
 
     #[test]
     fn path_symlinks_resolve_to_the_real_directory() {
-        let dir = std::env::temp_dir().join(format!("ah-pgbins-{}", uuid::Uuid::new_v4().simple()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let real = dir.join("real");
         let link = dir.join("link");
         std::fs::create_dir_all(&real).unwrap();
@@ -1221,6 +1222,5 @@ mod tests {
         );
         let real = std::fs::canonicalize(&real).unwrap();
         assert_eq!(found.iter().filter(|d| **d == real).count(), 1, "{found:?}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

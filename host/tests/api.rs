@@ -1700,7 +1700,7 @@ async fn schemathesis_finds_no_server_errors() {
         ])
         .arg(format!("http://{}", s.addr))
         // It writes a cache directory (.schemathesis) into its working directory.
-        .current_dir(temp_file("schemathesis-cwd", "").parent().unwrap())
+        .current_dir(common::temp_dir())
         .env("SCHEMATHESIS_TELEMETRY", "false")
         .env("NO_COLOR", "1")
         .output()

@@ -223,7 +223,7 @@ fn config_with_unknown_keys_or_wrong_types_is_refused() {
 #[test]
 fn truncated_or_non_component_wasm_is_refused() {
     let echo = std::fs::read(components_dir().join("echo.wasm")).unwrap();
-    let dir = temp_file("x", "").parent().unwrap().to_path_buf();
+    let dir = common::temp_dir();
     let truncated = dir.join("truncated.wasm");
     std::fs::write(&truncated, &echo[..echo.len() / 2]).unwrap();
     // The smallest valid core module: magic and version 1.
@@ -262,7 +262,7 @@ fn missing_native_program_is_refused() {
         eprintln!("SKIPPED missing_native_program_is_refused: this host has no native kind");
         return;
     }
-    let root = temp_file("x", "").parent().unwrap().join("work");
+    let root = common::temp_dir().join("work");
     worker_refuses(
         &format!(
             "[native]\nworkdir_root = \"{}\"\n[tasks.gone]\nkind = \"native\"\nprogram = \"/nonexistent/bin/calibrate\"\n",

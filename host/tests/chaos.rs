@@ -999,7 +999,8 @@ async fn terminated_backends_including_listen() {
     figures.report("terminated_backends_including_listen", started);
 }
 
-/// Hold a SHARE ROW EXCLUSIVE lock on the runs table for 3 s, twice, under load.
+/// Hold a SHARE ROW EXCLUSIVE lock on the runs table for 3 s (times the scale, at most 10 s),
+/// again and again under load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_lock_on_the_runs_table() {
     let _slot = FLEETS.acquire().await.unwrap();
@@ -1008,13 +1009,15 @@ async fn long_lock_on_the_runs_table() {
     let db = TestDb::migrated().await;
     prepare(&db.pool, q).await;
     let client = Client::new(db.pool.clone());
-    // Leases of 8 s outlast a 3 s lock with room to spare, so no run may lose its lease: a
-    // held lock must only delay claims, renewals and settles, never cost an attempt.
+    let (hold, lease) = lock_and_lease(scale());
+    // The lease outlasts the lock with room to spare, so no run may lose its lease: a held
+    // lock must only delay claims, renewals and settles, never cost an attempt.
+    let lease_arg = lease.as_secs().to_string();
     let mut fleet = Fleet::new(
         &db.url,
         q,
         "",
-        &["--concurrency", "4", "--claim-timeout", "8"],
+        &["--concurrency", "4", "--claim-timeout", &lease_arg],
     );
     fleet.start(2);
     let mut figures = Figures::default();
@@ -1032,7 +1035,7 @@ async fn long_lock_on_the_runs_table() {
         .execute(&mut *tx)
         .await
         .unwrap();
-        tokio::time::sleep(scaled_secs(3.0).min(Duration::from_secs(10))).await;
+        tokio::time::sleep(hold).await;
         tx.commit().await.unwrap();
         figures.locks_held += 1;
     }
@@ -1047,6 +1050,40 @@ async fn long_lock_on_the_runs_table() {
         ));
     }
     figures.report("long_lock_on_the_runs_table", started);
+}
+
+/// How long [`long_lock_on_the_runs_table`] holds its lock at `scale`, and the lease that
+/// must outlast it. The two scale together: a worker renews every lease / 3, so a renewal can be
+/// blocked for the whole hold and the lease must cover hold + lease / 3 with a margin. 3 s
+/// against 8 s (scale 1) keeps a margin of 2.3 s; the lease stays 8/3 of the hold at larger
+/// scales, so the margin grows with it, and never drops below 8 s at smaller ones. The hold is
+/// capped at 10 s: a soak repeats the lock more often rather than holding it for minutes.
+fn lock_and_lease(scale: f64) -> (Duration, Duration) {
+    let hold = (3.0 * scale).min(10.0);
+    let lease = (hold * 8.0 / 3.0).ceil().max(8.0);
+    (
+        Duration::from_secs_f64(hold),
+        Duration::from_secs_f64(lease),
+    )
+}
+
+#[test]
+fn the_lease_outlasts_the_lock_at_every_scale() {
+    assert_eq!(
+        lock_and_lease(1.0),
+        (Duration::from_secs(3), Duration::from_secs(8)),
+        "the default scale is unchanged"
+    );
+    for scale in [0.1, 0.5, 1.0, 2.0, 4.0, 20.0, 100.0] {
+        let (hold, lease) = lock_and_lease(scale);
+        // A renewal due just as the lock is taken waits for the whole hold, after waiting up
+        // to a renewal period already: it must still land at least 2 s before expiry.
+        let worst = hold + lease / 3;
+        assert!(
+            worst + Duration::from_secs(2) <= lease,
+            "scale {scale}: a {hold:?} lock against a {lease:?} lease"
+        );
+    }
 }
 
 /// SIGTERM the whole fleet mid-load: each worker stops claiming, lets short runs finish, hands

@@ -604,7 +604,7 @@ async fn component_with_an_ungranted_import_is_refused_at_start() {
            )"#,
     )
     .unwrap();
-    let dir = temp_file("placeholder", "").parent().unwrap().to_path_buf();
+    let dir = common::temp_dir();
     let wasm = dir.join("wants-http.wasm");
     std::fs::write(&wasm, bytes).unwrap();
     let cfg = temp_file(

@@ -26,7 +26,7 @@ pub mod throughput;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
@@ -119,7 +119,11 @@ fn default_components() -> PathBuf {
 pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<bool> {
     let repo = repo_root();
     let components = args.components.clone().unwrap_or_else(default_components);
-    let scratch = std::env::temp_dir().join(format!("absurd-bench-{}", std::process::id()));
+    // Removed when dropped, also when a step below fails.
+    let scratch = tempfile::Builder::new()
+        .prefix("absurd-bench-")
+        .tempdir()
+        .context("creating the benchmark's scratch directory")?;
     let plan = Plan {
         quick: args.quick,
         reps: args.reps.unwrap_or(if args.quick { 1 } else { 3 }).max(1),
@@ -127,7 +131,7 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<bool> {
             .tasks
             .unwrap_or(if args.quick { 2000 } else { 20_000 })
             .max(100),
-        config: env::write_config(&scratch, &components)?,
+        config: env::write_config(scratch.path(), &components)?,
         has_wasm_noop: components.join("noop.wasm").is_file(),
         has_zoo: components.join("zoo.wasm").is_file(),
         repo,
@@ -227,7 +231,7 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<bool> {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&scratch);
+    drop(scratch);
     drop(server);
     db.shutdown().await;
 

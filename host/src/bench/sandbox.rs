@@ -108,13 +108,13 @@ async fn run_with(opts: &SandboxBenchOptions, counts: Counts) -> anyhow::Result<
             );
         }
     }
-    let scratch = Scratch::new()?;
+    let scratch = scratch_dir()?;
     let client = detached_client()?;
     let mut figures = Vec::new();
 
     // Per-run overhead, and load times from the cache the first engine fills.
     for (alloc, label) in [("pooling", "pooling"), ("on-demand", "on_demand")] {
-        let sandbox = sandbox(&scratch.0, alloc, EngineOptions::default())?;
+        let sandbox = sandbox(scratch.path(), alloc, EngineOptions::default())?;
         if alloc == "pooling" && !sandbox.uses_pooling() {
             bail!("the pooling allocator is unavailable on this machine");
         }
@@ -175,8 +175,8 @@ async fn run_with(opts: &SandboxBenchOptions, counts: Counts) -> anyhow::Result<
         }
     }
 
-    figures.extend(cpu(&scratch.0, dir, &client, counts, reps).await?);
-    figures.extend(timeouts(&scratch.0, dir, &client, counts).await?);
+    figures.extend(cpu(scratch.path(), dir, &client, counts, reps).await?);
+    figures.extend(timeouts(scratch.path(), dir, &client, counts).await?);
     Ok(figures)
 }
 
@@ -188,25 +188,12 @@ fn detached_client() -> anyhow::Result<Client> {
     Ok(Client::new(pool))
 }
 
-/// A temporary directory (precompiled cache, native work directories), removed at the end.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> anyhow::Result<Scratch> {
-        let dir = std::env::temp_dir().join(format!(
-            "absurd-bench-sandbox-{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Scratch(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A temporary directory (precompiled cache, native work directories), removed when dropped.
+fn scratch_dir() -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("absurd-bench-sandbox-")
+        .tempdir()
+        .context("creating the benchmark's scratch directory")
 }
 
 fn defaults(scratch: &Path, allocator: &str) -> anyhow::Result<SandboxDefaults> {

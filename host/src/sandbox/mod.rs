@@ -14,7 +14,7 @@
 pub mod config;
 pub mod store;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -411,15 +411,6 @@ impl Handler for WasmHandler {
     }
 }
 
-/// A per-run scratch directory, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 const STREAM_TAIL: usize = 4096;
 
 async fn run_component(shared: &HandlerShared, ctx: TaskContext) -> Result<Value, TaskError> {
@@ -451,13 +442,17 @@ async fn run_component(shared: &HandlerShared, ctx: TaskContext) -> Result<Value
             ))
         })?;
     }
+    // The scratch directory is private to the run: a fresh, unpredictable name made 0700 by
+    // `tempfile` (so nothing else on the machine can plant or read files in it), removed when
+    // the guard drops at the end of the run.
     let _scratch = if cfg.scratch {
-        let dir = std::env::temp_dir().join(format!("absurd-scratch-{}", ctx.run_id()));
-        std::fs::create_dir_all(&dir)
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("absurd-scratch-{}-", ctx.run_id()))
+            .tempdir()
             .map_err(|e| host_failure(format!("cannot create scratch directory: {e}")))?;
-        wasi.preopened_dir(&dir, "/scratch", FsPerms::ReadWrite)
+        wasi.preopened_dir(dir.path(), "/scratch", FsPerms::ReadWrite)
             .map_err(|e| host_failure(format!("cannot open scratch directory: {e}")))?;
-        Some(Scratch(dir))
+        Some(dir)
     } else {
         None
     };

@@ -187,16 +187,44 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-/// Writes `text` to a fresh temporary file and returns its path (kept until the process ends).
+/// Writes `text` to a fresh temporary file and returns its path. Its directory lives until
+/// the test process exits (see [`temp_dir`]).
 pub fn temp_file(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "absurd-host-test-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
+    let p = temp_dir().join(name);
     std::fs::write(&p, text).unwrap();
     p
+}
+
+/// A fresh empty temporary directory, removed when the test process exits.
+///
+/// Tests hand these paths to worker processes and keep using them after the helper that made
+/// them returns, so a guard dropped at the end of a scope would remove them too early. Each
+/// `TempDir` goes instead into a registry that an `atexit` hook empties (libtest ends with
+/// `exit` whether tests pass or fail), which removes the directories. A test binary killed by
+/// a signal leaves them behind, as any process would.
+pub fn temp_dir() -> PathBuf {
+    static REGISTRY: std::sync::Mutex<Vec<tempfile::TempDir>> = std::sync::Mutex::new(Vec::new());
+    static HOOK: std::sync::Once = std::sync::Once::new();
+
+    extern "C" fn remove_all() {
+        // Never panic here (unwinding out of an atexit hook aborts): take the list even if a
+        // panicking test poisoned the lock.
+        let dirs = std::mem::take(&mut *REGISTRY.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(dirs);
+    }
+
+    HOOK.call_once(|| {
+        // SAFETY: registers a plain function with no arguments; it runs once, at exit.
+        let rc = unsafe { libc::atexit(remove_all) };
+        assert_eq!(rc, 0, "atexit failed");
+    });
+    let dir = tempfile::Builder::new()
+        .prefix("absurd-host-test-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().to_path_buf();
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner()).push(dir);
+    path
 }
 
 /// A running `absurd-host worker` process, killed when dropped. Its stderr goes to a log file

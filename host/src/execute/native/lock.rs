@@ -101,9 +101,8 @@ mod tests {
 
     #[test]
     fn a_second_holder_waits_then_times_out() {
-        let dir =
-            std::env::temp_dir().join(format!("native-lock-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let ms = dir.join("sim.ms");
         let first = CalLock::acquire(&ms, Duration::from_secs(1)).unwrap();
         let e = CalLock::acquire(&ms, Duration::from_millis(300)).unwrap_err();
@@ -112,6 +111,5 @@ mod tests {
         let again = CalLock::acquire(&ms, Duration::from_secs(1)).unwrap();
         assert!(again.path().ends_with(".sim.cal_lock"));
         drop(again);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -355,9 +355,8 @@ mod tests {
 
     #[test]
     fn files_are_capped_and_say_so() {
-        let dir =
-            std::env::temp_dir().join(format!("native-logs-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let data: Vec<u8> = b"0123456789\n".repeat(1000);
         let rx = drain(
             std::io::Cursor::new(data),
@@ -375,14 +374,12 @@ mod tests {
         assert_eq!(d.tail.len(), 16);
         let text = std::fs::read_to_string(dir.join("stdout.log")).unwrap();
         assert!(text.contains("truncated at 100 bytes"), "{text}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_planted_symlink_is_not_followed() {
-        let dir =
-            std::env::temp_dir().join(format!("native-logs-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let target = dir.join("target.txt");
         std::fs::write(&target, "untouched").unwrap();
         std::os::unix::fs::symlink(&target, dir.join("stdout.log")).unwrap();
@@ -400,6 +397,5 @@ mod tests {
         assert_eq!(d.total_bytes, 26);
         assert_eq!(d.saved_bytes, 0);
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

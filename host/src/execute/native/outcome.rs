@@ -411,19 +411,17 @@ mod tests {
 
     #[test]
     fn casa_severe_lines_are_collected_without_the_benign_one() {
-        let dir =
-            std::env::temp_dir().join(format!("native-casa-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         std::fs::write(
             dir.join("casa-20251017-101010.log"),
             "2025-10-17 INFO x\n2025-10-17 SEVERE MeasTable::dUTC Leap second table TAI_UTC seems out-of-date\n2025-10-17 SEVERE gaincal::::casa Task gaincal raised an exception\n",
         )
         .unwrap();
         std::fs::write(dir.join("other.log"), "SEVERE not casa\n").unwrap();
-        let s = casa_severe(&dir, 4096);
+        let s = casa_severe(dir, 4096);
         assert_eq!(s.len(), 1, "{s:?}");
         assert!(s[0].contains("Task gaincal raised"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
