@@ -24,7 +24,7 @@ use crate::config::{value, AbsurdConfig, DEFAULT_DATABASE_URL};
     long_about = "absurd-host claims Absurd 0.5.1 tasks from PostgreSQL and runs them as sandboxed \
 WebAssembly components or supervised native subprocesses. It also installs the `absurd` schema \
 and administers queues, tasks and events.\n\n\
-Configuration comes from the seed's ABSURD_* environment variables; command-line flags override them.",
+Configuration comes from the DSA-110 pipeline's ABSURD_* environment variables; command-line flags override them.",
     after_help = "Examples:\n  absurd-host migrate --database-url postgresql://postgres@localhost/absurd\n  \
 absurd-host queue create dsa110-pipeline\n  \
 absurd-host task spawn calibration-solve --queue dsa110-pipeline --params '{\"inputs\":{\"ms_path\":\"/data/x.ms\"}}'\n  \
@@ -180,7 +180,7 @@ pub enum Command {
     /// Runs until SIGTERM or SIGINT, then stops claiming, lets running tasks finish within
     /// --shutdown-grace, and hands the rest back to the queue. A second signal skips the wait.
     Worker(WorkerArgs),
-    /// Serve the HTTP API (the seed's /api/absurd endpoints, health, Prometheus metrics).
+    /// Serve the HTTP API (the DSA-110 pipeline's /api/absurd endpoints, health, Prometheus metrics).
     ///
     /// Listens on 127.0.0.1:8080 by default. A non-loopback --listen address is refused
     /// unless ABSURD_API_TOKEN is set; clients then send `Authorization: Bearer <token>` on

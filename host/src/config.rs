@@ -1,4 +1,4 @@
-//! The `ABSURD_*` environment: the seed's variables, defaults and validation.
+//! The `ABSURD_*` environment: the DSA-110 pipeline's variables, defaults and validation.
 //!
 //! Every error names the variable and the value it rejected, so an operator can fix a unit
 //! file without reading code. Command-line flags override these values (see `cli`).
@@ -6,9 +6,9 @@
 use std::fmt;
 use std::time::Duration;
 
-/// The seed's default database URL, used by admin commands when `ABSURD_DATABASE_URL` is unset.
+/// The DSA-110 pipeline's default database URL, used by admin commands when `ABSURD_DATABASE_URL` is unset.
 pub const DEFAULT_DATABASE_URL: &str = "postgresql://postgres:postgres@localhost/dsa110_absurd";
-/// The seed's default queue.
+/// The DSA-110 pipeline's default queue.
 pub const DEFAULT_QUEUE_NAME: &str = "dsa110-pipeline";
 
 /// Retry strategy given to tasks spawned through absurd-host without one: 30 s doubling per
@@ -17,7 +17,7 @@ pub fn default_retry_strategy() -> crate::client::RetryStrategy {
     crate::client::RetryStrategy::exponential(30.0, 2.0, 3600.0)
 }
 
-/// Configuration read from `ABSURD_*` variables, with the seed's defaults.
+/// Configuration read from `ABSURD_*` variables, with the DSA-110 pipeline's defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AbsurdConfig {
     /// `ABSURD_ENABLED` (default `false`).
@@ -80,7 +80,7 @@ impl Default for AbsurdConfig {
     }
 }
 
-/// Parses a boolean the way operators write them. Unlike the seed (which read any unknown
+/// Parses a boolean the way operators write them. Unlike the DSA-110 pipeline (which read any unknown
 /// word as `false`), a typo such as `ture` is an error rather than a silent `false`.
 pub fn parse_bool(variable: &str, raw: &str) -> Result<bool, ConfigError> {
     value::boolean(raw).map_err(|m| err(variable, m))
@@ -145,7 +145,7 @@ pub mod value {
         Duration::try_from_secs_f64(secs).map_err(|_| format!("{raw} seconds is too large"))
     }
 
-    /// A whole number of seconds, at least 1 (`ABSURD_TASK_TIMEOUT`, as the seed reads it).
+    /// A whole number of seconds, at least 1 (`ABSURD_TASK_TIMEOUT`, as the DSA-110 pipeline reads it).
     pub fn whole_seconds(raw: &str) -> Result<Duration, String> {
         let n = integer(raw)?;
         if n < 1 {
@@ -282,7 +282,7 @@ impl AbsurdConfig {
         i32::try_from(self.max_retries.saturating_add(1)).unwrap_or(i32::MAX)
     }
 
-    /// The database URL to use: the configured one, or the seed's default.
+    /// The database URL to use: the configured one, or the DSA-110 pipeline's default.
     pub fn database_url_or_default(&self) -> &str {
         self.database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL)
     }
@@ -319,7 +319,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_match_the_seed() {
+    fn defaults_match_the_dsa110_pipeline() {
         let c = cfg(&[]).unwrap();
         assert!(!c.enabled);
         assert_eq!(c.database_url, None);

@@ -13,7 +13,7 @@
 //!
 //! Around them: [`config`] (the `ABSURD_*` environment), [`db`] (connection and migrations),
 //! [`client`] (typed calls for every Absurd operation), [`cli`] (the `absurd-host` command) and
-//! [`api`] (the HTTP API: the seed's `/api/absurd` endpoints, health and metrics).
+//! [`api`] (the HTTP API: the DSA-110 pipeline's `/api/absurd` endpoints, health and metrics).
 
 pub mod api;
 pub mod bench;

@@ -1,4 +1,4 @@
-//! `GET /health` (cheap, no database) and `GET /health/detailed` (the seed's monitor checks,
+//! `GET /health` (cheap, no database) and `GET /health/detailed` (the DSA-110 pipeline's monitor checks,
 //! computed from the database).
 
 use std::collections::BTreeSet;
@@ -16,12 +16,12 @@ use super::error::ApiError;
 use super::{ApiSettings, AppState};
 use crate::client::{table, Client, ClientError};
 
-/// Detailed results are reused for this long (the seed cached them for 10 s).
+/// Detailed results are reused for this long (the DSA-110 pipeline cached them for 10 s).
 pub const CACHE_FOR: Duration = Duration::from_secs(2);
 /// How long the database may take to answer the reachability probe.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-// The seed's thresholds.
+// The DSA-110 pipeline's thresholds.
 const LATENCY_ALERT_MS: f64 = 1000.0;
 const LATENCY_WARN_MS: f64 = 500.0;
 const DEPTH_ALERT: i64 = 1000;

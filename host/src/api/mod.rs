@@ -1,4 +1,4 @@
-//! The HTTP API: the seed's `/api/absurd` endpoints, health, Prometheus metrics and the
+//! The HTTP API: the DSA-110 pipeline's `/api/absurd` endpoints, health, Prometheus metrics and the
 //! OpenAPI document, served by `absurd-host serve` and `absurd-host worker --api`.
 //!
 //! Every operation goes through the one [`Client`] library that the CLI uses too.
@@ -39,7 +39,7 @@ use crate::client::Client;
 use crate::metrics::Counters;
 use error::ApiError;
 
-/// Where every seed endpoint lives.
+/// Where every DSA-110 pipeline endpoint lives.
 pub const PREFIX: &str = "/api/absurd";
 /// The default listen address (`--listen`, `ABSURD_API_LISTEN`).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

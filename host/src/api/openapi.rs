@@ -250,8 +250,8 @@ pub fn document() -> Value {
                         "headers": {"type": "object", "nullable": true},
                         "cancellation": sref("Cancellation"),
                         "idempotency_key": {"type": "string", "nullable": true, "minLength": 1, "maxLength": 255},
-                        "priority": {"type": "integer", "nullable": true, "minimum": -2147483648, "maximum": 2147483647, "description": "Accepted for the seed's clients and ignored (Absurd has no priorities); a non-zero value adds a warning"},
-                        "timeout_sec": {"type": "integer", "nullable": true, "minimum": 0, "maximum": 2147483647, "description": "Accepted for the seed's clients and ignored (the worker's per-type timeout applies); adds a warning"}
+                        "priority": {"type": "integer", "nullable": true, "minimum": -2147483648, "maximum": 2147483647, "description": "Accepted for the DSA-110 pipeline's clients and ignored (Absurd has no priorities); a non-zero value adds a warning"},
+                        "timeout_sec": {"type": "integer", "nullable": true, "minimum": 0, "maximum": 2147483647, "description": "Accepted for the DSA-110 pipeline's clients and ignored (the worker's per-type timeout applies); adds a warning"}
                     }
                 }));
     schemas.insert("SpawnResponse".into(), json!({
@@ -371,7 +371,7 @@ pub fn document() -> Value {
                     "properties": {
                         "queue_name": {"type": "string"},
                         "pending": {"type": "integer"},
-                        "claimed": {"type": "integer", "description": "The seed's name for running"},
+                        "claimed": {"type": "integer", "description": "The DSA-110 pipeline's name for running"},
                         "running": {"type": "integer"},
                         "sleeping": {"type": "integer"},
                         "completed": {"type": "integer"},
@@ -452,7 +452,7 @@ pub fn document() -> Value {
         "info": {
             "title": "absurd-host API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "The DSA-110 seed's /api/absurd endpoints, served by absurd-host over Absurd 0.5.1 on PostgreSQL. \
+            "description": "The DSA-110 pipeline's /api/absurd endpoints, served by absurd-host over Absurd 0.5.1 on PostgreSQL. \
     Errors are {\"detail\": ...}. When the server has a token (required off loopback), every route except GET /api/absurd/health needs `Authorization: Bearer <token>`."
         },
         "security": [{"bearer": []}, {}],

@@ -1,4 +1,4 @@
-//! `GET /metrics` (and the seed's `GET /api/absurd/metrics/prometheus`): the Prometheus text
+//! `GET /metrics` (and the DSA-110 pipeline's `GET /api/absurd/metrics/prometheus`): the Prometheus text
 //! exposition format, version 0.0.4, written by hand.
 
 use std::fmt::Write;

@@ -245,7 +245,7 @@ fn ts(t: Option<chrono::DateTime<chrono::Utc>>) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// The seed's TaskResponse fields (`status`, `created_at`, `claimed_at`, …) with Absurd's.
+/// The DSA-110 pipeline's TaskResponse fields (`status`, `created_at`, `claimed_at`, …) with Absurd's.
 fn summary_json(s: &TaskSummary) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("task_id".into(), json!(s.task_id));
@@ -768,7 +768,7 @@ pub(crate) async fn emit_event(
     ))
 }
 
-/// `GET /queues`: the queue names, as the seed returned them.
+/// `GET /queues`: the queue names, as the DSA-110 pipeline returned them.
 pub(crate) async fn list_queues(State(st): State<AppState>) -> ApiResult {
     Ok(Json(json!(st.client.list_queues().await?)))
 }
