@@ -36,17 +36,19 @@
 --
 -- Like 0009, this only adds and replaces functions; tables and indexes are unchanged.
 
--- Raises the error that tells a worker to drop its run, when `p_state` is one: AB001 for
--- 'cancelled' (the run's state, or its task's where the caller checks the task), AB002 for
--- 'failed'. Returns for any other state; the caller then raises its own, non-fencing error.
-create function absurd._host_fence_run(p_queue_name text, p_run_id uuid, p_state text)
+-- Raises the error that tells a worker to drop its run, when there is one: AB001 when the run
+-- or its task is 'cancelled' (callers pass the state they check; null for one they do not),
+-- AB002 when the run 'failed'. Returns otherwise; the caller then raises its own, non-fencing
+-- error if it must.
+create function absurd._host_fence_run(
+    p_queue_name text, p_run_id uuid, p_run_state text, p_task_state text default null)
 returns void
 language plpgsql
 as $$
 begin
-    if p_state = 'cancelled' then
+    if p_run_state = 'cancelled' or p_task_state = 'cancelled' then
         raise exception using errcode = 'AB001', message = 'Task has been cancelled';
-    elsif p_state = 'failed' then
+    elsif p_run_state = 'failed' then
         raise exception using errcode = 'AB002',
             message = format('Run "%s" has already failed in queue "%s"', p_run_id, p_queue_name);
     end if;
@@ -395,11 +397,346 @@ begin
     end if;
 
     -- Not running: say why.
-    perform absurd._host_fence_run(v_q, p_run_id, v_state);
+    perform absurd._host_fence_run(v_q, p_run_id, v_state, null);
     if v_state = 'missing' then
         raise exception 'Run "%" not found in queue "%"', p_run_id, v_q;
     end if;
     raise exception 'Run "%" is not currently running in queue "%"', p_run_id, v_q;
+end;
+$$;
+
+-- The other writes that fence a run, unchanged but for their AB001/AB002 checks, which now
+-- call absurd._host_fence_run (bodies as in migrations 0004 and 0005).
+
+create or replace function absurd.fail_run(
+    p_queue_name text,
+    p_run_id     uuid,
+    p_reason     jsonb,
+    p_retry_at   timestamptz default null
+)
+returns void
+language plpgsql
+as $$
+declare
+    v_now          timestamptz := absurd.current_time();
+    v_q            text := absurd.validate_queue_name(p_queue_name);
+    v_t            text := format('absurd.%I', 't_' || v_q);
+    v_r            text := format('absurd.%I', 'r_' || v_q);
+    v_task_id      uuid;
+    v_attempt      integer;
+    v_state        text;
+    v_strategy     jsonb;
+    v_max_attempts integer;
+    v_cancellation jsonb;
+    v_first_start  timestamptz;
+    v_retry        boolean;
+    v_delay        double precision;
+    v_retry_at     timestamptz;
+    v_new_run      uuid;
+    v_new_state    text;
+begin
+    execute format('select r.task_id, r.attempt, r.state from %s r where r.run_id = $1 for update', v_r)
+        into v_task_id, v_attempt, v_state
+        using p_run_id;
+    if v_state is null then
+        raise exception 'Run "%" cannot be failed in queue "%"', p_run_id, v_q;
+    end if;
+    perform absurd._host_fence_run(v_q, p_run_id, v_state, null);
+    if v_state not in ('running', 'sleeping') then
+        raise exception 'Run "%" cannot be failed in queue "%"', p_run_id, v_q;
+    end if;
+
+    execute format('select t.retry_strategy, t.max_attempts, t.cancellation, t.first_started_at '
+                   'from %s t where t.task_id = $1 for update', v_t)
+        into v_strategy, v_max_attempts, v_cancellation, v_first_start
+        using v_task_id;
+
+    -- claimed_by/claim_expires_at stay: they record whose lease this attempt was.
+    execute format($sql$
+        with run as (
+            update %1$s r
+            set state = 'failed', failed_at = $2, failure_reason = $3, wake_event = null
+            where r.run_id = $1
+        )
+        delete from %2$s w where w.run_id = $1$sql$, v_r, format('absurd.%I', 'w_' || v_q))
+        using p_run_id, v_now, p_reason;
+
+    v_retry := v_max_attempts is null or v_attempt + 1 <= v_max_attempts;
+    if v_retry then
+        if p_retry_at is not null then
+            v_retry_at := p_retry_at;
+        else
+            -- A strategy stored before validation existed may be invalid: that fails the task
+            -- permanently instead of making every failure of it an error. The subtransaction of
+            -- this block is only paid when there is a strategy to evaluate.
+            if v_strategy is null then
+                v_delay := 0;
+            else
+                begin
+                    v_delay := absurd.retry_delay_seconds(v_strategy, v_attempt);
+                exception when sqlstate 'AB003' then
+                    v_retry := false;
+                end;
+            end if;
+            v_retry_at := v_now + v_delay * interval '1 second';
+        end if;
+        v_retry_at := greatest(v_retry_at, v_now);
+    end if;
+
+    if v_retry
+       and v_first_start is not null
+       and jsonb_typeof(v_cancellation -> 'max_duration') is not null
+       and extract(epoch from v_retry_at - v_first_start) >= (v_cancellation ->> 'max_duration')::numeric
+    then
+        -- The retry would start after the task's max_duration: cancel instead of retrying.
+        execute format('update %s t set state = ''cancelled'', cancelled_at = coalesce(t.cancelled_at, $2) '
+                       'where t.task_id = $1', v_t)
+            using v_task_id, v_now;
+    elsif v_retry then
+        v_new_run := absurd.portable_uuidv7();
+        v_new_state := case when v_retry_at > v_now then 'sleeping' else 'pending' end;
+        execute format($sql$
+            with run as (
+                insert into %1$s (run_id, task_id, attempt, state, available_at, created_at)
+                values ($1, $2, $3, $4, $5, $6)
+            )
+            update %2$s t
+            set state = $4, attempts = $3, last_attempt_run = $1
+            where t.task_id = $2$sql$, v_r, v_t)
+            using v_new_run, v_task_id, v_attempt + 1, v_new_state, v_retry_at, v_now;
+        -- Due now: wake a claimer. Due later: let idle workers re-arm their timers.
+        perform absurd._host_notify_ready(v_q);
+    else
+        execute format('update %s t set state = ''failed'', last_attempt_run = $2 where t.task_id = $1', v_t)
+            using v_task_id, p_run_id;
+    end if;
+end;
+$$;
+
+create or replace function absurd.extend_claim(p_queue_name text, p_run_id uuid, p_extend_by integer)
+returns void
+language plpgsql
+as $$
+declare
+    v_now        timestamptz := absurd.current_time();
+    v_q          text;
+    v_done       integer;
+    v_state      text;
+    v_task_state text;
+    v_expires    timestamptz;
+begin
+    if p_extend_by is null or p_extend_by <= 0 then
+        raise exception 'extend_by must be > 0';
+    end if;
+    v_q := absurd.validate_queue_name(p_queue_name);
+
+    -- Fast path: a running, leased run of a live task gets its lease moved.
+    execute format($sql$
+        with run as (
+            update absurd.%1$I r
+            set claim_expires_at = $2 + $3 * interval '1 second'
+            where r.run_id = $1 and r.state = 'running' and r.claim_expires_at is not null
+              and not exists (select 1 from absurd.%2$I t
+                              where t.task_id = r.task_id and t.state = 'cancelled')
+            returning 1
+        )
+        select count(*) from run$sql$, 'r_' || v_q, 't_' || v_q)
+        into v_done
+        using p_run_id, v_now, p_extend_by;
+    if v_done > 0 then
+        return;
+    end if;
+
+    execute format('select r.state, r.claim_expires_at, t.state from absurd.%I r '
+                   'left join absurd.%I t on t.task_id = r.task_id where r.run_id = $1',
+                   'r_' || v_q, 't_' || v_q)
+        into v_state, v_expires, v_task_state
+        using p_run_id;
+    if v_state is null then
+        raise exception 'Run "%" not found in queue "%"', p_run_id, v_q;
+    end if;
+    -- The task's cancellation, then the run's failure (a cancelled run's own state is not
+    -- consulted here, as in migration 0004).
+    perform absurd._host_fence_run(v_q, p_run_id, nullif(v_state, 'cancelled'), v_task_state);
+    if v_state <> 'running' then
+        raise exception 'Run "%" is not currently running in queue "%"', p_run_id, v_q;
+    end if;
+    raise exception 'Run "%" does not have an active claim in queue "%"', p_run_id, v_q;
+end;
+$$;
+
+create or replace function absurd.set_task_checkpoint_state(
+    p_queue_name      text,
+    p_task_id         uuid,
+    p_step_name       text,
+    p_state           jsonb,
+    p_owner_run       uuid,
+    p_extend_claim_by integer default null
+)
+returns void
+language plpgsql
+as $$
+declare
+    v_now        timestamptz := absurd.current_time();
+    v_q          text := absurd.validate_queue_name(p_queue_name);
+    v_r          text := format('absurd.%I', 'r_' || v_q);
+    v_attempt    integer;
+    v_state      text;
+    v_task_state text;
+begin
+    if p_step_name is null or btrim(p_step_name) = '' then
+        raise exception 'step_name must be provided';
+    end if;
+
+    -- Lock the owner run (the lease may be extended) and fetch its task's state in one probe.
+    execute format('select r.attempt, r.state, t.state from %s r '
+                   'left join absurd.%I t on t.task_id = r.task_id '
+                   'where r.run_id = $1 for update of r', v_r, 't_' || v_q)
+        into v_attempt, v_state, v_task_state
+        using p_owner_run;
+    if v_attempt is null then
+        raise exception 'Run "%" not found for checkpoint', p_owner_run;
+    end if;
+    perform absurd._host_fence_run(v_q, p_owner_run, nullif(v_state, 'cancelled'), v_task_state);
+
+    -- Lease extension (only for a running, leased run) and the upsert in one statement. The
+    -- upsert is skipped when the existing row belongs to a run with a higher attempt.
+    execute format($sql$
+        with lease as (
+            update %1$s r
+            set claim_expires_at = $6 + $7 * interval '1 second'
+            where $7 > 0 and r.run_id = $4 and r.state = 'running' and r.claim_expires_at is not null
+        )
+        insert into absurd.%2$I as c (task_id, checkpoint_name, state, status, owner_run_id, updated_at)
+        values ($1, $2, $3, 'committed', $4, $6)
+        on conflict (task_id, checkpoint_name) do update
+        set state = excluded.state, status = 'committed', owner_run_id = excluded.owner_run_id,
+            updated_at = excluded.updated_at
+        where coalesce((select prev.attempt from %1$s prev where prev.run_id = c.owner_run_id), 0) <= $5
+        $sql$, v_r, 'c_' || v_q)
+        using p_task_id, p_step_name, p_state, p_owner_run, v_attempt, v_now, p_extend_claim_by;
+end;
+$$;
+
+create or replace function absurd.await_event(
+    p_queue_name text,
+    p_task_id    uuid,
+    p_run_id     uuid,
+    p_step_name  text,
+    p_event_name text,
+    p_timeout    integer default null
+)
+returns table (should_suspend boolean, payload jsonb)
+language plpgsql
+as $$
+declare
+    v_now           timestamptz := absurd.current_time();
+    v_q             text := absurd.validate_queue_name(p_queue_name);
+    v_r             text := format('absurd.%I', 'r_' || v_q);
+    v_e             text := format('absurd.%I', 'e_' || v_q);
+    v_checkpoint    jsonb;
+    v_found         boolean;
+    v_payload       jsonb;
+    v_run_state     text;
+    v_wake_event    text;
+    v_event_payload jsonb;
+    v_task_state    text;
+    v_available_at  timestamptz;
+begin
+    if p_event_name is null or btrim(p_event_name) = '' then
+        raise exception 'event_name must be provided';
+    end if;
+    if p_timeout < 0 then
+        raise exception 'timeout must be non-negative';
+    end if;
+
+    -- Replay: the step already resolved in an earlier execution.
+    execute format('select c.state from absurd.%I c where c.task_id = $1 and c.checkpoint_name = $2',
+                   'c_' || v_q)
+        into v_checkpoint
+        using p_task_id, p_step_name;
+    if v_checkpoint is not null then
+        return query select false, v_checkpoint;
+        return;
+    end if;
+
+    -- Rendezvous with emit_event: make sure the event row exists, then hold a share lock on it
+    -- until commit. The loop only repeats if cleanup_events removed the row in between.
+    loop
+        execute format('insert into %s (event_name, payload, emitted_at) values ($1, null, ''epoch'') '
+                       'on conflict (event_name) do nothing', v_e)
+            using p_event_name;
+        execute format('select e.payload, true from %s e where e.event_name = $1 for share', v_e)
+            into v_payload, v_found
+            using p_event_name;
+        exit when v_found;
+    end loop;
+
+    execute format('select r.state, r.wake_event, r.event_payload, t.state from %s r '
+                   'left join absurd.%I t on t.task_id = r.task_id '
+                   'where r.run_id = $1 for update of r', v_r, 't_' || v_q)
+        into v_run_state, v_wake_event, v_event_payload, v_task_state
+        using p_run_id;
+    if v_run_state is null then
+        raise exception 'Run "%" not found while awaiting event', p_run_id;
+    end if;
+    -- Only the task's cancellation fences an await (a failed run is refused further on).
+    perform absurd._host_fence_run(v_q, p_run_id, null, v_task_state);
+    -- A payload delivered for an earlier wait has been consumed by now; do not let it leak into
+    -- this one.
+    if v_event_payload is not null then
+        execute format('update %s r set event_payload = null where r.run_id = $1', v_r) using p_run_id;
+    end if;
+    if v_run_state <> 'running' then
+        raise exception 'Run "%" must be running to await events', p_run_id;
+    end if;
+
+    if v_payload is not null then
+        -- Already emitted: resolve the step now and remember it for replays.
+        execute format($sql$
+            insert into absurd.%I (task_id, checkpoint_name, state, status, owner_run_id, updated_at)
+            values ($1, $2, $3, 'committed', $4, $5)
+            on conflict (task_id, checkpoint_name) do update
+            set state = excluded.state, status = 'committed', owner_run_id = excluded.owner_run_id,
+                updated_at = excluded.updated_at$sql$, 'c_' || v_q)
+            using p_task_id, p_step_name, v_payload, p_run_id, v_now;
+        return query select false, v_payload;
+        return;
+    end if;
+
+    if v_wake_event = p_event_name and v_event_payload is null then
+        -- This run was woken by its wait timing out (claim_task dropped the expired wait).
+        execute format('update %s r set wake_event = null where r.run_id = $1', v_r) using p_run_id;
+        return query select false, null::jsonb;
+        return;
+    end if;
+
+    -- Suspend: register the wait and put run and task to sleep until the event or the timeout.
+    v_available_at := case when p_timeout is null then 'infinity'::timestamptz
+                           else v_now + p_timeout * interval '1 second' end;
+    execute format($sql$
+        with wait as (
+            insert into absurd.%1$I as w (task_id, run_id, step_name, event_name, timeout_at, created_at)
+            values ($1, $2, $3, $4, $5, $6)
+            on conflict (run_id, step_name) do update
+            set task_id = excluded.task_id, event_name = excluded.event_name,
+                timeout_at = excluded.timeout_at, created_at = excluded.created_at
+        ), run as (
+            update %2$s r
+            set state = 'sleeping', wake_event = $4, event_payload = null,
+                claimed_by = null, claim_expires_at = null, available_at = $7
+            where r.run_id = $2
+            returning r.task_id
+        )
+        update absurd.%3$I t set state = 'sleeping' from run where t.task_id = run.task_id$sql$,
+        'w_' || v_q, v_r, 't_' || v_q)
+        using p_task_id, p_run_id, p_step_name, p_event_name,
+              case when p_timeout is null then null else v_available_at end, v_now, v_available_at;
+    -- A timeout gives the run a wake-up time: claim it now (zero timeout) or re-arm timers.
+    if p_timeout is not null then
+        perform absurd._host_notify_ready(v_q);
+    end if;
+    return query select true, null::jsonb;
 end;
 $$;
 
