@@ -68,10 +68,11 @@ begin
     -- (Postgres reports "tuple concurrently updated"); the lock serialises them.
     perform pg_advisory_xact_lock(hashtext('absurd-host fast paths'), hashtext(v_q));
 
-    -- The names of migrations 0009/0010 go: one claim and one completion per queue.
+    -- The names of migrations 0009/0010 go: one claim and one completion per queue. (The new
+    -- functions are only ever replaced in place, never dropped here: a worker's prepared
+    -- statements refer to them, and this runs whenever a queue is created again.)
     execute format('drop function if exists absurd.%I(text, integer, integer, boolean)', '_hc_' || v_q);
     execute format('drop function if exists absurd.%I(uuid[], jsonb[])', '_hd_' || v_q);
-    execute format('drop function if exists absurd.%I(uuid[], jsonb[])', 'done_' || v_q);
 
     -- %1$I claim function (lease_<q>), %2$I tasks, %3$I runs, %4$I waits, %5$L queue name, %6$I checkpoints,
     -- %7$L the cancellation-policy index.

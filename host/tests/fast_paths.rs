@@ -332,3 +332,22 @@ async fn complete_run_fences_like_0_5_1() {
         format!("Run \"{missing}\" not found in queue \"{Q}\"")
     );
 }
+
+#[tokio::test]
+async fn creating_a_queue_again_keeps_its_functions() {
+    // create_queue regenerates a queue's functions; it must replace them in place, never drop
+    // them, or the prepared statements of workers running on the queue would break.
+    let (_db, c) = setup(Q).await;
+    let oids = || async {
+        sqlx::query_as::<_, (i64, i64)>(
+            "select to_regprocedure('absurd.lease_fast(text,integer,integer)')::oid::int8, \
+                    to_regprocedure('absurd.done_fast(uuid[],jsonb[])')::oid::int8",
+        )
+        .fetch_one(c.pool())
+        .await
+        .unwrap()
+    };
+    let before = oids().await;
+    c.create_queue(Q).await.unwrap();
+    assert_eq!(oids().await, before);
+}
