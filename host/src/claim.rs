@@ -11,10 +11,11 @@
 //!   notify (one installed by `absurdctl init`) and for notifications missed while the
 //!   listener was reconnecting.
 //!
-//! On our schema a claim goes through the queue's fast path (`absurd._hc_<queue>`, migration
-//! 0009): the same claim as `claim_task`, with cached plans, returning each run's checkpoints,
-//! and sweeping for expired leases and cancellation policies at most once per
-//! [`SWEEP_EVERY`] instead of on every call. On a schema without it, `claim_task` is used.
+//! On our schema a claim calls the queue's own claim function (`absurd.lease_<queue>`,
+//! migration 0011), the code `claim_task` itself runs for that queue, with cached plans,
+//! returning each run's checkpoints too; like every claim it first sweeps expired leases and
+//! due cancellations. On a schema without it (one installed by `absurdctl init`),
+//! `claim_task` is used.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,10 +29,6 @@ use tracing::{debug, info, warn};
 
 use crate::claimed::ReadLimits;
 use crate::client::{table, Client, ClientError};
-
-/// How often a busy claimer asks its claim to also sweep for expired leases and due
-/// cancellations (an idle one sweeps on each poll).
-pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// A claimed run, with its checkpoints when the claim returned them, and a defect when its
 /// data cannot be used (see [`crate::claimed`]).
@@ -139,7 +136,6 @@ pub struct Claimer {
     down: bool,
     /// Whether the queue has a fast path; `None` until first asked.
     fast: Option<bool>,
-    last_sweep: Option<tokio::time::Instant>,
     limits: ReadLimits,
 }
 
@@ -160,7 +156,6 @@ impl Claimer {
             empty_backoff: Duration::from_millis(10),
             down: false,
             fast: None,
-            last_sweep: None,
             limits: ReadLimits::default(),
         }
     }
@@ -222,8 +217,6 @@ impl Claimer {
                 )
                 .await;
         }
-        let now = tokio::time::Instant::now();
-        let sweep = self.last_sweep.is_none_or(|t| now - t >= SWEEP_EVERY);
         let result = self
             .client
             .claim_fast_rows(
@@ -231,17 +224,11 @@ impl Claimer {
                 &self.worker_id,
                 self.claim_timeout_secs,
                 qty,
-                sweep,
                 &self.limits,
             )
             .await;
         match result {
-            Ok(runs) => {
-                if sweep {
-                    self.last_sweep = Some(now);
-                }
-                Ok(runs)
-            }
+            Ok(runs) => Ok(runs),
             Err(ClientError::SchemaMissing(msg)) => {
                 // The fast path went away (the queue was dropped and made again by a client
                 // that does not install it, say): ask again next time.

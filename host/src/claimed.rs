@@ -101,18 +101,19 @@ fn json_col(row: &PgRow, col: &str, defect: &mut Option<Failure>) -> Option<Valu
 }
 
 /// The SQL that claims through `source` (a set-returning call whose columns are those of
-/// `claim_task`, with `$5` the payload limit), measuring each event payload before sending it:
+/// `claim_task`, with parameter `limit_param` the payload limit), measuring each event payload before sending it:
 /// exactly when it is stored uncompressed and its stored size is within the limit (then its
 /// text is small too), otherwise not at all in the claim (the worker reads it afterwards).
-pub(crate) fn claim_sql(source: &str, extra_cols: &str) -> String {
+pub(crate) fn claim_sql(source: &str, extra_cols: &str, limit_param: usize) -> String {
+    let limit = format!("${limit_param}::int8");
     format!(
         "select f.run_id, f.task_id, f.attempt, f.task_name, f.params, f.retry_strategy, \
            f.max_attempts, f.headers, f.wake_event{extra_cols}, \
            f.event_payload is not null as has_payload, s.payload_bytes, \
-           case when s.payload_bytes <= $5::int8 then f.event_payload end as event_payload \
+           case when s.payload_bytes <= {limit} then f.event_payload end as event_payload \
          from {source} f \
          cross join lateral (select case when pg_column_compression(f.event_payload) is null \
-                                      and pg_column_size(f.event_payload) <= $5::int8 \
+                                      and pg_column_size(f.event_payload) <= {limit} \
                                  then octet_length(f.event_payload::text)::int8 end \
                              as payload_bytes) s"
     )

@@ -1198,7 +1198,7 @@ impl Client {
         qty: i32,
         limits: &ReadLimits,
     ) -> Result<Vec<Claimed>> {
-        let sql = claimed::claim_sql("absurd.claim_task($1, $2, $3, $4)", "");
+        let sql = claimed::claim_sql("absurd.claim_task($1, $2, $3, $4)", "", 5);
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(queue)
             .bind(worker_id)
@@ -1214,10 +1214,11 @@ impl Client {
             .collect())
     }
 
-    /// Whether the queue has absurd-host's per-queue fast paths (migration 0009): a schema
-    /// installed by `absurdctl init` does not, nor does a queue absurd-host cannot name.
+    /// Whether the queue has absurd-host's per-queue claim and completion (`lease_<queue>`,
+    /// `done_<queue>`, migration 0011): a schema installed by `absurdctl init` does not, nor
+    /// does a queue absurd-host cannot name.
     pub async fn has_fast_paths(&self, queue: &str) -> Result<bool> {
-        let sig = format!("{}(text,integer,integer,boolean)", table("_hc", queue));
+        let sig = format!("{}(text,integer,integer)", table("lease", queue));
         sqlx::query_scalar("select to_regprocedure($1) is not null")
             .bind(sig)
             .fetch_one(&self.pool)
@@ -1225,16 +1226,16 @@ impl Client {
             .map_err(|e| ClientError::from_sqlx(e, Some(queue)))
     }
 
-    /// Claims like [`Client::claim`] through the queue's fast path, which also returns each
-    /// run's visible checkpoints (so the worker need not load them) and runs the cancellation
-    /// and expired-lease sweeps only when `sweep` is set. Needs [`Client::has_fast_paths`].
+    /// Claims like [`Client::claim`] through the queue's own claim function (which
+    /// `claim_task` also calls), which also returns each run's visible checkpoints (so the
+    /// worker need not load them). It sweeps like `claim_task`, on every call. Needs
+    /// [`Client::has_fast_paths`].
     pub async fn claim_fast(
         &self,
         queue: &str,
         worker_id: &str,
         claim_timeout_secs: i32,
         qty: i32,
-        sweep: bool,
     ) -> Result<Vec<(ClaimedRun, Vec<(String, Value)>)>> {
         let rows = self
             .claim_fast_rows(
@@ -1242,7 +1243,6 @@ impl Client {
                 worker_id,
                 claim_timeout_secs,
                 qty,
-                sweep,
                 &ReadLimits::unbounded(),
             )
             .await?;
@@ -1262,16 +1262,14 @@ impl Client {
         worker_id: &str,
         claim_timeout_secs: i32,
         qty: i32,
-        sweep: bool,
         limits: &ReadLimits,
     ) -> Result<Vec<Claimed>> {
-        let source = format!("{}($1, $2, $3, $4)", table("_hc", queue));
-        let sql = claimed::claim_sql(&source, ", f.checkpoints");
+        let source = format!("{}($1, $2, $3)", table("lease", queue));
+        let sql = claimed::claim_sql(&source, ", f.checkpoints", 4);
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(worker_id)
             .bind(claim_timeout_secs)
             .bind(qty)
-            .bind(sweep)
             .bind(claimed::sql_limit(limits.max_event_payload_bytes))
             .fetch_all(&self.pool)
             .await
@@ -1295,7 +1293,7 @@ impl Client {
         runs: &[Uuid],
         results: &[Value],
     ) -> Result<Vec<(Uuid, String)>> {
-        let sql = format!("select run_id, state from {}($1, $2)", table("_hd", queue));
+        let sql = format!("select run_id, state from {}($1, $2)", table("done", queue));
         let rows: Vec<(Uuid, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(runs)
             .bind(results)

@@ -7,7 +7,7 @@
 //!
 //! Completions go through a [`Completer`], which batches them: on our schema, every run that
 //! finished while the previous batch was being written is completed by the next single call
-//! (`absurd._hd_<queue>`, migration 0009), each run still fenced on its own. There is no added
+//! (`absurd.done_<queue>`, migration 0011, which `complete_run` also calls), each run still fenced on its own. There is no added
 //! delay: a lone completion is written at once. On a schema without the fast path (one
 //! installed by `absurdctl init`), each run is completed by its own `complete_run` call.
 

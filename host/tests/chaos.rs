@@ -9,7 +9,7 @@
 //!
 //! Mutation check: `ABSURD_CHAOS_MUTATE=<name>` breaks one guarantee in each scenario's scratch
 //! database (never in the repository), so that the scenario's invariant check must fail:
-//! `complete-unfenced` (complete_run no longer checks the run's state), `no-replay` (runs see
+//! `complete-unfenced` (the queue's completion no longer checks the run's state), `no-replay` (runs see
 //! no checkpoints), `no-sweep` (claims never fail expired leases), `retry-forever` (fail_run
 //! ignores max_attempts), `real-clock` (current_time ignores `absurd.fake_now`), `no-notify`
 //! (no wake-up notifications) and `unlogged-queue` (the queue's tables are UNLOGGED, so a crash
@@ -356,11 +356,15 @@ async fn mutate(pool: &PgPool, queue: &str) {
     let Ok(which) = std::env::var("ABSURD_CHAOS_MUTATE") else {
         return;
     };
+    // The claim and the completion the worker runs (and that claim_task / complete_run call
+    // on this schema, migration 0011) are the queue's own functions.
+    let lease_fn = format!("absurd.\"lease_{queue}\"");
+    let done_fn = format!("absurd.\"done_{queue}\"");
     let (func, from, to) = match which.as_str() {
         "complete-unfenced" => (
-            "absurd.complete_run",
-            "where r.run_id = $1 and r.state = ''running'' returning",
-            "where r.run_id = $1 returning",
+            done_fn.as_str(),
+            "where r.run_id = i.run_id and (r.state = 'running') is true",
+            "where r.run_id = i.run_id",
         ),
         "no-replay" => (
             "absurd.get_task_checkpoint_states",
@@ -368,9 +372,9 @@ async fn mutate(pool: &PgPool, queue: &str) {
             "return; return query",
         ),
         "no-sweep" => (
-            "absurd.claim_task",
-            "r.claim_expires_at <= $1",
-            "r.claim_expires_at <= $1 and false",
+            lease_fn.as_str(),
+            "r.claim_expires_at <= v_now",
+            "r.claim_expires_at <= v_now and false",
         ),
         // fail_run always schedules another attempt: max_attempts (and the host's permanent
         // failures, which lower it) are ignored, so a poison task is never failed for good.
@@ -397,6 +401,7 @@ async fn mutate(pool: &PgPool, queue: &str) {
         // host's settle retry is removed as well (a scratch build, see docs/reliability.md).
         "lock-timeout" => {
             for f in [
+                format!("{done_fn}(uuid[], jsonb[])").as_str(),
                 "absurd.complete_run(text, uuid, jsonb)",
                 "absurd.fail_run(text, uuid, jsonb, timestamptz)",
                 "absurd.set_task_checkpoint_state(text, uuid, text, jsonb, uuid, integer)",

@@ -1,7 +1,7 @@
 //! A claim can never be poisoned (issue #14, part 3): rows written straight into the tables,
 //! as another Absurd client (or plain SQL) could write them, fail only their own run, and
 //! every other run of the batch and the queue proceeds. Each test runs a real worker process
-//! on the fast claim path (`absurd._hc_<queue>`) and, where it matters, on `claim_task` (the
+//! on the fast claim path (`absurd.lease_<queue>`) and, where it matters, on `claim_task` (the
 //! fast path dropped, as on a schema without it).
 
 mod common;
@@ -44,7 +44,7 @@ async fn exec(client: &Client, sql: &str, binds: &[&str]) {
 async fn drop_fast_path(client: &Client, q: &str) {
     exec(
         client,
-        &format!("drop function absurd.\"_hc_{q}\"(text, integer, integer, boolean)"),
+        &format!("drop function absurd.\"lease_{q}\"(text, integer, integer)"),
         &[],
     )
     .await;

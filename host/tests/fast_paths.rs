@@ -1,5 +1,5 @@
-//! The per-queue fast paths of migration 0009 (`absurd._hc_<queue>` claim and
-//! `absurd._hd_<queue>` batch completion) against the 0.5.1 interface functions they stand in
+//! The per-queue claim and completion (`absurd.lease_<queue>` and `absurd.done_<queue>`,
+//! migrations 0009-0011) against the 0.5.1 interface functions they stand in
 //! for: same runs, same leases, same task states, and the checkpoints a replay needs.
 
 mod common;
@@ -46,7 +46,7 @@ async fn fast_claim_leases_like_claim_task() {
     for i in 0..5 {
         spawned.push(c.spawn(Q, "t", &json!({"i": i}), &opts).await.unwrap());
     }
-    let got = c.claim_fast(Q, "w-fast", 30, 3, false).await.unwrap();
+    let got = c.claim_fast(Q, "w-fast", 30, 3).await.unwrap();
     assert_eq!(got.len(), 3);
     // Oldest first, the same order claim_task uses; fresh tasks have no checkpoints.
     for (k, (run, cps)) in got.iter().enumerate() {
@@ -67,14 +67,14 @@ async fn fast_claim_leases_like_claim_task() {
         assert_eq!(r.claimed_by.as_deref(), Some("w-fast"));
         assert!(r.claim_expires_at.is_some());
     }
-    assert!(c.claim_fast(Q, "w", 30, 10, true).await.unwrap().is_empty());
+    assert!(c.claim_fast(Q, "w", 30, 10).await.unwrap().is_empty());
 }
 
 #[tokio::test]
-async fn fast_claim_sweeps_expired_leases_only_when_asked() {
+async fn every_claim_sweeps_expired_leases() {
     let (_db, c) = setup(Q).await;
     let t = c.spawn(Q, "t", &json!({}), &no_backoff(3)).await.unwrap();
-    let first = c.claim_fast(Q, "w1", 1, 1, false).await.unwrap();
+    let first = c.claim_fast(Q, "w1", 1, 1).await.unwrap();
     assert_eq!(first.len(), 1);
 
     let mut conn = c.pool().acquire().await.unwrap();
@@ -84,17 +84,10 @@ async fn fast_claim_sweeps_expired_leases_only_when_asked() {
         .execute(&mut *conn)
         .await
         .unwrap();
-    let sql = format!("select count(*) from absurd.\"_hc_{Q}\"('w2', 30, 1, $1)");
-    // Without the sweep the expired lease stays; with it, the attempt fails and the retry is
-    // claimed in the same call.
-    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
-        .bind(false)
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-    assert_eq!(n, 0);
+    // One sweep semantics (migration 0011): the queue's claim fails the expired attempt and
+    // claims its retry in the same call, as 0.5.1's claim_task does, with nothing asked.
+    let sql = format!("select count(*) from absurd.\"lease_{Q}\"('w2', 30, 1)");
     let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(true)
         .fetch_one(&mut *conn)
         .await
         .unwrap();
@@ -114,7 +107,7 @@ async fn fast_claim_sweeps_expired_leases_only_when_asked() {
 async fn fast_claim_returns_checkpoints_and_event_payloads() {
     let (_db, c) = setup(Q).await;
     let t = c.spawn(Q, "t", &json!({}), &no_backoff(3)).await.unwrap();
-    let (run1, _) = c.claim_fast(Q, "w", 30, 1, false).await.unwrap().remove(0);
+    let (run1, _) = c.claim_fast(Q, "w", 30, 1).await.unwrap().remove(0);
     c.set_checkpoint(Q, t.task_id, "step-a", &json!({"a": 1}), run1.run_id, None)
         .await
         .unwrap();
@@ -125,7 +118,7 @@ async fn fast_claim_returns_checkpoints_and_event_payloads() {
         .unwrap();
     assert!(out.should_suspend);
     c.emit_event(Q, "go", Some(&json!({"p": 7}))).await.unwrap();
-    let (woken, cps) = c.claim_fast(Q, "w", 30, 1, false).await.unwrap().remove(0);
+    let (woken, cps) = c.claim_fast(Q, "w", 30, 1).await.unwrap().remove(0);
     assert_eq!(woken.run_id, run1.run_id);
     // emit_event makes the run pending again with the payload (and no wake_event).
     assert_eq!(woken.event_payload, Some(json!({"p": 7})));
@@ -142,7 +135,7 @@ async fn fast_claim_returns_checkpoints_and_event_payloads() {
     c.fail_run(Q, woken.run_id, &json!({"name": "x"}), None)
         .await
         .unwrap();
-    let (retry, cps) = c.claim_fast(Q, "w", 30, 1, false).await.unwrap().remove(0);
+    let (retry, cps) = c.claim_fast(Q, "w", 30, 1).await.unwrap().remove(0);
     assert_eq!(retry.attempt, 2);
     assert!(cps.contains(&("step-a".to_string(), json!({"a": 1}))));
 }
@@ -155,7 +148,7 @@ async fn batch_completion_fences_each_run() {
     for i in 0..3 {
         tasks.push(c.spawn(Q, "t", &json!({"i": i}), &opts).await.unwrap());
     }
-    let claimed = c.claim_fast(Q, "w", 30, 3, false).await.unwrap();
+    let claimed = c.claim_fast(Q, "w", 30, 3).await.unwrap();
     assert_eq!(claimed.len(), 3);
     // The second task is cancelled while running: its completion must be refused.
     c.cancel_task(Q, tasks[1].task_id).await.unwrap();
@@ -196,7 +189,7 @@ async fn batch_completion_fences_each_run() {
 #[tokio::test]
 async fn worker_completes_through_the_fast_paths() {
     // End to end: a worker process on our schema claims and completes through the fast paths
-    // (visible as `_hc_`/`_hd_` calls in pg_stat_user_functions), and every task completes.
+    // (visible as `lease_`/`done_` calls in pg_stat_user_functions), and every task completes.
     let (db, c) = setup(Q).await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "alter database \"{}\" set track_functions = 'pl'",
@@ -227,14 +220,134 @@ async fn worker_completes_through_the_fast_paths() {
     common::wait_for("function statistics", Duration::from_secs(30), || async {
         let rows: Vec<(String, i64)> = sqlx::query_as(
             "select funcname::text, calls from pg_stat_user_functions where schemaname = 'absurd' \
-             and funcname in ('_hc_fast', '_hd_fast', 'claim_task', 'complete_run')",
+             and funcname in ('lease_fast', 'done_fast', 'claim_task', 'complete_run')",
         )
         .fetch_all(c.pool())
         .await
         .unwrap();
         let n = |f: &str| rows.iter().find(|(n, _)| n == f).map_or(0, |(_, n)| *n);
-        (n("_hc_fast") > 0 && n("_hd_fast") > 0 && n("claim_task") == 0 && n("complete_run") == 0)
+        (n("lease_fast") > 0
+            && n("done_fast") > 0
+            && n("claim_task") == 0
+            && n("complete_run") == 0)
             .then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn interface_functions_run_the_queue_functions() {
+    // One claim path (migration 0011): on our schema claim_task and complete_run call the
+    // queue's lease_/done_ functions, so every Absurd SDK (and the state-machine suite, which
+    // drives the interface functions) runs the worker's code. A queue named "task" and one of
+    // the longest name work too (their function names fit in 63 bytes and overload nothing).
+    let (db, setup_client) = setup(Q).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "alter database \"{}\" set track_functions = 'pl'",
+        db.name
+    )))
+    .execute(setup_client.pool())
+    .await
+    .unwrap();
+    // Connections made from now on track function calls.
+    let c = Client::new(sqlx::PgPool::connect(&db.url).await.unwrap());
+    let long = "q".repeat(57);
+    for q in [Q, "task", long.as_str()] {
+        c.create_queue(q).await.unwrap();
+        assert!(c.has_fast_paths(q).await.unwrap(), "{q}");
+        let t = c
+            .spawn(q, "t", &json!({}), &SpawnOptions::default())
+            .await
+            .unwrap();
+        let got = c.claim(q, "w", 30, 5).await.unwrap();
+        assert_eq!(got.len(), 1, "{q}");
+        assert_eq!(got[0].run_id, t.run_id);
+        c.complete_run(q, t.run_id, &json!({"ok": q}))
+            .await
+            .unwrap();
+        let r = c.task_result(q, t.task_id).await.unwrap().unwrap();
+        assert_eq!(r.result, Some(json!({"ok": q})));
+        // Completing again is refused as in 0.5.1 (not a fence error: the run completed).
+        let again = c.complete_run(q, t.run_id, &json!({})).await.unwrap_err();
+        assert!(!again.is_run_lost(), "{again}");
+    }
+    // No function of migrations 0009/0010's names is left.
+    let old: i64 = sqlx::query_scalar(
+        "select count(*) from pg_proc p join pg_namespace n on n.oid = p.pronamespace \
+         where n.nspname = 'absurd' and (p.proname like '\\_hc\\_%' or p.proname like '\\_hd\\_%')",
+    )
+    .fetch_one(c.pool())
+    .await
+    .unwrap();
+    assert_eq!(old, 0);
+    common::wait_for("function statistics", Duration::from_secs(30), || async {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "select funcname::text, calls from pg_stat_user_functions where schemaname = 'absurd' \
+             and funcname in ('lease_fast', 'done_fast', 'lease_task', 'done_task')",
+        )
+        .fetch_all(c.pool())
+        .await
+        .unwrap();
+        (rows.len() == 4 && rows.iter().all(|(_, n)| *n > 0)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn complete_run_fences_like_0_5_1() {
+    // The fence now lives in absurd._host_fence_run; the codes and messages the SDKs match
+    // on are unchanged: AB001 for a cancelled run, AB002 for a failed one.
+    let (_db, c) = setup(Q).await;
+    let code_and_message = |e: sqlx::Error| {
+        let d = e.into_database_error().expect("a database error");
+        (d.code().map(|c| c.to_string()), d.message().to_string())
+    };
+    let t1 = c.spawn(Q, "t", &json!({}), &no_backoff(1)).await.unwrap();
+    let t2 = c.spawn(Q, "t", &json!({}), &no_backoff(1)).await.unwrap();
+    assert_eq!(c.claim(Q, "w", 30, 2).await.unwrap().len(), 2);
+    c.cancel_task(Q, t1.task_id).await.unwrap();
+    c.fail_run(Q, t2.run_id, &json!({"name": "x"}), None)
+        .await
+        .unwrap();
+    let complete = |run: uuid::Uuid| {
+        sqlx::query("select absurd.complete_run($1, $2, '{}')")
+            .bind(Q)
+            .bind(run)
+            .execute(c.pool())
+    };
+    let e1 = code_and_message(complete(t1.run_id).await.unwrap_err());
+    assert_eq!(e1, (Some("AB001".into()), "Task has been cancelled".into()));
+    let e2 = code_and_message(complete(t2.run_id).await.unwrap_err());
+    assert_eq!(
+        e2,
+        (
+            Some("AB002".into()),
+            format!("Run \"{}\" has already failed in queue \"{Q}\"", t2.run_id)
+        )
+    );
+    let missing = uuid::Uuid::nil();
+    let e3 = code_and_message(complete(missing).await.unwrap_err());
+    assert_eq!(
+        e3.1,
+        format!("Run \"{missing}\" not found in queue \"{Q}\"")
+    );
+}
+
+#[tokio::test]
+async fn creating_a_queue_again_keeps_its_functions() {
+    // create_queue regenerates a queue's functions; it must replace them in place, never drop
+    // them, or the prepared statements of workers running on the queue would break.
+    let (_db, c) = setup(Q).await;
+    let oids = || async {
+        sqlx::query_as::<_, (i64, i64)>(
+            "select to_regprocedure('absurd.lease_fast(text,integer,integer)')::oid::int8, \
+                    to_regprocedure('absurd.done_fast(uuid[],jsonb[])')::oid::int8",
+        )
+        .fetch_one(c.pool())
+        .await
+        .unwrap()
+    };
+    let before = oids().await;
+    c.create_queue(Q).await.unwrap();
+    assert_eq!(oids().await, before);
 }
