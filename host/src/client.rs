@@ -248,6 +248,25 @@ pub struct ClaimedRun {
     pub event_payload: Option<Value>,
 }
 
+impl ClaimedRun {
+    /// The run without its params, headers and event payload (which may be large): what the
+    /// worker keeps to settle the run while the handler owns the rest.
+    pub fn identity(&self) -> ClaimedRun {
+        ClaimedRun {
+            run_id: self.run_id,
+            task_id: self.task_id,
+            attempt: self.attempt,
+            task_name: self.task_name.clone(),
+            params: Value::Null,
+            retry_strategy: self.retry_strategy.clone(),
+            max_attempts: self.max_attempts,
+            headers: None,
+            wake_event: self.wake_event.clone(),
+            event_payload: None,
+        }
+    }
+}
+
 /// A checkpoint row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {

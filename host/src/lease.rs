@@ -66,10 +66,6 @@ impl Leases {
         }
     }
 
-    pub fn contains(&self, run_id: Uuid) -> bool {
-        self.runs.lock().unwrap().contains_key(&run_id)
-    }
-
     pub fn release(&self, run_id: Uuid) {
         self.runs.lock().unwrap().remove(&run_id);
     }

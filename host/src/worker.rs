@@ -278,7 +278,8 @@ async fn claim_loop(
 
 /// Runs one claimed run from dispatch to settle.
 async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
-    let run = claimed.run.clone();
+    // What settling needs of the run; its params, headers and payload go to the handler.
+    let run = claimed.run.identity();
     let span = info_span!(
         "task",
         queue = %queue,
