@@ -1,5 +1,11 @@
-//! The HTTP API as clients use it: `absurd-host serve` and `absurd-host worker --api` started as
-//! real processes on free ports, driven over HTTP, against real PostgreSQL.
+//! The HTTP API as clients use it, against real PostgreSQL.
+//!
+//! Most tests drive the router that `absurd-host serve` builds, in this process, one request
+//! at a time through `tower::ServiceExt::oneshot`: no port, no child process, no log to scrape.
+//! Where the socket, the process or its log is the point (binding and the token rule, the
+//! `Host` a real client sends, the server log's error ids, PostgreSQL stopping under a running
+//! server, `worker --api`, schemathesis, the CLI) `absurd-host` runs as a real process on a free
+//! port and is driven over HTTP/1.1.
 
 mod common;
 
@@ -7,14 +13,58 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use absurd_host::api::ApiSettings;
 use absurd_host::client::{Client, RetryStrategy, SpawnOptions};
+use absurd_host::metrics::Counters;
 use absurd_host::vocab::FailureCategory;
+use axum::body::Body;
+use axum::Router;
 use common::{temp_file, wait_for, TestDb};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower::ServiceExt;
 use uuid::Uuid;
 
-// ---- a minimal HTTP/1.1 client ---------------------------------------------------------------
+// ---- requests: in process, or over a socket ---------------------------------------------------
+
+/// Where a request goes: the router in this process, or a real server's address.
+#[derive(Clone, Copy)]
+enum Api<'a> {
+    InProcess(&'a Router),
+    Socket(&'a str),
+}
+
+impl<'a> From<&'a Router> for Api<'a> {
+    fn from(r: &'a Router) -> Self {
+        Api::InProcess(r)
+    }
+}
+
+impl<'a> From<&'a str> for Api<'a> {
+    fn from(addr: &'a str) -> Self {
+        Api::Socket(addr)
+    }
+}
+
+impl<'a> From<&'a String> for Api<'a> {
+    fn from(addr: &'a String) -> Self {
+        Api::Socket(addr)
+    }
+}
+
+/// The `Host` of in-process requests. Without a token the API answers loopback names only,
+/// and a real client always sends one; there is no connection to take it from.
+const IN_PROCESS_HOST: &str = absurd_host::api::DEFAULT_LISTEN;
+
+/// The API as `absurd-host serve` builds it with no flags and no `ABSURD_*` variables: the
+/// default settings (queue `dsa110-pipeline`, body, `params` and statement limits), its own
+/// lazily connecting pool with the statement timeout, and fresh counters.
+fn in_process(db: &TestDb) -> Router {
+    let settings = ApiSettings::default();
+    let pool = absurd_host::api::lazy_pool(&db.url, settings.statement_timeout)
+        .expect("the test database URL parses");
+    absurd_host::api::router(Client::new(pool), settings, Counters::default())
+}
 
 #[derive(Debug)]
 struct Resp {
@@ -56,8 +106,74 @@ impl Resp {
     }
 }
 
+/// One request: through the router in process, or on a fresh connection.
+async fn request<'a>(
+    api: impl Into<Api<'a>>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Resp {
+    match api.into() {
+        Api::InProcess(router) => oneshot(router, method, path, headers, body).await,
+        Api::Socket(addr) => over_socket(addr, method, path, headers, body).await,
+    }
+}
+
+/// One request through a clone of the router (cheap: its state is shared), with the headers
+/// a real client would send: a loopback `Host`, and `Content-Length` with a body.
+async fn oneshot(
+    router: &Router,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Resp {
+    let mut req = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("Host", IN_PROCESS_HOST);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let body = match body {
+        Some(b) => {
+            req = req.header("Content-Length", b.len());
+            Body::from(b.to_vec())
+        }
+        None => Body::empty(),
+    };
+    let req = req
+        .body(body)
+        .unwrap_or_else(|e| panic!("bad test request {method} {path}: {e}"));
+    let resp = match router.clone().oneshot(req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    };
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            let v = v
+                .to_str()
+                .unwrap_or_else(|e| panic!("header {k} is not text: {e}"));
+            (k.as_str().to_string(), v.to_string())
+        })
+        .collect();
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap_or_else(|e| panic!("reading the body of {method} {path}: {e}"))
+        .to_vec();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
 /// One request on a fresh connection (`Connection: close`).
-async fn request(
+async fn over_socket(
     addr: &str,
     method: &str,
     path: &str,
@@ -131,14 +247,14 @@ fn parse_response(raw: &[u8]) -> Resp {
     }
 }
 
-async fn get(addr: &str, path: &str) -> Resp {
-    request(addr, "GET", path, &[], None).await
+async fn get<'a>(api: impl Into<Api<'a>>, path: &str) -> Resp {
+    request(api, "GET", path, &[], None).await
 }
 
-async fn post_json(addr: &str, path: &str, body: &Value) -> Resp {
+async fn post_json<'a>(api: impl Into<Api<'a>>, path: &str, body: &Value) -> Resp {
     let b = serde_json::to_vec(body).unwrap();
     request(
-        addr,
+        api,
         "POST",
         path,
         &[("Content-Type", "application/json")],
@@ -147,8 +263,8 @@ async fn post_json(addr: &str, path: &str, body: &Value) -> Resp {
     .await
 }
 
-async fn delete(addr: &str, path: &str) -> Resp {
-    request(addr, "DELETE", path, &[], None).await
+async fn delete<'a>(api: impl Into<Api<'a>>, path: &str) -> Resp {
+    request(api, "DELETE", path, &[], None).await
 }
 
 // ---- server processes ------------------------------------------------------------------------
@@ -284,15 +400,15 @@ async fn fail_task(client: &Client, queue: &str, task: Uuid) {
 #[tokio::test]
 async fn health_is_cheap_and_shaped_like_the_seed() {
     let (db, _client) = setup(&["jobs"]).await;
-    let s = Server::serve(&db.url);
-    let r = get(&s.addr, "/api/absurd/health").await;
+    let a = &in_process(&db);
+    let r = get(a, "/api/absurd/health").await;
     assert_eq!(r.status, 200);
     let v = r.json();
     assert_eq!(v["status"], "healthy");
     assert_eq!(v["message"], "Absurd is operational");
     assert_eq!(v["queue"], "dsa110-pipeline");
 
-    let r = get(&s.addr, "/api/absurd/health/detailed").await;
+    let r = get(a, "/api/absurd/health/detailed").await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["status"], "healthy", "{v}");
@@ -303,12 +419,9 @@ async fn health_is_cheap_and_shaped_like_the_seed() {
     assert_eq!(v["alerts"], json!([]));
 
     // Unknown routes and methods answer in the same error shape.
+    assert_eq!(get(a, "/api/absurd/nope").await.detail(404), "Not Found");
     assert_eq!(
-        get(&s.addr, "/api/absurd/nope").await.detail(404),
-        "Not Found"
-    );
-    assert_eq!(
-        delete(&s.addr, "/api/absurd/queues").await.detail(405),
+        delete(a, "/api/absurd/queues").await.detail(405),
         "Method Not Allowed"
     );
 }
@@ -316,8 +429,7 @@ async fn health_is_cheap_and_shaped_like_the_seed() {
 #[tokio::test]
 async fn spawn_validates_every_field_and_never_500s() {
     let (db, client) = setup(&["jobs"]).await;
-    let s = Server::serve(&db.url);
-    let a = s.addr.as_str();
+    let a = &in_process(&db);
 
     let r = post_json(
         a,
@@ -527,8 +639,7 @@ async fn spawn_validates_every_field_and_never_500s() {
 #[tokio::test]
 async fn task_get_cancel_retry_and_events() {
     let (db, client) = setup(&["jobs"]).await;
-    let s = Server::serve(&db.url);
-    let a = s.addr.as_str();
+    let a = &in_process(&db);
     let opts = SpawnOptions {
         max_attempts: Some(1),
         retry_strategy: Some(RetryStrategy::none()),
@@ -692,8 +803,7 @@ async fn task_get_cancel_retry_and_events() {
 #[tokio::test]
 async fn listing_has_real_totals_and_cursor_pages() {
     let (db, client) = setup(&["a", "b"]).await;
-    let s = Server::serve(&db.url);
-    let addr = s.addr.as_str();
+    let addr = &in_process(&db);
     let opts = SpawnOptions::default();
     let mut all = vec![];
     for i in 0..7 {
@@ -797,8 +907,7 @@ fn qv(s: &str) -> String {
 #[tokio::test]
 async fn listing_filters_by_enqueue_time_and_params_text() {
     let (db, client) = setup(&["a", "b"]).await;
-    let s = Server::serve(&db.url);
-    let addr = s.addr.as_str();
+    let addr = &in_process(&db);
     let opts = SpawnOptions::default();
     let mut ids = vec![];
     for params in [
@@ -1356,7 +1465,7 @@ async fn workers_and_throughput_after_a_known_workload() {
 #[tokio::test]
 async fn health_detailed_raises_the_seed_alerts() {
     let (db, client) = setup(&["stuck"]).await;
-    let s = Server::serve(&db.url);
+    let a = &in_process(&db);
     // A task pending for two hours with no worker: age alert, stall alert, no-worker alert.
     let id = client
         .spawn("stuck", "echo", &json!({}), &SpawnOptions::default())
@@ -1370,7 +1479,7 @@ async fn health_detailed_raises_the_seed_alerts() {
     .execute(&db.pool)
     .await
     .unwrap();
-    let r = get(&s.addr, "/api/absurd/health/detailed").await;
+    let r = get(a, "/api/absurd/health/detailed").await;
     assert_eq!(r.status, 200);
     let v = r.json();
     assert_eq!(v["status"], "critical", "{v}");
@@ -1511,8 +1620,8 @@ async fn loopback_server_refuses_foreign_hosts_and_origins() {
 #[tokio::test]
 async fn openapi_document_lists_exactly_the_routes() {
     let (db, _client) = setup(&["jobs"]).await;
-    let s = Server::serve(&db.url);
-    let r = get(&s.addr, "/api/absurd/openapi.json").await;
+    let a = &in_process(&db);
+    let r = get(a, "/api/absurd/openapi.json").await;
     assert_eq!(r.status, 200);
     let doc = r.json();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
@@ -1531,7 +1640,7 @@ async fn openapi_document_lists_exactly_the_routes() {
             .replace("{queue_name}", "jobs");
         let body = (method == "POST").then_some(&b"{}"[..]);
         let r = request(
-            &s.addr,
+            a,
             method,
             &concrete,
             &[("Content-Type", "application/json")],
@@ -1548,7 +1657,7 @@ async fn openapi_document_lists_exactly_the_routes() {
         }
     }
     assert_eq!(
-        get(&s.addr, "/api/absurd/nothing-here").await.detail(404),
+        get(a, "/api/absurd/nothing-here").await.detail(404),
         "Not Found"
     );
 }

@@ -43,6 +43,11 @@ use error::ApiError;
 pub const PREFIX: &str = "/api/absurd";
 /// The default listen address (`--listen`, `ABSURD_API_LISTEN`).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// [`DEFAULT_LISTEN`] as an address (a unit test keeps the two equal).
+const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    8080,
+));
 /// The default request body limit.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The default limit on a spawned task's `params` (serialised).
@@ -111,14 +116,27 @@ impl ApiSettings {
         Ok(ApiSettings {
             listen,
             token: token.filter(|t| !t.trim().is_empty()),
+            statement_timeout: statement_timeout_from_env()?,
+            ..ApiSettings::for_config(config)
+        })
+    }
+
+    /// The settings `serve` uses for `config` when no flag and no `ABSURD_API_*` variable is
+    /// given: [`DEFAULT_LISTEN`], no token, the default body, `params` and statement limits.
+    /// Unlike [`ApiSettings::new`] it reads no environment, so an embedder (or a test driving
+    /// [`router`] in process) gets the same settings wherever it runs.
+    pub fn for_config(config: &crate::config::AbsurdConfig) -> ApiSettings {
+        ApiSettings {
+            listen: DEFAULT_LISTEN_ADDR,
+            token: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_params_bytes: DEFAULT_MAX_PARAMS_BYTES,
             default_queue: config.queue_name.clone(),
             default_max_attempts: config.default_max_attempts(),
             dlq_queue: config.dlq_enabled.then(|| config.dlq_queue_name.clone()),
             extra_pools: Vec::new(),
-            statement_timeout: statement_timeout_from_env()?,
-        })
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+        }
     }
 
     /// Refuses to expose the API off this machine without a token.
@@ -132,6 +150,14 @@ impl ApiSettings {
             );
         }
         Ok(())
+    }
+}
+
+/// The settings of a plain `absurd-host serve`: [`ApiSettings::for_config`] of the default
+/// configuration (queue `dsa110-pipeline`, `max_attempts` 4, its dead-letter queue).
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings::for_config(&crate::config::AbsurdConfig::default())
     }
 }
 
@@ -439,6 +465,31 @@ mod tests {
         assert_eq!(
             parse_listen("localhost:9").unwrap(),
             SocketAddr::from(([127, 0, 0, 1], 9))
+        );
+    }
+
+    #[test]
+    fn the_defaults_are_what_new_gives_without_flags() {
+        assert_eq!(parse_listen(DEFAULT_LISTEN).unwrap(), DEFAULT_LISTEN_ADDR);
+        let d = ApiSettings::default();
+        assert_eq!(d.listen, DEFAULT_LISTEN_ADDR);
+        assert_eq!(d.token, None);
+        assert_eq!(d.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(d.max_params_bytes, DEFAULT_MAX_PARAMS_BYTES);
+        assert_eq!(d.default_queue, "dsa110-pipeline");
+        assert_eq!(d.default_max_attempts, 4);
+        assert_eq!(d.dlq_queue.as_deref(), Some("dsa110-pipeline-dlq"));
+        assert!(d.extra_pools.is_empty());
+        assert_eq!(d.statement_timeout, DEFAULT_STATEMENT_TIMEOUT);
+        // `new` with no listen address and no token only adds the environment's timeout.
+        let n = ApiSettings::new(None, None, &crate::config::AbsurdConfig::default()).unwrap();
+        assert_eq!(
+            (n.listen, n.token, n.max_body_bytes, n.max_params_bytes),
+            (d.listen, d.token, d.max_body_bytes, d.max_params_bytes)
+        );
+        assert_eq!(
+            (n.default_queue, n.default_max_attempts, n.dlq_queue),
+            (d.default_queue, d.default_max_attempts, d.dlq_queue)
         );
     }
 
