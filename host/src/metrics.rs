@@ -1,13 +1,35 @@
 //! Counters kept by the worker, for logs and for the metrics endpoint (`GET /metrics`, see
 //! `api::prometheus`).
 //!
-//! Everything here is process-local and in memory: counts by `(queue, task name, event)`,
-//! run-duration and pickup-latency histograms, the in-flight gauge, sandbox traps by cause
-//! and native subprocess exits by class. A [`Counters`] is cheap to clone (clones share
-//! the same numbers), so the worker and the HTTP API of one process see the same values.
+//! Everything here is process-local and in memory, held in `prometheus-client` families:
+//! counts by `(queue, task name, event)`, run-duration and pickup-latency histograms, the
+//! in-flight gauge, sandbox traps by cause and native subprocess exits by class. A
+//! [`Counters`] is cheap to clone (clones share the same numbers), so the worker and the HTTP
+//! API of one process see the same values.
+//!
+//! The worker's per-run path does not go through a family: it looks up a [`TaskMetrics`]
+//! once per run in a [`TaskTable`] built when the worker starts (an immutable map: no lock,
+//! no allocation), and every count after that is an atomic add on a handle cached in a
+//! `OnceLock`. A family (a `RwLock` around a map with owned label strings) is reached only
+//! the first time a series is used, and by the cold paths (API spawns, dead-letter sweeps,
+//! traps).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+pub mod process;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::Exemplar;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
 
 use crate::vocab::FailureName;
 
@@ -28,7 +50,11 @@ pub enum Event {
 }
 
 impl Event {
-    pub const ALL: [Event; 10] = [
+    /// How many events there are (`event as usize` indexes arrays of this length).
+    pub const COUNT: usize = 10;
+
+    /// In the order the exposition lists them.
+    pub const ALL: [Event; Event::COUNT] = [
         Event::Spawned,
         Event::Claimed,
         Event::Completed,
@@ -56,6 +82,63 @@ impl Event {
             Event::Spawned => "spawned",
         }
     }
+
+    fn help(self) -> &'static str {
+        match self {
+            Event::Spawned => "Tasks spawned through this process's HTTP API.",
+            Event::Claimed => "Runs claimed by this process's worker.",
+            Event::Completed => "Runs completed by this process's worker.",
+            Event::Failed => "Runs failed by this process's worker (the task may be retried).",
+            Event::DeadLettered => {
+                "Failed tasks copied into the dead-letter queue by this process's worker."
+            }
+            Event::TimedOut => "Runs stopped at their time limit.",
+            Event::Suspended => "Runs that suspended (sleep or waiting for an event).",
+            Event::Lost => "Runs lost while executing (cancelled, or the lease was taken over).",
+            Event::Deferred => {
+                "Runs of task names without a handler here, deferred for another worker."
+            }
+            Event::HandedBack => "Runs handed back to the queue at shutdown.",
+        }
+    }
+}
+
+/// How a run ended, as the `outcome` label of the run-duration histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Completed,
+    Failed,
+    Suspended,
+    Lost,
+}
+
+impl Outcome {
+    const COUNT: usize = 4;
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Failed => "failed",
+            Outcome::Suspended => "suspended",
+            Outcome::Lost => "lost",
+        }
+    }
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+/// How a native subprocess run ended, as the `class` label of `absurd_subprocess_exits_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Success,
+    /// A failure the host named; the class is [`exit_class`] of the name.
+    Failed(FailureName),
+    /// Any other failure, counted under one label so that the label set stays bounded.
+    Other,
 }
 
 /// Upper bounds (seconds) of the run-duration histogram buckets.
@@ -67,209 +150,403 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
 ];
 
-/// A cumulative histogram with fixed bucket bounds (Prometheus semantics: `counts[i]` is the
-/// number of observations `<= bounds[i]`; `+Inf` is `count`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Histogram {
-    pub bounds: &'static [f64],
-    pub counts: Vec<u64>,
-    pub count: u64,
-    pub sum: f64,
+// ---- label sets ------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TaskLabels {
+    queue: String,
+    task_name: String,
 }
 
-impl Histogram {
-    pub fn new(bounds: &'static [f64]) -> Histogram {
-        Histogram {
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RunLabels {
+    queue: String,
+    task_name: String,
+    outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct QueueLabels {
+    queue: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CauseLabels {
+    cause: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ClassLabels {
+    class: String,
+}
+
+// ---- a lock-free histogram -------------------------------------------------------------------
+
+/// A histogram with fixed bucket bounds, observed with atomic adds only.
+///
+/// `prometheus-client`'s own `Histogram` takes a mutex on every observation; this one plugs
+/// into the same families and encoders (through [`EncodeMetric`]) without one, so that a run
+/// finishing never waits on another. Buckets are stored per bucket (not cumulated), and a
+/// scrape derives the count from them, so `+Inf` always equals the sum of the buckets.
+#[derive(Debug, Clone)]
+pub struct AtomicHistogram(Arc<HistogramCells>);
+
+#[derive(Debug)]
+struct HistogramCells {
+    bounds: &'static [f64],
+    /// One per bound, then the overflow bucket.
+    buckets: Box<[AtomicU64]>,
+    /// The sum of observations, as `f64` bits.
+    sum: AtomicU64,
+}
+
+impl AtomicHistogram {
+    pub fn new(bounds: &'static [f64]) -> AtomicHistogram {
+        AtomicHistogram(Arc::new(HistogramCells {
             bounds,
-            counts: vec![0; bounds.len()],
-            count: 0,
-            sum: 0.0,
-        }
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0f64.to_bits()),
+        }))
     }
 
-    pub fn observe(&mut self, value: f64) {
+    pub fn observe(&self, value: f64) {
         let v = if value.is_finite() {
             value.max(0.0)
         } else {
             0.0
         };
-        for (i, b) in self.bounds.iter().enumerate() {
-            if v <= *b {
-                self.counts[i] += 1;
-            }
-        }
-        self.count += 1;
-        self.sum += v;
+        let cells = &self.0;
+        // The first bucket whose upper bound holds `v`; past the last bound, the overflow.
+        let i = cells.bounds.partition_point(|b| *b < v);
+        cells.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let _ = cells
+            .sum
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + v).to_bits())
+            });
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.0
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
-#[derive(Debug, Default)]
-struct Extra {
-    /// Run durations by `(queue, task name, outcome)`.
-    durations: BTreeMap<(String, String, String), Histogram>,
-    /// Pickup latency by queue.
-    pickup: BTreeMap<String, Histogram>,
-    /// Runs executing now, by `(queue, task name)`.
-    in_flight: BTreeMap<(String, String), i64>,
-    /// Sandbox (wasm) traps by cause.
-    traps: BTreeMap<String, u64>,
-    /// Native subprocess exits by class.
-    exits: BTreeMap<String, u64>,
+impl TypedMetric for AtomicHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
 }
 
-type EventCounts = BTreeMap<(String, String, Event), u64>;
+impl EncodeMetric for AtomicHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let cells = &self.0;
+        let counts: Vec<u64> = cells
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let count = counts.iter().sum();
+        // The encoder cumulates these and adds `+Inf` (the count) itself.
+        let finite: Vec<(f64, u64)> = cells.bounds.iter().copied().zip(counts).collect();
+        let sum = f64::from_bits(cells.sum.load(Ordering::Relaxed));
+        encoder.encode_histogram::<NoLabelSet>(
+            sum,
+            count,
+            &finite,
+            None::<&HashMap<usize, Exemplar<NoLabelSet, f64>>>,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+fn duration_histogram() -> AtomicHistogram {
+    AtomicHistogram::new(&DURATION_BUCKETS)
+}
+
+fn latency_histogram() -> AtomicHistogram {
+    AtomicHistogram::new(&LATENCY_BUCKETS)
+}
+
+/// A metric listed (`# HELP`, `# TYPE`) even before it has a series: `prometheus-client` skips
+/// empty families, but dashboards and tests look for every metric from the first scrape.
+#[derive(Debug)]
+struct Listed<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Listed<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+}
+
+/// `prometheus-client` ends every help text with a full stop itself.
+fn help(text: &str) -> &str {
+    text.strip_suffix('.').unwrap_or(text)
+}
+
+// ---- the counters ----------------------------------------------------------------------------
+
+type HistogramFamily<L> = Family<L, AtomicHistogram, fn() -> AtomicHistogram>;
+
+#[derive(Debug)]
+struct Families {
+    /// Indexed by `Event as usize`.
+    events: [Family<TaskLabels, Counter>; Event::COUNT],
+    /// Sums over queues and task names, for logs (a family cannot be iterated from outside).
+    totals: [AtomicU64; Event::COUNT],
+    durations: HistogramFamily<RunLabels>,
+    pickup: HistogramFamily<QueueLabels>,
+    in_flight: Family<TaskLabels, Gauge>,
+    traps: Family<CauseLabels, Counter>,
+    exits: Family<ClassLabels, Counter>,
+    /// The exit counters, by `FailureName as usize`, then `success` and `other`: a native run
+    /// counts its exit without building its label.
+    exit_slots: Box<[OnceLock<Counter>]>,
+}
+
+impl Default for Families {
+    fn default() -> Families {
+        Families {
+            events: std::array::from_fn(|_| Family::default()),
+            totals: std::array::from_fn(|_| AtomicU64::new(0)),
+            durations: Family::new_with_constructor(duration_histogram),
+            pickup: Family::new_with_constructor(latency_histogram),
+            in_flight: Family::default(),
+            traps: Family::default(),
+            exits: Family::default(),
+            exit_slots: (0..FailureName::ALL.len() + 2)
+                .map(|_| OnceLock::new())
+                .collect(),
+        }
+    }
+}
 
 /// Counts by `(queue, task name, event)`, plus histograms and gauges.
 #[derive(Debug, Clone, Default)]
 pub struct Counters {
-    inner: Arc<Mutex<EventCounts>>,
-    extra: Arc<Mutex<Extra>>,
-}
-
-/// A copy of everything in a [`Counters`], taken at once.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    pub events: Vec<((String, String, Event), u64)>,
-    pub durations: Vec<((String, String, String), Histogram)>,
-    pub pickup: Vec<(String, Histogram)>,
-    pub in_flight: Vec<((String, String), i64)>,
-    pub traps: Vec<(String, u64)>,
-    pub exits: Vec<(String, u64)>,
-}
-
-/// Decrements the in-flight gauge when dropped (see [`Counters::start_run`]).
-pub struct InFlight {
-    counters: Counters,
-    key: (String, String),
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let mut extra = self.counters.extra.lock().unwrap();
-        if let Some(n) = extra.in_flight.get_mut(&self.key) {
-            *n -= 1;
-        }
-    }
+    families: Arc<Families>,
 }
 
 impl Counters {
+    /// Counts one event. For paths off the per-run one (API spawns, sweeps): it builds the
+    /// labels and goes through the family; a run uses its [`TaskMetrics`].
     pub fn add(&self, queue: &str, task: &str, event: Event) {
-        *self
-            .inner
-            .lock()
-            .unwrap()
-            .entry((queue.to_string(), task.to_string(), event))
-            .or_insert(0) += 1;
+        let labels = task_labels(queue, task);
+        self.families.events[event as usize]
+            .get_or_create(&labels)
+            .inc();
+        self.families.totals[event as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Sum over queues and task names.
     pub fn total(&self, event: Event) -> u64 {
-        self.inner
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|((_, _, e), _)| *e == event)
-            .map(|(_, n)| n)
-            .sum()
+        self.families.totals[event as usize].load(Ordering::Relaxed)
     }
 
-    pub fn snapshot(&self) -> Vec<((String, String, Event), u64)> {
-        self.inner
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect()
-    }
-
-    /// Marks a run as executing until the returned guard is dropped.
-    pub fn start_run(&self, queue: &str, task: &str) -> InFlight {
-        let key = (queue.to_string(), task.to_string());
-        *self
-            .extra
-            .lock()
-            .unwrap()
-            .in_flight
-            .entry(key.clone())
-            .or_insert(0) += 1;
-        InFlight {
-            counters: self.clone(),
-            key,
+    /// The handles of one `(queue, task name)`, each made on first use.
+    pub fn task(&self, queue: &str, task: &str) -> TaskMetrics {
+        TaskMetrics {
+            families: self.families.clone(),
+            labels: task_labels(queue, task),
+            events: std::array::from_fn(|_| OnceLock::new()),
+            in_flight: OnceLock::new(),
+            durations: std::array::from_fn(|_| OnceLock::new()),
+            pickup: OnceLock::new(),
         }
     }
 
-    /// Records how long a run executed; `outcome` is `completed`, `failed`, `suspended`, ….
-    pub fn observe_run(&self, queue: &str, task: &str, outcome: &str, seconds: f64) {
-        self.extra
-            .lock()
-            .unwrap()
-            .durations
-            .entry((queue.to_string(), task.to_string(), outcome.to_string()))
-            .or_insert_with(|| Histogram::new(&DURATION_BUCKETS))
+    /// Counts a sandbox trap (`stack overflow`, `out of fuel`, `memory limit`, …). Only a
+    /// failing run gets here, so building the label is fine.
+    pub fn trap(&self, cause: &str) {
+        let labels = CauseLabels {
+            cause: cause.to_string(),
+        };
+        self.families.traps.get_or_create(&labels).inc();
+    }
+
+    /// Counts a native subprocess ending.
+    pub fn subprocess_exit(&self, exit: Exit) {
+        let slot = match exit {
+            Exit::Failed(name) => name as usize,
+            Exit::Success => FailureName::ALL.len(),
+            Exit::Other => FailureName::ALL.len() + 1,
+        };
+        self.families.exit_slots[slot]
+            .get_or_init(|| {
+                let class = match exit {
+                    Exit::Failed(name) => exit_class(name),
+                    Exit::Success => "success".into(),
+                    Exit::Other => "other".into(),
+                };
+                self.families
+                    .exits
+                    .get_or_create_owned(&ClassLabels { class })
+            })
+            .inc();
+    }
+
+    /// Adds every metric to `registry` (clones share the numbers with these counters).
+    pub fn register(&self, registry: &mut Registry) {
+        let f = &self.families;
+        for e in Event::ALL {
+            // Counters are registered without `_total`: the encoder appends it.
+            registry.register(
+                format!("absurd_tasks_{}", e.as_str()),
+                help(e.help()),
+                Listed(f.events[e as usize].clone()),
+            );
+        }
+        registry.register(
+            "absurd_task_run_duration_seconds",
+            "Time a run executed on this worker, by outcome (completed, failed, suspended, lost)",
+            Listed(f.durations.clone()),
+        );
+        registry.register(
+            "absurd_task_pickup_latency_seconds",
+            "Time from a task's first run being created (spawn) to its claim by this worker (first attempts only)",
+            Listed(f.pickup.clone()),
+        );
+        registry.register(
+            "absurd_tasks_in_flight",
+            "Runs executing on this worker now",
+            Listed(f.in_flight.clone()),
+        );
+        registry.register(
+            "absurd_sandbox_traps",
+            "WebAssembly runs ended by a trap, by cause",
+            Listed(f.traps.clone()),
+        );
+        registry.register(
+            "absurd_subprocess_exits",
+            "Native subprocess runs ended, by class (success, program_failed, program_killed, timeout, ...)",
+            Listed(f.exits.clone()),
+        );
+    }
+}
+
+fn task_labels(queue: &str, task: &str) -> TaskLabels {
+    TaskLabels {
+        queue: queue.to_string(),
+        task_name: task.to_string(),
+    }
+}
+
+/// The metrics of one `(queue, task name)`, for a run to count into.
+///
+/// Each handle is fetched from its family the first time it is used and kept here, so that
+/// later runs of the same task name count with atomic adds alone. Handles are clones of the
+/// family's own (`Arc`s), so a series appears in the exposition only once it has been used.
+#[derive(Debug)]
+pub struct TaskMetrics {
+    families: Arc<Families>,
+    labels: TaskLabels,
+    events: [OnceLock<Counter>; Event::COUNT],
+    in_flight: OnceLock<Gauge>,
+    durations: [OnceLock<AtomicHistogram>; Outcome::COUNT],
+    pickup: OnceLock<AtomicHistogram>,
+}
+
+impl TaskMetrics {
+    pub fn add(&self, event: Event) {
+        let i = event as usize;
+        self.events[i]
+            .get_or_init(|| self.families.events[i].get_or_create_owned(&self.labels))
+            .inc();
+        self.families.totals[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Marks a run as executing until the returned guard is dropped.
+    pub fn start_run(&self) -> InFlight<'_> {
+        let gauge = self
+            .in_flight
+            .get_or_init(|| self.families.in_flight.get_or_create_owned(&self.labels));
+        gauge.inc();
+        InFlight(gauge)
+    }
+
+    /// Records how long a run executed.
+    pub fn observe_run(&self, outcome: Outcome, seconds: f64) {
+        self.durations[outcome as usize]
+            .get_or_init(|| {
+                let labels = RunLabels {
+                    queue: self.labels.queue.clone(),
+                    task_name: self.labels.task_name.clone(),
+                    outcome,
+                };
+                self.families.durations.get_or_create_owned(&labels)
+            })
             .observe(seconds);
     }
 
     /// Records the time from a run becoming claimable to its claim.
-    pub fn observe_pickup(&self, queue: &str, seconds: f64) {
-        self.extra
-            .lock()
-            .unwrap()
-            .pickup
-            .entry(queue.to_string())
-            .or_insert_with(|| Histogram::new(&LATENCY_BUCKETS))
+    pub fn observe_pickup(&self, seconds: f64) {
+        self.pickup
+            .get_or_init(|| {
+                let labels = QueueLabels {
+                    queue: self.labels.queue.clone(),
+                };
+                self.families.pickup.get_or_create_owned(&labels)
+            })
             .observe(seconds);
     }
+}
 
-    /// Counts a sandbox trap (`stack overflow`, `out of fuel`, `memory limit`, …).
-    pub fn trap(&self, cause: &str) {
-        *self
-            .extra
-            .lock()
-            .unwrap()
-            .traps
-            .entry(cause.to_string())
-            .or_insert(0) += 1;
+/// Decrements the in-flight gauge when dropped (see [`TaskMetrics::start_run`]).
+pub struct InFlight<'a>(&'a Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The [`TaskMetrics`] of every `(queue, task name)` a worker has a handler for, made when it
+/// starts. The map is never written after that, so a run's lookup takes no lock and, by
+/// borrowed keys, allocates nothing.
+#[derive(Debug)]
+pub struct TaskTable {
+    counters: Counters,
+    by_queue: HashMap<String, HashMap<String, Arc<TaskMetrics>>>,
+}
+
+impl TaskTable {
+    pub fn new<'a>(
+        counters: &Counters,
+        queues: &[String],
+        task_names: impl IntoIterator<Item = &'a str> + Clone,
+    ) -> TaskTable {
+        let by_queue = queues
+            .iter()
+            .map(|q| {
+                let tasks = task_names
+                    .clone()
+                    .into_iter()
+                    .map(|t| (t.to_string(), Arc::new(counters.task(q, t))))
+                    .collect();
+                (q.clone(), tasks)
+            })
+            .collect();
+        TaskTable {
+            counters: counters.clone(),
+            by_queue,
+        }
     }
 
-    /// Counts a native subprocess ending (`success`, `nonzero_exit`, `signal`, …).
-    pub fn subprocess_exit(&self, class: &str) {
-        *self
-            .extra
-            .lock()
-            .unwrap()
-            .exits
-            .entry(class.to_string())
-            .or_insert(0) += 1;
-    }
-
-    /// Runs executing now, over all queues.
-    pub fn in_flight(&self) -> i64 {
-        self.extra.lock().unwrap().in_flight.values().sum()
-    }
-
-    /// Everything, for the metrics endpoint.
-    pub fn full_snapshot(&self) -> Snapshot {
-        let events = self.snapshot();
-        let extra = self.extra.lock().unwrap();
-        Snapshot {
-            events,
-            durations: extra
-                .durations
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            pickup: extra
-                .pickup
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            in_flight: extra
-                .in_flight
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
-            traps: extra.traps.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            exits: extra.exits.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+    /// The run's metrics. A task name without a handler here (deferred or failed at once)
+    /// gets fresh handles, built from its labels.
+    pub fn get(&self, queue: &str, task: &str) -> Arc<TaskMetrics> {
+        match self.by_queue.get(queue).and_then(|tasks| tasks.get(task)) {
+            Some(m) => m.clone(),
+            None => Arc::new(self.counters.task(queue, task)),
         }
     }
 }
@@ -309,27 +586,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_is_cumulative() {
-        let mut h = Histogram::new(&LATENCY_BUCKETS);
+    fn histogram_buckets_by_upper_bound() {
+        let h = AtomicHistogram::new(&LATENCY_BUCKETS);
         h.observe(0.003);
+        h.observe(0.005); // on a bound: in that bucket
         h.observe(100.0);
-        assert_eq!(h.count, 2);
-        assert_eq!(h.counts[0], 0);
-        assert_eq!(h.counts[2], 1); // <= 0.005
-        assert_eq!(*h.counts.last().unwrap(), 1);
+        h.observe(f64::NAN); // counted as 0
+        assert_eq!(h.count(), 4);
+        let counts: Vec<u64> =
+            h.0.buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect();
+        assert_eq!(counts[0], 1); // <= 0.001: the NaN
+        assert_eq!(counts[2], 2); // (0.0025, 0.005]
+        assert_eq!(*counts.last().unwrap(), 1); // overflow
+        assert!((f64::from_bits(h.0.sum.load(Ordering::Relaxed)) - 100.008).abs() < 1e-9);
     }
 
     #[test]
-    fn in_flight_guard_counts_down() {
+    fn task_metrics_share_the_family_series() {
         let c = Counters::default();
-        let g = c.start_run("q", "t");
-        assert_eq!(c.in_flight(), 1);
+        let table = TaskTable::new(&c, &["q".to_string()], ["t"]);
+        let m = table.get("q", "t");
+        assert!(
+            Arc::ptr_eq(&m, &table.get("q", "t")),
+            "looked up, not rebuilt"
+        );
+        m.add(Event::Completed);
+        c.add("q", "t", Event::Completed);
+        table.get("q", "unknown").add(Event::Deferred);
+        assert_eq!(c.total(Event::Completed), 2);
+        assert_eq!(c.total(Event::Deferred), 1);
+        let labels = task_labels("q", "t");
+        assert_eq!(
+            c.families.events[Event::Completed as usize]
+                .get_or_create(&labels)
+                .get(),
+            2
+        );
+        let g = m.start_run();
+        let gauge = || c.families.in_flight.get_or_create(&labels).get();
+        assert_eq!(gauge(), 1);
         drop(g);
-        assert_eq!(c.in_flight(), 0);
+        assert_eq!(gauge(), 0);
     }
 
     #[test]
     fn classes() {
+        // `subprocess_exit` indexes its slots by `FailureName as usize`.
+        for (i, name) in FailureName::ALL.iter().enumerate() {
+            assert_eq!(*name as usize, i);
+        }
         assert_eq!(exit_class(FailureName::ProgramFailed), "program_failed");
         assert_eq!(exit_class(FailureName::Timeout), "timeout");
         assert_eq!(

@@ -21,7 +21,7 @@ use crate::dead_letter::DeadLetters;
 use crate::dispatch::{HandlerKind, Registry};
 use crate::execute::{CatchPanic, ContextSettings, Failure, FailureName, TaskContext, TaskError};
 use crate::lease::Leases;
-use crate::metrics::{Counters, Event};
+use crate::metrics::{Counters, Event, Exit, Outcome, TaskMetrics, TaskTable};
 use crate::settle::{self, Completer, Settled};
 
 /// How a worker runs.
@@ -61,6 +61,8 @@ struct Shared {
     leases: Leases,
     completer: Completer,
     counters: Counters,
+    /// Each run's metric handles, looked up once per run.
+    metrics: TaskTable,
     /// Cancelled when the grace period is over: running tasks stop and are handed back.
     hard_stop: CancellationToken,
     /// Wakes a queue's claimer to recompute its timer (after a run went to sleep here).
@@ -87,6 +89,7 @@ pub async fn run_with_counters(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Counters> {
     let wakeups = Wakeups::new(&settings.queues);
+    let metrics = TaskTable::new(&counters, &settings.queues, registry.names());
     let shared = Arc::new(Shared {
         client: client.clone(),
         registry,
@@ -94,6 +97,7 @@ pub async fn run_with_counters(
         leases: Leases::default(),
         completer: Completer::start(client.clone()),
         counters: counters.clone(),
+        metrics,
         hard_stop: CancellationToken::new(),
         wakeups: wakeups.clone(),
         unknown_logged: Mutex::new(HashSet::new()),
@@ -289,17 +293,18 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
         task_name = %run.task_name,
     );
     async {
-        shared.counters.add(queue, &run.task_name, Event::Claimed);
-        let _in_flight = shared.counters.start_run(queue, &run.task_name);
+        let metrics = shared.metrics.get(queue, &run.task_name);
+        metrics.add(Event::Claimed);
+        let _in_flight = metrics.start_run();
         if let Some(secs) = pickup_latency(&run) {
-            shared.counters.observe_pickup(queue, secs);
+            metrics.observe_pickup(secs);
         }
         let lease = shared.settings.claim_timeout;
         let client = &shared.client;
 
         // Dispatch.
         let Some(task_type) = shared.registry.get(&run.task_name).cloned() else {
-            unknown_task(shared, queue, &run).await;
+            unknown_task(shared, queue, &run, &metrics).await;
             return;
         };
 
@@ -343,7 +348,7 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
                             )))
                         }
                         Err(_) => {
-                            shared.counters.add(queue, &run.task_name, Event::TimedOut);
+                            metrics.add(Event::TimedOut);
                             let secs = timeout.as_secs_f64();
                             Err(TaskError::Failed(
                                 Failure::new(FailureName::Timeout, format!("Task timed out after {} seconds", fmt_secs(secs)))
@@ -353,14 +358,14 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
                     },
                     _ = lost.cancelled() => {
                         drop(registration);
-                        shared.counters.add(queue, &run.task_name, Event::Lost);
+                        metrics.add(Event::Lost);
                         return;
                     }
                     _ = shared.hard_stop.cancelled() => {
                         drop(registration);
                         if settle::hand_back(client, queue, &run).await {
                             info!("handed back to the queue on shutdown");
-                            shared.counters.add(queue, &run.task_name, Event::HandedBack);
+                            metrics.add(Event::HandedBack);
                         }
                         return;
                     }
@@ -381,25 +386,25 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
             other => other,
         };
         let elapsed = started.elapsed();
-        observe_outcome(shared, queue, &run.task_name, task_type.handler.kind(), &outcome, elapsed);
+        observe_outcome(shared, &metrics, task_type.handler.kind(), &outcome, elapsed);
 
         // Settle.
         match outcome {
             Ok(result) => {
                 if shared.completer.complete(queue, &run, result, lease).await == Settled::Completed {
                     debug!(elapsed_ms = elapsed.as_millis() as u64, "completed");
-                    shared.counters.add(queue, &run.task_name, Event::Completed);
+                    metrics.add(Event::Completed);
                 }
             }
             Err(TaskError::Suspended) => {
                 debug!("suspended");
-                shared.counters.add(queue, &run.task_name, Event::Suspended);
+                metrics.add(Event::Suspended);
                 // Its wake-up time may be the earliest now: let the claimer re-arm its timer.
                 shared.wakeups.wake(queue);
             }
             Err(TaskError::RunLost(e)) => {
                 info!(reason = %e, "run lost; nothing to report");
-                shared.counters.add(queue, &run.task_name, Event::Lost);
+                metrics.add(Event::Lost);
             }
             Err(TaskError::Failed(failure)) => {
                 let capped = task_type.max_attempts.is_some_and(|m| run.attempt >= m);
@@ -407,9 +412,9 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
                 warn!(name = %failure.name, message = %failure.message, permanent, "failed");
                 let settled = settle::fail(client, queue, &run, &failure, permanent, lease).await;
                 if let Settled::Failed { task_failed } = settled {
-                    shared.counters.add(queue, &run.task_name, Event::Failed);
+                    metrics.add(Event::Failed);
                     if task_failed {
-                        dead_letter(shared, queue, &run).await;
+                        dead_letter(shared, queue, &run, &metrics).await;
                     }
                 }
             }
@@ -419,7 +424,7 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
     .await
 }
 
-async fn dead_letter(shared: &Shared, queue: &str, run: &ClaimedRun) {
+async fn dead_letter(shared: &Shared, queue: &str, run: &ClaimedRun, metrics: &TaskMetrics) {
     let Some(dlq) = &shared.settings.dlq else {
         return;
     };
@@ -435,15 +440,13 @@ async fn dead_letter(shared: &Shared, queue: &str, run: &ClaimedRun) {
     }
     .await;
     match routed {
-        Ok(true) => shared
-            .counters
-            .add(queue, &run.task_name, Event::DeadLettered),
+        Ok(true) => metrics.add(Event::DeadLettered),
         Ok(false) => {}
         Err(e) => warn!(error = %e, "could not dead-letter now; the periodic sweep will"),
     }
 }
 
-async fn unknown_task(shared: &Shared, queue: &str, run: &ClaimedRun) {
+async fn unknown_task(shared: &Shared, queue: &str, run: &ClaimedRun, metrics: &TaskMetrics) {
     let first_time = shared
         .unknown_logged
         .lock()
@@ -472,8 +475,8 @@ async fn unknown_task(shared: &Shared, queue: &str, run: &ClaimedRun) {
         )
         .await
         {
-            shared.counters.add(queue, &run.task_name, Event::Failed);
-            dead_letter(shared, queue, run).await;
+            metrics.add(Event::Failed);
+            dead_letter(shared, queue, run, metrics).await;
         }
         return;
     }
@@ -485,7 +488,7 @@ async fn unknown_task(shared: &Shared, queue: &str, run: &ClaimedRun) {
     }
     match settle::defer_unknown(&shared.client, queue, run).await {
         Ok(()) => {
-            shared.counters.add(queue, &run.task_name, Event::Deferred);
+            metrics.add(Event::Deferred);
             shared.wakeups.wake(queue);
         }
         Err(e) if e.is_run_lost() => {}
@@ -513,27 +516,26 @@ fn pickup_latency(run: &ClaimedRun) -> Option<f64> {
 /// Records the run's duration, and sandbox traps / subprocess exits by handler kind.
 fn observe_outcome(
     shared: &Shared,
-    queue: &str,
-    task_name: &str,
+    metrics: &TaskMetrics,
     kind: HandlerKind,
     outcome: &Result<serde_json::Value, TaskError>,
     elapsed: Duration,
 ) {
     let c = &shared.counters;
     let label = match outcome {
-        Ok(_) => "completed",
-        Err(TaskError::Suspended) => "suspended",
-        Err(TaskError::RunLost(_)) => "lost",
-        Err(TaskError::Failed(_)) => "failed",
+        Ok(_) => Outcome::Completed,
+        Err(TaskError::Suspended) => Outcome::Suspended,
+        Err(TaskError::RunLost(_)) => Outcome::Lost,
+        Err(TaskError::Failed(_)) => Outcome::Failed,
     };
-    c.observe_run(queue, task_name, label, elapsed.as_secs_f64());
+    metrics.observe_run(label, elapsed.as_secs_f64());
     match (kind, outcome) {
-        (HandlerKind::Native, Ok(_)) => c.subprocess_exit("success"),
+        (HandlerKind::Native, Ok(_)) => c.subprocess_exit(Exit::Success),
         (HandlerKind::Native, Err(TaskError::Failed(f))) => match f.host_name() {
-            Some(name) => c.subprocess_exit(&crate::metrics::exit_class(name)),
+            Some(name) => c.subprocess_exit(Exit::Failed(name)),
             // A native run's failures are all the host's; count anything else once, under
             // one label, rather than minting a label per name.
-            None => c.subprocess_exit("other"),
+            None => c.subprocess_exit(Exit::Other),
         },
         (HandlerKind::Wasm, Err(TaskError::Failed(f))) => {
             if let Some(cause) = f

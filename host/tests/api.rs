@@ -1094,6 +1094,82 @@ async fn listing_filters_by_enqueue_time_and_params_text() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("200"));
 }
 
+/// The value of the sample `series` (name and labels, exactly as exposed), if it is there.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{series} = {v:?}")))
+}
+
+#[tokio::test]
+async fn metrics_count_a_completed_task_and_show_the_process() {
+    let (db, _client) = setup(&["work", "other"]).await;
+    let config = temp_file("absurd-host.toml", CONFIG);
+    let s = Server::start(
+        &[
+            "worker",
+            "--database-url",
+            &db.url,
+            "--config",
+            config.to_str().unwrap(),
+            "--queue",
+            "work",
+            "--queue",
+            "other",
+            "--api",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let a = s.addr.as_str();
+    let completed = "absurd_tasks_completed_total{queue=\"work\",task_name=\"echo\"}";
+    let before = get(a, "/metrics").await.text();
+    assert_eq!(sample(&before, completed), None, "{before}");
+    // The standard process metrics, read from /proc at the scrape.
+    let pid = sample(&before, "process_start_time_seconds").expect("process_start_time_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        pid <= now + 1.0 && pid > now - 600.0,
+        "started at {pid}, now {now}"
+    );
+    assert!(sample(&before, "process_resident_memory_bytes").unwrap() > 1e6);
+    assert!(sample(&before, "process_virtual_memory_bytes").unwrap() > 1e6);
+    let open = sample(&before, "process_open_fds").unwrap();
+    assert!(open >= 3.0 && open <= sample(&before, "process_max_fds").unwrap());
+    assert!(sample(&before, "process_cpu_seconds_total").unwrap() >= 0.0);
+    assert!(before.contains("# TYPE process_cpu_seconds_total counter\n"));
+
+    for round in 1..=2 {
+        let r = post_json(
+            a,
+            "/api/absurd/tasks",
+            &json!({"queue_name": "work", "task_name": "echo", "params": {"round": round}}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let text = wait_for(
+            &format!("completed task {round} in /metrics"),
+            Duration::from_secs(30),
+            || async {
+                let text = get(a, "/metrics").await.text();
+                (sample(&text, completed) == Some(round as f64)).then_some(text)
+            },
+        )
+        .await;
+        // Counted under its own queue only, once per run.
+        let other = "absurd_tasks_completed_total{queue=\"other\",task_name=\"echo\"}";
+        assert_eq!(sample(&text, other), None, "{text}");
+        let claimed = "absurd_tasks_claimed_total{queue=\"work\",task_name=\"echo\"}";
+        assert_eq!(sample(&text, claimed), Some(round as f64), "{text}");
+        let runs = "absurd_task_run_duration_seconds_count{queue=\"work\",task_name=\"echo\",outcome=\"completed\"}";
+        assert_eq!(sample(&text, runs), Some(round as f64), "{text}");
+    }
+}
+
 #[tokio::test]
 async fn stats_metrics_and_health_after_a_known_workload() {
     let (db, _client) = setup(&["work"]).await;

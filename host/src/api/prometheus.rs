@@ -1,253 +1,170 @@
-//! `GET /metrics` (and the DSA-110 pipeline's `GET /api/absurd/metrics/prometheus`): the Prometheus text
-//! exposition format, version 0.0.4, written by hand.
-
-use std::fmt::Write;
+//! `GET /metrics` (and the DSA-110 pipeline's `GET /api/absurd/metrics/prometheus`): the
+//! Prometheus text exposition format, version 0.0.4, encoded by `prometheus-client`.
+//!
+//! A scrape builds a small registry: the worker's [`Counters`] (shared families, so nothing
+//! is copied), the database pools and uptime read now, the build info, and the standard
+//! `process_*` metrics.
 
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 use sqlx::PgPool;
 
 use super::AppState;
-use crate::metrics::{Event, Histogram, Snapshot};
+use crate::metrics::process::ProcessCollector;
+use crate::metrics::Counters;
 
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-pub(crate) async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+pub(crate) async fn metrics(State(st): State<AppState>) -> Response {
     let mut pools: Vec<(String, PgPool)> = vec![("api".to_string(), st.client.pool().clone())];
     pools.extend(st.settings.extra_pools.iter().cloned());
-    let text = render(
-        &st.counters.full_snapshot(),
-        &pools,
-        st.started.elapsed().as_secs_f64(),
-    );
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], text)
-}
-
-/// Escapes a label value (`\`, `"` and newlines).
-pub fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn labels(pairs: &[(&str, &str)]) -> String {
-    if pairs.is_empty() {
-        return String::new();
-    }
-    let inner: Vec<String> = pairs
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-        .collect();
-    format!("{{{}}}", inner.join(","))
-}
-
-/// A float as Prometheus writes it.
-pub fn num(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
-    }
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-fn histogram(out: &mut String, name: &str, pairs: &[(&str, &str)], h: &Histogram) {
-    for (bound, count) in h.bounds.iter().zip(&h.counts) {
-        let b = num(*bound);
-        let mut p = pairs.to_vec();
-        p.push(("le", &b));
-        let _ = writeln!(out, "{name}_bucket{} {count}", labels(&p));
-    }
-    let mut p = pairs.to_vec();
-    p.push(("le", "+Inf"));
-    let _ = writeln!(out, "{name}_bucket{} {}", labels(&p), h.count);
-    let _ = writeln!(out, "{name}_sum{} {}", labels(pairs), num(h.sum));
-    let _ = writeln!(out, "{name}_count{} {}", labels(pairs), h.count);
-}
-
-fn event_help(e: Event) -> &'static str {
-    match e {
-        Event::Spawned => "Tasks spawned through this process's HTTP API.",
-        Event::Claimed => "Runs claimed by this process's worker.",
-        Event::Completed => "Runs completed by this process's worker.",
-        Event::Failed => "Runs failed by this process's worker (the task may be retried).",
-        Event::DeadLettered => {
-            "Failed tasks copied into the dead-letter queue by this process's worker."
+    match render(&st.counters, pools, st.started.elapsed().as_secs_f64()) {
+        Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "could not encode the metrics");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "could not encode the metrics",
+            )
+                .into_response()
         }
-        Event::TimedOut => "Runs stopped at their time limit.",
-        Event::Suspended => "Runs that suspended (sleep or waiting for an event).",
-        Event::Lost => "Runs lost while executing (cancelled, or the lease was taken over).",
-        Event::Deferred => {
-            "Runs of task names without a handler here, deferred for another worker."
-        }
-        Event::HandedBack => "Runs handed back to the queue at shutdown.",
     }
 }
 
 /// The whole exposition.
-pub fn render(s: &Snapshot, pools: &[(String, PgPool)], uptime_secs: f64) -> String {
+pub fn render(
+    counters: &Counters,
+    pools: Vec<(String, PgPool)>,
+    uptime_secs: f64,
+) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    counters.register(&mut registry);
+    registry.register_collector(Box::new(Pools(pools)));
+    registry.register(
+        "absurd_host_uptime_seconds",
+        "Seconds since this process's API started",
+        ConstGauge::new(uptime_secs),
+    );
+    // An info metric is written `absurd_host_build_info{version="…"} 1`, typed gauge in 0.0.4.
+    registry.register(
+        "absurd_host_build",
+        "Always 1; the version is a label",
+        Info::new([("version", env!("CARGO_PKG_VERSION"))]),
+    );
+    registry.register_collector(Box::new(ProcessCollector));
     let mut out = String::new();
-    for e in Event::ALL {
-        let name = format!("absurd_tasks_{}_total", e.as_str());
-        header(&mut out, &name, "counter", event_help(e));
-        for ((q, t, ev), n) in &s.events {
-            if *ev == e {
-                let _ = writeln!(
-                    out,
-                    "{name}{} {n}",
-                    labels(&[("queue", q), ("task_name", t)])
-                );
+    prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+/// The database pools' connections, read at scrape time.
+#[derive(Debug)]
+struct Pools(Vec<(String, PgPool)>);
+
+impl Collector for Pools {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "absurd_db_pool_connections",
+            "Open database connections by pool and state.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (name, pool) in &self.0 {
+            let size = pool.size() as usize;
+            let idle = pool.num_idle().min(size);
+            for (state, n) in [("idle", idle), ("in_use", size - idle)] {
+                let labels = [("pool", name.as_str()), ("state", state)];
+                ConstGauge::new(n as i64).encode(family.encode_family(&labels)?)?;
             }
         }
+        let mut family = encoder.encode_descriptor(
+            "absurd_db_pool_max_connections",
+            "Configured maximum connections by pool.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (name, pool) in &self.0 {
+            let labels = [("pool", name.as_str())];
+            let max = i64::from(pool.options().get_max_connections());
+            ConstGauge::new(max).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
-
-    let name = "absurd_task_run_duration_seconds";
-    header(
-        &mut out,
-        name,
-        "histogram",
-        "Time a run executed on this worker, by outcome (completed, failed, suspended, lost).",
-    );
-    for ((q, t, o), h) in &s.durations {
-        histogram(
-            &mut out,
-            name,
-            &[("queue", q), ("task_name", t), ("outcome", o)],
-            h,
-        );
-    }
-
-    let name = "absurd_task_pickup_latency_seconds";
-    header(
-        &mut out,
-        name,
-        "histogram",
-        "Time from a task's first run being created (spawn) to its claim by this worker (first attempts only).",
-    );
-    for (q, h) in &s.pickup {
-        histogram(&mut out, name, &[("queue", q)], h);
-    }
-
-    let name = "absurd_tasks_in_flight";
-    header(
-        &mut out,
-        name,
-        "gauge",
-        "Runs executing on this worker now.",
-    );
-    for ((q, t), n) in &s.in_flight {
-        let _ = writeln!(
-            out,
-            "{name}{} {n}",
-            labels(&[("queue", q), ("task_name", t)])
-        );
-    }
-
-    let name = "absurd_sandbox_traps_total";
-    header(
-        &mut out,
-        name,
-        "counter",
-        "WebAssembly runs ended by a trap, by cause.",
-    );
-    for (c, n) in &s.traps {
-        let _ = writeln!(out, "{name}{} {n}", labels(&[("cause", c)]));
-    }
-
-    let name = "absurd_subprocess_exits_total";
-    header(&mut out, name, "counter", "Native subprocess runs ended, by class (success, program_failed, program_killed, timeout, ...).");
-    for (c, n) in &s.exits {
-        let _ = writeln!(out, "{name}{} {n}", labels(&[("class", c)]));
-    }
-
-    header(
-        &mut out,
-        "absurd_db_pool_connections",
-        "gauge",
-        "Open database connections by pool and state.",
-    );
-    for (p, pool) in pools {
-        let size = pool.size() as usize;
-        let idle = pool.num_idle().min(size);
-        let _ = writeln!(
-            out,
-            "absurd_db_pool_connections{} {idle}",
-            labels(&[("pool", p), ("state", "idle")])
-        );
-        let _ = writeln!(
-            out,
-            "absurd_db_pool_connections{} {}",
-            labels(&[("pool", p), ("state", "in_use")]),
-            size - idle
-        );
-    }
-    header(
-        &mut out,
-        "absurd_db_pool_max_connections",
-        "gauge",
-        "Configured maximum connections by pool.",
-    );
-    for (p, pool) in pools {
-        let _ = writeln!(
-            out,
-            "absurd_db_pool_max_connections{} {}",
-            labels(&[("pool", p)]),
-            pool.options().get_max_connections()
-        );
-    }
-
-    header(
-        &mut out,
-        "absurd_host_uptime_seconds",
-        "gauge",
-        "Seconds since this process's API started.",
-    );
-    let _ = writeln!(out, "absurd_host_uptime_seconds {}", num(uptime_secs));
-    header(
-        &mut out,
-        "absurd_host_build_info",
-        "gauge",
-        "Always 1; the version is a label.",
-    );
-    let _ = writeln!(
-        out,
-        "absurd_host_build_info{} 1",
-        labels(&[("version", env!("CARGO_PKG_VERSION"))])
-    );
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Counters;
+    use crate::metrics::{Event, Exit, Outcome, TaskTable};
+    use crate::vocab::FailureName;
 
     #[test]
-    fn renders_counters_and_histograms() {
+    fn renders_counters_histograms_and_process_metrics() {
         let c = Counters::default();
         c.add("q\"x", "echo", Event::Completed);
-        c.observe_run("q", "echo", "completed", 0.02);
+        let table = TaskTable::new(&c, &["q".to_string()], ["echo"]);
+        let m = table.get("q", "echo");
+        m.observe_run(Outcome::Completed, 0.02);
+        m.observe_pickup(1800.5);
         c.trap("out of fuel");
-        let text = render(&c.full_snapshot(), &[], 1.5);
-        assert!(
-            text.contains("absurd_tasks_completed_total{queue=\"q\\\"x\",task_name=\"echo\"} 1\n"),
-            "{text}"
-        );
-        assert!(text.contains("absurd_task_run_duration_seconds_bucket{queue=\"q\",task_name=\"echo\",outcome=\"completed\",le=\"0.025\"} 1\n"));
-        assert!(text.contains("absurd_task_run_duration_seconds_bucket{queue=\"q\",task_name=\"echo\",outcome=\"completed\",le=\"0.01\"} 0\n"));
-        assert!(text.contains("_count{queue=\"q\",task_name=\"echo\",outcome=\"completed\"} 1\n"));
-        assert!(text.contains("absurd_sandbox_traps_total{cause=\"out of fuel\"} 1\n"));
-        assert!(text.contains("# TYPE absurd_tasks_spawned_total counter\n"));
-        assert_eq!(num(f64::INFINITY), "+Inf");
-        assert_eq!(escape("a\\b\nc"), "a\\\\b\\nc");
+        c.subprocess_exit(Exit::Failed(FailureName::ProgramFailed));
+        c.subprocess_exit(Exit::Success);
+        c.subprocess_exit(Exit::Success);
+        let text = render(&c, vec![], 1.5).unwrap();
+        for line in [
+            "absurd_tasks_completed_total{queue=\"q\\\"x\",task_name=\"echo\"} 1\n",
+            "absurd_task_run_duration_seconds_bucket{queue=\"q\",task_name=\"echo\",outcome=\"completed\",le=\"0.025\"} 1\n",
+            "absurd_task_run_duration_seconds_bucket{queue=\"q\",task_name=\"echo\",outcome=\"completed\",le=\"0.01\"} 0\n",
+            "absurd_task_run_duration_seconds_bucket{queue=\"q\",task_name=\"echo\",outcome=\"completed\",le=\"1800\"} 1\n",
+            "absurd_task_run_duration_seconds_count{queue=\"q\",task_name=\"echo\",outcome=\"completed\"} 1\n",
+            "absurd_task_pickup_latency_seconds_bucket{queue=\"q\",le=\"30\"} 0\n",
+            "absurd_task_pickup_latency_seconds_bucket{queue=\"q\",le=\"+Inf\"} 1\n",
+            "absurd_task_pickup_latency_seconds_sum{queue=\"q\"} 1800.5\n",
+            "absurd_sandbox_traps_total{cause=\"out of fuel\"} 1\n",
+            "absurd_subprocess_exits_total{class=\"program_failed\"} 1\n",
+            "absurd_subprocess_exits_total{class=\"success\"} 2\n",
+            // Listed before anything was counted.
+            "# HELP absurd_tasks_spawned_total Tasks spawned through this process's HTTP API.\n",
+            "# TYPE absurd_tasks_spawned_total counter\n",
+            "# TYPE absurd_tasks_in_flight gauge\n",
+            "# TYPE absurd_db_pool_connections gauge\n",
+            "absurd_host_uptime_seconds 1.5\n",
+            "# TYPE absurd_host_build_info gauge\n",
+            concat!("absurd_host_build_info{version=\"", env!("CARGO_PKG_VERSION"), "\"} 1\n"),
+            "# TYPE process_cpu_seconds_total counter\n",
+            "# TYPE process_start_time_seconds gauge\n",
+        ] {
+            assert!(text.contains(line), "lacks {line:?}:\n{text}");
+        }
+        for name in [
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_virtual_memory_bytes ",
+            "process_open_fds ",
+            "process_max_fds ",
+            "process_start_time_seconds ",
+        ] {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("no {name}in:\n{text}"));
+            let v: f64 = line[name.len()..].parse().unwrap();
+            // A test process may not have used a whole clock tick of CPU yet.
+            let least = if name.starts_with("process_cpu") {
+                0.0
+            } else {
+                1.0
+            };
+            assert!(v >= least, "{line}");
+        }
+        // No help text ends in two full stops (the library adds one).
+        assert!(!text.contains("..\n"), "{text}");
     }
 }
