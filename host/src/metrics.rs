@@ -16,10 +16,10 @@
 
 pub mod process;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::encoding::{
     EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder, NoLabelSet,
@@ -311,7 +311,20 @@ struct Families {
     /// The exit counters, by `FailureName as usize`, then `success` and `other`: a native run
     /// counts its exit without building its label.
     exit_slots: Box<[OnceLock<Counter>]>,
+    /// The `(queue, task name)` pairs that have a series of their own, at most
+    /// [`MAX_TASK_SERIES`]. Reached only when a pair's handles are first made, never per run.
+    task_series: Mutex<HashSet<TaskLabels>>,
 }
+
+/// How many distinct `(queue, task name)` pairs get series of their own. Task names come from
+/// whoever spawns (any Absurd client, the API), and a family keeps every series for the
+/// process's life, so without a bound a client could grow a worker's memory one name at a time.
+/// Pairs past the bound are counted under [`OVERFLOW_LABEL`] for both labels.
+pub const MAX_TASK_SERIES: usize = 1_000;
+
+/// The queue and task-name label of the series that counts every pair past
+/// [`MAX_TASK_SERIES`].
+pub const OVERFLOW_LABEL: &str = "(other)";
 
 impl Default for Families {
     fn default() -> Families {
@@ -326,6 +339,7 @@ impl Default for Families {
             exit_slots: (0..FailureName::ALL.len() + 2)
                 .map(|_| OnceLock::new())
                 .collect(),
+            task_series: Mutex::new(HashSet::new()),
         }
     }
 }
@@ -340,7 +354,7 @@ impl Counters {
     /// Counts one event. For paths off the per-run one (API spawns, sweeps): it builds the
     /// labels and goes through the family; a run uses its [`TaskMetrics`].
     pub fn add(&self, queue: &str, task: &str, event: Event) {
-        let labels = task_labels(queue, task);
+        let labels = self.families.task_labels(queue, task);
         self.families.events[event as usize]
             .get_or_create(&labels)
             .inc();
@@ -356,7 +370,7 @@ impl Counters {
     pub fn task(&self, queue: &str, task: &str) -> TaskMetrics {
         TaskMetrics {
             families: self.families.clone(),
-            labels: task_labels(queue, task),
+            labels: self.families.task_labels(queue, task),
             events: std::array::from_fn(|_| OnceLock::new()),
             in_flight: OnceLock::new(),
             durations: std::array::from_fn(|_| OnceLock::new()),
@@ -433,10 +447,28 @@ impl Counters {
     }
 }
 
-fn task_labels(queue: &str, task: &str) -> TaskLabels {
-    TaskLabels {
-        queue: queue.to_string(),
-        task_name: task.to_string(),
+impl Families {
+    /// The labels of `(queue, task)`: its own while fewer than [`MAX_TASK_SERIES`] pairs have
+    /// series, the shared overflow labels after that.
+    fn task_labels(&self, queue: &str, task: &str) -> TaskLabels {
+        let labels = TaskLabels {
+            queue: queue.to_string(),
+            task_name: task.to_string(),
+        };
+        // A poisoned lock only means another thread panicked while inserting; the set is
+        // still a valid set.
+        let mut seen = self.task_series.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(&labels) {
+            return labels;
+        }
+        if seen.len() < MAX_TASK_SERIES {
+            seen.insert(labels.clone());
+            return labels;
+        }
+        TaskLabels {
+            queue: OVERFLOW_LABEL.to_string(),
+            task_name: OVERFLOW_LABEL.to_string(),
+        }
     }
 }
 
@@ -618,7 +650,7 @@ mod tests {
         table.get("q", "unknown").add(Event::Deferred);
         assert_eq!(c.total(Event::Completed), 2);
         assert_eq!(c.total(Event::Deferred), 1);
-        let labels = task_labels("q", "t");
+        let labels = c.families.task_labels("q", "t");
         assert_eq!(
             c.families.events[Event::Completed as usize]
                 .get_or_create(&labels)
@@ -630,6 +662,34 @@ mod tests {
         assert_eq!(gauge(), 1);
         drop(g);
         assert_eq!(gauge(), 0);
+    }
+
+    #[test]
+    fn task_series_are_bounded() {
+        let c = Counters::default();
+        for i in 0..MAX_TASK_SERIES {
+            c.add("q", &format!("t{i}"), Event::Spawned);
+        }
+        // Past the bound, new names share one series; names seen before keep theirs.
+        c.add("q", "one-too-many", Event::Spawned);
+        c.task("other-queue", "another").add(Event::Spawned);
+        c.add("q", "t0", Event::Spawned);
+        let family = &c.families.events[Event::Spawned as usize];
+        let overflow = TaskLabels {
+            queue: OVERFLOW_LABEL.into(),
+            task_name: OVERFLOW_LABEL.into(),
+        };
+        assert_eq!(family.get_or_create(&overflow).get(), 2);
+        let t0 = TaskLabels {
+            queue: "q".into(),
+            task_name: "t0".into(),
+        };
+        assert_eq!(family.get_or_create(&t0).get(), 2);
+        assert_eq!(c.total(Event::Spawned), MAX_TASK_SERIES as u64 + 3);
+        assert_eq!(
+            c.families.task_series.lock().unwrap().len(),
+            MAX_TASK_SERIES
+        );
     }
 
     #[test]
