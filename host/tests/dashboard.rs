@@ -1,22 +1,25 @@
 //! The operator dashboard end to end: `absurd-host worker --api` with real tasks, the page
-//! driven in headless Chromium (Debian's `chromium`) through the DevTools protocol by
-//! `tests/dashboard/drive.mjs` (Node, no npm packages). Screenshots of the three views go to
-//! `target/test-output/dashboard/`.
-//!
-//! Skipped, with a message, when Chromium is missing and cannot be installed, or Node is
-//! missing.
+//! driven in Debian's headless Chromium by Playwright (`playwright-core` from npm) through
+//! `tests/dashboard/drive.mjs`. `scripts/setup-browser` (run by `scripts/test`) installs
+//! both; the test installs nothing, and fails saying so when they are missing. Screenshots of
+//! the views go to `target/test-output/dashboard/`, and `failure.png` there shows the page
+//! when a step fails.
 
 mod common;
 
-use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use absurd_host::api::ApiSettings;
 use absurd_host::client::{Client, RetryStrategy, SpawnOptions, State, TaskFilter};
+use absurd_host::metrics::Counters;
 use absurd_host::vocab::FailureCategory;
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
 use common::{repo_root, temp_file, wait_for, TestDb, WorkerProc};
 use serde_json::{json, Value};
+use tower::ServiceExt;
 use uuid::Uuid;
 
 const CONFIG: &str = r#"
@@ -31,80 +34,92 @@ builtin = "fail"
 kind = "builtin"
 "#;
 
-fn which(name: &str) -> Option<PathBuf> {
-    let out = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .ok()?;
-    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (out.status.success() && !p.is_empty()).then(|| PathBuf::from(p))
+/// Debian's Chromium, as `scripts/setup-browser` installs it.
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// The driver script, and the `node_modules/` that `scripts/setup-browser` fills beside it.
+fn driver_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard")
 }
 
-/// Debian's chromium, installed with apt-get when missing (and possible).
-fn chromium() -> Result<PathBuf, String> {
-    if let Some(p) = which("chromium") {
-        return Ok(p);
-    }
-    if which("apt-get").is_none() {
-        return Err("chromium is not installed and there is no apt-get".into());
-    }
-    eprintln!("installing chromium with apt-get ...");
-    let out = Command::new("apt-get")
-        .args(["install", "-y", "chromium"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .output()
-        .map_err(|e| format!("cannot run apt-get: {e}"))?;
-    which("chromium").ok_or_else(|| {
-        format!(
-            "`apt-get install -y chromium` did not install it: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        )
-    })
+/// Fails the test, saying what to run, when the browser or the automation library is missing.
+fn require_browser() {
+    let playwright = driver_dir().join("node_modules/playwright-core/package.json");
+    let node = Command::new("node").arg("--version").output();
+    let missing = if !Path::new(CHROMIUM).exists() {
+        format!("{CHROMIUM} (Debian's chromium)")
+    } else if !playwright.exists() {
+        format!("playwright-core ({} does not exist)", playwright.display())
+    } else if !node.is_ok_and(|o| o.status.success()) {
+        "node (Node.js 20 or later)".to_string()
+    } else {
+        return;
+    };
+    panic!(
+        "the dashboard test drives headless Chromium with Playwright, and {missing} is \
+         missing: run scripts/test, or just scripts/setup-browser, which install it"
+    );
 }
 
-/// `node` and whether it needs `--experimental-websocket` for the WebSocket global.
-fn node() -> Result<(PathBuf, Vec<&'static str>), String> {
-    let node = which("node").ok_or("node is not installed")?;
-    for flags in [vec![], vec!["--experimental-websocket"]] {
-        let out = Command::new(&node)
-            .args(&flags)
-            .args([
-                "-e",
-                "process.exit(typeof WebSocket === 'function' ? 0 : 1)",
-            ])
-            .output()
-            .map_err(|e| format!("cannot run node: {e}"))?;
-        if out.status.success() {
-            return Ok((node, flags));
+/// A running `absurd-host serve`, killed when dropped (its log printed if the test failed).
+struct ServeProc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl ServeProc {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ServeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- serve log {} ----\n{}",
+                self.log.display(),
+                self.log_text()
+            );
         }
     }
-    Err("this node has no WebSocket (Node 20.10 or later is needed)".into())
 }
 
-/// A plain HTTP GET: `(status line, content type, body)`.
-fn http_get(addr: &str, path: &str) -> (String, String, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.lines().next().unwrap().to_string();
-    let ctype = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-type:")
-                .map(|v| v.trim().to_string())
-        })
+/// The address in a server log's "API listening on http://ADDR" line.
+fn listening_on(log: &str) -> Option<String> {
+    let i = log.find("API listening on http://")?;
+    let rest = &log[i + "API listening on http://".len()..];
+    Some(rest.split_whitespace().next()?.to_string())
+}
+
+/// GET `path` through the API's router in this process: `(status, content type, body)`. How
+/// the static files are served does not depend on the socket (the browser then loads the
+/// same files from the worker's port).
+async fn get(db: &TestDb, path: &str) -> (StatusCode, String, String) {
+    let settings = ApiSettings::default();
+    let pool = absurd_host::api::lazy_pool(&db.url, settings.statement_timeout)
+        .expect("the test database URL parses");
+    let router = absurd_host::api::router(Client::new(pool), settings, Counters::default());
+    let req = Request::get(path)
+        .header(header::HOST, absurd_host::api::DEFAULT_LISTEN)
+        .body(Body::empty())
+        .unwrap();
+    let resp = match router.oneshot(req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    };
+    let status = resp.status();
+    let ctype = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default();
-    (status, ctype, body.to_string())
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, ctype, String::from_utf8_lossy(&body).into_owned())
 }
 
 async fn state_of(client: &Client, queue: &str, id: Uuid) -> Option<State> {
@@ -163,46 +178,43 @@ fn sparkline_has(queue: &str, completed: i64, failed: i64) -> String {
     )
 }
 
-/// Runs the driver on `steps` (blocking: the server is another process).
-fn drive(steps: &Value) -> Value {
-    let chromium = chromium().unwrap();
-    let (node, node_flags) = node().unwrap();
+/// Runs the driver on `steps` (blocking: the servers are other processes), and fails the test
+/// with the step, the page's text and a screenshot (`failure.png` in `out_dir`) if one fails.
+fn drive(steps: &Value, out_dir: &Path) {
     let steps_file = temp_file("steps.json", &steps.to_string());
-    let driver = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard/drive.mjs");
-    let out = Command::new(node)
-        .args(node_flags)
-        .arg(driver)
-        .arg(chromium)
+    let failure_shot = out_dir.join("failure.png");
+    let _ = std::fs::remove_file(&failure_shot);
+    let out = Command::new("node")
+        .arg(driver_dir().join("drive.mjs"))
+        .arg(CHROMIUM)
         .arg(steps_file)
+        .arg(&failure_shot)
         .output()
         .expect("run node");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|_| {
-        panic!(
-            "driver printed no result: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn check(result: &Value, steps: &Value, server_log: &str) {
+    let result: Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|_| {
+            panic!(
+                "the driver printed no result: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
     if result["ok"] != true {
         let step = result["step"].as_u64().map(|i| steps[i as usize].clone());
         panic!(
-            "the page failed at step {step:?}: {}\n--- page text ---\n{}\n{}\n{server_log}",
-            result["error"],
+            "the page failed at step {step:?}: {}\n--- page {}, screenshot {} ---\n{}\n{}",
+            result["error"].as_str().unwrap_or(""),
+            result["url"].as_str().unwrap_or("?"),
+            failure_shot.display(),
             result["text"].as_str().unwrap_or(""),
-            result["log"].as_str().unwrap_or("")
+            String::from_utf8_lossy(&out.stderr),
         );
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dashboard_shows_queues_tasks_and_acts_from_the_page() {
-    if let Err(e) = chromium().and_then(|_| node()) {
-        eprintln!("skipped: {e}");
-        return;
-    }
+    require_browser();
 
     let db = TestDb::migrated().await;
     let client = Client::new(db.pool.clone());
@@ -245,10 +257,7 @@ async fn dashboard_shows_queues_tasks_and_acts_from_the_page() {
         ],
     );
     let addr = wait_for("the API to listen", Duration::from_secs(30), || async {
-        let log = worker.log_text();
-        let i = log.find("API listening on http://")?;
-        let rest = &log[i + "API listening on http://".len()..];
-        Some(rest.split_whitespace().next()?.to_string())
+        listening_on(&worker.log_text())
     })
     .await;
 
@@ -275,13 +284,13 @@ async fn dashboard_shows_queues_tasks_and_acts_from_the_page() {
         .task_id;
 
     // The static files are served, without the API's JSON errors.
-    let (status, ctype, body) = http_get(&addr, "/");
-    assert!(status.contains(" 200"), "{status}");
+    let (status, ctype, body) = get(&db, "/").await;
+    assert_eq!(status, StatusCode::OK);
     assert!(ctype.starts_with("text/html"), "{ctype}");
     assert!(body.contains("/ui/app.js"));
-    let (status, ctype, _) = http_get(&addr, "/ui/app.js");
+    let (status, ctype, _) = get(&db, "/ui/app.js").await;
     assert!(
-        status.contains(" 200") && ctype.starts_with("text/javascript"),
+        status == StatusCode::OK && ctype.starts_with("text/javascript"),
         "{status} {ctype}"
     );
 
@@ -292,6 +301,7 @@ async fn dashboard_shows_queues_tasks_and_acts_from_the_page() {
     let url = |hash: &str| json!({"goto": format!("{base}#{hash}")});
     let wait = |js: String| json!({"wait": js});
     let click = |css: &str| json!({"click": css});
+    let fill = |css: &str, text: &str| json!({"fill": css, "text": text});
     let names_of =
         |c: FailureCategory| c.names().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
     let sandbox_names = names_of(FailureCategory::Sandbox);
@@ -321,7 +331,7 @@ async fn dashboard_shows_queues_tasks_and_acts_from_the_page() {
         wait("document.getElementById('q').value === 'SECONDS'".to_string()),
         url("/tasks?queue=work"),
         wait(has_text("#task-total", "6 tasks match")),
-        wait("(document.getElementById('q').focus(), document.getElementById('q').value = '\"n\"', true)".to_string()),
+        fill("#q", "\"n\""),
         click(".filters button[type=submit]"),
         wait("location.hash.includes('q=')".to_string()),
         wait(has_text("#task-total", "2 tasks match")),
@@ -381,8 +391,7 @@ async fn dashboard_shows_queues_tasks_and_acts_from_the_page() {
         )),
         shot("workers.png"),
     ]);
-    let result = drive(&steps);
-    check(&result, &steps, "");
+    drive(&steps, &out_dir);
 
     // What the clicks did, as the database sees it.
     assert_eq!(state_of(&client, "work", nap).await, Some(State::Cancelled));
@@ -402,46 +411,40 @@ async fn dashboard_shows_queues_tasks_and_acts_from_the_page() {
     // With a token, the page asks for it once and sends it (`absurd-host serve` on the same
     // database).
     let log = temp_file("serve.log", "");
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_absurd-host"))
-        .args([
-            "serve",
-            "--database-url",
-            &db.url,
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("ABSURD_API_TOKEN", "dash-secret")
-        .env_remove("ABSURD_API_LISTEN")
-        .env_remove("ABSURD_DATABASE_URL")
-        .env("ABSURD_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start absurd-host serve");
+    let serve = ServeProc {
+        child: Command::new(env!("CARGO_BIN_EXE_absurd-host"))
+            .args([
+                "serve",
+                "--database-url",
+                &db.url,
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .env("ABSURD_API_TOKEN", "dash-secret")
+            .env_remove("ABSURD_API_LISTEN")
+            .env_remove("ABSURD_DATABASE_URL")
+            .env("ABSURD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start absurd-host serve"),
+        log,
+    };
     let token_addr = wait_for("serve to listen", Duration::from_secs(30), || async {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let i = text.find("API listening on http://")?;
-        let rest = &text[i + "API listening on http://".len()..];
-        Some(rest.split_whitespace().next()?.to_string())
+        listening_on(&serve.log_text())
     })
     .await;
     let steps = json!([
         {"goto": format!("http://{token_addr}/#/")},
         wait("!document.getElementById('token').hidden".to_string()),
-        wait("(document.getElementById('token-input').value = 'dash-secret', true)".to_string()),
+        fill("#token-input", "dash-secret"),
         click("#token-form button"),
         wait(count_is("completed", 3)),
         wait("sessionStorage.getItem('absurd-api-token') === 'dash-secret'".to_string()),
     ]);
-    let result = drive(&steps);
-    let _ = serve.kill();
-    let _ = serve.wait();
-    check(
-        &result,
-        &steps,
-        &std::fs::read_to_string(&log).unwrap_or_default(),
-    );
+    drive(&steps, &out_dir);
+    drop(serve);
 
     for name in ["overview.png", "tasks.png", "task.png", "workers.png"] {
         let len = std::fs::metadata(out_dir.join(name)).unwrap().len();
