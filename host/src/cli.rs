@@ -8,9 +8,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
+use crate::api::model;
 use crate::client::{
     Cancellation, Client, RetryOptions, RetryStrategy, SpawnOptions, State, TaskDetails, TaskFilter,
 };
@@ -535,10 +536,19 @@ pub async fn run_admin(cli: Cli, config: AbsurdConfig) -> Result<()> {
         Command::Migrate { .. } => {
             let report = crate::db::migrate(client.pool()).await?;
             if json_out {
-                emit(json!({
-                    "applied": report.applied.iter().map(|(v, d)| json!({"version": v, "description": d})).collect::<Vec<_>>(),
-                    "schema_version": report.schema_version,
-                }));
+                emit(&model::SchemaReport {
+                    applied: Some(
+                        report
+                            .applied
+                            .iter()
+                            .map(|(v, d)| model::AppliedMigration {
+                                version: *v,
+                                description: d.clone(),
+                            })
+                            .collect(),
+                    ),
+                    schema_version: Some(report.schema_version.clone()),
+                });
             } else if report.applied.is_empty() {
                 println!(
                     "{redacted}: schema is up to date (absurd {})",
@@ -554,7 +564,10 @@ pub async fn run_admin(cli: Cli, config: AbsurdConfig) -> Result<()> {
         Command::SchemaVersion => {
             let v = client.schema_version().await?;
             if json_out {
-                emit(json!({ "schema_version": v }));
+                emit(&model::SchemaReport {
+                    applied: None,
+                    schema_version: v,
+                });
             } else {
                 println!("{}", v.as_deref().unwrap_or("unknown (no absurd schema)"));
             }
@@ -566,28 +579,27 @@ pub async fn run_admin(cli: Cli, config: AbsurdConfig) -> Result<()> {
         Command::Health => {
             let settings = crate::api::ApiSettings::new(None, None, &config)?;
             let (_, report) = crate::api::health::report(&client, &settings).await;
-            let status = report["status"].as_str().unwrap_or("unknown").to_string();
+            let status = report.status.as_str();
             if json_out {
-                emit(report);
+                emit(&report);
             } else {
-                println!("{status}: {}", report["message"].as_str().unwrap_or(""));
-                for level in ["alerts", "warnings"] {
-                    for a in report[level].as_array().into_iter().flatten() {
-                        println!(
-                            "  {}: {}",
-                            a["level"].as_str().unwrap_or(level),
-                            a["message"].as_str().unwrap_or("")
-                        );
-                    }
+                println!("{status}: {}", report.message);
+                for a in report.alerts.iter().chain(&report.warnings) {
+                    let level = match a.level {
+                        model::HealthLevel::Alert => "alert",
+                        model::HealthLevel::Warning => "warning",
+                    };
+                    println!("  {level}: {}", a.message);
                 }
-                if let Some(d) = report["queue_depth"].as_i64() {
-                    println!(
-                        "  queue depth {d}, active workers {}",
-                        report["workers"]["active"]
-                    );
+                if let Some(d) = report.queue_depth {
+                    let active = report.workers.as_ref().map_or(0, |w| w.active);
+                    println!("  queue depth {d}, active workers {active}");
                 }
             }
-            if status == "critical" || status == "down" {
+            if matches!(
+                report.status,
+                model::HealthStatus::Critical | model::HealthStatus::Down
+            ) {
                 bail!("health is {status}");
             }
         }
@@ -605,7 +617,11 @@ pub async fn run_admin(cli: Cli, config: AbsurdConfig) -> Result<()> {
                 .transpose()?;
             client.emit_event(&queue, &name, payload.as_ref()).await?;
             if json_out {
-                emit(json!({"queue": queue, "event": name, "emitted": true}));
+                emit(&model::EventResponse {
+                    queue_name: queue,
+                    event_name: name,
+                    emitted: true,
+                });
             } else {
                 println!("emitted {name:?} on queue {queue:?}");
             }
@@ -614,8 +630,10 @@ pub async fn run_admin(cli: Cli, config: AbsurdConfig) -> Result<()> {
     Ok(())
 }
 
-fn emit(v: Value) {
-    println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+/// Prints one `--json` document: a type of [`crate::api::model`], the shape the HTTP API
+/// gives for the same thing.
+fn emit<T: serde::Serialize>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).expect("json"));
 }
 
 async fn queue_cmd(client: &Client, cmd: QueueCmd, json_out: bool) -> Result<()> {
@@ -623,7 +641,11 @@ async fn queue_cmd(client: &Client, cmd: QueueCmd, json_out: bool) -> Result<()>
         QueueCmd::Create { queue } => {
             client.create_queue(&queue).await?;
             if json_out {
-                emit(json!({"queue": queue, "created": true}));
+                emit(&model::QueueChange {
+                    queue_name: queue,
+                    created: true,
+                    dropped: false,
+                });
             } else {
                 println!("queue {queue:?} is ready");
             }
@@ -631,7 +653,7 @@ async fn queue_cmd(client: &Client, cmd: QueueCmd, json_out: bool) -> Result<()>
         QueueCmd::List => {
             let queues = client.list_queues().await?;
             if json_out {
-                emit(json!(queues));
+                emit(&queues);
             } else if queues.is_empty() {
                 println!("no queues (create one with `absurd-host queue create NAME`)");
             } else {
@@ -646,7 +668,11 @@ async fn queue_cmd(client: &Client, cmd: QueueCmd, json_out: bool) -> Result<()>
             }
             client.drop_queue(&queue).await?;
             if json_out {
-                emit(json!({"queue": queue, "dropped": true}));
+                emit(&model::QueueChange {
+                    queue_name: queue,
+                    created: false,
+                    dropped: true,
+                });
             } else {
                 println!("dropped queue {queue:?}");
             }
@@ -657,7 +683,7 @@ async fn queue_cmd(client: &Client, cmd: QueueCmd, json_out: bool) -> Result<()>
                 all.push(client.queue_stats(&q).await?);
             }
             if json_out {
-                emit(serde_json::to_value(&all)?);
+                emit(&all.iter().map(model::QueueStats::from).collect::<Vec<_>>());
             } else {
                 for s in all {
                     println!(
@@ -673,7 +699,7 @@ async fn queue_cmd(client: &Client, cmd: QueueCmd, json_out: bool) -> Result<()>
             }
             let s = client.queue_stats(&queue).await?;
             if json_out {
-                emit(serde_json::to_value(&s)?);
+                emit(&model::QueueStats::from(&s));
             } else {
                 println!("queue {}", s.queue_name);
                 println!(
@@ -717,7 +743,7 @@ async fn task_cmd(
                 .spawn(&args.queue, &args.task_name, &params, &opts)
                 .await?;
             if json_out {
-                emit(serde_json::to_value(&s)?);
+                emit(&model::SpawnResponse::new(&s, &args.queue, &args.task_name));
             } else if s.created {
                 println!(
                     "spawned {} {} on {:?} (run {})",
@@ -738,7 +764,7 @@ async fn task_cmd(
                 bail!("task {} not found in queue {queue:?}", task.task_id);
             };
             if json_out {
-                emit(serde_json::to_value(&t)?);
+                emit(&model::TaskDetails::from(&t));
             } else {
                 print_task(&t);
             }
@@ -756,7 +782,7 @@ async fn task_cmd(
             };
             let page = client.list_tasks(&filter).await?;
             if json_out {
-                emit(serde_json::to_value(&page)?);
+                emit(&model::TaskList::new(&page, args.limit));
             } else {
                 for t in &page.tasks {
                     println!(
@@ -780,12 +806,18 @@ async fn task_cmd(
         TaskCmd::Cancel(task) => {
             let queue = resolve_queue(client, &task).await?;
             client.cancel_task(&queue, task.task_id).await?;
-            let r = client.task_result(&queue, task.task_id).await?;
-            let state = r.map(|r| r.state.as_str()).unwrap_or("unknown");
+            let r = client
+                .task_result(&queue, task.task_id)
+                .await?
+                .with_context(|| format!("task {} not found in queue {queue:?}", task.task_id))?;
             if json_out {
-                emit(json!({"task_id": task.task_id, "queue": queue, "state": state}));
+                emit(&model::CancelResponse::new(
+                    task.task_id,
+                    &queue,
+                    r.state.into(),
+                ));
             } else {
-                println!("task {} is {state}", task.task_id);
+                println!("task {} is {}", task.task_id, r.state);
             }
         }
         TaskCmd::Retry {
@@ -805,7 +837,7 @@ async fn task_cmd(
                 )
                 .await?;
             if json_out {
-                emit(serde_json::to_value(&s)?);
+                emit(&model::RetryResponse::new(&s, &queue));
             } else if s.created {
                 println!("spawned new task {} (run {})", s.task_id, s.run_id);
             } else {
@@ -832,7 +864,7 @@ async fn task_cmd(
                     })?,
             };
             if json_out {
-                emit(serde_json::to_value(&r)?);
+                emit(&model::TaskResult::from(&r));
             } else {
                 println!("{}: {}", r.task_id, r.state);
                 if let Some(v) = &r.result {

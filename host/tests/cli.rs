@@ -177,8 +177,11 @@ async fn task_and_event_commands_cover_a_task_lifecycle() {
     assert_eq!(new["created"], true);
 
     // Cancel the new copy, so that the retried original is the only claimable task.
+    // `--json` prints the API's shapes: `DELETE /tasks/{task_id}`'s here.
     let c = json(url, &["task", "cancel", new["task_id"].as_str().unwrap()]);
-    assert_eq!(c["state"], "cancelled");
+    assert_eq!(c["status"], "cancelled");
+    assert_eq!(c["queue_name"], "jobs");
+    assert_eq!(c["task_id"], new["task_id"]);
     // Waiting: an event-driven completion observed by `task result --wait`.
     let run = client.claim("jobs", "w", 30, 1).await.unwrap().remove(0);
     let suspended = client

@@ -4,11 +4,10 @@
 //! client about the schema or the server. The detail goes to the server log under a short id,
 //! and the response names only the kind of failure and that id.
 
+use super::model::ErrorBody;
+use crate::client::ClientError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
-
-use crate::client::ClientError;
 
 /// An error response: a status and the `detail` text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +68,10 @@ fn is_statement_timeout(e: &sqlx::Error) -> bool {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = (self.status, axum::Json(json!({ "detail": self.detail }))).into_response();
+        let body = ErrorBody {
+            detail: self.detail,
+        };
+        let mut resp = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

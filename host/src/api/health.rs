@@ -9,10 +9,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
 use sqlx::Row;
 
 use super::error::ApiError;
+use super::model::{
+    Health, HealthDetailed, HealthItem, HealthLevel, HealthStatus, QueueHealth, WorkersSeen,
+};
 use super::{ApiSettings, AppState};
 use crate::client::{table, Client, ClientError};
 
@@ -34,21 +36,40 @@ const NO_WORKER_S: f64 = 60.0;
 
 #[derive(Default)]
 pub struct Cache {
-    last: tokio::sync::Mutex<Option<(Instant, StatusCode, Value)>>,
+    last: tokio::sync::Mutex<Option<(Instant, StatusCode, HealthDetailed)>>,
 }
 
-/// `GET /health`: always 200, never touches the database.
-pub(crate) async fn health(State(st): State<AppState>) -> Json<Value> {
-    Json(json!({
-        "status": "healthy",
-        "message": "Absurd is operational",
-        "queue": st.settings.default_queue,
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": st.started.elapsed().as_secs_f64().floor(),
-    }))
+/// Liveness; does not touch the database and never needs the token.
+#[utoipa::path(
+    get,
+    path = "/api/absurd/health",
+    operation_id = "health",
+    tag = "health",
+    security(()),
+    responses((status = 200, description = "Always healthy while the process serves", body = Health))
+)]
+pub(crate) async fn health(State(st): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "healthy".into(),
+        message: "Absurd is operational".into(),
+        queue: st.settings.default_queue.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        uptime_seconds: st.started.elapsed().as_secs_f64().floor(),
+    })
 }
 
-/// `GET /health/detailed`: 200 with `healthy|degraded|critical`, or 503 with `down`.
+/// Database reachability and latency, queue depth, oldest pending age, active workers, alerts
+/// and warnings.
+#[utoipa::path(
+    get,
+    path = "/api/absurd/health/detailed",
+    operation_id = "healthDetailed",
+    tag = "health",
+    responses(
+        (status = 200, description = "healthy, degraded or critical", body = HealthDetailed),
+        (status = 503, description = "down: the database is unreachable", body = HealthDetailed),
+    )
+)]
 pub(crate) async fn detailed(State(st): State<AppState>) -> Response {
     let mut last = st.health.last.lock().await;
     if let Some((at, code, body)) = last.as_ref() {
@@ -61,31 +82,50 @@ pub(crate) async fn detailed(State(st): State<AppState>) -> Response {
     (code, Json(body)).into_response()
 }
 
-fn item(level: &str, message: String, now: DateTime<Utc>) -> Value {
-    json!({"level": level, "message": message, "timestamp": now.to_rfc3339()})
+fn item(level: HealthLevel, message: String, now: DateTime<Utc>) -> HealthItem {
+    HealthItem {
+        level,
+        message,
+        timestamp: now,
+    }
 }
 
-fn down(message: String, now: DateTime<Utc>) -> (StatusCode, Value) {
+/// A report with no figures: `down` (503), or `critical` (200) when the database answers but
+/// cannot be read.
+fn unusable(
+    settings: &ApiSettings,
+    status: HealthStatus,
+    message: String,
+    latency_ms: Option<f64>,
+    now: DateTime<Utc>,
+) -> (StatusCode, HealthDetailed) {
+    let code = if status == HealthStatus::Down {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
     (
-        StatusCode::SERVICE_UNAVAILABLE,
-        json!({
-            "status": "down",
-            "message": message,
-            "database_available": false,
-            "database_latency_ms": null,
-            "queue_depth": null,
-            "oldest_pending_age_seconds": null,
-            "worker_pool_healthy": false,
-            "workers": null,
-            "queues": [],
-            "alerts": [item("alert", message.clone(), now)],
-            "warnings": [],
-            "checked_at": now.to_rfc3339(),
-        }),
+        code,
+        HealthDetailed {
+            status,
+            message: message.clone(),
+            queue: settings.default_queue.clone(),
+            database_available: latency_ms.is_some(),
+            database_latency_ms: latency_ms,
+            queue_depth: None,
+            oldest_pending_age_seconds: None,
+            dead_letters_pending: None,
+            worker_pool_healthy: false,
+            workers: None,
+            queues: vec![],
+            alerts: vec![item(HealthLevel::Alert, message, now)],
+            warnings: vec![],
+            checked_at: now,
+        },
     )
 }
 
-struct QueueHealth {
+struct QueueFigures {
     name: String,
     pending: i64,
     running: i64,
@@ -96,9 +136,10 @@ struct QueueHealth {
 
 /// The detailed health report (also printed by `absurd-host health`): 503 with `down` when
 /// the database is unreachable, else 200 with `healthy`, `degraded` or `critical`.
-pub async fn report(client: &Client, settings: &ApiSettings) -> (StatusCode, Value) {
+pub async fn report(client: &Client, settings: &ApiSettings) -> (StatusCode, HealthDetailed) {
     let now = Utc::now();
     let pool = client.pool();
+    let down = |message: String, now| unusable(settings, HealthStatus::Down, message, None, now);
     let t0 = Instant::now();
     match tokio::time::timeout(
         PROBE_TIMEOUT,
@@ -134,23 +175,12 @@ pub async fn report(client: &Client, settings: &ApiSettings) -> (StatusCode, Val
             if api.status == StatusCode::SERVICE_UNAVAILABLE && !api.detail.contains("schema") {
                 return down(api.detail, now);
             }
-            let msg = api.detail;
-            (
-                StatusCode::OK,
-                json!({
-                    "status": "critical",
-                    "message": msg,
-                    "database_available": true,
-                    "database_latency_ms": latency_ms,
-                    "queue_depth": null,
-                    "oldest_pending_age_seconds": null,
-                    "worker_pool_healthy": false,
-                    "workers": null,
-                    "queues": [],
-                    "alerts": [item("alert", msg.clone(), now)],
-                    "warnings": [],
-                    "checked_at": now.to_rfc3339(),
-                }),
+            unusable(
+                settings,
+                HealthStatus::Critical,
+                api.detail,
+                Some(latency_ms),
+                now,
             )
         }
         Ok(Ok((queues, active, recent, dead_letters))) => (
@@ -168,7 +198,7 @@ pub async fn report(client: &Client, settings: &ApiSettings) -> (StatusCode, Val
     }
 }
 
-type Gathered = (Vec<QueueHealth>, BTreeSet<String>, BTreeSet<String>, i64);
+type Gathered = (Vec<QueueFigures>, BTreeSet<String>, BTreeSet<String>, i64);
 
 async fn gather(client: &Client, settings: &ApiSettings) -> Result<Gathered, ClientError> {
     let mut queues = vec![];
@@ -208,7 +238,7 @@ async fn gather(client: &Client, settings: &ApiSettings) -> Result<Gathered, Cli
         active.extend(a.iter().cloned());
         recent.extend(a);
         recent.extend(rc);
-        queues.push(QueueHealth {
+        queues.push(QueueFigures {
             name,
             pending: stats.pending,
             running: stats.running,
@@ -224,22 +254,22 @@ fn assess(
     settings: &ApiSettings,
     now: DateTime<Utc>,
     latency_ms: f64,
-    queues: &[QueueHealth],
+    queues: &[QueueFigures],
     active: &BTreeSet<String>,
     recent: &BTreeSet<String>,
     dead_letters: i64,
-) -> Value {
+) -> HealthDetailed {
     let mut alerts = vec![];
     let mut warnings = vec![];
     if latency_ms > LATENCY_ALERT_MS {
         alerts.push(item(
-            "alert",
+            HealthLevel::Alert,
             format!("Database latency is {latency_ms:.0} ms (> {LATENCY_ALERT_MS} ms)"),
             now,
         ));
     } else if latency_ms > LATENCY_WARN_MS {
         warnings.push(item(
-            "warning",
+            HealthLevel::Warning,
             format!("Database latency is {latency_ms:.0} ms (> {LATENCY_WARN_MS} ms)"),
             now,
         ));
@@ -248,13 +278,13 @@ fn assess(
     let pending: i64 = queues.iter().map(|q| q.pending).sum();
     if depth > DEPTH_ALERT {
         alerts.push(item(
-            "alert",
+            HealthLevel::Alert,
             format!("Queue depth is {depth} (> {DEPTH_ALERT})"),
             now,
         ));
     } else if depth > DEPTH_WARN {
         warnings.push(item(
-            "warning",
+            HealthLevel::Warning,
             format!("Queue depth is {depth} (> {DEPTH_WARN})"),
             now,
         ));
@@ -266,13 +296,13 @@ fn assess(
     if let Some(age) = oldest {
         if age > AGE_ALERT_S {
             alerts.push(item(
-                "alert",
+                HealthLevel::Alert,
                 format!("Oldest pending task has waited {age:.0} s (> 1 h)"),
                 now,
             ));
         } else if age > AGE_WARN_S {
             warnings.push(item(
-                "warning",
+                HealthLevel::Warning,
                 format!("Oldest pending task has waited {age:.0} s (> 10 min)"),
                 now,
             ));
@@ -285,7 +315,7 @@ fn assess(
                 .is_none_or(|t| (now - t).num_milliseconds() as f64 / 1000.0 > STALL_S);
         if stalled {
             alerts.push(item(
-                "alert",
+                HealthLevel::Alert,
                 format!(
                     "Queue {:?}: no task completed in the last 5 minutes while {} are pending",
                     q.name, q.pending
@@ -295,7 +325,7 @@ fn assess(
         }
         if q.expired_claims > 0 {
             warnings.push(item(
-                "warning",
+                HealthLevel::Warning,
                 format!(
                     "Queue {:?}: {} running task(s) have expired claims (their worker stopped renewing; they will be reclaimed)",
                     q.name, q.expired_claims
@@ -308,45 +338,52 @@ fn assess(
     if pending > 0 && active.is_empty() && oldest.is_some_and(|a| a > NO_WORKER_S) {
         worker_pool_healthy = false;
         alerts.push(item(
-            "alert",
+            HealthLevel::Alert,
             format!("No workers available: {pending} task(s) pending and no worker holds a claim"),
             now,
         ));
     }
     let status = if !alerts.is_empty() {
-        "critical"
+        HealthStatus::Critical
     } else if !warnings.is_empty() {
-        "degraded"
+        HealthStatus::Degraded
     } else {
-        "healthy"
+        HealthStatus::Healthy
     };
     let message = match status {
-        "healthy" => "All systems operational".to_string(),
-        "degraded" => format!("{} warning(s)", warnings.len()),
+        HealthStatus::Healthy => "All systems operational".to_string(),
+        HealthStatus::Degraded => format!("{} warning(s)", warnings.len()),
         _ => format!("{} alert(s)", alerts.len()),
     };
-    json!({
-        "status": status,
-        "message": message,
-        "queue": settings.default_queue,
-        "database_available": true,
-        "database_latency_ms": latency_ms,
-        "queue_depth": depth,
-        "oldest_pending_age_seconds": oldest,
-        "dead_letters_pending": dead_letters,
-        "worker_pool_healthy": worker_pool_healthy,
-        "workers": {"active": active.len(), "recent": recent.len(), "ids": recent},
-        "queues": queues.iter().map(|q| json!({
-            "queue_name": q.name,
-            "pending": q.pending,
-            "running": q.running,
-            "depth": q.pending + q.running,
-            "oldest_pending_age_seconds": q.oldest,
-            "last_completed_at": q.last_completed.map(|t| t.to_rfc3339()),
-            "expired_claims": q.expired_claims,
-        })).collect::<Vec<_>>(),
-        "alerts": alerts,
-        "warnings": warnings,
-        "checked_at": now.to_rfc3339(),
-    })
+    HealthDetailed {
+        status,
+        message,
+        queue: settings.default_queue.clone(),
+        database_available: true,
+        database_latency_ms: Some(latency_ms),
+        queue_depth: Some(depth),
+        oldest_pending_age_seconds: oldest,
+        dead_letters_pending: Some(dead_letters),
+        worker_pool_healthy,
+        workers: Some(WorkersSeen {
+            active: active.len(),
+            recent: recent.len(),
+            ids: recent.iter().cloned().collect(),
+        }),
+        queues: queues
+            .iter()
+            .map(|q| QueueHealth {
+                queue_name: q.name.clone(),
+                pending: q.pending,
+                running: q.running,
+                depth: q.pending + q.running,
+                oldest_pending_age_seconds: q.oldest,
+                last_completed_at: q.last_completed,
+                expired_claims: q.expired_claims,
+            })
+            .collect(),
+        alerts,
+        warnings,
+        checked_at: now,
+    }
 }

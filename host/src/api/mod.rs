@@ -12,10 +12,14 @@
 //!   (cross-site request forgery from a browser on the same machine);
 //! * request bodies are limited (1 MiB by default, 413 above) and `params` too (256 KiB).
 //!
-//! See `docs/api.md` for the endpoints and their JSON.
+//! Every request and response is a type of [`model`], shared with `absurd-host --json`; the
+//! OpenAPI document ([`openapi`]) is generated from those types and the handlers'
+//! `#[utoipa::path]` attributes. See `docs/api.md` for the endpoints and their JSON.
 
 pub mod error;
+mod extract;
 pub mod health;
+pub mod model;
 pub mod openapi;
 pub mod prometheus;
 mod tasks;
@@ -249,7 +253,8 @@ fn method_router(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/workers") => get(tasks::workers),
         ("GET", "/health") => get(health::health),
         ("GET", "/health/detailed") => get(health::detailed),
-        ("GET", "/metrics/prometheus") | ("GET", "/metrics") => get(prometheus::metrics),
+        ("GET", "/metrics/prometheus") => get(prometheus::metrics_seed_path),
+        ("GET", "/metrics") => get(prometheus::metrics),
         ("GET", "/openapi.json") => get(openapi::serve_document),
         other => panic!("route {other:?} in ROUTES has no handler"),
     }

@@ -22,6 +22,34 @@ use crate::metrics::Counters;
 
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
+/// The same metrics at the DSA-110 pipeline's path.
+#[utoipa::path(
+    get,
+    path = "/api/absurd/metrics/prometheus",
+    operation_id = "metricsSeedPath",
+    tag = "meta",
+    responses(
+        (status = 200, description = "Text exposition format 0.0.4 (the same as /metrics)", body = String, content_type = "text/plain"),
+        (status = 500, description = "The metrics could not be encoded", body = String, content_type = "text/plain"),
+    )
+)]
+pub(crate) async fn metrics_seed_path(st: State<AppState>) -> Response {
+    metrics(st).await
+}
+
+/// Prometheus metrics: task counters by queue and task name, run duration and pickup latency
+/// histograms, in-flight gauge, sandbox traps, subprocess exits, database pools, and the
+/// standard `process_*` metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "meta",
+    responses(
+        (status = 200, description = "Text exposition format 0.0.4", body = String, content_type = "text/plain"),
+        (status = 500, description = "The metrics could not be encoded", body = String, content_type = "text/plain"),
+    )
+)]
 pub(crate) async fn metrics(State(st): State<AppState>) -> Response {
     let mut pools: Vec<(String, PgPool)> = vec![("api".to_string(), st.client.pool().clone())];
     pools.extend(st.settings.extra_pools.iter().cloned());

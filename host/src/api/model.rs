@@ -1,0 +1,1365 @@
+//! Every JSON shape of the API, defined once: the request bodies and query strings the
+//! handlers decode, the responses they send, and the OpenAPI schemas (`utoipa`) generated from
+//! them. `absurd-host --json` prints the same types, so a task, a page of tasks or a queue's
+//! statistics look the same from the command line as over HTTP.
+//!
+//! The client library's types ([`crate::client`]) are the database's view; the `From` impls
+//! here turn them into the API's (the DSA-110 pipeline's field names: `status`, `created_at`,
+//! `claimed`, ...).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::error::ApiError;
+use crate::client;
+use crate::vocab::FailureCategory;
+
+/// The longest queue name (Absurd's table names are `t_<queue>`, within PostgreSQL's 63 bytes).
+pub const MAX_QUEUE_NAME_BYTES: usize = 57;
+/// The longest task name, event name and idempotency key.
+pub const MAX_NAME_BYTES: usize = 255;
+/// The largest `max_attempts`.
+pub const MAX_ATTEMPTS: i64 = 1000;
+/// The largest retry delay, in seconds.
+pub const MAX_RETRY_SECONDS: f64 = 86400.0;
+/// The default page size of `GET /tasks`, and the largest.
+pub const DEFAULT_LIMIT: i64 = 100;
+pub const MAX_LIMIT: i64 = 1000;
+/// The default window of `GET /workers` and `GET /queues/{queue_name}/throughput`, in minutes.
+pub const DEFAULT_WINDOW_MINUTES: i64 = 60;
+
+/// Times are written as RFC 3339 with a numeric offset (`2025-01-01T12:00:00.5+00:00`).
+mod rfc3339 {
+    use chrono::{DateTime, Utc};
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339())
+    }
+
+    pub mod option {
+        use chrono::{DateTime, Utc};
+        use serde::Serializer;
+
+        pub fn serialize<S: Serializer>(
+            t: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => s.serialize_str(&t.to_rfc3339()),
+                None => s.serialize_none(),
+            }
+        }
+    }
+}
+
+/// A field given as JSON `null` stays `Some(Value::Null)`: present, unlike an absent field.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// An optional integer field. JSON has one number type: `3.0` is the integer 3 (as JSON Schema
+/// says), `3.5` is not an integer, and a whole number past `i64` is out of range.
+fn int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::{Error, Unexpected};
+    let n = match Option::<Value>::deserialize(d)? {
+        None => return Ok(None),
+        Some(Value::Number(n)) => n,
+        Some(_) => {
+            return Err(D::Error::invalid_type(
+                Unexpected::Other("value"),
+                &"an integer",
+            ))
+        }
+    };
+    if let Some(i) = n.as_i64() {
+        return Ok(Some(i));
+    }
+    match n.as_f64() {
+        // Within 2^53 every whole float is exact.
+        Some(x) if x.fract() == 0.0 && x.abs() < 9.0e15 => Ok(Some(x as i64)),
+        Some(x) if x.fract() != 0.0 => {
+            Err(D::Error::invalid_type(Unexpected::Float(x), &"an integer"))
+        }
+        _ => Err(D::Error::invalid_value(
+            Unexpected::Other("a whole number out of range"),
+            &"an integer",
+        )),
+    }
+}
+
+// ---- errors --------------------------------------------------------------------------------
+
+/// `{"detail": "..."}`: every error the API answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// What went wrong. A 4xx names the bad field or value; a 5xx names the kind of failure and
+    /// the id of its line in the server log, never the database's text.
+    pub detail: String,
+}
+
+// ---- vocabulary ----------------------------------------------------------------------------
+
+/// A task's or run's state. The DSA-110 pipeline's `claimed` is `running`; `sleeping` waits
+/// for a timer or an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    Pending,
+    Running,
+    Sleeping,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl From<client::State> for TaskState {
+    fn from(s: client::State) -> TaskState {
+        match s {
+            client::State::Pending => TaskState::Pending,
+            client::State::Running => TaskState::Running,
+            client::State::Sleeping => TaskState::Sleeping,
+            client::State::Completed => TaskState::Completed,
+            client::State::Failed => TaskState::Failed,
+            client::State::Cancelled => TaskState::Cancelled,
+        }
+    }
+}
+
+impl From<TaskState> for client::State {
+    fn from(s: TaskState) -> client::State {
+        match s {
+            TaskState::Pending => client::State::Pending,
+            TaskState::Running => client::State::Running,
+            TaskState::Sleeping => client::State::Sleeping,
+            TaskState::Completed => client::State::Completed,
+            TaskState::Failed => client::State::Failed,
+            TaskState::Cancelled => client::State::Cancelled,
+        }
+    }
+}
+
+// ---- free-form JSON ------------------------------------------------------------------------
+
+/// The pattern of a string without U+0000, which PostgreSQL can store neither in `text` nor in
+/// `jsonb` (the API answers 400 for one).
+const NO_NUL: &str = "^[^\\u0000]*$";
+
+/// The schema `Json`: any JSON value whose strings and keys hold no U+0000, at any depth.
+/// What the API accepts inside `params`, `headers` and event payloads.
+pub struct Json;
+
+/// The schema `JsonObject`: a JSON object of [`Json`] values.
+pub struct JsonObject;
+
+fn no_nul_string() -> utoipa::openapi::ObjectBuilder {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(NO_NUL))
+}
+
+impl utoipa::PartialSchema for Json {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder, ObjectBuilder, Type};
+        use utoipa::openapi::Ref;
+        AnyOfBuilder::new()
+            .description(Some(
+                "Any JSON value; no string or key may contain U+0000, which PostgreSQL's jsonb cannot store",
+            ))
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .item(ObjectBuilder::new().schema_type(Type::Boolean))
+            .item(ObjectBuilder::new().schema_type(Type::Number))
+            .item(no_nul_string())
+            .item(ArrayBuilder::new().items(Ref::from_schema_name("Json")))
+            .item(Ref::from_schema_name("JsonObject"))
+            .into()
+    }
+}
+
+impl ToSchema for Json {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Json".into()
+    }
+}
+
+impl utoipa::PartialSchema for JsonObject {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::Ref;
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "A JSON object; no string or key may contain U+0000, which PostgreSQL's jsonb cannot store",
+            ))
+            .property_names(Some(no_nul_string()))
+            .additional_properties(Some(Ref::from_schema_name("Json")))
+            .into()
+    }
+}
+
+impl ToSchema for JsonObject {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "JsonObject".into()
+    }
+
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push((Json::name().into(), Json::schema()));
+    }
+}
+
+// ---- requests ------------------------------------------------------------------------------
+
+/// `POST /tasks`. Unknown fields are refused, so that a typo does not pass silently.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnRequest {
+    /// The queue; it must exist (`absurd-host queue create`, or a worker creates its queues).
+    #[schema(min_length = 1, max_length = 57, pattern = "^[^\\u0000]*$")]
+    pub queue_name: String,
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\u0000]*\\S[^\\u0000]*$"
+    )]
+    pub task_name: String,
+    /// The task's input: a JSON object of at most 256 KiB (default `{}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<JsonObject>)]
+    pub params: Option<Map<String, Value>>,
+    /// Default `ABSURD_MAX_RETRIES + 1`.
+    #[serde(
+        default,
+        deserialize_with = "int",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_attempts: Option<i64>,
+    /// Default exponential: 30 s doubling to 1 h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_strategy: Option<RetryStrategy>,
+    /// Free-form metadata stored with the task (a JSON object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<JsonObject>)]
+    pub headers: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancellation: Option<Cancellation>,
+    /// With a key already used, the response is the existing task with `created: false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 255, pattern = "^[^\\u0000]*$")]
+    pub idempotency_key: Option<String>,
+    /// Accepted for the DSA-110 pipeline's clients and ignored (Absurd has no priorities); a
+    /// non-zero value adds a warning.
+    #[serde(
+        default,
+        deserialize_with = "int",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = -2147483648i64, maximum = 2147483647)]
+    pub priority: Option<i64>,
+    /// Accepted for the DSA-110 pipeline's clients and ignored (the worker's per-type timeout
+    /// applies); adds a warning.
+    #[serde(
+        default,
+        deserialize_with = "int",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 0, maximum = 2147483647)]
+    pub timeout_sec: Option<i64>,
+}
+
+/// How failed runs are retried.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryStrategy {
+    /// Default `exponential`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<RetryKind>,
+    /// The first delay, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 86400)]
+    pub base_seconds: Option<f64>,
+    /// Each delay is the previous one times this (`exponential`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 86400)]
+    pub factor: Option<f64>,
+    /// The longest delay, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 86400)]
+    pub max_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RetryKind {
+    None,
+    Fixed,
+    Exponential,
+}
+
+impl RetryKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            RetryKind::None => "none",
+            RetryKind::Fixed => "fixed",
+            RetryKind::Exponential => "exponential",
+        }
+    }
+}
+
+/// When Absurd cancels the task by itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cancellation {
+    /// Cancel if not started within this many seconds.
+    #[serde(
+        default,
+        deserialize_with = "int",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 0, maximum = 2147483647)]
+    pub max_delay: Option<i64>,
+    /// Cancel this many seconds after the first start.
+    #[serde(
+        default,
+        deserialize_with = "int",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 0, maximum = 2147483647)]
+    pub max_duration: Option<i64>,
+}
+
+/// `POST /tasks/{task_id}/retry` (the body is optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRequest {
+    /// `true`: spawn a new task with the same input; `false` (default): retry in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spawn_new: Option<bool>,
+    /// A new `max_attempts` (it must exceed the attempts made when retrying in place).
+    #[serde(
+        default,
+        deserialize_with = "int",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_attempts: Option<i64>,
+}
+
+/// `POST /events`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventRequest {
+    /// Default `ABSURD_QUEUE_NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 57, pattern = "^[^\\u0000]*$")]
+    pub queue_name: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\u0000]*\\S[^\\u0000]*$"
+    )]
+    pub event_name: String,
+    /// Any JSON, handed to the tasks waiting for the event.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Json)]
+    pub payload: Option<Value>,
+}
+
+fn int_in(field: &str, v: Option<i64>, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
+    match v {
+        Some(n) if !(min..=max).contains(&n) => Err(ApiError::bad_request(format!(
+            "{field} must be an integer between {min} and {max}, got {n}"
+        ))),
+        v => Ok(v),
+    }
+}
+
+/// A queue name's length (the API's own check, before the database's).
+pub fn check_queue_name(field: &str, q: &str) -> Result<(), ApiError> {
+    if q.is_empty() {
+        return Err(ApiError::bad_request(format!("{field} must not be empty")));
+    }
+    if q.len() > MAX_QUEUE_NAME_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "{field} {q:?} is {} bytes long; the limit is {MAX_QUEUE_NAME_BYTES}",
+            q.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A required name: not blank, at most [`MAX_NAME_BYTES`].
+fn check_name(field: &str, s: &str) -> Result<(), ApiError> {
+    if s.trim().is_empty() {
+        return Err(ApiError::bad_request(format!("{field} must not be empty")));
+    }
+    if s.len() > MAX_NAME_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "{field} is {} bytes long; the limit is {MAX_NAME_BYTES}",
+            s.len()
+        )));
+    }
+    Ok(())
+}
+
+impl RetryStrategy {
+    /// Checks the ranges, and gives the client's form (kind default `exponential`).
+    pub fn to_client(&self) -> Result<client::RetryStrategy, ApiError> {
+        let num = |f: &str, v: Option<f64>| match v {
+            Some(x) if !(x.is_finite() && (0.0..=MAX_RETRY_SECONDS).contains(&x)) => {
+                Err(ApiError::bad_request(format!(
+                    "retry_strategy.{f} must be a number between 0 and {MAX_RETRY_SECONDS}, got {x}"
+                )))
+            }
+            v => Ok(v),
+        };
+        Ok(client::RetryStrategy {
+            kind: self.kind.unwrap_or(RetryKind::Exponential).as_str().into(),
+            base_seconds: num("base_seconds", self.base_seconds)?,
+            factor: num("factor", self.factor)?,
+            max_seconds: num("max_seconds", self.max_seconds)?,
+        })
+    }
+}
+
+impl Cancellation {
+    pub fn to_client(&self) -> Result<client::Cancellation, ApiError> {
+        let max = i32::MAX as i64;
+        Ok(client::Cancellation {
+            max_delay: int_in("cancellation.max_delay", self.max_delay, 0, max)?,
+            max_duration: int_in("cancellation.max_duration", self.max_duration, 0, max)?,
+        })
+    }
+}
+
+/// A spawn request after its checks.
+pub struct CheckedSpawn {
+    pub queue_name: String,
+    pub task_name: String,
+    pub params: Value,
+    pub options: client::SpawnOptions,
+    pub warnings: Vec<String>,
+}
+
+impl SpawnRequest {
+    /// Checks every field; the options left unset get the given defaults. `max_params_bytes`
+    /// limits the serialised params (413 above).
+    pub fn check(
+        self,
+        default_max_attempts: i32,
+        max_params_bytes: usize,
+    ) -> Result<CheckedSpawn, ApiError> {
+        check_queue_name("queue_name", &self.queue_name)?;
+        check_name("task_name", &self.task_name)?;
+        let params = Value::Object(self.params.unwrap_or_default());
+        let size = params.to_string().len();
+        if size > max_params_bytes {
+            return Err(ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                format!("params is {size} bytes of JSON; the limit is {max_params_bytes} bytes"),
+            ));
+        }
+        let max_attempts = int_in("max_attempts", self.max_attempts, 1, MAX_ATTEMPTS)?;
+        let retry = self
+            .retry_strategy
+            .as_ref()
+            .map(RetryStrategy::to_client)
+            .transpose()?;
+        let cancellation = self
+            .cancellation
+            .as_ref()
+            .map(Cancellation::to_client)
+            .transpose()?;
+        if let Some(k) = &self.idempotency_key {
+            if k.is_empty() || k.len() > MAX_NAME_BYTES {
+                return Err(ApiError::bad_request(format!(
+                    "idempotency_key must be 1 to {MAX_NAME_BYTES} bytes long, got {}",
+                    k.len()
+                )));
+            }
+        }
+        let mut warnings = vec![];
+        let priority = int_in("priority", self.priority, i32::MIN as i64, i32::MAX as i64)?;
+        if priority.is_some_and(|p| p != 0) {
+            warnings.push("priority is ignored: Absurd queues have no priorities (tasks are claimed in order of availability)".to_string());
+        }
+        if int_in("timeout_sec", self.timeout_sec, 0, i32::MAX as i64)?.is_some() {
+            warnings.push(
+                "timeout_sec is ignored: the run time limit is the worker's (the task type's `timeout`, else ABSURD_TASK_TIMEOUT); \
+                 to cancel a task after a total time use cancellation.max_duration"
+                    .to_string(),
+            );
+        }
+        Ok(CheckedSpawn {
+            queue_name: self.queue_name,
+            task_name: self.task_name,
+            params,
+            options: client::SpawnOptions {
+                headers: self.headers.map(Value::Object),
+                retry_strategy: Some(retry.unwrap_or_else(crate::config::default_retry_strategy)),
+                max_attempts: Some(max_attempts.map_or(default_max_attempts, |m| m as i32)),
+                cancellation,
+                idempotency_key: self.idempotency_key,
+            },
+            warnings,
+        })
+    }
+}
+
+impl RetryRequest {
+    pub fn to_client(&self) -> Result<client::RetryOptions, ApiError> {
+        Ok(client::RetryOptions {
+            spawn_new: self.spawn_new.unwrap_or(false),
+            max_attempts: int_in("max_attempts", self.max_attempts, 1, MAX_ATTEMPTS)?
+                .map(|m| m as i32),
+        })
+    }
+}
+
+impl EventRequest {
+    /// Checks the names; the queue defaults to `default_queue`. Gives the queue.
+    pub fn check(&self, default_queue: &str) -> Result<String, ApiError> {
+        let queue = self.queue_name.as_deref().unwrap_or(default_queue);
+        check_queue_name("queue_name", queue)?;
+        check_name("event_name", &self.event_name)?;
+        Ok(queue.to_string())
+    }
+}
+
+// ---- query strings -------------------------------------------------------------------------
+
+/// A query parameter's value: parsed from its text, and described for an error message.
+pub trait QueryValue: Sized {
+    /// What a value must be, after "is not": `"an integer"`.
+    const EXPECTED: &'static str;
+    fn parse(raw: &str) -> Option<Self>;
+}
+
+impl QueryValue for String {
+    const EXPECTED: &'static str = "text";
+    fn parse(raw: &str) -> Option<Self> {
+        Some(raw.to_string())
+    }
+}
+
+impl QueryValue for i64 {
+    const EXPECTED: &'static str = "an integer";
+    fn parse(raw: &str) -> Option<Self> {
+        raw.parse().ok()
+    }
+}
+
+impl QueryValue for Uuid {
+    const EXPECTED: &'static str = "a cursor returned by a listing";
+    fn parse(raw: &str) -> Option<Self> {
+        Uuid::parse_str(raw).ok()
+    }
+}
+
+impl QueryValue for TaskState {
+    const EXPECTED: &'static str =
+        "a task state (pending, running, sleeping, completed, failed, cancelled)";
+    fn parse(raw: &str) -> Option<Self> {
+        raw.parse::<client::State>().ok().map(TaskState::from)
+    }
+}
+
+impl QueryValue for DateTime<Utc> {
+    const EXPECTED: &'static str = "an RFC 3339 time (e.g. 2025-01-01T00:00:00Z)";
+    fn parse(raw: &str) -> Option<Self> {
+        DateTime::parse_from_rfc3339(raw)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+}
+
+/// An optional free-text query parameter: an empty value counts as absent.
+fn query_opt<'de, D: Deserializer<'de>, T: QueryValue>(d: D) -> Result<Option<T>, D::Error> {
+    let raw = String::deserialize(d)?;
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    query_value(raw)
+}
+
+/// An optional query parameter: when given, even empty, it must be a valid value.
+fn query_strict<'de, D: Deserializer<'de>, T: QueryValue>(d: D) -> Result<Option<T>, D::Error> {
+    query_value(String::deserialize(d)?)
+}
+
+fn query_value<E: serde::de::Error, T: QueryValue>(raw: String) -> Result<Option<T>, E> {
+    T::parse(&raw)
+        .map(Some)
+        .ok_or_else(|| E::custom(format!("{raw:?} is not {}", T::EXPECTED)))
+}
+
+/// `GET /tasks`: filters (combined with AND) and the page. An empty value of a free-text filter
+/// (`task_name`, `q`) means no filter; any other parameter must be a valid value when given.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListTasksQuery {
+    /// Only this queue (default: every queue).
+    #[serde(default, deserialize_with = "query_strict")]
+    #[param(
+        min_length = 1,
+        max_length = 57,
+        pattern = "^[^\\u0000]*$",
+        nullable = false
+    )]
+    pub queue_name: Option<String>,
+    #[serde(default, deserialize_with = "query_strict")]
+    #[param(inline, nullable = false)]
+    pub status: Option<TaskState>,
+    /// Only tasks of this name.
+    #[serde(default, deserialize_with = "query_opt")]
+    #[param(pattern = "^[^\\u0000]*$", nullable = false)]
+    pub task_name: Option<String>,
+    /// Page size.
+    #[serde(default, deserialize_with = "query_strict")]
+    #[param(minimum = 1, maximum = 1000, default = 100, nullable = false)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page (omitted: the first page).
+    #[serde(default, deserialize_with = "query_strict")]
+    #[param(nullable = false)]
+    pub cursor: Option<Uuid>,
+    /// Only tasks enqueued at or after this time (RFC 3339).
+    #[serde(default, deserialize_with = "query_strict")]
+    #[param(nullable = false)]
+    pub enqueued_after: Option<DateTime<Utc>>,
+    /// Only tasks enqueued before this time (RFC 3339).
+    #[serde(default, deserialize_with = "query_strict")]
+    #[param(nullable = false)]
+    pub enqueued_before: Option<DateTime<Utc>>,
+    /// Only tasks whose params, as JSON text, contain this text (case-insensitive; `%`, `_`
+    /// and `\` are literal).
+    #[serde(default, deserialize_with = "query_opt")]
+    #[param(max_length = 200, pattern = "^[^\\u0000]*$", nullable = false)]
+    pub q: Option<String>,
+}
+
+impl ListTasksQuery {
+    /// Checks the ranges; gives the client's filter.
+    pub fn to_filter(&self) -> Result<client::TaskFilter, ApiError> {
+        if let Some(q) = &self.queue_name {
+            check_queue_name("queue_name", q)?;
+        }
+        let limit = int_in("limit", self.limit, 1, MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);
+        if let Some(t) = &self.q {
+            let n = t.chars().count();
+            if n > client::MAX_SEARCH_CHARS {
+                return Err(ApiError::bad_request(format!(
+                    "q is {n} characters long; the limit is {}",
+                    client::MAX_SEARCH_CHARS
+                )));
+            }
+            if t.contains('\0') {
+                return Err(ApiError::bad_request("q must not contain NUL characters"));
+            }
+        }
+        Ok(client::TaskFilter {
+            queue: self.queue_name.clone(),
+            state: self.status.map(client::State::from),
+            task_name: self.task_name.clone(),
+            limit: Some(limit),
+            cursor: self.cursor.map(|c| c.to_string()),
+            enqueued_after: self.enqueued_after,
+            enqueued_before: self.enqueued_before,
+            search: self.q.clone(),
+        })
+    }
+}
+
+/// The optional `queue_name` of the task routes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TaskQueueQuery {
+    /// The task's queue (looked up in every queue when omitted).
+    #[serde(default, deserialize_with = "query_strict")]
+    #[param(
+        min_length = 1,
+        max_length = 57,
+        pattern = "^[^\\u0000]*$",
+        nullable = false
+    )]
+    pub queue_name: Option<String>,
+}
+
+/// The window of `GET /workers` and `GET /queues/{queue_name}/throughput`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WindowQuery {
+    /// The window's length in minutes.
+    #[serde(default, deserialize_with = "query_strict")]
+    #[param(minimum = 1, maximum = 1440, default = 60, nullable = false)]
+    pub minutes: Option<i64>,
+}
+
+impl WindowQuery {
+    pub fn minutes(&self) -> Result<i64, ApiError> {
+        Ok(
+            int_in("minutes", self.minutes, 1, client::MAX_WINDOW_MINUTES)?
+                .unwrap_or(DEFAULT_WINDOW_MINUTES),
+        )
+    }
+}
+
+// ---- responses: tasks ----------------------------------------------------------------------
+
+/// A spawned task (or the existing one for its idempotency key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SpawnResponse {
+    pub task_id: Uuid,
+    /// The first run.
+    pub run_id: Uuid,
+    pub attempt: i32,
+    /// `false` when an existing task was returned for the idempotency key.
+    pub created: bool,
+    pub queue_name: String,
+    pub task_name: String,
+    /// Why fields of the request were ignored (`priority`, `timeout_sec`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl SpawnResponse {
+    pub fn new(s: &client::Spawned, queue_name: &str, task_name: &str) -> SpawnResponse {
+        SpawnResponse {
+            task_id: s.task_id,
+            run_id: s.run_id,
+            attempt: s.attempt,
+            created: s.created,
+            queue_name: queue_name.to_string(),
+            task_name: task_name.to_string(),
+            warnings: vec![],
+        }
+    }
+}
+
+/// A task as listed: the DSA-110 pipeline's `TaskResponse` fields with Absurd's states.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskSummary {
+    pub task_id: Uuid,
+    pub queue_name: String,
+    pub task_name: String,
+    pub status: TaskState,
+    pub attempts: i32,
+    /// `attempts - 1`.
+    pub retry_count: i32,
+    pub max_attempts: Option<i32>,
+    /// When the task was enqueued.
+    #[serde(serialize_with = "rfc3339::serialize")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    pub first_started_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub idempotency_key: Option<String>,
+    /// The result of a completed task (always null in listings).
+    #[schema(value_type = Value)]
+    pub result: Option<Value>,
+    /// `"<name>: <message>"` of the last failure (always null in listings).
+    pub error: Option<String>,
+}
+
+impl From<&client::TaskSummary> for TaskSummary {
+    fn from(s: &client::TaskSummary) -> TaskSummary {
+        TaskSummary {
+            task_id: s.task_id,
+            queue_name: s.queue_name.clone(),
+            task_name: s.task_name.clone(),
+            status: s.state.into(),
+            attempts: s.attempts,
+            retry_count: (s.attempts - 1).max(0),
+            max_attempts: s.max_attempts,
+            created_at: s.enqueue_at,
+            first_started_at: s.first_started_at,
+            cancelled_at: s.cancelled_at,
+            idempotency_key: s.idempotency_key.clone(),
+            result: None,
+            error: None,
+        }
+    }
+}
+
+/// One attempt of a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Run {
+    pub run_id: Uuid,
+    pub attempt: i32,
+    pub state: TaskState,
+    /// The worker that claimed it.
+    pub worker_id: Option<String>,
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    pub claim_expires_at: Option<DateTime<Utc>>,
+    /// Null while it waits for an event without a timeout.
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    pub available_at: Option<DateTime<Utc>>,
+    pub wake_event: Option<String>,
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    pub completed_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    pub failed_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Value)]
+    pub result: Option<Value>,
+    /// `{"name", "message", ...}` of a failed run.
+    #[schema(value_type = Value)]
+    pub failure_reason: Option<Value>,
+}
+
+impl From<&client::RunInfo> for Run {
+    fn from(r: &client::RunInfo) -> Run {
+        Run {
+            run_id: r.run_id,
+            attempt: r.attempt,
+            state: r.state.into(),
+            worker_id: r.claimed_by.clone(),
+            claim_expires_at: r.claim_expires_at,
+            available_at: r.available_at,
+            wake_event: r.wake_event.clone(),
+            started_at: r.started_at,
+            completed_at: r.completed_at,
+            failed_at: r.failed_at,
+            created_at: r.created_at,
+            result: r.result.clone(),
+            failure_reason: r.failure_reason.clone(),
+        }
+    }
+}
+
+/// A step's saved state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Checkpoint {
+    pub checkpoint_name: String,
+    #[schema(value_type = Value)]
+    pub state: Value,
+    pub status: String,
+    pub owner_run_id: Option<Uuid>,
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl From<&client::Checkpoint> for Checkpoint {
+    fn from(c: &client::Checkpoint) -> Checkpoint {
+        Checkpoint {
+            checkpoint_name: c.checkpoint_name.clone(),
+            state: c.state.clone(),
+            status: c.status.clone(),
+            owner_run_id: c.owner_run_id,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+/// An event a run waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Wait {
+    pub run_id: Uuid,
+    pub step_name: String,
+    pub event_name: String,
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    pub timeout_at: Option<DateTime<Utc>>,
+}
+
+impl From<&client::WaitInfo> for Wait {
+    fn from(w: &client::WaitInfo) -> Wait {
+        Wait {
+            run_id: w.run_id,
+            step_name: w.step_name.clone(),
+            event_name: w.event_name.clone(),
+            timeout_at: w.timeout_at,
+        }
+    }
+}
+
+/// A task with its runs, checkpoints and event waits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskDetails {
+    #[serde(flatten)]
+    pub summary: TaskSummary,
+    #[schema(value_type = Value)]
+    pub params: Value,
+    #[schema(value_type = Value)]
+    pub headers: Option<Value>,
+    #[schema(value_type = Value)]
+    pub retry_strategy: Option<Value>,
+    #[schema(value_type = Value)]
+    pub cancellation: Option<Value>,
+    /// The last run's start.
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    pub claimed_at: Option<DateTime<Utc>>,
+    /// The last run's completion or failure.
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    pub completed_at: Option<DateTime<Utc>>,
+    /// The last run's worker.
+    pub worker_id: Option<String>,
+    pub runs: Vec<Run>,
+    pub checkpoints: Vec<Checkpoint>,
+    pub waits: Vec<Wait>,
+}
+
+/// A readable error from a run's failure reason (`{"name","message",…}`).
+fn error_text(reason: &Value) -> String {
+    match (
+        reason.get("name").and_then(Value::as_str),
+        reason.get("message").and_then(Value::as_str),
+    ) {
+        (Some(n), Some(m)) => format!("{n}: {m}"),
+        (None, Some(m)) => m.to_string(),
+        _ => reason.to_string(),
+    }
+}
+
+impl From<&client::TaskDetails> for TaskDetails {
+    fn from(t: &client::TaskDetails) -> TaskDetails {
+        let last = t.runs.last();
+        let mut summary = TaskSummary::from(&t.summary);
+        summary.result = t.completed_payload.clone();
+        summary.error = match t.summary.state {
+            client::State::Completed => None,
+            _ => last.and_then(|r| r.failure_reason.as_ref()).map(error_text),
+        };
+        TaskDetails {
+            summary,
+            params: t.params.clone(),
+            headers: t.headers.clone(),
+            retry_strategy: t.retry_strategy.clone(),
+            cancellation: t.cancellation.clone(),
+            claimed_at: last.and_then(|r| r.started_at),
+            completed_at: last.and_then(|r| r.completed_at.or(r.failed_at)),
+            worker_id: last.and_then(|r| r.claimed_by.clone()),
+            runs: t.runs.iter().map(Run::from).collect(),
+            checkpoints: t.checkpoints.iter().map(Checkpoint::from).collect(),
+            waits: t.waits.iter().map(Wait::from).collect(),
+        }
+    }
+}
+
+/// A page of tasks, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskList {
+    pub tasks: Vec<TaskSummary>,
+    /// Tasks matching the filter over all pages.
+    pub total: i64,
+    pub limit: i64,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
+}
+
+impl TaskList {
+    pub fn new(page: &client::TaskPage, limit: i64) -> TaskList {
+        TaskList {
+            tasks: page.tasks.iter().map(TaskSummary::from).collect(),
+            total: page.total,
+            limit,
+            next_cursor: page.next_cursor.clone(),
+        }
+    }
+}
+
+/// `DELETE /tasks/{task_id}` (and `absurd-host task cancel`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CancelResponse {
+    pub message: String,
+    pub task_id: Uuid,
+    pub queue_name: String,
+    /// The task's state after the cancellation: `cancelled` unless it had already finished.
+    pub status: TaskState,
+}
+
+impl CancelResponse {
+    pub fn new(task_id: Uuid, queue_name: &str, status: TaskState) -> CancelResponse {
+        let message = if status == TaskState::Cancelled {
+            format!("Task {task_id} cancelled")
+        } else {
+            format!("Task {task_id} is {}", client::State::from(status))
+        };
+        CancelResponse {
+            message,
+            task_id,
+            queue_name: queue_name.to_string(),
+            status,
+        }
+    }
+}
+
+/// A retried task: the same task with a new run, or a new task (`created`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RetryResponse {
+    pub task_id: Uuid,
+    pub run_id: Uuid,
+    pub attempt: i32,
+    /// `true` when a new task was spawned (`spawn_new`).
+    pub created: bool,
+    pub queue_name: String,
+    pub status: TaskState,
+}
+
+impl RetryResponse {
+    pub fn new(s: &client::Spawned, queue_name: &str) -> RetryResponse {
+        RetryResponse {
+            task_id: s.task_id,
+            run_id: s.run_id,
+            attempt: s.attempt,
+            created: s.created,
+            queue_name: queue_name.to_string(),
+            status: TaskState::Pending,
+        }
+    }
+}
+
+/// An emitted event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EventResponse {
+    pub queue_name: String,
+    pub event_name: String,
+    pub emitted: bool,
+}
+
+// ---- responses: queues and workers ---------------------------------------------------------
+
+/// Completions over the last 1, 5 and 15 minutes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RecentThroughput {
+    pub completed_last_1m: i64,
+    pub completed_last_5m: i64,
+    pub completed_last_15m: i64,
+    pub per_minute_1m: f64,
+    pub per_minute_5m: f64,
+    pub per_minute_15m: f64,
+}
+
+/// A queue's tasks by state, the oldest pending age and the recent throughput.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QueueStats {
+    pub queue_name: String,
+    pub pending: i64,
+    /// The DSA-110 pipeline's name for `running`.
+    pub claimed: i64,
+    pub running: i64,
+    pub sleeping: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    pub total: i64,
+    /// Seconds since the oldest pending task was enqueued; null with none pending.
+    pub oldest_pending_age_seconds: Option<f64>,
+    pub throughput: RecentThroughput,
+}
+
+impl From<&client::QueueStats> for QueueStats {
+    fn from(s: &client::QueueStats) -> QueueStats {
+        QueueStats {
+            queue_name: s.queue_name.clone(),
+            pending: s.pending,
+            claimed: s.running,
+            running: s.running,
+            sleeping: s.sleeping,
+            completed: s.completed,
+            failed: s.failed,
+            cancelled: s.cancelled,
+            total: s.total,
+            oldest_pending_age_seconds: s.oldest_pending_age_secs,
+            throughput: RecentThroughput {
+                completed_last_1m: s.completed_last_1m,
+                completed_last_5m: s.completed_last_5m,
+                completed_last_15m: s.completed_last_15m,
+                per_minute_1m: s.completed_last_1m as f64,
+                per_minute_5m: s.completed_last_5m as f64 / 5.0,
+                per_minute_15m: s.completed_last_15m as f64 / 15.0,
+            },
+        }
+    }
+}
+
+/// Runs completed and failed in one minute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ThroughputBucket {
+    /// The start of the minute (UTC).
+    #[serde(serialize_with = "rfc3339::serialize")]
+    pub minute: DateTime<Utc>,
+    /// Runs completed in the minute.
+    pub completed: i64,
+    /// Runs failed in the minute (each failed attempt counts).
+    pub failed: i64,
+}
+
+impl From<&client::ThroughputBucket> for ThroughputBucket {
+    fn from(b: &client::ThroughputBucket) -> ThroughputBucket {
+        ThroughputBucket {
+            minute: b.minute,
+            completed: b.completed,
+            failed: b.failed,
+        }
+    }
+}
+
+/// A queue's completions and failures per minute, oldest first, zero-filled; the last bucket
+/// is the current minute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Throughput {
+    pub queue_name: String,
+    pub minutes: i64,
+    pub buckets: Vec<ThroughputBucket>,
+}
+
+/// What a worker did in the window, from the runs it claimed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Worker {
+    pub worker_id: String,
+    /// The latest start, completion or failure of its runs.
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    pub last_seen: Option<DateTime<Utc>>,
+    pub running: i64,
+    pub completed: i64,
+    pub failed: i64,
+    /// Failed runs whose failure is the WebAssembly sandbox's (names in `failure_names`).
+    pub sandbox_failures: i64,
+    /// Failed runs whose failure is a native subprocess's (names in `failure_names`).
+    pub subprocess_failures: i64,
+    /// Failed runs that hit the run time limit (names in `failure_names`).
+    pub timeouts: i64,
+}
+
+impl From<&client::WorkerActivity> for Worker {
+    fn from(w: &client::WorkerActivity) -> Worker {
+        Worker {
+            worker_id: w.worker_id.clone(),
+            last_seen: w.last_seen,
+            running: w.running,
+            completed: w.completed,
+            failed: w.failed,
+            sandbox_failures: w.sandbox_failures,
+            subprocess_failures: w.subprocess_failures,
+            timeouts: w.timeouts,
+        }
+    }
+}
+
+/// Workers seen in the window, most recently seen first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerList {
+    pub minutes: i64,
+    pub workers: Vec<Worker>,
+    /// For each failure count of a worker (`sandbox_failures`, `subprocess_failures`,
+    /// `timeouts`), the failure names it counts.
+    pub failure_names: BTreeMap<String, Vec<String>>,
+}
+
+impl WorkerList {
+    pub fn new(minutes: i64, workers: &[client::WorkerActivity]) -> WorkerList {
+        WorkerList {
+            minutes,
+            workers: workers.iter().map(Worker::from).collect(),
+            failure_names: client::WorkerActivity::counted_failures()
+                .into_iter()
+                .map(|(field, category): (&str, FailureCategory)| {
+                    (
+                        field.to_string(),
+                        category.names().map(|n| n.as_str().to_string()).collect(),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+// ---- responses: health ---------------------------------------------------------------------
+
+/// `GET /health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `healthy` while the process serves.
+    pub status: String,
+    pub message: String,
+    /// `ABSURD_QUEUE_NAME`.
+    pub queue: String,
+    pub version: String,
+    pub uptime_seconds: f64,
+}
+
+/// The overall state of `GET /health/detailed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// No alert and no warning.
+    Healthy,
+    /// Warnings only.
+    Degraded,
+    /// At least one alert.
+    Critical,
+    /// The database is unreachable (503).
+    Down,
+}
+
+impl HealthStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Degraded => "degraded",
+            HealthStatus::Critical => "critical",
+            HealthStatus::Down => "down",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthLevel {
+    Alert,
+    Warning,
+}
+
+/// One alert or warning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HealthItem {
+    pub level: HealthLevel,
+    pub message: String,
+    #[serde(serialize_with = "rfc3339::serialize")]
+    pub timestamp: DateTime<Utc>,
+}
+
+/// Workers seen from the runs table (Absurd has no heartbeats).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WorkersSeen {
+    /// Distinct workers holding a live claim.
+    pub active: usize,
+    /// `active`, and those that started a run in the last 5 minutes.
+    pub recent: usize,
+    /// The ids of `recent`.
+    pub ids: Vec<String>,
+}
+
+/// One queue in `GET /health/detailed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QueueHealth {
+    pub queue_name: String,
+    pub pending: i64,
+    pub running: i64,
+    /// `pending + running`.
+    pub depth: i64,
+    pub oldest_pending_age_seconds: Option<f64>,
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    pub last_completed_at: Option<DateTime<Utc>>,
+    /// Running tasks whose worker stopped renewing their claim.
+    pub expired_claims: i64,
+}
+
+/// `GET /health/detailed` (and `absurd-host health --json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HealthDetailed {
+    pub status: HealthStatus,
+    pub message: String,
+    /// `ABSURD_QUEUE_NAME`.
+    pub queue: String,
+    pub database_available: bool,
+    /// The `select 1` probe; null when the database is unreachable.
+    pub database_latency_ms: Option<f64>,
+    /// Pending and running tasks over all queues but the dead-letter queue.
+    pub queue_depth: Option<i64>,
+    pub oldest_pending_age_seconds: Option<f64>,
+    /// Tasks in the dead-letter queue (no worker claims them).
+    pub dead_letters_pending: Option<i64>,
+    pub worker_pool_healthy: bool,
+    pub workers: Option<WorkersSeen>,
+    pub queues: Vec<QueueHealth>,
+    pub alerts: Vec<HealthItem>,
+    pub warnings: Vec<HealthItem>,
+    #[serde(serialize_with = "rfc3339::serialize")]
+    pub checked_at: DateTime<Utc>,
+}
+
+// ---- command-line only ---------------------------------------------------------------------
+
+/// `absurd-host task result`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub task_id: Uuid,
+    pub state: TaskState,
+    pub result: Option<Value>,
+    pub failure_reason: Option<Value>,
+}
+
+impl From<&client::TaskResult> for TaskResult {
+    fn from(r: &client::TaskResult) -> TaskResult {
+        TaskResult {
+            task_id: r.task_id,
+            state: r.state.into(),
+            result: r.result.clone(),
+            failure_reason: r.failure_reason.clone(),
+        }
+    }
+}
+
+/// `absurd-host queue create` and `queue drop`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueChange {
+    pub queue_name: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub created: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dropped: bool,
+}
+
+/// One migration applied by `absurd-host migrate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedMigration {
+    pub version: i64,
+    pub description: String,
+}
+
+/// `absurd-host migrate` and `schema-version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaReport {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<Vec<AppliedMigration>>,
+    pub schema_version: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_the_client_vocabulary() {
+        for s in client::State::ALL {
+            let ours = TaskState::from(s);
+            assert_eq!(client::State::from(ours), s);
+            assert_eq!(serde_json::to_value(ours).unwrap(), s.as_str());
+        }
+    }
+
+    #[test]
+    fn times_keep_a_numeric_offset() {
+        let t: DateTime<Utc> = "2025-01-01T12:00:00.5Z".parse().unwrap();
+        let b = ThroughputBucket {
+            minute: t,
+            completed: 1,
+            failed: 0,
+        };
+        let v = serde_json::to_value(&b).unwrap();
+        assert_eq!(v["minute"], "2025-01-01T12:00:00.500+00:00");
+        let back: ThroughputBucket = serde_json::from_value(v).unwrap();
+        assert_eq!(back, b);
+    }
+}
