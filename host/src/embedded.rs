@@ -285,10 +285,12 @@ struct RunAs {
 
 fn lookup_user(name: &str) -> Option<RunAs> {
     let cname = std::ffi::CString::new(name).ok()?;
+    // libc: the user database (NSS) is libc's; neither rustix nor std reads it.
+    // SAFETY: a passwd struct is plain integers and pointers, for which all zeroes is valid.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // Safety: getpwnam_r writes into `pwd` and `buf`, which outlive the call.
+    // SAFETY: getpwnam_r writes into `pwd` and `buf`, which outlive the call.
     let rc = unsafe {
         libc::getpwnam_r(
             cname.as_ptr(),
@@ -309,15 +311,18 @@ fn lookup_user(name: &str) -> Option<RunAs> {
 }
 
 fn current_user_name() -> Option<String> {
-    let uid = unsafe { libc::geteuid() };
+    let uid = rustix::process::geteuid().as_raw();
+    // libc: as in `lookup_user`.
+    // SAFETY: as in `lookup_user`.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // Safety: as in `lookup_user`.
+    // SAFETY: as in `lookup_user`.
     let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
     if rc != 0 || result.is_null() {
         return None;
     }
+    // SAFETY: on success `pw_name` points to a NUL-terminated string inside `buf`.
     let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
     Some(name.to_string_lossy().into_owned())
 }
@@ -646,7 +651,7 @@ impl Inner {
                 "user id {} has no name in the user database, which PostgreSQL's peer \
                  authentication needs; run absurd-host as a named user or give a database URL \
                  with --database-url",
-                unsafe { libc::geteuid() }
+                rustix::process::geteuid().as_raw()
             ))
         })?;
         let os_user = conf_quote("user", &os_user)?;
@@ -687,7 +692,7 @@ impl Inner {
             .run_as
             .as_ref()
             .map(|w| w.uid)
-            .unwrap_or_else(|| unsafe { libc::geteuid() });
+            .unwrap_or_else(|| rustix::process::geteuid().as_raw());
         match std::fs::symlink_metadata(d) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::DirBuilder::new()
@@ -919,7 +924,7 @@ impl EmbeddedPostgres {
         }
         let bins = find_binaries(existing_major)?;
 
-        let run_as = if unsafe { libc::geteuid() } == 0 {
+        let run_as = if rustix::process::geteuid().is_root() {
             let who = lookup_user("postgres").ok_or_else(|| {
                 setup(
                     "PostgreSQL refuses to run as root, and there is no `postgres` system user to run \
@@ -953,7 +958,7 @@ impl EmbeddedPostgres {
         let uid = run_as
             .as_ref()
             .map(|w| w.uid)
-            .unwrap_or_else(|| unsafe { libc::geteuid() });
+            .unwrap_or_else(|| rustix::process::geteuid().as_raw());
         let runtime_dir = run_as
             .is_none()
             .then(|| std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from))
@@ -992,15 +997,12 @@ impl EmbeddedPostgres {
         let path = data_dir.with_file_name(name);
         let f = File::create(&path)
             .map_err(|e| setup(format!("cannot create {}: {e}", path.display())))?;
-        use std::os::fd::AsRawFd;
         // A lock just released can still be held for a moment by a child that another thread
         // forked before its exec closed the inherited descriptor: retry briefly before
         // concluding that another absurd-host holds it.
         let deadline = Instant::now() + Duration::from_secs(3);
         loop {
-            // Safety: flock on a file descriptor we own.
-            let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc == 0 {
+            if rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
                 return Ok(f);
             }
             if Instant::now() >= deadline {

@@ -433,9 +433,8 @@ async fn reference_once(
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         for c in &mut children {
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
+            let pid = rustix::process::Pid::from_child(c);
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
         for c in &mut children {
             let stop_by = Instant::now() + Duration::from_secs(10);

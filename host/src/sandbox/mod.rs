@@ -299,7 +299,7 @@ impl Sandbox {
         let dir = self.defaults.cache_dir();
         let cached = dir.join(format!("{digest}-{compat:016x}.cwasm"));
         if cached.is_file() {
-            // Safety: the cache holds only artifacts this host wrote, named by the digest of
+            // SAFETY: the cache holds only artifacts this host wrote, named by the digest of
             // their source and the engine's compatibility hash.
             match unsafe { Component::deserialize_file(engine, &cached) } {
                 Ok(c) => {
@@ -319,6 +319,7 @@ impl Sandbox {
         if let Err(e) = write_atomically(&dir, &cached, &artifact) {
             warn!(cache = %cached.display(), error = %e, "cannot cache the precompiled component");
         }
+        // SAFETY: `artifact` was just compiled by this engine, from these bytes.
         unsafe { Component::deserialize(engine, &artifact) }
             .map_err(|e| format!("cannot load compiled component {}: {e:#}", path.display()))
     }

@@ -330,18 +330,13 @@ pub fn private_dir_builder() -> std::fs::DirBuilder {
 }
 
 fn is_executable(p: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
     let Ok(meta) = std::fs::metadata(p) else {
         return false;
     };
     if !meta.is_file() {
         return false;
     }
-    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: a valid NUL-terminated path.
-    unsafe { libc::access(c.as_ptr(), libc::X_OK) == 0 }
+    rustix::fs::access(p, rustix::fs::Access::EXEC_OK).is_ok()
 }
 
 fn resolve_program(
@@ -470,8 +465,10 @@ impl NativeConfig {
 
         let workdir_root = match get("workdir_root") {
             // Per user: a directory another user created first would not be writable.
-            None => std::env::temp_dir()
-                .join(format!("absurd-host-native-{}", unsafe { libc::geteuid() })),
+            None => std::env::temp_dir().join(format!(
+                "absurd-host-native-{}",
+                rustix::process::geteuid().as_raw()
+            )),
             Some((v, o)) => {
                 let s = v
                     .as_str()

@@ -9,9 +9,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use rustix::fs::{flock, FlockOperation};
+use rustix::io::Errno;
 
 /// `<dir of the MS>/.<MS name without its extension>.cal_lock`, like Python's
 /// `Path(ms).parent / f".{Path(ms).stem}.cal_lock"`.
@@ -45,15 +47,10 @@ impl CalLock {
             .open(&path)?;
         let deadline = Instant::now() + timeout;
         loop {
-            // SAFETY: flock on our own open file.
-            let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if r == 0 {
-                return Ok(CalLock { file, path });
-            }
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EWOULDBLOCK) | Some(libc::EINTR) => {}
-                _ => return Err(e),
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(CalLock { file, path }),
+                Err(Errno::WOULDBLOCK | Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
             }
             if Instant::now() >= deadline {
                 return Err(io::Error::new(
@@ -76,10 +73,8 @@ impl CalLock {
 
 impl Drop for CalLock {
     fn drop(&mut self) {
-        // SAFETY: unlocking our own open file (closing it would release it too).
-        unsafe {
-            libc::flock(self.file.as_raw_fd(), libc::LOCK_UN);
-        }
+        // Closing the file would release it too.
+        let _ = flock(&self.file, FlockOperation::Unlock);
     }
 }
 

@@ -263,12 +263,11 @@ impl Drainer {
 /// Creates a log file in the work directory. The program shares that directory, so the file
 /// must be new and is never reached through a symbolic link it planted (`O_EXCL`, `O_NOFOLLOW`).
 fn open_log(path: &std::path::Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    // rw-rw-rw- less the umask, as std creates files.
+    let mode = Mode::from_raw_mode(0o666);
+    Ok(rustix::fs::open(path, flags, mode)?.into())
 }
 
 pub fn drain(

@@ -3,6 +3,9 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+use rustix::process::Signal;
 use serde_json::Value;
 
 use super::supervise::Exit;
@@ -29,49 +32,49 @@ pub struct Classified {
 }
 
 pub fn signal_name(sig: i32) -> Option<&'static str> {
-    Some(match sig {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGUSR2 => "SIGUSR2",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGXCPU => "SIGXCPU",
-        libc::SIGXFSZ => "SIGXFSZ",
-        libc::SIGSYS => "SIGSYS",
+    Some(match Signal::from_named_raw(sig)? {
+        Signal::HUP => "SIGHUP",
+        Signal::INT => "SIGINT",
+        Signal::QUIT => "SIGQUIT",
+        Signal::ILL => "SIGILL",
+        Signal::TRAP => "SIGTRAP",
+        Signal::ABORT => "SIGABRT",
+        Signal::BUS => "SIGBUS",
+        Signal::FPE => "SIGFPE",
+        Signal::KILL => "SIGKILL",
+        Signal::USR1 => "SIGUSR1",
+        Signal::SEGV => "SIGSEGV",
+        Signal::USR2 => "SIGUSR2",
+        Signal::PIPE => "SIGPIPE",
+        Signal::ALARM => "SIGALRM",
+        Signal::TERM => "SIGTERM",
+        Signal::XCPU => "SIGXCPU",
+        Signal::XFSZ => "SIGXFSZ",
+        Signal::SYS => "SIGSYS",
         _ => return None,
     })
 }
 
 /// The cause and meaning of death by `sig`.
 fn signal_cause(sig: i32) -> (&'static str, &'static str) {
-    match sig {
-        libc::SIGKILL => (
+    match Signal::from_named_raw(sig) {
+        Some(Signal::KILL) => (
             "oom",
             "likely OOM-killed (SIGKILL is what the kernel's OOM killer sends; check `dmesg`), or killed by an operator",
         ),
-        libc::SIGSEGV => ("segfault", "segmentation fault: the program crashed"),
-        libc::SIGBUS => ("crash", "bus error: the program crashed (often a truncated memory-mapped file)"),
-        libc::SIGILL | libc::SIGFPE | libc::SIGTRAP | libc::SIGSYS => ("crash", "the program crashed"),
-        libc::SIGABRT => (
+        Some(Signal::SEGV) => ("segfault", "segmentation fault: the program crashed"),
+        Some(Signal::BUS) => ("crash", "bus error: the program crashed (often a truncated memory-mapped file)"),
+        Some(Signal::ILL | Signal::FPE | Signal::TRAP | Signal::SYS) => ("crash", "the program crashed"),
+        Some(Signal::ABORT) => (
             "abort",
             "aborted: an assertion failed or a C++ exception was not caught (CASA: often an AipsError)",
         ),
-        libc::SIGXCPU => ("cpu_limit", "the CPU time limit (cpu_seconds) was exceeded"),
-        libc::SIGXFSZ => ("file_size_limit", "the file size limit (file_size_mb) was exceeded"),
-        libc::SIGTERM | libc::SIGINT | libc::SIGHUP | libc::SIGQUIT => {
+        Some(Signal::XCPU) => ("cpu_limit", "the CPU time limit (cpu_seconds) was exceeded"),
+        Some(Signal::XFSZ) => ("file_size_limit", "the file size limit (file_size_mb) was exceeded"),
+        Some(Signal::TERM | Signal::INT | Signal::HUP | Signal::QUIT) => {
             ("terminated", "terminated by a signal from outside the host")
         }
-        libc::SIGPIPE => ("broken_pipe", "wrote to a closed pipe"),
+        Some(Signal::PIPE) => ("broken_pipe", "wrote to a closed pipe"),
         _ => ("signal", "killed by a signal"),
     }
 }
@@ -192,11 +195,8 @@ impl std::fmt::Display for ResultError {
 /// Opens a file of the work directory for reading: not through a symbolic link, and without
 /// blocking if it is a FIFO.
 fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    Ok(rustix::fs::open(path, flags, Mode::empty())?.into())
 }
 
 pub fn read_result(path: &Path, max_bytes: u64) -> Result<Value, ResultError> {
@@ -205,7 +205,7 @@ pub fn read_result(path: &Path, max_bytes: u64) -> Result<Value, ResultError> {
     let file = match open_no_follow(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ResultError::Missing),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+        Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => {
             return Err(ResultError::Unreadable(
                 "it is a symbolic link, which is not followed".into(),
             ))
@@ -364,19 +364,19 @@ mod tests {
     #[test]
     fn exits_are_classified() {
         let c = classify(Exit::Signal {
-            signal: libc::SIGKILL,
+            signal: Signal::KILL.as_raw(),
             core_dumped: false,
         });
         assert_eq!((c.cause, c.signal_name), ("oom", Some("SIGKILL")));
         assert!(c.description.contains("likely OOM-killed"));
         let c = classify(Exit::Signal {
-            signal: libc::SIGSEGV,
+            signal: Signal::SEGV.as_raw(),
             core_dumped: true,
         });
         assert_eq!(c.cause, "segfault");
         assert_eq!(
             classify(Exit::Signal {
-                signal: libc::SIGABRT,
+                signal: Signal::ABORT.as_raw(),
                 core_dumped: false
             })
             .cause,

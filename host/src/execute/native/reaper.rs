@@ -21,17 +21,27 @@
 //!   exits. So it also replaces a separate watchdog.
 //! * The reaper is a fork of a multi-threaded process that does not exec: it makes
 //!   async-signal-safe system calls only and never allocates. The program's argv, environment
-//!   and paths are prepared by the host before the fork.
+//!   and paths are prepared by the host before the fork. Its calls go through rustix (plain
+//!   system calls, paths given as `&CStr` so nothing is allocated), and through `libc` only
+//!   where rustix has no safe call: `fork`, `execve`, `_exit`, signal dispositions and masks,
+//!   `signalfd`, `close_range`, and a `waitid` that tells which child it found.
 //! * Processes of the run are found in `/proc`: the reaper's children (`ppid` = the reaper; the
 //!   `/proc/<pid>/task/<tid>/children` file is not in every kernel) and the program's group.
 //!   Killing works from the top: a SIGKILLed child's own children are re-parented to the
 //!   reaper and found by the next pass, until the reaper has no live child left.
 
-use std::ffi::CString;
+use std::ffi::{c_char, CStr, CString};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::time::{Duration, Instant};
+
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::fs::{Mode, OFlags, RawDir};
+use rustix::io::Errno;
+use rustix::process::{Pid, Resource, Rlimit, Signal, WaitOptions};
 
 use super::config::Limits;
 
@@ -41,7 +51,7 @@ const MSG_EXITED: i32 = 3;
 
 /// How long the reaper goes on killing processes that survive SIGKILL (uninterruptible
 /// sleep) before it gives up on them and exits.
-const FINAL_KILL_LIMIT_MS: i64 = 60_000;
+const FINAL_KILL_LIMIT: Duration = Duration::from_secs(60);
 
 /// What the program is: everything the reaper needs, prepared before the fork.
 pub struct Prepared {
@@ -49,8 +59,8 @@ pub struct Prepared {
     // Kept alive for the pointers below.
     _argv: Vec<CString>,
     _envp: Vec<CString>,
-    argv_ptrs: Vec<*const libc::c_char>,
-    envp_ptrs: Vec<*const libc::c_char>,
+    argv_ptrs: Vec<*const c_char>,
+    envp_ptrs: Vec<*const c_char>,
     cwd: CString,
     limits: Limits,
 }
@@ -127,27 +137,16 @@ pub struct Status(File);
 /// A pipe, both ends close-on-exec and numbered 3 or above (so that `dup2` onto 0–2 in the
 /// program never clobbers another of these descriptors).
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: plain syscall filling a local array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both are fresh descriptors we own.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    Ok((high(r)?, high(w)?))
+    // std's pipes are close-on-exec at both ends.
+    let (r, w) = io::pipe()?;
+    Ok((high(r.into())?, high(w.into())?))
 }
 
 fn high(fd: OwnedFd) -> io::Result<OwnedFd> {
     if fd.as_raw_fd() >= 3 {
         return Ok(fd);
     }
-    // SAFETY: duplicating a descriptor we own.
-    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+    Ok(rustix::io::fcntl_dupfd_cloexec(&fd, 3)?)
 }
 
 fn read_msg(f: &mut File) -> Option<[i32; 3]> {
@@ -159,14 +158,10 @@ fn read_msg(f: &mut File) -> Option<[i32; 3]> {
 
 /// Waits for `pid`, a child of the host.
 pub fn reap(pid: i32) {
-    loop {
-        // SAFETY: plain syscall on our own child.
-        let r = unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-        if r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-            continue;
-        }
+    let Some(pid) = Pid::from_raw(pid.max(0)) else {
         return;
-    }
+    };
+    let _ = rustix::io::retry_on_intr(|| rustix::process::waitpid(Some(pid), WaitOptions::empty()));
 }
 
 impl Reaper {
@@ -182,22 +177,23 @@ impl Reaper {
             std::fs::OpenOptions::new().read(true).open("/dev/null")?,
         ))?;
         let fds = ChildFds {
-            out_w: out_w.as_raw_fd(),
-            err_w: err_w.as_raw_fd(),
-            ctl_r: ctl_r.as_raw_fd(),
-            ctl_w: ctl_w.as_raw_fd(),
-            st_w: st_w.as_raw_fd(),
-            exec_r: exec_r.as_raw_fd(),
-            exec_w: exec_w.as_raw_fd(),
-            devnull: devnull.as_raw_fd(),
+            out_w: out_w.as_fd(),
+            err_w: err_w.as_fd(),
+            ctl_r: ctl_r.as_fd(),
+            ctl_w: ctl_w.as_fd(),
+            st_w: st_w.as_fd(),
+            exec_r: exec_r.as_fd(),
+            exec_w: exec_w.as_fd(),
+            devnull: devnull.as_fd(),
         };
+        // libc: rustix has no fork outside its runtime module (for libc implementations).
         // SAFETY: after fork the child runs only async-signal-safe code (reaper_main).
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(io::Error::last_os_error());
         }
         if pid == 0 {
-            // SAFETY: in the forked child; never returns.
+            // SAFETY: in the child just forked; never returns.
             unsafe { reaper_main(p, fds) }
         }
         // The child's ends, closed here so that end-of-file means what it should.
@@ -242,8 +238,8 @@ impl Status {
 
 impl Control {
     /// Asks the reaper to signal every process of the run: SIGTERM or SIGKILL.
-    pub fn signal(&mut self, sig: i32) {
-        let command = if sig == libc::SIGKILL { b'K' } else { b'T' };
+    pub fn signal(&mut self, sig: Signal) {
+        let command = if sig == Signal::KILL { b'K' } else { b'T' };
         if let Some(c) = self.0.as_mut() {
             let _ = c.write_all(&[command]);
         }
@@ -259,236 +255,254 @@ impl Control {
 }
 
 #[derive(Clone, Copy)]
-struct ChildFds {
-    out_w: RawFd,
-    err_w: RawFd,
-    ctl_r: RawFd,
-    ctl_w: RawFd,
-    st_w: RawFd,
-    exec_r: RawFd,
-    exec_w: RawFd,
-    devnull: RawFd,
+struct ChildFds<'a> {
+    out_w: BorrowedFd<'a>,
+    err_w: BorrowedFd<'a>,
+    ctl_r: BorrowedFd<'a>,
+    ctl_w: BorrowedFd<'a>,
+    st_w: BorrowedFd<'a>,
+    exec_r: BorrowedFd<'a>,
+    exec_w: BorrowedFd<'a>,
+    devnull: BorrowedFd<'a>,
 }
 
-unsafe fn errno() -> i32 {
-    *libc::__errno_location()
+/// The `errno` a failed libc call left (read without allocating).
+fn errno() -> Errno {
+    Errno::from_raw_os_error(io::Error::last_os_error().raw_os_error().unwrap_or(0))
 }
 
-unsafe fn write_msg(fd: RawFd, msg: [i32; 3]) {
+/// Ends the forked process at once.
+fn exit_now(code: i32) -> ! {
+    // libc: neither std nor rustix (outside its runtime module) has `_exit`, and std's `exit`
+    // would run the host's atexit handlers in the fork.
+    // SAFETY: `_exit` only ends the calling process.
+    unsafe { libc::_exit(code) }
+}
+
+fn write_msg(fd: BorrowedFd<'_>, msg: [i32; 3]) {
     let mut buf = [0u8; 12];
     for (i, v) in msg.iter().enumerate() {
         buf[i * 4..i * 4 + 4].copy_from_slice(&v.to_ne_bytes());
     }
     let mut off = 0;
     while off < buf.len() {
-        let n = libc::write(fd, buf[off..].as_ptr().cast(), buf.len() - off);
-        if n < 0 && errno() == libc::EINTR {
-            continue;
+        match rustix::io::write(fd, &buf[off..]) {
+            Err(Errno::INTR) => continue,
+            Ok(n) if n > 0 => off += n,
+            _ => return,
         }
-        if n <= 0 {
-            return;
-        }
-        off += n as usize;
     }
 }
 
-unsafe fn set_limit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> bool {
-    let mut cur: libc::rlimit = std::mem::zeroed();
-    if libc::getrlimit(resource, &mut cur) != 0 {
-        return false;
-    }
-    let hard = hard.min(cur.rlim_max as u64);
-    let new = libc::rlimit {
-        rlim_cur: soft.min(hard) as libc::rlim_t,
-        rlim_max: hard as libc::rlim_t,
+fn set_limit(resource: Resource, soft: u64, hard: u64) -> Result<(), Errno> {
+    let cur = rustix::process::getrlimit(resource);
+    // `None` is RLIM_INFINITY.
+    let hard = hard.min(cur.maximum.unwrap_or(u64::MAX));
+    let new = Rlimit {
+        current: Some(soft.min(hard)),
+        maximum: Some(hard),
     };
-    libc::setrlimit(resource, &new) == 0
+    rustix::process::setrlimit(resource, new)
 }
 
-/// Reports `errno` to the reaper (the program could not be started) and exits.
-unsafe fn fail(fd: RawFd) -> ! {
-    let e = errno().to_ne_bytes();
-    libc::write(fd, e.as_ptr().cast(), 4);
-    libc::_exit(127)
+/// Reports `e` to the reaper (the program could not be started) and exits.
+fn fail(fd: BorrowedFd<'_>, e: Errno) -> ! {
+    let _ = rustix::io::write(fd, &e.raw_os_error().to_ne_bytes());
+    exit_now(127)
 }
 
 /// The program's side of the fork: set up, then exec. On failure, the errno goes to the
 /// reaper through the close-on-exec pipe.
-unsafe fn program_main(p: &Prepared, fds: ChildFds, reaper: libc::pid_t) -> ! {
-    if libc::setpgid(0, 0) != 0 {
-        fail(fds.exec_w);
+///
+/// # Safety
+///
+/// Only in a child just forked by the reaper, which must not return.
+unsafe fn program_main(p: &Prepared, fds: ChildFds<'_>, reaper: Pid) -> ! {
+    if let Err(e) = rustix::process::setpgid(None, None) {
+        fail(fds.exec_w, e);
     }
-    if libc::prctl(
-        libc::PR_SET_PDEATHSIG,
-        libc::SIGKILL as libc::c_ulong,
-        0,
-        0,
-        0,
-    ) != 0
-    {
-        fail(fds.exec_w);
+    if let Err(e) = rustix::process::set_parent_process_death_signal(Some(Signal::KILL)) {
+        fail(fds.exec_w, e);
     }
     // The reaper may have died between fork and prctl: then nobody would ever signal us.
-    if libc::getppid() != reaper {
-        *libc::__errno_location() = libc::ESRCH;
-        fail(fds.exec_w);
+    if rustix::process::getppid() != Some(reaper) {
+        fail(fds.exec_w, Errno::SRCH);
     }
-    if libc::dup2(fds.devnull, 0) < 0
-        || libc::dup2(fds.out_w, 1) < 0
-        || libc::dup2(fds.err_w, 2) < 0
+    if let Err(e) = rustix::stdio::dup2_stdin(fds.devnull)
+        .and_then(|()| rustix::stdio::dup2_stdout(fds.out_w))
+        .and_then(|()| rustix::stdio::dup2_stderr(fds.err_w))
     {
-        fail(fds.exec_w);
+        fail(fds.exec_w, e);
     }
     // Default dispositions and an empty mask: the host ignores SIGPIPE, and ignored signals
     // would survive exec.
-    for sig in 1..=64 {
-        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            libc::signal(sig, libc::SIG_DFL);
+    // libc: rustix sets dispositions and masks only in its runtime module (for libc
+    // implementations).
+    // SAFETY: SIG_DFL installs no handler; the mask is a local, initialised by sigemptyset.
+    unsafe {
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+    let l = p.limits;
+    let megabytes = |mb: u64| {
+        let b = mb.saturating_mul(1024 * 1024);
+        (b, b)
+    };
+    let limits = [
+        (
+            Resource::Cpu,
+            l.cpu_seconds.map(|s| (s, s.saturating_add(5))),
+        ),
+        (Resource::Nofile, l.open_files.map(|n| (n, n))),
+        (Resource::As, l.memory_mb.map(megabytes)),
+        (Resource::Nproc, l.processes.map(|n| (n, n))),
+        (Resource::Fsize, l.file_size_mb.map(megabytes)),
+    ];
+    for (resource, limit) in limits {
+        if let Some((soft, hard)) = limit {
+            if let Err(e) = set_limit(resource, soft, hard) {
+                fail(fds.exec_w, e);
+            }
         }
     }
-    let mut empty: libc::sigset_t = std::mem::zeroed();
-    libc::sigemptyset(&mut empty);
-    libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-    let l = p.limits;
-    let ok = l
-        .cpu_seconds
-        .is_none_or(|s| set_limit(libc::RLIMIT_CPU, s, s.saturating_add(5)))
-        && l.open_files
-            .is_none_or(|n| set_limit(libc::RLIMIT_NOFILE, n, n))
-        && l.memory_mb.is_none_or(|mb| {
-            let b = mb.saturating_mul(1024 * 1024);
-            set_limit(libc::RLIMIT_AS, b, b)
-        })
-        && l.processes
-            .is_none_or(|n| set_limit(libc::RLIMIT_NPROC, n, n))
-        && l.file_size_mb.is_none_or(|mb| {
-            let b = mb.saturating_mul(1024 * 1024);
-            set_limit(libc::RLIMIT_FSIZE, b, b)
-        });
-    if !ok {
-        fail(fds.exec_w);
+    if let Err(e) = rustix::process::chdir(p.cwd.as_c_str()) {
+        fail(fds.exec_w, e);
     }
-    if libc::chdir(p.cwd.as_ptr()) != 0 {
-        fail(fds.exec_w);
+    // libc: rustix's execve is in its runtime module (for libc implementations).
+    // SAFETY: the path and both NULL-terminated arrays point into `p`, which outlives the call.
+    unsafe {
+        libc::execve(
+            p.program.as_ptr(),
+            p.argv_ptrs.as_ptr(),
+            p.envp_ptrs.as_ptr(),
+        );
     }
-    libc::execve(
-        p.program.as_ptr(),
-        p.argv_ptrs.as_ptr(),
-        p.envp_ptrs.as_ptr(),
-    );
-    fail(fds.exec_w)
+    fail(fds.exec_w, errno())
 }
 
 /// The reaper process. Async-signal-safe calls only, no allocation.
-unsafe fn reaper_main(p: &Prepared, fds: ChildFds) -> ! {
-    let me = libc::getpid();
+///
+/// # Safety
+///
+/// Only in a child just forked by the host, which must not return.
+unsafe fn reaper_main(p: &Prepared, fds: ChildFds<'_>) -> ! {
+    let me = rustix::process::getpid();
     // The host's end of the control pipe must not stay open here, or its death would go
     // unnoticed.
-    libc::close(fds.ctl_w);
-    libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-    let program = libc::fork();
+    // SAFETY: this process's copy of the host's end; nothing here uses it again (the OwnedFd
+    // in the forked copy of the host's stack is never dropped: this process never returns).
+    unsafe { rustix::io::close(fds.ctl_w.as_raw_fd()) };
+    let _ = rustix::process::set_child_subreaper(Some(me));
+    // libc: see `Reaper::start`.
+    // SAFETY: the child runs program_main, which only sets itself up and execs.
+    let program = unsafe { libc::fork() };
     if program == 0 {
-        program_main(p, fds, me);
+        // SAFETY: in the child just forked; never returns.
+        unsafe { program_main(p, fds, me) };
     }
-    if program < 0 {
-        write_msg(fds.st_w, [MSG_EXEC_FAILED, errno(), 0]);
-        libc::_exit(1);
-    }
-    libc::close(fds.exec_w);
-    let mut e = [0u8; 4];
-    let n = loop {
-        let n = libc::read(fds.exec_r, e.as_mut_ptr().cast(), 4);
-        if n < 0 && errno() == libc::EINTR {
-            continue;
-        }
-        break n;
+    let Some(program) = Pid::from_raw(program.max(0)) else {
+        write_msg(fds.st_w, [MSG_EXEC_FAILED, errno().raw_os_error(), 0]);
+        exit_now(1);
     };
-    if n == 4 {
-        let mut st = 0;
-        libc::waitpid(program, &mut st, 0);
+    // SAFETY: as for `ctl_w` above: the program's end, which only the program uses.
+    unsafe { rustix::io::close(fds.exec_w.as_raw_fd()) };
+    let mut e = [0u8; 4];
+    let n = rustix::io::retry_on_intr(|| rustix::io::read(fds.exec_r, &mut e));
+    if let Ok(4) = n {
+        let _ = rustix::process::waitpid(Some(program), WaitOptions::empty());
         write_msg(fds.st_w, [MSG_EXEC_FAILED, i32::from_ne_bytes(e), 0]);
-        libc::_exit(0);
+        exit_now(0);
     }
-    write_msg(fds.st_w, [MSG_STARTED, program, 0]);
+    write_msg(fds.st_w, [MSG_STARTED, program.as_raw_pid(), 0]);
 
     // Keep only the two pipes to the host, as 0 and 1; hold nothing else of the host's
     // (other runs' pipes, sockets, the program's output pipes).
-    libc::dup2(fds.ctl_r, 0);
-    libc::dup2(fds.st_w, 1);
-    if libc::syscall(
-        libc::SYS_close_range,
-        2 as libc::c_uint,
-        libc::c_uint::MAX,
-        0 as libc::c_uint,
-    ) != 0
-    {
-        for fd in 2..65_536 {
-            libc::close(fd);
+    let _ = rustix::stdio::dup2_stdin(fds.ctl_r);
+    let _ = rustix::stdio::dup2_stdout(fds.st_w);
+    // From here on `fds` names closed descriptors: only 0 and 1 are used.
+    // libc: rustix has no close_range.
+    // SAFETY: closes every descriptor from 2 up; none of them is used again in this process.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_close_range,
+            2 as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        ) != 0
+        {
+            for fd in 2..65_536 {
+                rustix::io::close(fd);
+            }
         }
     }
-    for sig in [
-        libc::SIGINT,
-        libc::SIGTERM,
-        libc::SIGHUP,
-        libc::SIGQUIT,
-        libc::SIGPIPE,
-        libc::SIGUSR1,
-        libc::SIGUSR2,
-    ] {
-        libc::signal(sig, libc::SIG_IGN);
-    }
-    libc::prctl(
-        libc::PR_SET_NAME,
-        c"absurd-reaper".as_ptr() as libc::c_ulong,
-        0,
-        0,
-        0,
-    );
-    // SIGCHLD through a signalfd, so that one poll waits for the program and the host.
-    let mut set: libc::sigset_t = std::mem::zeroed();
-    libc::sigemptyset(&mut set);
-    libc::sigaddset(&mut set, libc::SIGCHLD);
-    libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    let sfd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
+    let control = rustix::stdio::stdin();
+    let status = rustix::stdio::stdout();
+    // libc: rustix sets dispositions and masks, and has signalfd, only in its runtime module
+    // or not at all.
+    // SAFETY: SIG_IGN installs no handler; `set` is a local, initialised by sigemptyset, and
+    // the descriptor signalfd returns is a new one that nothing else owns.
+    let signals = unsafe {
+        for sig in [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGPIPE,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+        ] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+        // SIGCHLD through a signalfd, so that one poll waits for the program and the host.
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let sfd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
+        (sfd >= 0).then(|| OwnedFd::from_raw_fd(sfd))
+    };
+    let _ = rustix::thread::set_name(c"absurd-reaper");
+    let signals = signals.as_ref().map(|s| s.as_fd());
 
     let mut exited = false;
     loop {
         if !exited {
-            exited = reap_orphans(program);
+            exited = reap_orphans(program, status);
         }
         let mut pfd = [
-            libc::pollfd {
-                fd: 0,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: sfd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            PollFd::from_borrowed_fd(control, PollFlags::IN),
+            PollFd::from_borrowed_fd(signals.unwrap_or(control), PollFlags::IN),
         ];
+        let n = if signals.is_some() { 2 } else { 1 };
         // The timeout is a safety net only (a missing signalfd).
-        let n = libc::poll(pfd.as_mut_ptr(), if sfd >= 0 { 2 } else { 1 }, 1000);
-        if n < 0 {
+        let timeout = Timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
+        if poll(&mut pfd[..n], Some(&timeout)).is_err() {
             continue;
         }
-        if sfd >= 0 && pfd[1].revents != 0 {
-            let mut buf = [0u8; 128];
-            while libc::read(sfd, buf.as_mut_ptr().cast(), buf.len()) > 0 {}
-        }
-        if pfd[0].revents != 0 {
-            let mut b = 0u8;
-            let r = libc::read(0, (&mut b as *mut u8).cast(), 1);
-            if r < 0 && errno() == libc::EINTR {
-                continue;
+        if let Some(sfd) = signals {
+            if !pfd[1].revents().is_empty() {
+                let mut buf = [0u8; 128];
+                while matches!(rustix::io::read(sfd, &mut buf), Ok(n) if n > 0) {}
             }
-            match (r, b) {
-                (1, b'T') => {
-                    signal_all(me, program, libc::SIGTERM);
+        }
+        if !pfd[0].revents().is_empty() {
+            let mut b = [0u8; 1];
+            match rustix::io::read(control, &mut b) {
+                Err(Errno::INTR) => continue,
+                Ok(1) if b[0] == b'T' => {
+                    signal_all(me, program, Signal::TERM);
                 }
-                (1, b'K') => {
-                    signal_all(me, program, libc::SIGKILL);
+                Ok(1) if b[0] == b'K' => {
+                    signal_all(me, program, Signal::KILL);
                 }
                 // `R`, or the host is gone.
                 _ => break,
@@ -496,47 +510,50 @@ unsafe fn reaper_main(p: &Prepared, fds: ChildFds) -> ! {
         }
     }
     kill_all(me, program);
-    let mut st = 0;
-    libc::waitpid(program, &mut st, 0);
-    libc::_exit(0)
+    let _ = rustix::process::waitpid(Some(program), WaitOptions::empty());
+    exit_now(0)
 }
 
-/// Reaps exited orphans and reports the program's exit (which stays unreaped). Returns
-/// whether the program has exited. Once it has, it is the first waitable child for good and
-/// hides the others; they are reaped at the end.
-unsafe fn reap_orphans(program: libc::pid_t) -> bool {
+/// Reaps exited orphans and reports the program's exit (which stays unreaped) on `status`.
+/// Returns whether the program has exited. Once it has, it is the first waitable child for
+/// good and hides the others; they are reaped at the end.
+fn reap_orphans(program: Pid, status: BorrowedFd<'_>) -> bool {
     loop {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        let r = libc::waitid(
-            libc::P_ALL,
-            0,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        );
+        // libc: rustix's waitid does not tell which child it found (`si_pid`).
+        // SAFETY: waitid fills a local siginfo_t, zeroed first so that every field read is
+        // initialised whatever waitid does.
+        let (r, pid, code, st) = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let r = libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            );
+            (r, info.si_pid(), info.si_code, info.si_status())
+        };
         if r < 0 {
-            if errno() == libc::EINTR {
+            if errno() == Errno::INTR {
                 continue;
             }
             return false;
         }
-        let pid = info.si_pid();
-        if pid == 0 {
+        let Some(pid) = Pid::from_raw(pid.max(0)) else {
             return false;
-        }
+        };
         if pid == program {
-            write_msg(1, [MSG_EXITED, info.si_code, info.si_status()]);
+            write_msg(status, [MSG_EXITED, code, st]);
             return true;
         }
-        let mut st = 0;
-        libc::waitpid(pid, &mut st, libc::WNOHANG);
+        let _ = rustix::process::waitpid(Some(pid), WaitOptions::NOHANG);
     }
 }
 
 /// Signals the program's group and every child of the reaper (each with its own group, if
 /// it leads one: a `setsid` daemon's helpers). The reaper reaps only its own children and
 /// does nothing else meanwhile, so none of these pids can have been reused.
-unsafe fn signal_all(me: libc::pid_t, program: libc::pid_t, sig: i32) -> usize {
-    libc::kill(-program, sig);
+fn signal_all(me: Pid, program: Pid, sig: Signal) -> usize {
+    let _ = rustix::process::kill_process_group(program, sig);
     let mut live = 0;
     for_each_child(me, |pid, zombie| {
         if pid == program {
@@ -544,73 +561,49 @@ unsafe fn signal_all(me: libc::pid_t, program: libc::pid_t, sig: i32) -> usize {
             return;
         }
         if zombie {
-            let mut st = 0;
-            libc::waitpid(pid, &mut st, libc::WNOHANG);
+            let _ = rustix::process::waitpid(Some(pid), WaitOptions::NOHANG);
         } else {
             live += 1;
-            libc::kill(pid, sig);
-            libc::kill(-pid, sig);
+            let _ = rustix::process::kill_process(pid, sig);
+            let _ = rustix::process::kill_process_group(pid, sig);
         }
     });
     live
 }
 
-fn monotonic_ms() -> i64 {
-    // SAFETY: plain syscall on a local struct.
-    unsafe {
-        let mut ts: libc::timespec = std::mem::zeroed();
-        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
-        ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
-    }
-}
-
 /// SIGKILLs every process of the run until none is left alive: each pass kills the
 /// reaper's live children, whose own children then become the reaper's.
-unsafe fn kill_all(me: libc::pid_t, program: libc::pid_t) {
-    let limit = monotonic_ms() + FINAL_KILL_LIMIT_MS;
-    while signal_all(me, program, libc::SIGKILL) > 0 && monotonic_ms() < limit {
-        libc::poll(std::ptr::null_mut(), 0, 5);
+fn kill_all(me: Pid, program: Pid) {
+    let limit = Instant::now() + FINAL_KILL_LIMIT;
+    while signal_all(me, program, Signal::KILL) > 0 && Instant::now() < limit {
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
 /// Calls `f(pid, is_zombie)` for each process whose parent is `me`, from `/proc`.
-unsafe fn for_each_child(me: libc::pid_t, mut f: impl FnMut(libc::pid_t, bool)) {
-    let dir = libc::open(
-        c"/proc".as_ptr(),
-        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-    );
-    if dir < 0 {
+fn for_each_child(me: Pid, mut f: impl FnMut(Pid, bool)) {
+    let Ok(dir) = rustix::fs::open(
+        c"/proc",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
         return;
-    }
-    let mut buf = [0u8; 8192];
-    loop {
-        let n = libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len());
-        if n <= 0 {
-            break;
-        }
-        let n = n as usize;
-        let mut off = 0;
-        // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
-        while off + 19 < n {
-            let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
-            if reclen == 0 {
-                break;
+    };
+    let mut buf = [MaybeUninit::<u8>::uninit(); 8192];
+    let mut entries = RawDir::new(&dir, &mut buf);
+    while let Some(Ok(entry)) = entries.next() {
+        let Some(pid) = parse_pid(entry.file_name().to_bytes()).and_then(Pid::from_raw) else {
+            continue;
+        };
+        if let Some((state, ppid)) = stat_of(pid.as_raw_pid()) {
+            if ppid == me.as_raw_pid() {
+                f(pid, state == b'Z' || state == b'X');
             }
-            let name = &buf[off + 19..(off + reclen).min(n)];
-            if let Some(pid) = parse_pid(name) {
-                if let Some((state, ppid)) = stat_of(pid) {
-                    if ppid == me {
-                        f(pid, state == b'Z' || state == b'X');
-                    }
-                }
-            }
-            off += reclen;
         }
     }
-    libc::close(dir);
 }
 
-fn parse_pid(name: &[u8]) -> Option<libc::pid_t> {
+fn parse_pid(name: &[u8]) -> Option<i32> {
     let mut v: i64 = 0;
     let mut any = false;
     for &c in name {
@@ -626,11 +619,11 @@ fn parse_pid(name: &[u8]) -> Option<libc::pid_t> {
         }
         any = true;
     }
-    (any && v > 0).then_some(v as libc::pid_t)
+    (any && v > 0).then_some(v as i32)
 }
 
 /// (state, ppid) of `pid` from `/proc/<pid>/stat` (`pid (comm) state ppid …`).
-unsafe fn stat_of(pid: libc::pid_t) -> Option<(u8, libc::pid_t)> {
+fn stat_of(pid: i32) -> Option<(u8, i32)> {
     let mut path = [0u8; 32];
     let prefix = b"/proc/";
     path[..prefix.len()].copy_from_slice(prefix);
@@ -653,18 +646,16 @@ unsafe fn stat_of(pid: libc::pid_t) -> Option<(u8, libc::pid_t)> {
     }
     let suffix = b"/stat\0";
     path[i..i + suffix.len()].copy_from_slice(suffix);
-    let fd = libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
-    if fd < 0 {
-        return None;
-    }
+    let path = CStr::from_bytes_until_nul(&path).ok()?;
+    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
     // The state and ppid come right after the command name, at most 16 bytes long.
     let mut buf = [0u8; 256];
-    let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-    libc::close(fd);
-    if n <= 0 {
+    let n = rustix::io::read(&fd, &mut buf).ok()?;
+    drop(fd);
+    if n == 0 {
         return None;
     }
-    let text = &buf[..n as usize];
+    let text = &buf[..n];
     let close = text.iter().rposition(|&c| c == b')')?;
     let mut rest = text[close + 1..]
         .split(|&c| c == b' ')
@@ -689,9 +680,8 @@ mod tests {
     #[test]
     fn our_own_stat_names_our_parent() {
         let me = std::process::id() as i32;
-        // SAFETY: reading /proc.
-        let (state, ppid) = unsafe { stat_of(me) }.expect("our stat");
-        assert_eq!(ppid, unsafe { libc::getppid() });
+        let (state, ppid) = stat_of(me).expect("our stat");
+        assert_eq!(ppid, std::os::unix::process::parent_id() as i32);
         assert_ne!(state, b'Z');
     }
 }

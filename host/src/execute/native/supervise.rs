@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use rustix::process::{Pid, Signal};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
@@ -109,14 +110,14 @@ struct State {
 /// reaper the processes that left the group (the reaper's other children and their groups).
 /// Only before the run is released: until then the reaper keeps the program unreaped, so the
 /// group id is still ours.
-fn signal_run(pgid: i32, st: &mut State, sig: i32) {
+fn signal_run(pgid: i32, st: &mut State, sig: Signal) {
     if st.released {
         return;
     }
-    // SAFETY: plain syscall; pgid > 1 always (it is a child's pid).
+    // pgid > 1 always (it is a child's pid).
     if pgid > 1 {
-        unsafe {
-            libc::kill(-pgid, sig);
+        if let Some(group) = Pid::from_raw(pgid) {
+            let _ = rustix::process::kill_process_group(group, sig);
         }
     }
     st.control.signal(sig);
@@ -156,6 +157,7 @@ pub fn live_members(pgid: i32, reaper: i32) -> Vec<i32> {
 
 /// The program's exit as the reaper reports it (`si_code`, `si_status` of `waitid`).
 fn exit_of(report: Option<(i32, i32)>) -> Exit {
+    // libc: rustix names no `si_code` values.
     match report {
         Some((libc::CLD_EXITED, status)) => Exit::Code(status),
         Some((libc::CLD_KILLED, signal)) => Exit::Signal {
@@ -294,7 +296,7 @@ impl Group {
         live_members(self.inner.pgid, self.inner.reaper_pid)
     }
 
-    fn signal(&self, sig: i32) {
+    fn signal(&self, sig: Signal) {
         let mut st = self.inner.lock();
         signal_run(self.inner.pgid, &mut st, sig);
     }
@@ -329,7 +331,7 @@ impl Group {
         };
         if leader_running || !live.is_empty() {
             if !term_sent {
-                self.signal(libc::SIGTERM);
+                self.signal(Signal::TERM);
                 report.terminated = true;
             }
             let deadline = Instant::now() + grace;
@@ -344,7 +346,7 @@ impl Group {
                 report.killed = true;
                 let hard = Instant::now() + Duration::from_secs(60);
                 while !self.gone() {
-                    self.signal(libc::SIGKILL);
+                    self.signal(Signal::KILL);
                     if Instant::now() > hard {
                         warn!(pgid, "processes of the run survive SIGKILL (uninterruptible sleep?); giving up on them");
                         break;
@@ -369,14 +371,14 @@ impl Group {
             return false;
         }
         st.term_sent = true;
-        signal_run(self.inner.pgid, &mut st, libc::SIGTERM);
+        signal_run(self.inner.pgid, &mut st, Signal::TERM);
         true
     }
 
     /// Sends SIGKILL to the group now (the hard stop at a task's deadline). The group still
     /// has to be stopped (which makes sure every member is gone) for the leader to be reaped.
     pub fn kill_now(&self) {
-        self.signal(libc::SIGKILL);
+        self.signal(Signal::KILL);
     }
 
     /// Stops the group on a std thread (SIGTERM now if the program still runs and was not
@@ -397,7 +399,7 @@ impl Group {
         let term_sent = warned || !exited;
         if !warned && !exited {
             // At once, so the program hears of it even if the host is about to exit.
-            self.signal(libc::SIGTERM);
+            self.signal(Signal::TERM);
         }
         let group = self.clone();
         let spawned = std::thread::Builder::new()
@@ -406,7 +408,7 @@ impl Group {
         if let Err(e) = spawned {
             warn!(error = %e, "cannot start a thread to stop the program; killing its group now");
             // The reaper SIGKILLs every process of the run once released.
-            self.signal(libc::SIGKILL);
+            self.signal(Signal::KILL);
             let mut st = self.inner.lock();
             st.released = true;
             self.inner.cv.notify_all();
