@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use absurd_host::client::{Client, RetryStrategy, SpawnOptions, State};
+use absurd_client::{Client, RetryStrategy, SpawnOptions, State};
 use common::{components_dir, temp_file, wait_for, TestDb, WorkerProc};
 use serde_json::json;
 use sqlx::PgPool;

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use absurd_host::client::{Client, RetryStrategy, SpawnOptions, State, TaskFilter};
-use absurd_host::vocab::FailureCategory;
+use absurd_client::vocab::FailureCategory;
+use absurd_client::{Client, RetryStrategy, SpawnOptions, State, TaskFilter};
 use common::{repo_root, temp_file, wait_for, TestDb, WorkerProc};
 use serde_json::{json, Value};
 use uuid::Uuid;

@@ -8,7 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::client::ClientError;
+use absurd_client::ClientError;
 
 /// An error response: a status and the `detail` text.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::vocab::FailureCategory;
+use absurd_client::vocab::FailureCategory;
 
 pub(crate) async fn serve_document() -> Json<Value> {
     Json(document())

@@ -1,4 +1,4 @@
-//! Tasks, events and queues: thin handlers over [`crate::client::Client`], with input
+//! Tasks, events and queues: thin handlers over [`absurd_client::Client`], with input
 //! validation that names the offending field.
 
 use axum::body::Bytes;
@@ -12,12 +12,12 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::client::{
+use absurd_client::{
     Cancellation, QueueStats, RetryOptions, RetryStrategy, RunInfo, SpawnOptions,
     State as TaskState, TaskDetails, TaskFilter, TaskSummary, WorkerActivity, MAX_SEARCH_CHARS,
     MAX_WINDOW_MINUTES,
 };
-use crate::metrics::Event;
+use absurd_engine::metrics::Event;
 
 type ApiResult<T = Json<Value>> = Result<T, ApiError>;
 type QueryMap = Result<Query<Vec<(String, String)>>, QueryRejection>;
@@ -780,7 +780,7 @@ pub(crate) async fn all_queue_stats(State(st): State<AppState>) -> ApiResult {
         match st.client.queue_stats(&q).await {
             Ok(s) => out.push(stats_json(&s)),
             // Registered but its tables were dropped by hand: skip it.
-            Err(crate::client::ClientError::QueueNotFound(_)) => {}
+            Err(absurd_client::ClientError::QueueNotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
     }
