@@ -554,10 +554,6 @@ impl Client {
             .collect())
     }
 
-    /// Completes many runs in one statement through the queue's fast path. Returns, for each
-    /// run, its state afterwards: `completed` (by this call, or already), or the state that
-    /// kept it from completing (`cancelled`, `failed`, `pending`, ..., `missing`).
-
     /// Seconds until the queue's earliest waiting run (pending or sleeping) is due, by the
     /// database clock: negative when one is overdue, `None` when none waits. Tells a claimer
     /// how long it may idle.

@@ -35,6 +35,9 @@ pub struct LeaseState {
 }
 
 impl Client {
+    /// Completes many runs in one statement through the queue's fast path. Returns, for each
+    /// run, its state afterwards: `completed` (by this call, or already), or the state that
+    /// kept it from completing (`cancelled`, `failed`, `pending`, ..., `missing`).
     pub async fn complete_runs_fast(
         &self,
         queue: &str,
