@@ -526,10 +526,13 @@ async fn run_component(shared: &HandlerShared, ctx: TaskContext) -> Result<Value
             "guest output beyond max_log_bytes was dropped"
         );
     }
-    for (name, s) in [("stdout", &stdout), ("stderr", &stderr)] {
-        let text = s.text();
-        if !text.is_empty() {
-            debug!(stream = name, "guest {name}:\n{}", text.trim_end());
+    // Copied out only when it will be logged (most runs write nothing, and debug is off).
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        for (name, s) in [("stdout", &stdout), ("stderr", &stderr)] {
+            let text = s.text();
+            if !text.is_empty() {
+                debug!(stream = name, "guest {name}:\n{}", text.trim_end());
+            }
         }
     }
 
