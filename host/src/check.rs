@@ -13,8 +13,8 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use crate::cli::{GlobalArgs, WorkerArgs};
-use crate::dispatch::{HandlerKind, HostConfig, Registry, TaskTypeConfig};
+use crate::args::{GlobalArgs, WorkerArgs};
+use absurd_engine::dispatch::{HandlerKind, HostConfig, Registry, TaskTypeConfig};
 
 /// Options of `absurd-host check`: the worker's (so that it checks what the worker would use).
 #[derive(Debug, Args)]
@@ -225,11 +225,13 @@ fn check_host_config(report: &mut Report, path: Option<&Path>) {
             "declare the task types this worker should run",
         );
     }
-    if let Err(e) = crate::sandbox::config::SandboxDefaults::from_table(&config.sandbox) {
+    if let Err(e) =
+        absurd_engine::execute::wasm::config::SandboxDefaults::from_table(&config.sandbox)
+    {
         report.fail(
             "[sandbox]",
             e,
-            "correct the [sandbox] table (see host/src/sandbox/config.rs for its keys)",
+            "correct the [sandbox] table (see engine/src/execute/wasm/config.rs for its keys)",
         );
     }
     let mut names: Vec<&String> = config.tasks.keys().collect();
@@ -238,7 +240,7 @@ fn check_host_config(report: &mut Report, path: Option<&Path>) {
         check_task(report, path, &config, task, &config.tasks[task]);
     }
     if config.tasks.values().any(|t| t.kind == HandlerKind::Native) {
-        use crate::execute::native::cgroup::{self, Cgroup};
+        use absurd_engine::execute::native::cgroup::{self, Cgroup};
         let message = match cgroup::detect() {
             Cgroup::Delegated(dir) => format!(
                 "a delegated cgroup v2 is available at {} (not used yet: native runs are contained by their reaper and rlimits)",
@@ -256,16 +258,16 @@ fn check_host_config(report: &mut Report, path: Option<&Path>) {
 /// defaults, so that an operator sees them before the first run does.
 fn report_grants(report: &mut Report, config: &HostConfig, task: &str, t: &TaskTypeConfig) {
     let mut table = t.rest.clone();
-    let Ok(mut grants) = crate::execute::grants::Grants::take_from(task, &mut table) else {
+    let Ok(mut grants) = absurd_engine::execute::grants::Grants::take_from(task, &mut table) else {
         return; // already reported by the build above
     };
     (grants.wasm_types, grants.native_types) = config.kinds();
     report.ok(format!("task {task} grants"), grants.describe().join("; "));
-    let defaults = crate::limits::RunLimits::default();
-    let limits = crate::sandbox::config::SandboxDefaults::from_table(&config.sandbox)
+    let defaults = absurd_engine::limits::RunLimits::default();
+    let limits = absurd_engine::execute::wasm::config::SandboxDefaults::from_table(&config.sandbox)
         .and_then(|d| d.limits.take_from(&mut table));
     if let Ok(limits) = limits {
-        let changed: Vec<String> = crate::limits::KEYS
+        let changed: Vec<String> = absurd_engine::limits::KEYS
             .iter()
             .filter(|k| limits.get(k) != defaults.get(k))
             .map(|k| format!("{k} = {}", limits.get(k).unwrap_or_default()))
@@ -374,7 +376,7 @@ async fn check_database(
     queues: &[String],
     no_create: bool,
 ) {
-    let redacted = crate::db::redact_url(url);
+    let redacted = absurd_client::db::redact_url(url);
     let name = format!("database {redacted}");
     let opts: sqlx::postgres::PgConnectOptions = match url.parse() {
         Ok(o) => o,
@@ -418,13 +420,12 @@ async fn check_database(
             return;
         }
     };
-    let version: String = sqlx::query_scalar("show server_version")
-        .fetch_one(&pool)
+    let version = absurd_client::db::server_version(&pool)
         .await
         .unwrap_or_else(|_| "?".into());
     report.ok(name, format!("connected (PostgreSQL {version})"));
 
-    let client = crate::client::Client::new(pool.clone());
+    let client = absurd_client::Client::new(pool.clone());
     match client.schema_version().await {
         Ok(None) => report.fail(
             "schema",
@@ -436,12 +437,12 @@ async fn check_database(
             format!("cannot read the schema version: {e}"),
             "run `absurd-host migrate`; if it refuses, see its message",
         ),
-        Ok(Some(v)) if v != crate::db::SCHEMA_VERSION => report.fail(
+        Ok(Some(v)) if v != absurd_client::db::SCHEMA_VERSION => report.fail(
             "schema",
-            format!("absurd schema version {v}; this absurd-host needs {}", crate::db::SCHEMA_VERSION),
+            format!("absurd schema version {v}; this absurd-host needs {}", absurd_client::db::SCHEMA_VERSION),
             "run `absurd-host migrate` (for a schema newer than this binary, upgrade absurd-host instead)",
         ),
-        Ok(Some(v)) => match pending_migrations(&pool).await {
+        Ok(Some(v)) => match absurd_client::db::pending_migrations(&pool).await {
             Ok(Some(0)) => report.ok("schema", format!("absurd {v}, every absurd-host migration applied")),
             Ok(Some(n)) => report.fail(
                 "schema",
@@ -472,25 +473,4 @@ async fn check_database(
         }
     }
     pool.close().await;
-}
-
-/// Embedded migrations missing from the history; `None` when there is no history table.
-async fn pending_migrations(pool: &sqlx::PgPool) -> Result<Option<usize>, sqlx::Error> {
-    let has_history: bool =
-        sqlx::query_scalar("select to_regclass('absurd.absurd_host_migrations') is not null")
-            .fetch_one(pool)
-            .await?;
-    if !has_history {
-        return Ok(None);
-    }
-    let applied: Vec<i64> =
-        sqlx::query_scalar("select version from absurd.absurd_host_migrations where success")
-            .fetch_all(pool)
-            .await?;
-    let m = crate::db::migrator();
-    Ok(Some(
-        m.iter()
-            .filter(|mig| !applied.contains(&mig.version))
-            .count(),
-    ))
 }

@@ -12,10 +12,11 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::api::model;
-use crate::client::{
+use crate::args::{ApiArgs, GlobalArgs, WorkerArgs};
+use crate::config::{AbsurdConfig, DEFAULT_DATABASE_URL};
+use absurd_client::{
     Cancellation, Client, RetryOptions, RetryStrategy, SpawnOptions, State, TaskDetails, TaskFilter,
 };
-use crate::config::{value, AbsurdConfig, DEFAULT_DATABASE_URL};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -121,39 +122,6 @@ fn name_the_variable(e: clap::Error, args: &[std::ffi::OsString]) -> clap::Error
     )
 }
 
-#[derive(Debug, Args)]
-pub struct GlobalArgs {
-    /// PostgreSQL URL of the database holding the `absurd` schema
-    /// [default: postgresql://postgres:postgres@localhost/dsa110_absurd]
-    #[arg(
-        long,
-        global = true,
-        env = "ABSURD_DATABASE_URL",
-        hide_env_values = true
-    )]
-    pub database_url: Option<String>,
-
-    /// Print one JSON document instead of text (for scripts).
-    #[arg(long, global = true)]
-    pub json: bool,
-
-    /// Log format on stderr.
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "text",
-        env = "ABSURD_LOG_FORMAT"
-    )]
-    pub log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create or upgrade the `absurd` schema (idempotent).
@@ -213,94 +181,11 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
 }
 
-/// Where the HTTP API listens (for `serve` and `worker --api`). The bearer token is read
-/// from `ABSURD_API_TOKEN` only (never a flag, so that it does not show in `ps`).
-#[derive(Debug, Args, Clone)]
-pub struct ApiArgs {
-    /// Address for the HTTP API, IP:PORT [default: 127.0.0.1:8080]. A non-loopback address
-    /// needs ABSURD_API_TOKEN.
-    #[arg(long, env = "ABSURD_API_LISTEN", value_name = "IP:PORT")]
-    pub listen: Option<String>,
-}
-
 /// Options of `absurd-host serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub api: ApiArgs,
-}
-
-/// Options of `absurd-host worker`. Each one can also be set by the environment variable
-/// shown; the flag wins.
-#[derive(Debug, Args)]
-pub struct WorkerArgs {
-    /// Queue to claim from; repeat (or separate with commas) for several queues.
-    #[arg(
-        long = "queue",
-        short = 'q',
-        env = "ABSURD_QUEUE_NAME",
-        value_delimiter = ',',
-        value_name = "QUEUE"
-    )]
-    pub queues: Vec<String>,
-    /// Tasks in flight at once, over all queues [default: 4].
-    #[arg(long, env = "ABSURD_WORKER_CONCURRENCY", value_name = "N", value_parser = value::positive_count)]
-    pub concurrency: Option<u32>,
-    /// Fallback poll period in seconds, for when no wake-up notification arrives [default: 1.0].
-    #[arg(long, env = "ABSURD_WORKER_POLL_INTERVAL", value_name = "SECONDS", value_parser = value::positive_seconds)]
-    pub poll_interval: Option<Duration>,
-    /// Hard wall-clock limit per run in whole seconds; per-type `timeout` overrides it
-    /// [default: 3600].
-    #[arg(long, env = "ABSURD_TASK_TIMEOUT", value_name = "SECONDS", value_parser = value::whole_seconds)]
-    pub task_timeout: Option<Duration>,
-    /// Lease length in whole seconds; renewed every third of it while a task runs. A worker
-    /// that dies loses its tasks to other workers this long after its last renewal.
-    #[arg(
-        long,
-        env = "ABSURD_CLAIM_TIMEOUT",
-        default_value = "60",
-        value_name = "SECONDS",
-        value_parser = value::lease_seconds
-    )]
-    pub claim_timeout: Duration,
-    /// Retries for tasks this host spawns (max_attempts = retries + 1) [default: 3].
-    #[arg(long, env = "ABSURD_MAX_RETRIES", value_name = "N", value_parser = value::count)]
-    pub max_retries: Option<u32>,
-    /// Copy tasks that end failed into the dead-letter queue: true/false, 1/0, yes/no or
-    /// on/off [default: true].
-    #[arg(long, env = "ABSURD_DLQ_ENABLED", value_name = "BOOL", value_parser = value::boolean, action = clap::ArgAction::Set)]
-    pub dlq_enabled: Option<bool>,
-    /// Dead-letter queue (created if missing) [default: <queue>-dlq].
-    #[arg(long, env = "ABSURD_DLQ_QUEUE_NAME", value_name = "QUEUE")]
-    pub dlq_queue: Option<String>,
-    /// Worker id recorded on claimed runs [default: <hostname>:<pid>:<random 8 hex>].
-    #[arg(long, env = "ABSURD_WORKER_ID")]
-    pub worker_id: Option<String>,
-    /// Host configuration file declaring the task types (absurd-host.toml).
-    #[arg(long, env = "ABSURD_HOST_CONFIG", value_name = "PATH")]
-    pub config: Option<std::path::PathBuf>,
-    /// Fail tasks whose name has no handler here, instead of deferring them 15–30 s for
-    /// another worker (the Absurd SDKs' behaviour, which lets mixed fleets share a queue).
-    #[arg(long)]
-    pub fail_unknown: bool,
-    /// Seconds to let running tasks finish after SIGTERM before handing them back.
-    #[arg(
-        long,
-        env = "ABSURD_SHUTDOWN_GRACE",
-        default_value = "30",
-        value_name = "SECONDS",
-        value_parser = value::seconds_or_zero
-    )]
-    pub shutdown_grace: Duration,
-    /// Do not create the queues at start (by default missing queues are created).
-    #[arg(long)]
-    pub no_create_queues: bool,
-    /// Also serve the HTTP API from this process (see `absurd-host serve`); its /metrics then
-    /// shows this worker's counters.
-    #[arg(long)]
-    pub api: bool,
-    #[command(flatten)]
-    pub api_args: ApiArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -525,16 +410,16 @@ pub async fn run_admin(cli: Cli, config: AbsurdConfig) -> Result<()> {
         .or_else(|| config.database_url.clone())
         .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
     if let Command::Migrate { dump_sql: true } = cli.command {
-        print!("{}", crate::db::dump_sql());
+        print!("{}", absurd_client::db::dump_sql());
         return Ok(());
     }
-    let redacted = crate::db::redact_url(&url);
+    let redacted = absurd_client::db::redact_url(&url);
     let client = Client::connect(&url)
         .await
         .with_context(|| format!("cannot connect to {redacted}"))?;
     match cli.command {
         Command::Migrate { .. } => {
-            let report = crate::db::migrate(client.pool()).await?;
+            let report = absurd_client::db::migrate(client.pool()).await?;
             if json_out {
                 emit(&model::SchemaReport {
                     applied: Some(
@@ -939,74 +824,6 @@ fn human_age(secs: f64) -> String {
     }
 }
 
-impl WorkerArgs {
-    /// The configuration: each `ABSURD_*` variable comes from its flag (which clap fills from
-    /// the environment when the flag is absent, and has already checked, naming the flag or
-    /// the variable that gave the value); the combination is validated in one place.
-    pub fn config(&self, global: &GlobalArgs) -> Result<AbsurdConfig> {
-        let queue = match self.queues.as_slice() {
-            [] => None,
-            [first, ..] => Some(first.clone()),
-        };
-        let lookup = |name: &str| -> Option<String> {
-            match name {
-                "ABSURD_ENABLED" => std::env::var(name).ok(),
-                "ABSURD_DATABASE_URL" => global.database_url.clone(),
-                "ABSURD_QUEUE_NAME" => queue.clone(),
-                "ABSURD_DLQ_QUEUE_NAME" => self.dlq_queue.clone(),
-                // The typed flags below.
-                _ => None,
-            }
-        };
-        let mut config = AbsurdConfig::read(lookup)?;
-        let defaults = config.clone();
-        config.worker_concurrency = self.concurrency.unwrap_or(defaults.worker_concurrency);
-        config.worker_poll_interval = self.poll_interval.unwrap_or(defaults.worker_poll_interval);
-        config.task_timeout = self.task_timeout.unwrap_or(defaults.task_timeout);
-        config.max_retries = self.max_retries.unwrap_or(defaults.max_retries);
-        config.dlq_enabled = self.dlq_enabled.unwrap_or(defaults.dlq_enabled);
-        config.validate()?;
-        for q in &self.queues {
-            crate::config::validate_queue_name("--queue", q)?;
-        }
-        Ok(config)
-    }
-
-    pub fn settings(&self, config: &AbsurdConfig) -> Result<crate::worker::WorkerSettings> {
-        let queues = if self.queues.is_empty() {
-            vec![config.queue_name.clone()]
-        } else {
-            let mut q = self.queues.clone();
-            q.dedup();
-            q
-        };
-        if let Some(dlq) = config.dlq_enabled.then_some(&config.dlq_queue_name) {
-            if queues.contains(dlq) {
-                bail!("invalid ABSURD_DLQ_QUEUE_NAME: {dlq:?} is also a queue this worker claims from");
-            }
-        }
-        Ok(crate::worker::WorkerSettings {
-            queues,
-            worker_id: self
-                .worker_id
-                .clone()
-                .filter(|w| !w.trim().is_empty())
-                .unwrap_or_else(crate::worker::default_worker_id),
-            concurrency: config.worker_concurrency as usize,
-            poll_interval: config.worker_poll_interval,
-            claim_timeout: self.claim_timeout,
-            task_timeout: config.task_timeout,
-            fail_unknown: self.fail_unknown,
-            shutdown_grace: self.shutdown_grace,
-            dlq: config.dlq_enabled.then(|| config.dlq_queue_name.clone()),
-            dlq_sweep_interval: Duration::from_secs(5),
-            default_max_attempts: config.default_max_attempts(),
-            // The [sandbox] limits max_checkpoint_bytes, max_checkpoint_total_bytes and
-            // max_event_payload_bytes, once configurable.
-        })
-    }
-}
-
 /// `absurd-host worker`: runs until `shutdown` is cancelled.
 pub async fn run_worker(
     global: &GlobalArgs,
@@ -1015,16 +832,16 @@ pub async fn run_worker(
 ) -> Result<()> {
     let config = args.config(global)?;
     let settings = args.settings(&config)?;
-    let registry = crate::dispatch::Registry::load(args.config.as_ref())?;
+    let registry = absurd_engine::dispatch::Registry::load(args.config.as_ref())?;
     if registry.is_empty() {
         tracing::warn!(
             "no task types are configured (see --config); every task will be deferred for other workers"
         );
     }
     let url = config.database_url_or_default().to_string();
-    let redacted = crate::db::redact_url(&url);
+    let redacted = absurd_client::db::redact_url(&url);
     // Claimers, lease renewal, settling and the listener share the pool; size it to the load.
-    let pool = crate::db::connect(&url, (settings.concurrency as u32 + 4).min(64))
+    let pool = absurd_client::db::connect(&url, (settings.concurrency as u32 + 4).min(64))
         .await
         .with_context(|| format!("cannot connect to {redacted}"))?;
     let client = Client::new(pool);
@@ -1040,7 +857,7 @@ pub async fn run_worker(
         }
     }
     if !args.api {
-        crate::worker::run(client, registry, settings, shutdown).await?;
+        absurd_engine::worker::run(client, registry, settings, shutdown).await?;
         return Ok(());
     }
     // The API: its own small pool, the worker's counters, stopped with the worker.
@@ -1050,7 +867,7 @@ pub async fn run_worker(
         .push(("worker".into(), client.pool().clone()));
     let listener = crate::api::bind(&api_settings).await?;
     let api_client = Client::new(crate::api::lazy_pool(&url, api_settings.statement_timeout)?);
-    let counters = crate::metrics::Counters::default();
+    let counters = absurd_engine::metrics::Counters::default();
     let api = tokio::spawn(crate::api::serve_on(
         listener,
         api_client,
@@ -1058,9 +875,14 @@ pub async fn run_worker(
         counters.clone(),
         shutdown.clone(),
     ));
-    let worker =
-        crate::worker::run_with_counters(client, registry, settings, counters, shutdown.clone())
-            .await;
+    let worker = absurd_engine::worker::run_with_counters(
+        client,
+        registry,
+        settings,
+        counters,
+        shutdown.clone(),
+    )
+    .await;
     shutdown.cancel();
     let served = api.await;
     worker?;
@@ -1090,7 +912,7 @@ pub async fn run_serve(
         .or_else(|| config.database_url.clone())
         .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
     let client = Client::new(crate::api::lazy_pool(&url, settings.statement_timeout)?);
-    let redacted = crate::db::redact_url(&url);
+    let redacted = absurd_client::db::redact_url(&url);
     match tokio::time::timeout(Duration::from_secs(5), client.schema_version()).await {
         Ok(Ok(Some(v))) => tracing::info!(schema_version = %v, database = %redacted, "connected"),
         Ok(Ok(None)) => {
@@ -1108,7 +930,7 @@ pub async fn run_serve(
         listener,
         client,
         settings,
-        crate::metrics::Counters::default(),
+        absurd_engine::metrics::Counters::default(),
         shutdown,
     )
     .await

@@ -13,9 +13,7 @@ pub const DEFAULT_QUEUE_NAME: &str = "dsa110-pipeline";
 
 /// Retry strategy given to tasks spawned through absurd-host without one: 30 s doubling per
 /// attempt, at most one hour between attempts.
-pub fn default_retry_strategy() -> crate::client::RetryStrategy {
-    crate::client::RetryStrategy::exponential(30.0, 2.0, 3600.0)
-}
+pub use absurd_engine::worker::default_retry_strategy;
 
 /// Configuration read from `ABSURD_*` variables, with the DSA-110 pipeline's defaults.
 #[derive(Debug, Clone, PartialEq)]

@@ -23,13 +23,13 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::api::ApiSettings;
-use crate::cli::{GlobalArgs, WorkerArgs};
-use crate::client::{Client, RetryStrategy, SpawnOptions, State, TaskDetails};
-use crate::dispatch::Registry;
+use crate::args::{GlobalArgs, WorkerArgs};
 use crate::embedded::{EmbeddedPostgres, StopHandle};
-use crate::execute::FailureName;
-use crate::metrics::Counters;
-use crate::worker::WorkerSettings;
+use absurd_client::{Client, RetryStrategy, SpawnOptions, State, TaskDetails};
+use absurd_engine::dispatch::Registry;
+use absurd_engine::execute::FailureName;
+use absurd_engine::metrics::Counters;
+use absurd_engine::worker::WorkerSettings;
 
 /// Where the private cluster lives when `--data-dir` is not given (relative to the working
 /// directory).
@@ -111,7 +111,7 @@ impl DevDatabase {
                 pg.binaries().version,
                 pg.data_dir().display()
             ),
-            None => crate::db::redact_url(&self.url),
+            None => absurd_client::db::redact_url(&self.url),
         }
     }
 
@@ -183,17 +183,17 @@ impl DevHost {
 
         let db = DevDatabase::open(global, args.data_dir.as_deref()).await?;
         stop_slot.set(db.stop_handle());
-        let redacted = crate::db::redact_url(&db.url);
-        let pool = crate::db::connect(&db.url, (settings.concurrency as u32 + 4).min(64))
+        let redacted = absurd_client::db::redact_url(&db.url);
+        let pool = absurd_client::db::connect(&db.url, (settings.concurrency as u32 + 4).min(64))
             .await
             .with_context(|| format!("cannot connect to {redacted}"))?;
-        match crate::db::migrate(&pool).await {
+        match absurd_client::db::migrate(&pool).await {
             Ok(report) => {
                 for (v, d) in &report.applied {
                     tracing::info!(version = v, description = %d, "applied migration");
                 }
             }
-            Err(crate::db::MigrateError::ForeignSchema { version }) => {
+            Err(absurd_client::db::MigrateError::ForeignSchema { version }) => {
                 tracing::warn!(%version, "the absurd schema was installed by another tool; using it as it is");
             }
             Err(e) => {
@@ -380,7 +380,7 @@ pub async fn run_dev(global: &GlobalArgs, args: &DevArgs) -> Result<()> {
     let api = start_api(&host, args, global, &counters, &shutdown).await;
     eprintln!("{}", host.banner("absurd-host dev", &api));
     eprintln!("Press Ctrl-C to stop (PostgreSQL is stopped too; its data stays for the next run).");
-    let result = crate::worker::run_with_counters(
+    let result = absurd_engine::worker::run_with_counters(
         host.client.clone(),
         host.registry.clone(),
         host.settings.clone(),
@@ -455,7 +455,7 @@ async fn wait_ended(client: &Client, queue: &str, id: Uuid, until: Instant) -> R
         .max(Duration::from_millis(10));
     let r = match client.await_result(queue, id, left).await {
         Ok(r) => r,
-        Err(crate::client::ClientError::Timeout(_)) => {
+        Err(absurd_client::ClientError::Timeout(_)) => {
             let state = client
                 .task_result(queue, id)
                 .await?
@@ -559,7 +559,7 @@ pub async fn run_demo(global: &GlobalArgs, args: &DemoArgs) -> Result<()> {
     }
     let queue = host.settings.queues[0].clone();
     let counters = Counters::default();
-    let worker = tokio::spawn(crate::worker::run_with_counters(
+    let worker = tokio::spawn(absurd_engine::worker::run_with_counters(
         host.client.clone(),
         host.registry.clone(),
         host.settings.clone(),
@@ -643,7 +643,7 @@ fn print_explore(host: &DevHost, queue: &str, api: &ApiStatus, stay: bool) {
         ),
         _ => println!(
             "  CLI  absurd-host task list -q {queue} --database-url {}",
-            crate::db::redact_url(&host.db.url)
+            absurd_client::db::redact_url(&host.db.url)
         ),
     }
 }

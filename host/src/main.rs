@@ -1,7 +1,8 @@
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use absurd_host::cli::{Command, LogFormat};
+use absurd_host::args::LogFormat;
+use absurd_host::cli::Command;
 use absurd_host::config::AbsurdConfig;
 
 #[tokio::main]

@@ -13,10 +13,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use absurd_client::vocab::FailureCategory;
+use absurd_client::{Client, RetryStrategy, SpawnOptions};
+use absurd_engine::metrics::Counters;
 use absurd_host::api::ApiSettings;
-use absurd_host::client::{Client, RetryStrategy, SpawnOptions};
-use absurd_host::metrics::Counters;
-use absurd_host::vocab::FailureCategory;
 use axum::body::Body;
 use axum::Router;
 use common::{temp_file, wait_for, TestDb};
@@ -251,7 +251,10 @@ fn command(args: &[&str], env: &[(&str, &str)]) -> (Command, PathBuf) {
         .env_remove("ABSURD_API_LISTEN")
         .env_remove("ABSURD_QUEUE_NAME")
         .env_remove("ABSURD_DATABASE_URL")
-        .env("ABSURD_LOG", "info,sqlx=warn,absurd_host=debug")
+        .env(
+            "ABSURD_LOG",
+            "info,sqlx=warn,absurd_host=debug,absurd_engine=debug,absurd_client=debug",
+        )
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -1712,8 +1715,8 @@ async fn health_turns_down_when_postgres_stops_and_back_when_it_returns() {
     let pg = absurd_host::embedded::EmbeddedPostgres::start(&dir)
         .expect("start an embedded PostgreSQL for the outage test");
     let url = pg.url();
-    let pool = absurd_host::db::connect(&url, 2).await.unwrap();
-    absurd_host::db::migrate(&pool).await.unwrap();
+    let pool = absurd_client::db::connect(&url, 2).await.unwrap();
+    absurd_client::db::migrate(&pool).await.unwrap();
     Client::new(pool.clone())
         .create_queue("jobs")
         .await

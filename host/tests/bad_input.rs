@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use absurd_host::client::{Client, RetryStrategy, SpawnOptions, State};
+use absurd_client::{Client, RetryStrategy, SpawnOptions, State};
 use common::{components_dir, temp_file, wait_for, TestDb, WorkerProc};
 use serde_json::json;
 use sqlx::PgPool;
@@ -255,9 +255,10 @@ fn truncated_or_non_component_wasm_is_refused() {
 /// A native program that does not exist is refused at start, naming it.
 #[test]
 fn missing_native_program_is_refused() {
-    let dispatch =
-        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/dispatch.rs"))
-            .unwrap();
+    let dispatch = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../engine/src/dispatch.rs"),
+    )
+    .unwrap();
     if !dispatch.contains("Native") {
         eprintln!("SKIPPED missing_native_program_is_refused: this host has no native kind");
         return;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use absurd_host::client::{Client, State, TaskResult};
+use absurd_client::{Client, State, TaskResult};
 use common::{repo_root, wait_for, TestDb, WorkerProc};
 use serde_json::{json, Value};
 use uuid::Uuid;

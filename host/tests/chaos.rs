@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use absurd_host::client::{Client, RetryStrategy, SpawnOptions};
+use absurd_client::{Client, RetryStrategy, SpawnOptions};
 use common::{components_dir, TestDb};
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -276,7 +276,7 @@ impl Drop for Fleet {
 }
 
 fn native_available() -> bool {
-    // The host is built with the native kind (host/src/dispatch.rs) and `sh` exists.
+    // The host is built with the native kind (engine/src/dispatch.rs) and `sh` exists.
     Path::new("/bin/sh").exists()
 }
 
@@ -901,8 +901,8 @@ async fn postgres_restarts_mid_load() {
             .expect("start an embedded PostgreSQL cluster"),
     );
     let url = pg.url();
-    let pool = absurd_host::db::connect(&url, 4).await.unwrap();
-    absurd_host::db::migrate(&pool).await.unwrap();
+    let pool = absurd_client::db::connect(&url, 4).await.unwrap();
+    absurd_client::db::migrate(&pool).await.unwrap();
     prepare(&pool, q).await;
     let client = Client::new(pool.clone());
     let mut fleet = Fleet::new(&url, q, "", &["--concurrency", "4", "--claim-timeout", "5"]);
@@ -1260,7 +1260,7 @@ async fn fake_clock_scenario(scenario: &str, with_naps: bool) {
         }
     };
     set_clock("2030-01-01T00:00:00Z").await;
-    let pool = absurd_host::db::connect(&db.url, 4).await.unwrap();
+    let pool = absurd_client::db::connect(&db.url, 4).await.unwrap();
     prepare(&pool, q).await;
     let client = Client::new(pool.clone());
     let mut fleet = Fleet::new(

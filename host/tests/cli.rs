@@ -148,7 +148,7 @@ async fn task_and_event_commands_cover_a_task_lifecycle() {
     assert_eq!(page["total"], 1);
 
     // A worker's part, done by hand: claim and fail for good, then retry from the CLI.
-    let client = absurd_host::client::Client::new(db.pool.clone());
+    let client = absurd_client::Client::new(db.pool.clone());
     let run = client.claim("jobs", "w", 30, 1).await.unwrap().remove(0);
     sqlx::query("update absurd.t_jobs set max_attempts = 1")
         .execute(&db.pool)
@@ -322,7 +322,7 @@ async fn bench_prints_tables_and_a_final_json_line() {
     assert_eq!(figures["pg_cost.ours.batched"]["target"], "<= 100");
     assert!(v["meta"]["machine"].as_str().unwrap().contains("CPUs"));
     // Every database it made is gone.
-    let pool = absurd_host::db::connect(&admin, 1).await.unwrap();
+    let pool = absurd_client::db::connect(&admin, 1).await.unwrap();
     let left: i64 = sqlx::query_scalar(
         "select count(*) from pg_database where datname like 'absurd\\_bench\\_' || $1 || '\\_%'",
     )

@@ -11,7 +11,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use absurd_host::client::{Client, State, TaskResult};
+use absurd_client::{Client, State, TaskResult};
 use common::{components_dir, no_backoff, setup, temp_file, terminal, WorkerProc};
 use serde_json::{json, Value};
 use uuid::Uuid;

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use absurd_host::client::{Client, State, TaskFilter, TaskResult};
+use absurd_client::{Client, State, TaskFilter, TaskResult};
 use serde_json::{json, Value};
 use uuid::Uuid;
 

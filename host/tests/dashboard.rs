@@ -12,9 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use absurd_host::api::ApiSettings;
-use absurd_host::client::{Client, RetryStrategy, SpawnOptions, State, TaskFilter};
-use absurd_host::metrics::Counters;
-use absurd_host::vocab::FailureCategory;
+use absurd_client::{Client, RetryStrategy, SpawnOptions, State, TaskFilter};
+use absurd_engine::metrics::Counters;
+use absurd_client::vocab::FailureCategory;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use common::{repo_root, temp_file, wait_for, TestDb, WorkerProc};

@@ -73,7 +73,10 @@ fn run_host(cwd: &Path, args: &[&str], limit: Duration) -> (ExitStatus, String, 
         .args(args)
         .current_dir(cwd)
         .env("ABSURD_API_LISTEN", "127.0.0.1:0")
-        .env("ABSURD_LOG", "warn,absurd_host=info")
+        .env(
+            "ABSURD_LOG",
+            "warn,absurd_host=info,absurd_engine=info,absurd_client=info",
+        )
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::fs::File::create(&err).unwrap())

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use absurd_host::client::{Client, SpawnOptions, State};
+use absurd_client::{Client, SpawnOptions, State};
 use serde_json::json;
 
 use common::{no_backoff, setup, TestDb};

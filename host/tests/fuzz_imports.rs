@@ -427,7 +427,7 @@ async fn fuzzed_imports_stay_within_limits() {
     let started = Instant::now();
 
     let db = TestDb::migrated().await;
-    let client = absurd_host::client::Client::new(db.pool.clone());
+    let client = absurd_client::Client::new(db.pool.clone());
     client.create_queue(QUEUE).await.unwrap();
     client.create_queue(FOREIGN_QUEUE).await.unwrap();
     let mut worker = start_worker(&db.url, concurrency);

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use absurd_host::client::{Client, RetryOptions, SpawnOptions, State, TaskFilter};
+use absurd_client::{Client, RetryOptions, SpawnOptions, State, TaskFilter};
 use common::{repo_root, venv_bin, TestDb};
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
@@ -1392,7 +1392,7 @@ async fn python_worker_sweeps_rust_expired_lease(db: TestDb) {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, absurd_host::client::ClientError::RunFailed(_)),
+        matches!(err, absurd_client::ClientError::RunFailed(_)),
         "{err:?}"
     );
     let t = client.get_task(q, s.task_id).await.unwrap().unwrap();

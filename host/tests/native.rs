@@ -8,7 +8,7 @@ use common::{no_backoff as opts, setup, terminal};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use absurd_host::client::{Client, State, TaskResult};
+use absurd_client::{Client, State, TaskResult};
 use common::{temp_file, wait_for, WorkerProc};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -651,7 +651,7 @@ async fn an_output_flood_keeps_host_memory_bounded() {
 
 #[test]
 fn configuration_mistakes_stop_the_host_naming_the_task_and_key() {
-    use absurd_host::dispatch::{HostConfig, Registry};
+    use absurd_engine::dispatch::{HostConfig, Registry};
     let load = |text: &str| {
         let c = HostConfig::parse(text).unwrap();
         Registry::from_config(&c, None).map_err(|e| e.to_string())
@@ -968,7 +968,10 @@ async fn programs_do_not_inherit_the_workers_secrets() {
         .env("DATABASE_URL", &db.url)
         .env("DEPLOY_TOKEN", "deploy-token-value")
         .env("PGHOST", "127.0.0.1")
-        .env("ABSURD_LOG", "info,sqlx=warn,absurd_host=debug")
+        .env(
+            "ABSURD_LOG",
+            "info,sqlx=warn,absurd_host=debug,absurd_engine=debug,absurd_client=debug",
+        )
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())

@@ -6,7 +6,7 @@ use common::{setup, terminal};
 
 use std::time::Duration;
 
-use absurd_host::client::{RetryStrategy, SpawnOptions, State};
+use absurd_client::{RetryStrategy, SpawnOptions, State};
 use common::{components_dir, temp_file, wait_for, WorkerProc};
 use serde_json::{json, Value};
 use uuid::Uuid;

@@ -1,5 +1,5 @@
 //! The Absurd 0.5.1 task/run state machine (spec §1.6, details in §5), driven through
-//! [`absurd_host::client::Client`].
+//! [`absurd_client::Client`].
 //!
 //! Every scenario runs twice, each time on its own fresh database: once on the schema made by
 //! our migrations (`*_ours`) and once on the upstream schema installed by the real
@@ -16,7 +16,7 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::time::Duration;
 
-use absurd_host::client::{
+use absurd_client::{
     AwaitOutcome, Cancellation, Client, ClientError, RetryOptions, RetryStrategy, RunInfo,
     SpawnOptions, State, TaskDetails, TaskFilter,
 };
@@ -174,7 +174,7 @@ async fn claim_one(
     worker: &str,
     timeout: i32,
     run_id: Uuid,
-) -> absurd_host::client::ClaimedRun {
+) -> absurd_client::ClaimedRun {
     let mut rows = c.claim(Q, worker, timeout, 1).await.expect("claim_task");
     assert_eq!(
         rows.len(),
@@ -2072,7 +2072,7 @@ async fn scenario_checkpoints(db: &TestDb) {
     c.fail_run(Q, run1, &json!({}), None).await.unwrap();
     let run2 = run_of(&task(&c, s.task_id).await, 2).run_id;
     claim_one(&c, "w", 30, run2).await;
-    let names = |cps: &[absurd_host::client::Checkpoint]| {
+    let names = |cps: &[absurd_client::Checkpoint]| {
         cps.iter()
             .map(|c| c.checkpoint_name.clone())
             .collect::<Vec<_>>()
@@ -2495,11 +2495,10 @@ async fn scenario_list_tasks(db: &TestDb) {
         cursor: None,
         ..Default::default()
     };
-    let ids = |page: &absurd_host::client::TaskPage| {
+    let ids = |page: &absurd_client::TaskPage| {
         page.tasks.iter().map(|t| t.task_id).collect::<HashSet<_>>()
     };
-    let set =
-        |v: &[&absurd_host::client::Spawned]| v.iter().map(|s| s.task_id).collect::<HashSet<_>>();
+    let set = |v: &[&absurd_client::Spawned]| v.iter().map(|s| s.task_id).collect::<HashSet<_>>();
 
     let page = c
         .list_tasks(&list(Some(State::Completed), None))

@@ -5,7 +5,7 @@ use common::{no_backoff as opts, setup, terminal};
 
 use std::time::{Duration, Instant};
 
-use absurd_host::client::{Client, State, TaskFilter};
+use absurd_client::{Client, State, TaskFilter};
 use common::{temp_file, wait_for, WorkerProc};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -660,8 +660,8 @@ async fn postgres_restart_during_runs_loses_nothing() {
             .expect("start a private PostgreSQL");
     let pg = std::sync::Arc::new(pg);
     let url = pg.url();
-    let pool = absurd_host::db::connect(&url, 4).await.unwrap();
-    absurd_host::db::migrate(&pool).await.unwrap();
+    let pool = absurd_client::db::connect(&url, 4).await.unwrap();
+    absurd_client::db::migrate(&pool).await.unwrap();
     let client = Client::new(pool.clone());
     client.create_queue("pgr").await.unwrap();
     let w = WorkerProc::start(

@@ -5,7 +5,7 @@
 //! and the response names only the kind of failure and that id.
 
 use super::model::ErrorBody;
-use crate::client::ClientError;
+use absurd_client::ClientError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 

@@ -9,14 +9,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 
 use super::error::ApiError;
 use super::model::{
     Health, HealthDetailed, HealthItem, HealthLevel, HealthStatus, QueueHealth, WorkersSeen,
 };
 use super::{ApiSettings, AppState};
-use crate::client::{table, Client, ClientError};
+use absurd_client::{Client, ClientError};
 
 /// Detailed results are reused for this long (the DSA-110 pipeline cached them for 10 s).
 pub const CACHE_FOR: Duration = Duration::from_secs(2);
@@ -138,15 +137,9 @@ struct QueueFigures {
 /// the database is unreachable, else 200 with `healthy`, `degraded` or `critical`.
 pub async fn report(client: &Client, settings: &ApiSettings) -> (StatusCode, HealthDetailed) {
     let now = Utc::now();
-    let pool = client.pool();
     let down = |message: String, now| unusable(settings, HealthStatus::Down, message, None, now);
     let t0 = Instant::now();
-    match tokio::time::timeout(
-        PROBE_TIMEOUT,
-        sqlx::query_scalar::<_, i32>("select 1").fetch_one(pool),
-    )
-    .await
-    {
+    match tokio::time::timeout(PROBE_TIMEOUT, client.ping()).await {
         Err(_) => {
             return down(
                 format!("Database unreachable: no answer within {PROBE_TIMEOUT:?}"),
@@ -216,35 +209,17 @@ async fn gather(client: &Client, settings: &ApiSettings) -> Result<Gathered, Cli
             dead_letters += stats.pending;
             continue;
         }
-        let r = table("r", &name);
-        let sql = format!(
-            "with now_ as (select absurd.current_time() as now)
-             select
-               (select max(completed_at) from {r} where state = 'completed') as last_completed,
-               (select count(*) from {r} where state = 'running' and claim_expires_at < (select now from now_)) as expired,
-               (select coalesce(array_agg(distinct claimed_by), '{{}}'::text[]) from {r}
-                  where claimed_by is not null and state = 'running'
-                    and (claim_expires_at is null or claim_expires_at >= (select now from now_))) as active,
-               (select coalesce(array_agg(distinct claimed_by), '{{}}'::text[]) from {r}
-                  where claimed_by is not null and started_at > (select now from now_) - interval '5 minutes') as recent"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .fetch_one(client.pool())
-            .await
-            .map_err(|e| ClientError::from_sqlx(e, Some(&name)))?;
-        let g = |e: sqlx::Error| ClientError::Database(e);
-        let a: Vec<String> = row.try_get("active").map_err(g)?;
-        let rc: Vec<String> = row.try_get("recent").map_err(g)?;
-        active.extend(a.iter().cloned());
-        recent.extend(a);
-        recent.extend(rc);
+        let live = client.queue_liveness(&name).await?;
+        active.extend(live.active.iter().cloned());
+        recent.extend(live.active);
+        recent.extend(live.recent);
         queues.push(QueueFigures {
             name,
             pending: stats.pending,
             running: stats.running,
             oldest: stats.oldest_pending_age_secs,
-            last_completed: row.try_get("last_completed").map_err(g)?,
-            expired_claims: row.try_get("expired").map_err(g)?,
+            last_completed: live.last_completed,
+            expired_claims: live.expired,
         });
     }
     Ok((queues, active, recent, dead_letters))

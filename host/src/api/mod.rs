@@ -39,8 +39,8 @@ use axum::Router;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::Client;
-use crate::metrics::Counters;
+use absurd_client::Client;
+use absurd_engine::metrics::Counters;
 use error::ApiError;
 
 /// Where every DSA-110 pipeline endpoint lives.
@@ -206,9 +206,12 @@ pub fn parse_listen(raw: &str) -> anyhow::Result<SocketAddr> {
 /// option, so that it also works through PgBouncer): an API request can never keep a query,
 /// and the locks it holds, running longer than that.
 pub fn lazy_pool(url: &str, statement_timeout: Duration) -> anyhow::Result<PgPool> {
-    let opts: sqlx::postgres::PgConnectOptions = url
-        .parse()
-        .with_context(|| format!("invalid database URL {}", crate::db::redact_url(url)))?;
+    let opts: sqlx::postgres::PgConnectOptions = url.parse().with_context(|| {
+        format!(
+            "invalid database URL {}",
+            absurd_client::db::redact_url(url)
+        )
+    })?;
     let set = format!(
         "set statement_timeout = {}",
         statement_timeout.as_millis().clamp(1, i32::MAX as u128)

@@ -3,7 +3,7 @@
 //! them. `absurd-host --json` prints the same types, so a task, a page of tasks or a queue's
 //! statistics look the same from the command line as over HTTP.
 //!
-//! The client library's types ([`crate::client`]) are the database's view; the `From` impls
+//! The client library's types ([`absurd_client`]) are the database's view; the `From` impls
 //! here turn them into the API's (the DSA-110 pipeline's field names: `status`, `created_at`,
 //! `claimed`, ...).
 
@@ -16,8 +16,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::ApiError;
-use crate::client;
-use crate::vocab::FailureCategory;
+use absurd_client as client;
+use absurd_client::vocab::FailureCategory;
 
 /// The longest queue name (Absurd's table names are `t_<queue>`, within PostgreSQL's 63 bytes).
 pub const MAX_QUEUE_NAME_BYTES: usize = 57;

@@ -17,8 +17,8 @@ use prometheus_client::registry::Registry;
 use sqlx::PgPool;
 
 use super::AppState;
-use crate::metrics::process::ProcessCollector;
-use crate::metrics::Counters;
+use absurd_engine::metrics::process::ProcessCollector;
+use absurd_engine::metrics::Counters;
 
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
@@ -130,8 +130,8 @@ impl Collector for Pools {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{Event, Exit, Outcome, TaskTable};
-    use crate::vocab::FailureName;
+    use absurd_client::vocab::FailureName;
+    use absurd_engine::metrics::{Event, Exit, Outcome, TaskTable};
 
     #[test]
     fn renders_counters_histograms_and_process_metrics() {

@@ -1,4 +1,4 @@
-//! Tasks, events, queues and workers: thin handlers over [`crate::client::Client`].
+//! Tasks, events, queues and workers: thin handlers over [`absurd_client::Client`].
 //!
 //! Requests and responses are the typed structs of [`super::model`], decoded by the
 //! extractors of [`super::extract`]; each handler's `#[utoipa::path]` is its entry in the
@@ -17,8 +17,8 @@ use super::model::{
     TaskQueueQuery, TaskState, Throughput, ThroughputBucket, WindowQuery, WorkerList,
 };
 use super::AppState;
-use crate::client::{ClientError, State as ClientState};
-use crate::metrics::Event;
+use absurd_client::{ClientError, State as ClientState};
+use absurd_engine::metrics::Event;
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 

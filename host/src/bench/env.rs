@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use sqlx::PgPool;
 
-use crate::client::{table, Client};
+use absurd_client::client::table;
+use absurd_client::Client;
 
 /// The PostgreSQL server under test; every scenario gets its own fresh database on it.
 pub struct Server {
@@ -34,9 +35,9 @@ pub struct BenchDb {
 
 impl Server {
     pub async fn connect(url: &str) -> Result<Server> {
-        let admin = crate::db::connect(url, 2)
+        let admin = absurd_client::db::connect(url, 2)
             .await
-            .with_context(|| format!("cannot connect to {}", crate::db::redact_url(url)))?;
+            .with_context(|| format!("cannot connect to {}", absurd_client::db::redact_url(url)))?;
         Ok(Server {
             url: url.to_string(),
             admin,
@@ -65,7 +66,7 @@ impl Server {
 
     async fn open(&self, name: String) -> Result<BenchDb> {
         let url = with_database(&self.url, &name);
-        let pool = crate::db::connect(&url, 4).await?;
+        let pool = absurd_client::db::connect(&url, 4).await?;
         Ok(BenchDb {
             client: Client::new(pool.clone()),
             name,
@@ -78,7 +79,7 @@ impl Server {
     pub async fn fresh(&self, label: &str, queue: &str) -> Result<BenchDb> {
         let name = self.create(label).await?;
         let db = self.open(name).await?;
-        crate::db::migrate(&db.pool).await?;
+        absurd_client::db::migrate(&db.pool).await?;
         db.client.create_queue(queue).await?;
         Ok(db)
     }

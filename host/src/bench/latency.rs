@@ -137,8 +137,8 @@ async fn pickup_once(
     let sql = format!(
         "select extract(epoch from r.started_at - t.enqueue_at)::float8 * 1000
          from {} r join {} t using (task_id) where r.attempt = 1",
-        crate::client::table("r", QUEUE),
-        crate::client::table("t", QUEUE)
+        absurd_client::client::table("r", QUEUE),
+        absurd_client::client::table("t", QUEUE)
     );
     Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .fetch_all(&db.pool)

@@ -30,7 +30,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
-use crate::cli::GlobalArgs;
+use crate::args::GlobalArgs;
 use report::{Figure, Target};
 
 /// Options of `absurd-host bench`.

@@ -26,10 +26,10 @@ use anyhow::{anyhow, bail, Context as _};
 use serde_json::{json, Value};
 
 use super::report::{median, quantile, spread, Figure, Target};
-use crate::client::{ClaimedRun, Client};
-use crate::execute::{ContextSettings, FailureName, Handler, TaskContext, TaskError};
-use crate::sandbox::config::{SandboxDefaults, WasmTaskConfig};
-use crate::sandbox::{EngineOptions, Sandbox};
+use absurd_client::{ClaimedRun, Client};
+use absurd_engine::execute::wasm::config::{SandboxDefaults, WasmTaskConfig};
+use absurd_engine::execute::wasm::{EngineOptions, Sandbox};
+use absurd_engine::execute::{ContextSettings, FailureName, Handler, TaskContext, TaskError};
 
 /// What to measure, and how much.
 #[derive(Debug, Clone)]
@@ -459,7 +459,7 @@ async fn native_overshoots(
     task.insert("keep_workdir".into(), "never".into());
     let mut defaults = toml::Table::new();
     defaults.insert("workdir_root".into(), root.display().to_string().into());
-    let handler = crate::execute::native::build("bench-native", &task, &defaults, scratch)
+    let handler = absurd_engine::execute::native::build("bench-native", &task, &defaults, scratch)
         .map_err(|e| anyhow!(e))?;
     let d = counts.native_deadline;
     let mut out = Vec::new();

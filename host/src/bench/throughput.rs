@@ -200,7 +200,7 @@ pub async fn spawn(server: &Server, plan: &Plan) -> Result<Vec<Figure>> {
         let db = server.fresh("spawn", QUEUE).await?;
         let r = async {
             let params = json!({"i": 1});
-            let opts = crate::client::SpawnOptions::default();
+            let opts = absurd_client::SpawnOptions::default();
             let t = Instant::now();
             for _ in 0..n {
                 db.client.spawn(QUEUE, "noop", &params, &opts).await?;
@@ -274,8 +274,8 @@ async fn backlog_once(server: &Server, plan: &Plan, db: &BenchDb, b: usize) -> R
     env::spawn_bulk(&db.pool, QUEUE, "sleeper", 1000).await?;
     // Put the sleepers to sleep for a year, as a durable sleep would (runs first, then tasks).
     let (r, t) = (
-        crate::client::table("r", QUEUE),
-        crate::client::table("t", QUEUE),
+        absurd_client::client::table("r", QUEUE),
+        absurd_client::client::table("t", QUEUE),
     );
     let sql = format!(
         "update {r} set state = 'sleeping', available_at = now() + interval '1 year' \

@@ -80,7 +80,7 @@ impl TestDb {
     /// A database migrated by absurd-host's own migrations.
     pub async fn migrated() -> TestDb {
         let db = Self::empty().await;
-        absurd_host::db::migrate(&db.pool)
+        absurd_client::db::migrate(&db.pool)
             .await
             .expect("migrate a fresh database");
         db
@@ -103,7 +103,7 @@ impl TestDb {
             .await
             .expect("create test database");
         let url = db_url(name);
-        let pool = absurd_host::db::connect(&url, 8)
+        let pool = absurd_client::db::connect(&url, 8)
             .await
             .expect("connect to test database");
         TestDb {
@@ -246,7 +246,10 @@ impl WorkerProc {
             .args(args)
             .env_remove("ABSURD_QUEUE_NAME")
             .env_remove("ABSURD_DATABASE_URL")
-            .env("ABSURD_LOG", "info,sqlx=warn,absurd_host=debug")
+            .env(
+                "ABSURD_LOG",
+                "info,sqlx=warn,absurd_host=debug,absurd_engine=debug,absurd_client=debug",
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
@@ -353,7 +356,7 @@ pub fn components_dir() -> PathBuf {
 
 // ---- tasks -----------------------------------------------------------------------------------
 
-use absurd_host::client::{Client, RetryStrategy, SpawnOptions, TaskResult};
+use absurd_client::{Client, RetryStrategy, SpawnOptions, TaskResult};
 
 /// Spawn options: at most `max_attempts` attempts, retried at once (no back-off).
 pub fn no_backoff(max_attempts: i32) -> SpawnOptions {

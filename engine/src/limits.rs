@@ -12,8 +12,9 @@
 
 use serde_json::json;
 
-use crate::failure::Failure;
-use crate::vocab::FailureName;
+pub use absurd_client::claimed::ReadLimits;
+use absurd_client::failure::Failure;
+use absurd_client::vocab::FailureName;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;
@@ -186,36 +187,6 @@ impl RunLimits {
     }
 }
 
-/// Bounds on what the host reads back from the database for one run: checkpoints and event
-/// payloads that any Absurd client may have written, however large (see [`crate::claimed`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReadLimits {
-    /// One checkpoint value, as JSON text.
-    pub max_checkpoint_bytes: u64,
-    /// All checkpoints a run loads, as JSON text.
-    pub max_checkpoint_total_bytes: u64,
-    /// An event payload received (with a claim, or from `await_event`), as JSON text.
-    pub max_event_payload_bytes: u64,
-}
-
-impl Default for ReadLimits {
-    fn default() -> Self {
-        RunLimits::default().read_limits()
-    }
-}
-
-impl ReadLimits {
-    /// No limits (every size fits in `i64`, as Postgres compares them): for the client API,
-    /// whose callers read what they asked for.
-    pub fn unbounded() -> Self {
-        ReadLimits {
-            max_checkpoint_bytes: i64::MAX as u64,
-            max_checkpoint_total_bytes: i64::MAX as u64,
-            max_event_payload_bytes: i64::MAX as u64,
-        }
-    }
-}
-
 /// The failure of an exceeded limit: permanent, since the same run would exceed it again.
 pub fn exceeded(key: &str, limit: u64, what: &str, actual: u64) -> Failure {
     let message = if key.ends_with("_bytes") {
@@ -273,6 +244,11 @@ mod tests {
         assert!(d.overridden(&t).unwrap_err().contains("\"many\""));
         let t: toml::Table = toml::from_str("max_spans = 3").unwrap();
         assert!(d.overridden(&t).unwrap_err().contains("max_spans"));
+    }
+
+    #[test]
+    fn read_limits_default_to_the_run_limits() {
+        assert_eq!(RunLimits::default().read_limits(), ReadLimits::default());
     }
 
     #[test]

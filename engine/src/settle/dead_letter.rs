@@ -10,13 +10,12 @@
 //! another worker, an SDK). The sweep only looks at failed runs claimed since the oldest run
 //! that was still in flight at the previous sweep, through the `(state, available_at)` index.
 
+use absurd_client::dead_letter::FailedTask;
+use absurd_client::{Client, ClientError, SpawnOptions};
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
-use sqlx::Row;
+use serde_json::json;
 use tracing::{info, warn};
 use uuid::Uuid;
-
-use crate::client::{table, Client, ClientError, SpawnOptions};
 
 /// The task name of dead-letter copies.
 pub const TASK_NAME: &str = "dead-letter";
@@ -52,39 +51,24 @@ impl DeadLetters {
 
     /// Copies one failed task (if it is failed) into the dead-letter queue.
     pub async fn route(&self, task_id: Uuid) -> Result<bool, ClientError> {
-        let sql = format!(
-            "select t.task_id, t.task_name, t.params, t.attempts, r.run_id, r.failure_reason, r.claimed_by
-             from {t} t join {r} r on r.run_id = t.last_attempt_run
-             where t.task_id = $1 and t.state = 'failed'",
-            t = table("t", &self.queue),
-            r = table("r", &self.queue)
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(task_id)
-            .fetch_optional(self.client.pool())
-            .await
-            .map_err(|e| ClientError::from_sqlx(e, Some(&self.queue)))?;
-        match row {
-            Some(row) => self.copy(&row).await,
+        match self.client.failed_task(&self.queue, task_id).await? {
+            Some(task) => self.copy(&task).await,
             None => Ok(false),
         }
     }
 
-    async fn copy(&self, row: &sqlx::postgres::PgRow) -> Result<bool, ClientError> {
-        let g = |e: sqlx::Error| ClientError::Database(e);
-        let task_id: Uuid = row.try_get("task_id").map_err(g)?;
-        let run_id: Uuid = row.try_get("run_id").map_err(g)?;
-        let task_name: String = row.try_get("task_name").map_err(g)?;
-        let claimed_by: Option<String> = row.try_get("claimed_by").map_err(g)?;
+    async fn copy(&self, task: &FailedTask) -> Result<bool, ClientError> {
+        let (task_id, run_id) = (task.task_id, task.run_id);
+        let task_name = &task.task_name;
         let params = json!({
             "original_task_id": task_id,
             "original_task_name": task_name,
             "original_queue": self.queue,
-            "params": readable(row, "params"),
-            "error": readable(row, "failure_reason"),
-            "attempts": row.try_get::<i32, _>("attempts").map_err(g)?,
+            "params": task.params,
+            "error": task.failure_reason,
+            "attempts": task.attempts,
             "dead_lettered_at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            "worker_id": claimed_by.unwrap_or_else(|| self.worker_id.clone()),
+            "worker_id": task.claimed_by.clone().unwrap_or_else(|| self.worker_id.clone()),
         });
         let opts = SpawnOptions {
             max_attempts: Some(1),
@@ -104,43 +88,19 @@ impl DeadLetters {
     /// Finds failed tasks not yet in the dead-letter queue and copies them. Returns the task
     /// names of the copies this call created (for the counters).
     pub async fn sweep(&mut self) -> Result<Vec<String>, ClientError> {
-        let qerr = |e| ClientError::from_sqlx(e, Some(&self.queue));
         // Where the next sweep may start: no run still in flight now can end up with an
         // earlier claim time.
-        let next_since: DateTime<Utc> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "select least(
-                (select min(available_at) from {r} where state = 'running'),
-                (select min(available_at) from {r} where state = 'sleeping'),
-                absurd.current_time())",
-            r = table("r", &self.queue)
-        )))
-        .fetch_one(self.client.pool())
-        .await
-        .map_err(qerr)?;
-        let sql = format!(
-            "select t.task_id, t.task_name, t.params, t.attempts, r.run_id, r.failure_reason, r.claimed_by
-             from {r} r join {t} t on t.task_id = r.task_id and t.last_attempt_run = r.run_id
-             where r.state = 'failed' and r.available_at >= $1 and t.state = 'failed'
-               and not exists (select 1 from {d} d
-                               where d.idempotency_key = 'dead-letter:' || $2 || ':' || t.task_id || ':' || r.run_id)
-             order by r.available_at
-             limit 500",
-            t = table("t", &self.queue),
-            r = table("r", &self.queue),
-            d = table("t", &self.dlq)
-        );
+        let next_since: DateTime<Utc> = self.client.dead_letter_horizon(&self.queue).await?;
         // First sweep: everything (runs claimed since the epoch), through the same index.
         let since = self.since.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(since)
-            .bind(&self.queue)
-            .fetch_all(self.client.pool())
-            .await
-            .map_err(qerr)?;
+        let rows = self
+            .client
+            .failed_tasks_since(&self.queue, &self.dlq, since, 500)
+            .await?;
         let mut copied = Vec::new();
-        for row in &rows {
-            if self.copy(row).await? {
-                copied.push(row.try_get("task_name").map_err(ClientError::Database)?);
+        for task in &rows {
+            if self.copy(task).await? {
+                copied.push(task.task_name.clone());
             }
         }
         // A full page may have more behind it: keep the old starting point until drained.
@@ -151,15 +111,4 @@ impl DeadLetters {
         }
         Ok(copied)
     }
-}
-
-/// A JSON column of a dead task, or `{"$unreadable": reason}` when it does not decode.
-fn readable(row: &sqlx::postgres::PgRow, col: &str) -> Option<Value> {
-    row.try_get::<Option<Value>, _>(col).unwrap_or_else(|e| {
-        let reason = match &e {
-            sqlx::Error::ColumnDecode { source, .. } => source.to_string(),
-            other => other.to_string(),
-        };
-        Some(json!({ "$unreadable": reason }))
-    })
 }

@@ -79,13 +79,8 @@ fn seconds(secs: f64) -> Duration {
 
 /// One row in the caller's `ledger` table (see the module docs).
 async fn ledger_row(ctx: &TaskContext, step: &str) -> Result<(), TaskError> {
-    sqlx::query("insert into ledger (task_id, run_id, attempt, worker_id, step) values ($1, $2, $3, $4, $5)")
-        .bind(ctx.task_id())
-        .bind(ctx.run_id())
-        .bind(ctx.run().attempt)
-        .bind(ctx.worker_id())
-        .bind(step)
-        .execute(ctx.client().pool())
+    ctx.client()
+        .insert_ledger_row(ctx.run(), ctx.worker_id(), step)
         .await
         .map_err(|e| TaskError::Failed(Failure::new("LedgerError", e.to_string())))?;
     Ok(())

@@ -31,7 +31,7 @@ pub struct HostConfig {
     /// Task types by task name.
     #[serde(default)]
     pub tasks: HashMap<String, TaskTypeConfig>,
-    /// Defaults for every `kind = "wasm"` task type (`[sandbox]`), read by `crate::sandbox`.
+    /// Defaults for every `kind = "wasm"` task type (`[sandbox]`), read by `crate::execute::wasm`.
     #[serde(default)]
     pub sandbox: toml::Table,
     /// Defaults for every `kind = "native"` task type (`[native]`), read by
@@ -137,13 +137,14 @@ impl Registry {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         let mut types = HashMap::new();
-        let read_limits = crate::sandbox::config::SandboxDefaults::from_table(&config.sandbox)
-            .map_err(|message| HostConfigError {
-                path: path.clone(),
-                message,
-            })?
-            .limits
-            .read_limits();
+        let read_limits =
+            crate::execute::wasm::config::SandboxDefaults::from_table(&config.sandbox)
+                .map_err(|message| HostConfigError {
+                    path: path.clone(),
+                    message,
+                })?
+                .limits
+                .read_limits();
         let mut names: Vec<_> = config.tasks.keys().collect();
         names.sort();
         for name in names {
@@ -209,16 +210,15 @@ impl Registry {
             .filter(|(_, t)| t.kind == HandlerKind::Wasm)
             .map(|(n, t)| (n.as_str(), &t.rest))
             .collect();
-        let built = crate::sandbox::build_handlers(&config.sandbox, &wasm, &base_dir).map_err(
-            |(name, message)| HostConfigError {
+        let built = crate::execute::wasm::build_handlers(&config.sandbox, &wasm, &base_dir)
+            .map_err(|(name, message)| HostConfigError {
                 path: path.clone(),
                 message: if name.is_empty() {
                     message
                 } else {
                     format!("[tasks.{name}]: {message}")
                 },
-            },
-        )?;
+            })?;
         let (wasm_types, native_types) = config.kinds();
         for b in built {
             let t = &config.tasks[&b.name];
@@ -264,7 +264,7 @@ impl Registry {
         self.types.is_empty()
     }
 
-    /// The host-wide bounds on what a claim reads back (see [`crate::claimed`]).
+    /// The host-wide bounds on what a claim reads back (see [`absurd_client::claimed`]).
     pub fn read_limits(&self) -> ReadLimits {
         self.read_limits
     }

@@ -15,14 +15,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
+use absurd_client::{ClaimedRun, Client, RetryStrategy, SpawnOptions};
+
 use crate::claim::{Claimed, Claimer, Wakeups};
-use crate::client::{ClaimedRun, Client, SpawnOptions};
-use crate::dead_letter::DeadLetters;
 use crate::dispatch::{HandlerKind, Registry};
 use crate::execute::{CatchPanic, ContextSettings, Failure, FailureName, TaskContext, TaskError};
 use crate::lease::Leases;
 use crate::metrics::{Counters, Event, Exit, Outcome, TaskMetrics, TaskTable};
-use crate::settle::{self, Completer, Settled};
+use crate::settle::dead_letter::DeadLetters;
+use crate::settle::{self, Completer, DeadLetterTo, Settled};
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -41,6 +42,12 @@ pub struct WorkerSettings {
     pub dlq_sweep_interval: Duration,
     /// `max_attempts` for tasks spawned from inside tasks (`ABSURD_MAX_RETRIES + 1`).
     pub default_max_attempts: i32,
+}
+
+/// Retry strategy given to tasks spawned through absurd-host without one: 30 s doubling per
+/// attempt, at most one hour between attempts.
+pub fn default_retry_strategy() -> RetryStrategy {
+    RetryStrategy::exponential(30.0, 2.0, 3600.0)
 }
 
 /// `<hostname>:<pid>:<8 hex digits>`.
@@ -68,6 +75,16 @@ struct Shared {
     /// Wakes a queue's claimer to recompute its timer (after a run went to sleep here).
     wakeups: Wakeups,
     unknown_logged: Mutex<HashSet<String>>,
+}
+
+impl Shared {
+    /// Where tasks that end failed are copied, when the dead-letter queue is enabled.
+    fn dead_letter_to(&self) -> Option<DeadLetterTo<'_>> {
+        self.settings.dlq.as_deref().map(|dlq| DeadLetterTo {
+            dlq,
+            worker_id: &self.settings.worker_id,
+        })
+    }
 }
 
 /// Runs the worker until `shutdown` is cancelled, then drains. Returns the counters.
@@ -112,11 +129,7 @@ pub async fn run_with_counters(
 
     let background = CancellationToken::new();
     let mut helpers = JoinSet::new();
-    helpers.spawn(
-        wakeups
-            .clone()
-            .listen(client.pool().clone(), background.clone()),
-    );
+    helpers.spawn(wakeups.clone().listen(client.clone(), background.clone()));
     helpers.spawn(shared.leases.clone().run(
         client.clone(),
         settings.claim_timeout,
@@ -323,7 +336,7 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
             deadline: started.checked_add(timeout),
             spawn_defaults: SpawnOptions {
                 max_attempts: Some(shared.settings.default_max_attempts),
-                retry_strategy: Some(crate::config::default_retry_strategy()),
+                retry_strategy: Some(default_retry_strategy()),
                 ..Default::default()
             },
             timeout: Some(timeout),
@@ -331,7 +344,7 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
             grants: task_type.grants.clone(),
             dlq: shared.settings.dlq.clone(),
         };
-        // A run whose data cannot be used fails here, alone (see crate::claimed).
+        // A run whose data cannot be used fails here, alone (see absurd_client::claimed).
         let limits = &shared.registry.read_limits();
         let outcome = match TaskContext::load_claimed(client.clone(), queue, claimed, settings, limits).await {
             Err(e) => Err(e),
@@ -376,7 +389,7 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
         // A result PostgreSQL cannot store would fail its completion (and the batch it is
         // completed in): it is the task's failure instead.
         let outcome = match outcome {
-            Ok(result) if crate::jsonb::has_nul(&result) => Err(TaskError::Failed(
+            Ok(result) if absurd_client::jsonb::has_nul(&result) => Err(TaskError::Failed(
                 Failure::new(
                     FailureName::InvalidResult,
                     "the result holds a NUL character (\\u0000), which PostgreSQL's jsonb cannot store",
@@ -407,43 +420,27 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
                 metrics.add(Event::Lost);
             }
             Err(TaskError::Failed(failure)) => {
-                let capped = task_type.max_attempts.is_some_and(|m| run.attempt >= m);
-                let permanent = !failure.retryable || capped;
-                warn!(name = %failure.name, message = %failure.message, permanent, "failed");
-                let settled = settle::fail(client, queue, &run, &failure, permanent, lease).await;
-                if let Settled::Failed { task_failed } = settled {
+                let out = settle::failed(
+                    client,
+                    queue,
+                    &run,
+                    &failure,
+                    task_type.max_attempts,
+                    lease,
+                    shared.dead_letter_to(),
+                )
+                .await;
+                if let Settled::Failed { .. } = out.settled {
                     metrics.add(Event::Failed);
-                    if task_failed {
-                        dead_letter(shared, queue, &run, &metrics).await;
-                    }
+                }
+                if out.dead_lettered {
+                    metrics.add(Event::DeadLettered);
                 }
             }
         }
     }
     .instrument(span)
     .await
-}
-
-async fn dead_letter(shared: &Shared, queue: &str, run: &ClaimedRun, metrics: &TaskMetrics) {
-    let Some(dlq) = &shared.settings.dlq else {
-        return;
-    };
-    let dl = DeadLetters::new(
-        shared.client.clone(),
-        queue,
-        dlq,
-        &shared.settings.worker_id,
-    );
-    let routed = async {
-        dl.ensure_queue().await?;
-        dl.route(run.task_id).await
-    }
-    .await;
-    match routed {
-        Ok(true) => metrics.add(Event::DeadLettered),
-        Ok(false) => {}
-        Err(e) => warn!(error = %e, "could not dead-letter now; the periodic sweep will"),
-    }
 }
 
 async fn unknown_task(shared: &Shared, queue: &str, run: &ClaimedRun, metrics: &TaskMetrics) {
@@ -465,18 +462,21 @@ async fn unknown_task(shared: &Shared, queue: &str, run: &ClaimedRun, metrics: &
         if first_time {
             warn!("unknown task name; failing it (--fail-unknown)");
         }
-        if let Settled::Failed { task_failed: true } = settle::fail(
+        let out = settle::fail_and_dead_letter(
             &shared.client,
             queue,
             run,
             &failure,
             true,
             shared.settings.claim_timeout,
+            shared.dead_letter_to(),
         )
-        .await
-        {
+        .await;
+        if let Settled::Failed { task_failed: true } = out.settled {
             metrics.add(Event::Failed);
-            dead_letter(shared, queue, run, metrics).await;
+            if out.dead_lettered {
+                metrics.add(Event::DeadLettered);
+            }
         }
         return;
     }

@@ -9,6 +9,7 @@
 pub mod builtin;
 pub mod grants;
 pub mod native;
+pub mod wasm;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,12 +20,13 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::claimed::{self, Claimed};
-use crate::client::{ClaimedRun, Client, ClientError, SpawnOptions, Spawned};
-pub use crate::failure::Failure;
+use absurd_client::claimed::{self, Claimed, LoadedCheckpoints};
+pub use absurd_client::failure::Failure;
+pub use absurd_client::vocab::FailureName;
+use absurd_client::{ClaimedRun, Client, ClientError, SpawnOptions, Spawned};
+
 use crate::limits::ReadLimits;
 use crate::limits::{self, RunLimits};
-pub use crate::vocab::FailureName;
 use grants::Grants;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -35,7 +37,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub enum HandlerKind {
     /// Code compiled into the host (`execute::builtin`).
     Builtin,
-    /// A WebAssembly component in the sandbox (`crate::sandbox`).
+    /// A WebAssembly component in the sandbox (`execute::wasm`).
     Wasm,
     /// A supervised native program (`execute::native`).
     Native,
@@ -214,7 +216,7 @@ impl TaskContext {
         settings: ContextSettings,
         preloaded: Option<Vec<(String, Value)>>,
     ) -> Result<TaskContext, ClientError> {
-        let checkpoints = match preloaded {
+        let checkpoints: HashMap<String, Value> = match preloaded {
             Some(c) => c.into_iter().collect(),
             None => client
                 .get_checkpoints(queue, run.task_id, run.run_id)
@@ -223,19 +225,30 @@ impl TaskContext {
                 .map(|c| (c.checkpoint_name, c.state))
                 .collect(),
         };
-        Ok(TaskContext::new(client, queue, run, settings, checkpoints))
+        let loaded = checkpoints
+            .values()
+            .map(absurd_client::jsonb::text_len)
+            .sum();
+        Ok(TaskContext::new(
+            client,
+            queue,
+            run,
+            settings,
+            checkpoints,
+            loaded,
+        ))
     }
 
+    /// `loaded` is what the checkpoints weigh as JSON text: it counts against the task's
+    /// total (the claim has already refused any single one above the limit).
     fn new(
         client: Client,
         queue: &str,
         run: ClaimedRun,
         settings: ContextSettings,
         checkpoints: HashMap<String, Value>,
+        loaded: u64,
     ) -> TaskContext {
-        // What the loaded checkpoints weigh counts against the task's total (the claim has
-        // already refused any single one above the limit).
-        let loaded: u64 = checkpoints.values().map(crate::jsonb::text_len).sum();
         TaskContext {
             inner: Arc::new(Inner {
                 client,
@@ -261,7 +274,7 @@ impl TaskContext {
 
     /// The context of a run as a claim handed it over: fails the run (permanently) when the
     /// claim found its data unusable, and reads what the claim left out (large checkpoints, a
-    /// large event payload) within `limits`. See [`crate::claimed`].
+    /// large event payload) within `limits`. See [`absurd_client::claimed`].
     pub async fn load_claimed(
         client: Client,
         queue: &str,
@@ -284,9 +297,9 @@ impl TaskContext {
                 .map_err(client_failure)??;
         }
         let checkpoints = match checkpoints {
-            Some(cps) => {
-                claimed::check_checkpoints(&cps, limits)?;
-                cps
+            Some(values) => {
+                let bytes = claimed::check_checkpoints(&values, limits)?;
+                LoadedCheckpoints { values, bytes }
             }
             None => claimed::read_checkpoints(&client, queue, &run, limits)
                 .await
@@ -297,7 +310,8 @@ impl TaskContext {
             queue,
             run,
             settings,
-            checkpoints.into_iter().collect(),
+            checkpoints.values.into_iter().collect(),
+            checkpoints.bytes,
         ))
     }
 
@@ -309,7 +323,7 @@ impl TaskContext {
         run: ClaimedRun,
         settings: ContextSettings,
     ) -> TaskContext {
-        TaskContext::new(client, queue, run, settings, HashMap::new())
+        TaskContext::new(client, queue, run, settings, HashMap::new(), 0)
     }
 
     pub fn run(&self) -> &ClaimedRun {
@@ -441,7 +455,7 @@ impl TaskContext {
                 checkpoint_name.len() as u64,
             )));
         }
-        let size = crate::jsonb::text_len(value);
+        let size = absurd_client::jsonb::text_len(value);
         i.limits
             .check("max_checkpoint_bytes", "the checkpoint's value", size)
             .map_err(TaskError::Failed)?;
@@ -520,10 +534,10 @@ impl TaskContext {
     /// "not yet" due and put it back to sleep over and over.
     async fn db_now(&self) -> Result<DateTime<Utc>, TaskError> {
         let i = &self.inner;
-        sqlx::query_scalar("select absurd.current_time()")
-            .fetch_one(i.client.pool())
+        i.client
+            .current_time(&i.queue)
             .await
-            .map_err(|e| client_failure(ClientError::from_sqlx(e, Some(&i.queue))))
+            .map_err(client_failure)
     }
 
     async fn sleep(
@@ -634,7 +648,7 @@ impl TaskContext {
             .check(
                 "max_event_payload_bytes",
                 "the event payload",
-                crate::jsonb::text_len(payload),
+                absurd_client::jsonb::text_len(payload),
             )
             .map_err(TaskError::Failed)?;
         self.count(
@@ -672,14 +686,14 @@ impl TaskContext {
         l.check(
             "max_spawn_params_bytes",
             "the spawned task's params",
-            crate::jsonb::text_len(params),
+            absurd_client::jsonb::text_len(params),
         )
         .map_err(TaskError::Failed)?;
         if let Some(h) = &options.headers {
             l.check(
                 "max_spawn_headers_bytes",
                 "the spawned task's headers",
-                crate::jsonb::text_len(h),
+                absurd_client::jsonb::text_len(h),
             )
             .map_err(TaskError::Failed)?;
         }

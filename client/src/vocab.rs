@@ -203,7 +203,7 @@ pub fn markdown() -> String {
     let mut out = String::from(
         "# Failure names\n\n\
          The `$`-prefixed names absurd-host writes into `failure_reason.name`. Names without a \
-         `$` are the task's own. Generated from `host/src/vocab.rs` \
+         `$` are the task's own. Generated from `client/src/vocab.rs` \
          (`FailureName`); a test keeps this file equal to it.\n\n\
          | name | counted as | retried | meaning |\n|---|---|---|---|\n",
     );

@@ -18,14 +18,57 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::client::{table, ClaimedRun, Client, ClientError};
+use crate::client::{sql_limit, table, Client};
+use crate::error::ClientError;
 use crate::failure::Failure;
-pub use crate::limits::ReadLimits;
+use crate::types::ClaimedRun;
 use crate::vocab::FailureName;
 
-/// A limit as a SQL `bigint`.
-pub(crate) fn sql_limit(n: u64) -> i64 {
-    n.min(i64::MAX as u64) as i64
+const MIB: u64 = 1024 * 1024;
+
+/// Bounds on what the host reads back from the database for one run: checkpoints and event
+/// payloads that any Absurd client may have written, however large (see the module docs).
+/// The defaults are those of the engine's run limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// One checkpoint value, as JSON text.
+    pub max_checkpoint_bytes: u64,
+    /// All checkpoints a run loads, as JSON text.
+    pub max_checkpoint_total_bytes: u64,
+    /// An event payload received (with a claim, or from `await_event`), as JSON text.
+    pub max_event_payload_bytes: u64,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        ReadLimits {
+            max_checkpoint_bytes: 16 * MIB,
+            max_checkpoint_total_bytes: 64 * MIB,
+            max_event_payload_bytes: MIB,
+        }
+    }
+}
+
+impl ReadLimits {
+    /// No limits (every size fits in `i64`, as Postgres compares them): for the client API,
+    /// whose callers read what they asked for.
+    pub fn unbounded() -> Self {
+        ReadLimits {
+            max_checkpoint_bytes: i64::MAX as u64,
+            max_checkpoint_total_bytes: i64::MAX as u64,
+            max_event_payload_bytes: i64::MAX as u64,
+        }
+    }
+}
+
+/// The checkpoints a run may replay, as read for it, with what they weigh: their size as
+/// JSON text, which counts against the run's `max_checkpoint_total_bytes`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadedCheckpoints {
+    /// `(checkpoint name, value)`, oldest first.
+    pub values: Vec<(String, Value)>,
+    /// The values' total size as JSON text.
+    pub bytes: u64,
 }
 
 /// A claimed run, with what the claim could tell about its data.
@@ -104,7 +147,7 @@ fn json_col(row: &PgRow, col: &str, defect: &mut Option<Failure>) -> Option<Valu
 /// `claim_task`, with parameter `limit_param` the payload limit), measuring each event payload before sending it:
 /// exactly when it is stored uncompressed and its stored size is within the limit (then its
 /// text is small too), otherwise not at all in the claim (the worker reads it afterwards).
-pub(crate) fn claim_sql(source: &str, extra_cols: &str, limit_param: usize) -> String {
+fn claim_sql(source: &str, extra_cols: &str, limit_param: usize) -> String {
     let limit = format!("${limit_param}::int8");
     format!(
         "select f.run_id, f.task_id, f.attempt, f.task_name, f.params, f.retry_strategy, \
@@ -121,7 +164,7 @@ pub(crate) fn claim_sql(source: &str, extra_cols: &str, limit_param: usize) -> S
 
 /// Decodes one row of [`claim_sql`]. `None` only when the row has no usable run id (then no
 /// one can fail it; its lease expires).
-pub(crate) fn claimed_from_row(row: &PgRow, limits: &ReadLimits) -> Option<Claimed> {
+fn claimed_from_row(row: &PgRow, limits: &ReadLimits) -> Option<Claimed> {
     let ids = (
         row.try_get::<Uuid, _>("run_id"),
         row.try_get::<Uuid, _>("task_id"),
@@ -193,7 +236,7 @@ pub(crate) fn claimed_from_row(row: &PgRow, limits: &ReadLimits) -> Option<Claim
 /// The fast claim's `checkpoints` column: `Some` when it holds them, `None` when the worker
 /// must read them (the claim deferred them, or they did not decode as one value: read one by
 /// one, the bad one is then named).
-pub(crate) fn inline_checkpoints(row: &PgRow) -> Option<Vec<(String, Value)>> {
+fn inline_checkpoints(row: &PgRow) -> Option<Vec<(String, Value)>> {
     match row.try_get::<Option<Value>, _>("checkpoints") {
         Ok(None) => Some(Vec::new()),
         Ok(Some(Value::Array(items))) => Some(
@@ -214,8 +257,8 @@ pub(crate) fn inline_checkpoints(row: &PgRow) -> Option<Vec<(String, Value)>> {
 }
 
 /// Checks checkpoints the claim returned against the limits (they are small, but the limits
-/// may be set smaller still).
-pub fn check_checkpoints(cps: &[(String, Value)], limits: &ReadLimits) -> Result<(), Failure> {
+/// may be set smaller still), and returns their total size.
+pub fn check_checkpoints(cps: &[(String, Value)], limits: &ReadLimits) -> Result<u64, Failure> {
     let mut total = 0u64;
     for (name, v) in cps {
         let n = crate::jsonb::text_len(v);
@@ -237,7 +280,7 @@ pub fn check_checkpoints(cps: &[(String, Value)], limits: &ReadLimits) -> Result
             limits.max_checkpoint_total_bytes,
         ));
     }
-    Ok(())
+    Ok(total)
 }
 
 /// The committed checkpoints visible to `run` (what `get_task_checkpoint_states` returns),
@@ -248,7 +291,7 @@ pub async fn read_checkpoints(
     queue: &str,
     run: &ClaimedRun,
     limits: &ReadLimits,
-) -> Result<Result<Vec<(String, Value)>, Failure>, ClientError> {
+) -> Result<Result<LoadedCheckpoints, Failure>, ClientError> {
     // Reads the tables directly (as get_task does), so that the sizes can be measured before
     // any value is sent; the visibility rule is get_task_checkpoint_states'.
     let sql = format!(
@@ -273,7 +316,7 @@ pub async fn read_checkpoints(
         .bind(run.attempt)
         .bind(sql_limit(limits.max_checkpoint_bytes))
         .bind(sql_limit(limits.max_checkpoint_total_bytes))
-        .fetch_all(client.pool())
+        .fetch_all(&client.pool)
         .await
         .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
     let g = ClientError::Database;
@@ -305,7 +348,9 @@ pub async fn read_checkpoints(
             Err(e) => return Ok(Err(invalid_data(&show_name(&name), &e))),
         }
     }
-    Ok(Ok(out))
+    // Measured as the host measures what a run writes (the sizes above are Postgres' text).
+    let bytes = out.iter().map(|(_, v)| crate::jsonb::text_len(v)).sum();
+    Ok(Ok(LoadedCheckpoints { values: out, bytes }))
 }
 
 /// The event payload of a run (the claim deferred it), read within `limits`.
@@ -325,7 +370,7 @@ pub async fn read_event_payload(
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(run_id)
         .bind(sql_limit(limits.max_event_payload_bytes))
-        .fetch_optional(client.pool())
+        .fetch_optional(&client.pool)
         .await
         .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
     let Some(row) = row else {
@@ -351,6 +396,183 @@ pub(crate) fn payload_from_row(
     match row.try_get::<Option<Value>, _>("event_payload") {
         Ok(v) => Ok(Ok(v)),
         Err(e) => Ok(Err(invalid_data("the event payload", &e))),
+    }
+}
+
+/// Claiming.
+impl Client {
+    /// `claim_task`: up to `qty` runs, each leased for `claim_timeout_secs` (0 = no lease).
+    /// Fails when any claimed row cannot be read (the runs stay claimed); a worker uses
+    /// [`Client::claim_rows`], which fails such a run alone.
+    pub async fn claim(
+        &self,
+        queue: &str,
+        worker_id: &str,
+        claim_timeout_secs: i32,
+        qty: i32,
+    ) -> Result<Vec<ClaimedRun>, ClientError> {
+        let rows = self
+            .claim_rows(
+                queue,
+                worker_id,
+                claim_timeout_secs,
+                qty,
+                &ReadLimits::unbounded(),
+            )
+            .await?;
+        let mut runs = Vec::with_capacity(rows.len());
+        for c in rows {
+            runs.push(self.strict(queue, c).await?.0);
+        }
+        Ok(runs)
+    }
+
+    /// A claimed run whose data all reads, with its deferred parts read (unbounded).
+    async fn strict(
+        &self,
+        queue: &str,
+        c: Claimed,
+    ) -> Result<(ClaimedRun, Vec<(String, Value)>), ClientError> {
+        let limits = ReadLimits::unbounded();
+        let bad = |f: Failure| ClientError::InvalidInput(f.message);
+        if let Some(f) = c.defect {
+            return Err(bad(f));
+        }
+        let mut run = c.run;
+        if c.payload_deferred {
+            run.event_payload = read_event_payload(self, queue, run.run_id, &limits)
+                .await?
+                .map_err(bad)?;
+        }
+        let checkpoints = match c.checkpoints {
+            Some(cps) => cps,
+            None => {
+                read_checkpoints(self, queue, &run, &limits)
+                    .await?
+                    .map_err(bad)?
+                    .values
+            }
+        };
+        Ok((run, checkpoints))
+    }
+
+    /// [`Client::claim`] for a worker: each row is read on its own, and a row that cannot be
+    /// read (or whose event payload is over `limits`) comes back with a
+    /// [`Claimed::defect`] instead of failing the others. Checkpoints are left to
+    /// [`read_checkpoints`].
+    pub async fn claim_rows(
+        &self,
+        queue: &str,
+        worker_id: &str,
+        claim_timeout_secs: i32,
+        qty: i32,
+        limits: &ReadLimits,
+    ) -> Result<Vec<Claimed>, ClientError> {
+        let sql = claim_sql("absurd.claim_task($1, $2, $3, $4)", "", 5);
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(queue)
+            .bind(worker_id)
+            .bind(claim_timeout_secs)
+            .bind(qty)
+            .bind(sql_limit(limits.max_event_payload_bytes))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| claimed_from_row(r, limits))
+            .collect())
+    }
+
+    /// Whether the queue has absurd-host's per-queue claim and completion (`lease_<queue>`,
+    /// `done_<queue>`, migration 0011): a schema installed by `absurdctl init` does not, nor
+    /// does a queue absurd-host cannot name.
+    pub async fn has_fast_paths(&self, queue: &str) -> Result<bool, ClientError> {
+        let sig = format!("{}(text,integer,integer)", table("lease", queue));
+        sqlx::query_scalar("select to_regprocedure($1) is not null")
+            .bind(sig)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| ClientError::from_sqlx(e, Some(queue)))
+    }
+
+    /// Claims like [`Client::claim`] through the queue's own claim function (which
+    /// `claim_task` also calls), which also returns each run's visible checkpoints (so the
+    /// worker need not load them). It sweeps like `claim_task`, on every call. Needs
+    /// [`Client::has_fast_paths`].
+    pub async fn claim_fast(
+        &self,
+        queue: &str,
+        worker_id: &str,
+        claim_timeout_secs: i32,
+        qty: i32,
+    ) -> Result<Vec<(ClaimedRun, Vec<(String, Value)>)>, ClientError> {
+        let rows = self
+            .claim_fast_rows(
+                queue,
+                worker_id,
+                claim_timeout_secs,
+                qty,
+                &ReadLimits::unbounded(),
+            )
+            .await?;
+        let mut runs = Vec::with_capacity(rows.len());
+        for c in rows {
+            runs.push(self.strict(queue, c).await?);
+        }
+        Ok(runs)
+    }
+
+    /// [`Client::claim_fast`] for a worker, reading each row on its own like
+    /// [`Client::claim_rows`]. A run's checkpoints are `None` when the claim left them for
+    /// [`read_checkpoints`] (large ones, migration 0010).
+    pub async fn claim_fast_rows(
+        &self,
+        queue: &str,
+        worker_id: &str,
+        claim_timeout_secs: i32,
+        qty: i32,
+        limits: &ReadLimits,
+    ) -> Result<Vec<Claimed>, ClientError> {
+        let source = format!("{}($1, $2, $3)", table("lease", queue));
+        let sql = claim_sql(&source, ", f.checkpoints", 4);
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(worker_id)
+            .bind(claim_timeout_secs)
+            .bind(qty)
+            .bind(sql_limit(limits.max_event_payload_bytes))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let mut c = claimed_from_row(r, limits)?;
+                c.checkpoints = inline_checkpoints(r);
+                Some(c)
+            })
+            .collect())
+    }
+
+    /// Completes many runs in one statement through the queue's fast path. Returns, for each
+    /// run, its state afterwards: `completed` (by this call, or already), or the state that
+    /// kept it from completing (`cancelled`, `failed`, `pending`, ..., `missing`).
+
+    /// Seconds until the queue's earliest waiting run (pending or sleeping) is due, by the
+    /// database clock: negative when one is overdue, `None` when none waits. Tells a claimer
+    /// how long it may idle.
+    pub async fn seconds_until_due(&self, queue: &str) -> Result<Option<f64>, ClientError> {
+        let sql = format!(
+            "select extract(epoch from least(
+                (select min(available_at) from {r} where state = 'pending'),
+                (select min(available_at) from {r} where state = 'sleeping')
+             ) - absurd.current_time())::float8",
+            r = table("r", queue)
+        );
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| ClientError::from_sqlx(e, Some(queue)))
     }
 }
 
@@ -382,6 +604,7 @@ mod tests {
             ..ReadLimits::default()
         };
         let f = check_checkpoints(&cps, &tight).unwrap_err();
+        assert_eq!(check_checkpoints(&cps, &ReadLimits::default()), Ok(11));
         assert!(f.message.contains("max_checkpoint_bytes"), "{}", f.message);
         let total = ReadLimits {
             max_checkpoint_total_bytes: 10,

@@ -11,8 +11,8 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::absurd::task::{durable, log, types};
-use crate::client::SpawnOptions;
 use crate::execute::{Failure, TaskContext, TaskError};
+use absurd_client::SpawnOptions;
 
 /// Why the host ended a guest's execution from inside a host call. Carried through the trap
 /// as the error value and recovered by the handler.
@@ -21,7 +21,7 @@ pub enum Stop {
     /// The run is suspended (sleep or event wait); nothing more to report.
     Suspended,
     /// The run was cancelled or lost its lease.
-    Lost(crate::client::ClientError),
+    Lost(absurd_client::ClientError),
     /// A host-side failure while serving the guest (the database was unreachable, …).
     Failed(Failure),
     /// The guest tried to grow its memory beyond its cap.
@@ -236,7 +236,7 @@ impl types::Host for RunState {}
 /// gets the error, not a database exception later).
 fn parse_json(what: &str, text: &str) -> Result<Value, String> {
     let v = serde_json::from_str(text).map_err(|e| format!("{what} is not valid JSON: {e}"))?;
-    if crate::jsonb::has_nul(&v) {
+    if absurd_client::jsonb::has_nul(&v) {
         return Err(format!(
             "{what} holds a NUL character (\\u0000), which PostgreSQL's jsonb cannot store"
         ));

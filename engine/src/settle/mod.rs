@@ -10,6 +10,14 @@
 //! (`absurd.done_<queue>`, migration 0011, which `complete_run` also calls), each run still fenced on its own. There is no added
 //! delay: a lone completion is written at once. On a schema without the fast path (one
 //! installed by `absurdctl init`), each run is completed by its own `complete_run` call.
+//!
+//! A failure is settled by [`failed`]: it decides whether the failure is permanent (not
+//! retryable, or the task type's `max_attempts` reached), fails the run with one client call
+//! ([`Client::fail_run_for_worker`]), and hands a task that ended `failed` to the dead-letter
+//! queue ([`dead_letter`]). Suspending needs no write here (the task's own `schedule_run` or
+//! `await_event` did it); a run stopped on shutdown is handed back ([`hand_back`]).
+
+pub mod dead_letter;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,8 +28,9 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use crate::client::{ClaimedRun, Client, ClientError, State};
-use crate::execute::Failure;
+use absurd_client::{ClaimedRun, Client, ClientError, Failure, State};
+
+use dead_letter::DeadLetters;
 
 /// What happened to the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,15 +83,6 @@ where
     }
 }
 
-/// The state of a run, to resolve a write whose commit we did not see acknowledged.
-async fn run_state(client: &Client, queue: &str, task_id: Uuid, run_id: Uuid) -> Option<State> {
-    let task = client.get_task(queue, task_id).await.ok()??;
-    task.runs
-        .iter()
-        .find(|r| r.run_id == run_id)
-        .map(|r| r.state)
-}
-
 /// Completes the run with `result`, on its own (see [`Completer`] for batches).
 pub async fn complete(
     client: &Client,
@@ -111,7 +111,7 @@ async fn complete_one(
         Err(e) if e.is_run_lost() => Settled::Lost,
         Err(ClientError::Rejected(msg)) => {
             // A retried write after a commit whose reply was lost: did the first one land?
-            match run_state(client, queue, task_id, run_id).await {
+            match client.run_state(queue, task_id, run_id).await {
                 Some(State::Completed) => Settled::Completed,
                 Some(State::Cancelled) | Some(State::Failed) => Settled::Lost,
                 _ => {
@@ -272,8 +272,96 @@ async fn write_batch(
     while each.join_next().await.is_some() {}
 }
 
+/// Where a task that ends `failed` is copied: the worker's dead-letter queue.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadLetterTo<'a> {
+    /// The dead-letter queue.
+    pub dlq: &'a str,
+    /// The worker id recorded on copies of runs no worker claimed.
+    pub worker_id: &'a str,
+}
+
+/// How a failed run was settled (see [`failed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailOutcome {
+    pub settled: Settled,
+    /// The task ended `failed` and this call copied it into the dead-letter queue.
+    pub dead_lettered: bool,
+}
+
+/// Whether a failure ends its task now: a failure retrying cannot fix, or an attempt at the
+/// task type's own `max_attempts` (which caps the task's).
+pub fn is_permanent(failure: &Failure, run: &ClaimedRun, max_attempts: Option<i32>) -> bool {
+    let capped = max_attempts.is_some_and(|m| run.attempt >= m);
+    !failure.retryable || capped
+}
+
+/// Settles a handler's failure: decides whether it is permanent ([`is_permanent`]), fails the
+/// run, and dead-letters the task when that was its last attempt.
+pub async fn failed(
+    client: &Client,
+    queue: &str,
+    run: &ClaimedRun,
+    failure: &Failure,
+    max_attempts: Option<i32>,
+    lease: Duration,
+    dead_letter: Option<DeadLetterTo<'_>>,
+) -> FailOutcome {
+    let permanent = is_permanent(failure, run, max_attempts);
+    warn!(name = %failure.name, message = %failure.message, permanent, "failed");
+    fail_and_dead_letter(client, queue, run, failure, permanent, lease, dead_letter).await
+}
+
+/// [`fail`], then, when the task ended `failed`, its copy into the dead-letter queue.
+pub async fn fail_and_dead_letter(
+    client: &Client,
+    queue: &str,
+    run: &ClaimedRun,
+    failure: &Failure,
+    permanent: bool,
+    lease: Duration,
+    dead_letter: Option<DeadLetterTo<'_>>,
+) -> FailOutcome {
+    let settled = fail(client, queue, run, failure, permanent, lease).await;
+    let dead_lettered = match (settled, dead_letter) {
+        (Settled::Failed { task_failed: true }, Some(to)) => {
+            route_dead_letter(client, queue, run, to).await
+        }
+        _ => false,
+    };
+    FailOutcome {
+        settled,
+        dead_lettered,
+    }
+}
+
+/// Copies the failed task into the dead-letter queue now; when that cannot be done, the
+/// periodic sweep will. True when this call made the copy.
+async fn route_dead_letter(
+    client: &Client,
+    queue: &str,
+    run: &ClaimedRun,
+    to: DeadLetterTo<'_>,
+) -> bool {
+    let dl = DeadLetters::new(client.clone(), queue, to.dlq, to.worker_id);
+    let routed = async {
+        dl.ensure_queue().await?;
+        dl.route(run.task_id).await
+    }
+    .await;
+    match routed {
+        Ok(copied) => copied,
+        Err(e) => {
+            warn!(error = %e, "could not dead-letter now; the periodic sweep will");
+            false
+        }
+    }
+}
+
 /// Fails the run. With `permanent`, the task gets no further attempts: its `max_attempts`
-/// is lowered to this attempt in the same transaction as `fail_run`.
+/// is lowered to this attempt in the same transaction as `fail_run`. The failure is written
+/// by one client call ([`Client::fail_run_for_worker`]), retried while the database is
+/// unreachable.
 pub async fn fail(
     client: &Client,
     queue: &str,
@@ -283,69 +371,24 @@ pub async fn fail(
     lease: Duration,
 ) -> Settled {
     let reason = failure.to_json();
-    let r = with_retries("fail_run", lease, || async {
-        if permanent {
-            fail_permanently(client, queue, run, &reason).await
-        } else {
-            client.fail_run(queue, run.run_id, &reason, None).await
-        }
+    let r = with_retries("fail_run", lease, || {
+        client.fail_run_for_worker(queue, run, &reason, permanent)
     })
     .await;
     match r {
-        Ok(()) => {}
-        Err(e) if e.is_run_lost() => return Settled::Lost,
+        Ok(f) => Settled::Failed {
+            task_failed: f.task_failed,
+        },
+        Err(e) if e.is_run_lost() => Settled::Lost,
         Err(ClientError::Rejected(msg)) => {
-            match run_state(client, queue, run.task_id, run.run_id).await {
-                Some(State::Failed) => {}
-                _ => {
-                    warn!(%msg, "fail_run was refused");
-                    return Settled::Lost;
-                }
-            }
+            warn!(%msg, "fail_run was refused");
+            Settled::Lost
         }
         Err(e) => {
             warn!(error = %e, "could not fail the run; its lease will expire and it will be retried");
-            return Settled::GaveUp;
+            Settled::GaveUp
         }
     }
-    let task_failed = matches!(
-        client.task_result(queue, run.task_id).await,
-        Ok(Some(r)) if r.state == State::Failed
-    );
-    Settled::Failed { task_failed }
-}
-
-async fn fail_permanently(
-    client: &Client,
-    queue: &str,
-    run: &ClaimedRun,
-    reason: &Value,
-) -> Result<(), ClientError> {
-    let mut tx = client
-        .pool()
-        .begin()
-        .await
-        .map_err(|e| ClientError::Unavailable(e.to_string()))?;
-    let sql = format!(
-        "update {} set max_attempts = $2 where task_id = $1 and (max_attempts is null or max_attempts > $2)",
-        crate::client::table("t", queue)
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(run.task_id)
-        .bind(run.attempt)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
-    sqlx::query("select absurd.fail_run($1, $2, $3, null)")
-        .bind(queue)
-        .bind(run.run_id)
-        .bind(reason)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
-    tx.commit()
-        .await
-        .map_err(|e| ClientError::from_sqlx(e, Some(queue)))
 }
 
 /// Hands a run back for another worker to resume from its checkpoints right away (used on

@@ -21,21 +21,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
-use sqlx::PgPool;
+use absurd_client::claimed::ReadLimits;
+use absurd_client::{Client, ClientError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::claimed::ReadLimits;
-use crate::client::{table, Client, ClientError};
-
 /// A claimed run, with its checkpoints when the claim returned them, and a defect when its
-/// data cannot be used (see [`crate::claimed`]).
-pub use crate::claimed::Claimed;
+/// data cannot be used (see [`absurd_client::claimed`]).
+pub use absurd_client::claimed::Claimed;
 
 /// The notification channel our schema uses.
-pub const WAKEUP_CHANNEL: &str = "absurd_wakeup";
+pub use absurd_client::listen::WAKEUP_CHANNEL;
 
 /// One `Notify` per queue this worker claims from.
 #[derive(Clone)]
@@ -73,10 +70,10 @@ impl Wakeups {
 
     /// Listens for wake-up notifications until `stop`; reconnects after a dropped connection
     /// and then wakes every claimer, since notifications sent meanwhile are lost.
-    pub async fn listen(self, pool: PgPool, stop: CancellationToken) {
+    pub async fn listen(self, client: Client, stop: CancellationToken) {
         let mut down_since: Option<tokio::time::Instant> = None;
         loop {
-            let mut listener = match PgListener::connect_with(&pool).await {
+            let mut listener = match client.wakeup_listener().await {
                 Ok(l) => l,
                 Err(e) => {
                     if down_since.is_none() {
@@ -89,7 +86,7 @@ impl Wakeups {
                     }
                 }
             };
-            if let Err(e) = listener.listen(WAKEUP_CHANNEL).await {
+            if let Err(e) = listener.listen().await {
                 warn!(error = %e, "LISTEN {WAKEUP_CHANNEL} failed; retrying");
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -104,8 +101,8 @@ impl Wakeups {
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    n = listener.try_recv() => match n {
-                        Ok(Some(n)) => self.wake(n.payload()),
+                    n = listener.recv() => match n {
+                        Ok(Some(queue)) => self.wake(&queue),
                         Ok(None) => {
                             // The connection dropped; sqlx reconnects on the next call.
                             warn!("wake-up listener lost its connection; reconnecting");
@@ -246,15 +243,9 @@ impl Claimer {
         if self.down {
             return self.poll_interval.max(Duration::from_millis(500));
         }
-        let sql = format!(
-            "select extract(epoch from least(
-                (select min(available_at) from {r} where state = 'pending'),
-                (select min(available_at) from {r} where state = 'sleeping')
-             ) - absurd.current_time())::float8",
-            r = table("r", &self.queue)
-        );
-        let next: Option<f64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .fetch_one(self.client.pool())
+        let next = self
+            .client
+            .seconds_until_due(&self.queue)
             .await
             .unwrap_or(None);
         match next {

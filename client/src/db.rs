@@ -163,6 +163,35 @@ pub async fn schema_version(pool: &PgPool) -> Result<Option<String>, sqlx::Error
         .map(Some)
 }
 
+/// Embedded migrations missing from the history; `None` when there is no history table (a
+/// schema installed by another tool, or none).
+pub async fn pending_migrations(pool: &PgPool) -> Result<Option<usize>, sqlx::Error> {
+    let has_history: bool = sqlx::query_scalar("select to_regclass($1) is not null")
+        .bind(HISTORY_TABLE)
+        .fetch_one(pool)
+        .await?;
+    if !has_history {
+        return Ok(None);
+    }
+    let applied: Vec<i64> =
+        sqlx::query_scalar("select version from absurd.absurd_host_migrations where success")
+            .fetch_all(pool)
+            .await?;
+    Ok(Some(
+        EMBEDDED
+            .iter()
+            .filter(|mig| !applied.contains(&mig.version))
+            .count(),
+    ))
+}
+
+/// The server's version (`show server_version`), as PostgreSQL reports it.
+pub async fn server_version(pool: &PgPool) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar("show server_version")
+        .fetch_one(pool)
+        .await
+}
+
 /// The connection string with every password replaced by `***`, for error messages and logs:
 /// the password of a URL's user info (which may itself contain `@`), a `password=` query
 /// parameter, and a `password=` key of a `key=value` connection string.

@@ -9,12 +9,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::Row;
+use absurd_client::{Client, ClientError, State};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
-
-use crate::client::{table, Client, ClientError};
 
 struct Lease {
     queue: String,
@@ -114,48 +112,30 @@ impl Leases {
         runs: &[Uuid],
         extend_by: i32,
     ) -> Result<(), ClientError> {
-        let qerr = |e| ClientError::from_sqlx(e, Some(queue));
         // Find the runs that are no longer ours before extending, so that one lost run does
         // not fail the batched statement for all the others.
-        let sql = format!(
-            "select r.run_id, r.state, t.state as task_state
-             from {r} r join {t} t on t.task_id = r.task_id where r.run_id = any($1)",
-            r = table("r", queue),
-            t = table("t", queue)
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(runs)
-            .fetch_all(client.pool())
-            .await
-            .map_err(qerr)?;
+        let rows = client.lease_states(queue, runs).await?;
         let mut alive = Vec::new();
         for row in &rows {
-            let run_id: Uuid = row.get("run_id");
-            let state: String = row.get("state");
-            let task_state: String = row.get("task_state");
-            if task_state == "cancelled" {
+            let run_id = row.run_id;
+            let state = row.state;
+            if row.task_state == State::Cancelled {
                 self.mark_lost(run_id, "task cancelled");
-            } else if state != "running" {
+            } else if state != State::Running {
                 self.mark_lost(run_id, &format!("run is {state}; its lease expired"));
             } else {
                 alive.push(run_id);
             }
         }
         for run in runs {
-            if !rows.iter().any(|r| r.get::<Uuid, _>("run_id") == *run) {
+            if !rows.iter().any(|r| r.run_id == *run) {
                 self.mark_lost(*run, "run no longer exists");
             }
         }
         if alive.is_empty() {
             return Ok(());
         }
-        let batch =
-            sqlx::query("select absurd.extend_claim($1, x, $3) from unnest($2::uuid[]) as x")
-                .bind(queue)
-                .bind(&alive)
-                .bind(extend_by)
-                .execute(client.pool())
-                .await;
+        let batch = client.extend_claims(queue, &alive, extend_by).await;
         match batch {
             Ok(_) => {
                 debug!(%queue, runs = alive.len(), "leases renewed");
