@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use absurd_host::api::ApiSettings;
+use absurd_client::vocab::FailureCategory;
 use absurd_client::{Client, RetryStrategy, SpawnOptions, State, TaskFilter};
 use absurd_engine::metrics::Counters;
-use absurd_client::vocab::FailureCategory;
+use absurd_host::api::ApiSettings;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use common::{repo_root, temp_file, wait_for, TestDb, WorkerProc};
