@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::client::{sql_limit, table, Client};
 use crate::error::ClientError;
 use crate::failure::Failure;
+use crate::protocol::CompletedStates;
 use crate::types::ClaimedRun;
 use crate::vocab::FailureName;
 
@@ -552,6 +553,96 @@ impl Client {
                 Some(c)
             })
             .collect())
+    }
+
+    /// Whether the queue has the complete-and-claim function `next_<queue>` (migration 0012).
+    pub async fn has_next_path(&self, queue: &str) -> Result<bool, ClientError> {
+        let sig = format!(
+            "{}(uuid[],jsonb[],text,integer,integer)",
+            table("next", queue)
+        );
+        sqlx::query_scalar("select to_regprocedure($1) is not null")
+            .bind(sig)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| ClientError::from_sqlx(e, Some(queue)))
+    }
+
+    /// Completes `runs` like [`Client::complete_runs_fast`] and, in the same transaction,
+    /// claims up to `qty` runs like [`Client::claim_fast`]: at most one per run this call
+    /// completed, so a stale run id (failed, cancelled, completed before, unknown) neither
+    /// completes nor claims. Needs [`Client::has_next_path`].
+    #[allow(clippy::type_complexity)]
+    pub async fn complete_and_claim(
+        &self,
+        queue: &str,
+        runs: &[Uuid],
+        results: &[Value],
+        worker_id: &str,
+        claim_timeout_secs: i32,
+        qty: i32,
+    ) -> Result<(CompletedStates, Vec<(ClaimedRun, Vec<(String, Value)>)>), ClientError> {
+        let (states, rows) = self
+            .complete_and_claim_rows(
+                queue,
+                runs,
+                results,
+                worker_id,
+                claim_timeout_secs,
+                qty,
+                &ReadLimits::unbounded(),
+            )
+            .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for c in rows {
+            claimed.push(self.strict(queue, c).await?);
+        }
+        Ok((states, claimed))
+    }
+
+    /// [`Client::complete_and_claim`] for a worker, reading each claimed row on its own like
+    /// [`Client::claim_fast_rows`].
+    #[allow(clippy::too_many_arguments)]
+    pub async fn complete_and_claim_rows(
+        &self,
+        queue: &str,
+        runs: &[Uuid],
+        results: &[Value],
+        worker_id: &str,
+        claim_timeout_secs: i32,
+        qty: i32,
+        limits: &ReadLimits,
+    ) -> Result<(CompletedStates, Vec<Claimed>), ClientError> {
+        let source = format!("{}($1, $2, $3, $4, $5)", table("next", queue));
+        let sql = claim_sql(&source, ", f.checkpoints, f.done_state", 6);
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(runs)
+            .bind(results)
+            .bind(worker_id)
+            .bind(claim_timeout_secs)
+            .bind(qty)
+            .bind(sql_limit(limits.max_event_payload_bytes))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
+        let mut states = Vec::with_capacity(runs.len());
+        let mut claimed = Vec::new();
+        for r in &rows {
+            // A completion's row has `done_state`; a claimed run's row has not.
+            let done: Option<String> = r.try_get("done_state").map_err(ClientError::Database)?;
+            match done {
+                Some(state) => {
+                    states.push((r.try_get("run_id").map_err(ClientError::Database)?, state))
+                }
+                None => {
+                    if let Some(mut c) = claimed_from_row(r, limits) {
+                        c.checkpoints = inline_checkpoints(r);
+                        claimed.push(c);
+                    }
+                }
+            }
+        }
+        Ok((states, claimed))
     }
 
     /// Seconds until the queue's earliest waiting run (pending or sleeping) is due, by the

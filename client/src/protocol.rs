@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use crate::admin::CHECKPOINT_COLUMNS;
 use crate::claimed::{payload_from_row, ReadLimits};
-use crate::client::{sql_limit, table, Client};
+use crate::client::{check_queue_name, sql_limit, table, Client};
+use crate::dead_letter::FailedTask;
 use crate::error::{ClientError, Result};
 use crate::failure::Failure;
 use crate::types::{AwaitOutcome, Checkpoint, ClaimedRun, State};
@@ -34,16 +35,31 @@ pub struct LeaseState {
     pub task_state: State,
 }
 
+/// For each run a batch completion was given, its state afterwards: `completed` (by this call,
+/// or already), or the state that kept it from completing (`cancelled`, `failed`, `pending`,
+/// ..., `missing`).
+pub type CompletedStates = Vec<(Uuid, String)>;
+
+/// What failing a run through `absurd.fail_run_outcome` (migration 0013) did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailOutcome {
+    /// The task's state afterwards: `pending`/`sleeping` (a retry is scheduled), `failed`
+    /// (that was its last attempt), `cancelled` (the retry would pass its `max_duration`).
+    pub task_state: State,
+    /// The failed task as its dead-letter copy reads it, returned by the same call; only when
+    /// `task_state` is `failed`.
+    pub failed_task: Option<FailedTask>,
+}
+
 impl Client {
-    /// Completes many runs in one statement through the queue's fast path. Returns, for each
-    /// run, its state afterwards: `completed` (by this call, or already), or the state that
-    /// kept it from completing (`cancelled`, `failed`, `pending`, ..., `missing`).
+    /// Completes many runs in one statement through the queue's fast path (`done_<queue>`,
+    /// migration 0011). Returns, for each run, its state afterwards (see [`CompletedStates`]).
     pub async fn complete_runs_fast(
         &self,
         queue: &str,
         runs: &[Uuid],
         results: &[Value],
-    ) -> Result<Vec<(Uuid, String)>> {
+    ) -> Result<CompletedStates> {
         let sql = format!("select run_id, state from {}($1, $2)", table("done", queue));
         let rows: Vec<(Uuid, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(runs)
@@ -278,6 +294,88 @@ impl Client {
             Ok(Some(r)) if r.state == State::Failed
         );
         Ok(FailedRun { task_failed })
+    }
+
+    /// Whether the schema has `absurd.fail_run_outcome` (migration 0013).
+    pub async fn has_fail_outcome(&self) -> Result<bool> {
+        sqlx::query_scalar(
+            "select to_regprocedure('absurd.fail_run_outcome(text,uuid,jsonb,boolean,timestamptz)') is not null",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| ClientError::from_sqlx(e, None))
+    }
+
+    /// Fails the run like [`Client::fail_run`] and says in the same call what that did to its
+    /// task (`absurd.fail_run_outcome`, migration 0013): one round trip. With `last_attempt`,
+    /// the task's `max_attempts` is first lowered to this run's attempt, so the task fails for
+    /// good. The fence is `fail_run`'s: `AB001`/`AB002` leave everything as it was. On a schema
+    /// without the function, [`ClientError::SchemaMissing`].
+    pub async fn fail_run_outcome(
+        &self,
+        queue: &str,
+        run_id: Uuid,
+        reason: &Value,
+        last_attempt: bool,
+    ) -> Result<FailOutcome> {
+        check_queue_name(queue)?;
+        let row = sqlx::query(
+            "select task_id, task_state, task_name, params, attempts, run_id, failure_reason, claimed_by \
+             from absurd.fail_run_outcome($1, $2, $3, $4, null)",
+        )
+        .bind(queue)
+        .bind(run_id)
+        .bind(reason)
+        .bind(last_attempt)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
+        let state: String = row.try_get("task_state").map_err(ClientError::Database)?;
+        let task_state: State = state.parse()?;
+        let failed_task = if task_state == State::Failed {
+            Some(FailedTask::from_row(&row).map_err(ClientError::Database)?)
+        } else {
+            None
+        };
+        Ok(FailOutcome {
+            task_state,
+            failed_task,
+        })
+    }
+
+    /// [`Client::fail_run_for_worker`] in one call ([`Client::fail_run_outcome`]): the task's
+    /// fate and, when it ended `failed`, its dead-letter row come back with the failure. A
+    /// refusal of a run that is already `failed` (a retried write whose first commit's reply
+    /// was lost) resolves as [`Client::fail_run_for_worker`] does, without the row.
+    pub async fn fail_run_for_worker_in_one_call(
+        &self,
+        queue: &str,
+        run: &ClaimedRun,
+        reason: &Value,
+        permanent: bool,
+    ) -> Result<(FailedRun, Option<FailedTask>)> {
+        match self
+            .fail_run_outcome(queue, run.run_id, reason, permanent)
+            .await
+        {
+            Ok(out) => Ok((
+                FailedRun {
+                    task_failed: out.task_state == State::Failed,
+                },
+                out.failed_task,
+            )),
+            Err(ClientError::Rejected(msg)) => {
+                if self.run_state(queue, run.task_id, run.run_id).await != Some(State::Failed) {
+                    return Err(ClientError::Rejected(msg));
+                }
+                let task_failed = matches!(
+                    self.task_result(queue, run.task_id).await,
+                    Ok(Some(r)) if r.state == State::Failed
+                );
+                Ok((FailedRun { task_failed }, None))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// `fail_run` with no further attempts: the task's `max_attempts` is lowered to this

@@ -2,8 +2,12 @@
 //!
 //! Concurrency is one semaphore of `ABSURD_WORKER_CONCURRENCY` slots shared by all queues.
 //! A claimer asks only for as many runs as there are free slots, and claims again as soon as a
-//! slot frees while its queue still has work. Shutdown stops claiming, lets running tasks
-//! finish within the grace period, then stops the rest and hands them back to the queue.
+//! slot frees while its queue still has work. A worker on one queue also claims with each
+//! completion: the run that finished hands its slot straight to the run claimed in the same
+//! transaction ([`Completer::complete_and_claim`]), and the claim loop only claims for slots
+//! that come back empty. (With several queues, slots go back to the claim loops, which share
+//! them in turn, so a busy queue cannot keep every slot.) Shutdown stops claiming, lets running
+//! tasks finish within the grace period, then stops the rest and hands them back to the queue.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -23,7 +27,7 @@ use crate::execute::{CatchPanic, ContextSettings, Failure, FailureName, TaskCont
 use crate::lease::Leases;
 use crate::metrics::{Counters, Event, Exit, Outcome, TaskMetrics, TaskTable};
 use crate::settle::dead_letter::DeadLetters;
-use crate::settle::{self, Completer, DeadLetterTo, Settled};
+use crate::settle::{self, Completer, DeadLetterTo, NextClaims, Settled};
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -72,6 +76,13 @@ struct Shared {
     metrics: TaskTable,
     /// Cancelled when the grace period is over: running tasks stop and are handed back.
     hard_stop: CancellationToken,
+    /// Cancelled on shutdown: no more claims, with completions either.
+    shutdown: CancellationToken,
+    /// Whether a completion claims the next run for its slot (one queue only, see the
+    /// module docs).
+    claim_with_completion: bool,
+    /// Whether the schema fails a run in one call (`fail_run_outcome`); asked at first need.
+    fail_in_one_call: tokio::sync::OnceCell<bool>,
     /// Wakes a queue's claimer to recompute its timer (after a run went to sleep here).
     wakeups: Wakeups,
     unknown_logged: Mutex<HashSet<String>>,
@@ -107,15 +118,23 @@ pub async fn run_with_counters(
 ) -> anyhow::Result<Counters> {
     let wakeups = Wakeups::new(&settings.queues);
     let metrics = TaskTable::new(&counters, &settings.queues, registry.names());
+    let next_claims = NextClaims {
+        worker_id: settings.worker_id.clone(),
+        claim_timeout_secs: claim_timeout_secs(settings.claim_timeout),
+        limits: registry.read_limits(),
+    };
     let shared = Arc::new(Shared {
         client: client.clone(),
         registry,
         settings: settings.clone(),
         leases: Leases::default(),
-        completer: Completer::start(client.clone()),
+        completer: Completer::start_claiming(client.clone(), next_claims),
         counters: counters.clone(),
         metrics,
         hard_stop: CancellationToken::new(),
+        shutdown: shutdown.clone(),
+        claim_with_completion: settings.queues.len() == 1,
+        fail_in_one_call: tokio::sync::OnceCell::new(),
         wakeups: wakeups.clone(),
         unknown_logged: Mutex::new(HashSet::new()),
     });
@@ -263,13 +282,20 @@ async fn claim_loop(
             let shared = shared.clone();
             let queue = claimer.queue().to_string();
             in_flight.lock().unwrap().spawn(async move {
-                // A panic outside the handler (settling, say) must not take the worker's
-                // bookkeeping with it: the run's lease registration is dropped while unwinding,
-                // so its lease expires and another attempt follows.
-                let run_id = claimed.run.run_id;
-                let run = CatchPanic::new(Box::pin(execute_run(&shared, &queue, claimed)));
-                if let Err(message) = run.await {
-                    error!(%run_id, panic = %message, "host panic while settling a run; its lease will expire and it will be retried");
+                // The slot runs this run, then each run its completion claimed for it.
+                let mut next = Some(claimed);
+                while let Some(claimed) = next.take() {
+                    // A panic outside the handler (settling, say) must not take the worker's
+                    // bookkeeping with it: the run's lease registration is dropped while
+                    // unwinding, so its lease expires and another attempt follows.
+                    let run_id = claimed.run.run_id;
+                    let run = CatchPanic::new(Box::pin(execute_run(&shared, &queue, claimed)));
+                    match run.await {
+                        Ok(claimed_next) => next = claimed_next,
+                        Err(message) => {
+                            error!(%run_id, panic = %message, "host panic while settling a run; its lease will expire and it will be retried");
+                        }
+                    }
                 }
                 drop(permit);
             });
@@ -293,8 +319,24 @@ async fn claim_loop(
     }
 }
 
-/// Runs one claimed run from dispatch to settle.
-async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
+/// The lease asked for, in whole seconds (at least one).
+fn claim_timeout_secs(lease: Duration) -> i32 {
+    lease.as_secs().clamp(1, i32::MAX as u64) as i32
+}
+
+/// Whether this schema fails a run in one call; asked once, and again after an error.
+async fn fail_in_one_call(shared: &Shared) -> bool {
+    shared
+        .fail_in_one_call
+        .get_or_try_init(|| shared.client.has_fail_outcome())
+        .await
+        .copied()
+        .unwrap_or(false)
+}
+
+/// Runs one claimed run from dispatch to settle. Returns the run claimed with its completion
+/// for the slot it leaves, if any.
+async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) -> Option<Claimed> {
     // What settling needs of the run; its params, headers and payload go to the handler.
     let run = claimed.run.identity();
     let span = info_span!(
@@ -318,7 +360,7 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
         // Dispatch.
         let Some(task_type) = shared.registry.get(&run.task_name).cloned() else {
             unknown_task(shared, queue, &run, &metrics).await;
-            return;
+            return None;
         };
 
         let registration = shared.leases.register(queue, run.run_id);
@@ -372,7 +414,7 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
                     _ = lost.cancelled() => {
                         drop(registration);
                         metrics.add(Event::Lost);
-                        return;
+                        return None;
                     }
                     _ = shared.hard_stop.cancelled() => {
                         drop(registration);
@@ -380,7 +422,7 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
                             info!("handed back to the queue on shutdown");
                             metrics.add(Event::HandedBack);
                         }
-                        return;
+                        return None;
                     }
                 }
             }
@@ -404,10 +446,17 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
         // Settle.
         match outcome {
             Ok(result) => {
-                if shared.completer.complete(queue, &run, result, lease).await == Settled::Completed {
+                let (settled, next) =
+                    if shared.claim_with_completion && !shared.shutdown.is_cancelled() {
+                        shared.completer.complete_and_claim(queue, &run, result, lease).await
+                    } else {
+                        (shared.completer.complete(queue, &run, result, lease).await, None)
+                    };
+                if settled == Settled::Completed {
                     debug!(elapsed_ms = elapsed.as_millis() as u64, "completed");
                     metrics.add(Event::Completed);
                 }
+                return next;
             }
             Err(TaskError::Suspended) => {
                 debug!("suspended");
@@ -420,6 +469,7 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
                 metrics.add(Event::Lost);
             }
             Err(TaskError::Failed(failure)) => {
+                let one_call = fail_in_one_call(shared).await;
                 let out = settle::failed(
                     client,
                     queue,
@@ -428,6 +478,7 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
                     task_type.max_attempts,
                     lease,
                     shared.dead_letter_to(),
+                    one_call,
                 )
                 .await;
                 if let Settled::Failed { .. } = out.settled {
@@ -438,6 +489,7 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) {
                 }
             }
         }
+        None
     }
     .instrument(span)
     .await
@@ -462,6 +514,7 @@ async fn unknown_task(shared: &Shared, queue: &str, run: &ClaimedRun, metrics: &
         if first_time {
             warn!("unknown task name; failing it (--fail-unknown)");
         }
+        let one_call = fail_in_one_call(shared).await;
         let out = settle::fail_and_dead_letter(
             &shared.client,
             queue,
@@ -470,6 +523,7 @@ async fn unknown_task(shared: &Shared, queue: &str, run: &ClaimedRun, metrics: &
             true,
             shared.settings.claim_timeout,
             shared.dead_letter_to(),
+            one_call,
         )
         .await;
         if let Settled::Failed { task_failed: true } = out.settled {

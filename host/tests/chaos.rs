@@ -357,44 +357,61 @@ async fn mutate(pool: &PgPool, queue: &str) {
         return;
     };
     // The claim and the completion the worker runs (and that claim_task / complete_run call
-    // on this schema, migration 0011) are the queue's own functions.
+    // on this schema, migration 0011) are the queue's own functions; a one-queue worker
+    // completes and claims through next_<queue> (migration 0012), which has its own copy of
+    // the single-run completion and of the claim's sweeps, so those mutations break both.
     let lease_fn = format!("absurd.\"lease_{queue}\"");
     let done_fn = format!("absurd.\"done_{queue}\"");
-    let (func, from, to) = match which.as_str() {
-        "complete-unfenced" => (
-            done_fn.as_str(),
-            "where r.run_id = i.run_id and (r.state = 'running') is true",
-            "where r.run_id = i.run_id",
-        ),
-        "no-replay" => (
+    let next_fn = format!("absurd.\"next_{queue}\"");
+    let edits: Vec<(&str, &str, &str)> = match which.as_str() {
+        "complete-unfenced" => vec![
+            (
+                done_fn.as_str(),
+                "where r.run_id = i.run_id and (r.state = 'running') is true",
+                "where r.run_id = i.run_id",
+            ),
+            (
+                next_fn.as_str(),
+                "where r.run_id = p_run_ids[1] and (r.state = 'running') is true",
+                "where r.run_id = p_run_ids[1]",
+            ),
+        ],
+        "no-replay" => vec![(
             "absurd.get_task_checkpoint_states",
             "return query",
             "return; return query",
-        ),
-        "no-sweep" => (
-            lease_fn.as_str(),
-            "r.claim_expires_at <= v_now",
-            "r.claim_expires_at <= v_now and false",
-        ),
+        )],
+        "no-sweep" => vec![
+            (
+                lease_fn.as_str(),
+                "r.claim_expires_at <= v_now",
+                "r.claim_expires_at <= v_now and false",
+            ),
+            (
+                next_fn.as_str(),
+                "r.claim_expires_at <= v_now",
+                "r.claim_expires_at <= v_now and false",
+            ),
+        ],
         // fail_run always schedules another attempt: max_attempts (and the host's permanent
         // failures, which lower it) are ignored, so a poison task is never failed for good.
-        "retry-forever" => (
+        "retry-forever" => vec![(
             "absurd.fail_run",
             "v_retry := v_max_attempts is null or",
             "v_retry := true or v_max_attempts is null or",
-        ),
+        )],
         // current_time() ignores absurd.fake_now: the database clock is the real one again.
-        "real-clock" => (
+        "real-clock" => vec![(
             "absurd.current_time",
             "if v_fake is null or",
             "if true or v_fake is null or",
-        ),
+        )],
         // No wake-up notifications: idle workers find new work only by polling.
-        "no-notify" => (
+        "no-notify" => vec![(
             "absurd._host_notify_ready",
             "select pg_notify('absurd_wakeup', p_queue_name)",
             "select null::void",
-        ),
+        )],
         // The settling functions stop waiting for locks: after 200 ms they fail with
         // `lock_timeout` instead. The shipped host retries such writes while its lease lasts,
         // so the long-lock scenario still passes under this mutation alone; it fails when the
@@ -402,8 +419,10 @@ async fn mutate(pool: &PgPool, queue: &str) {
         "lock-timeout" => {
             for f in [
                 format!("{done_fn}(uuid[], jsonb[])").as_str(),
+                format!("{next_fn}(uuid[], jsonb[], text, integer, integer)").as_str(),
                 "absurd.complete_run(text, uuid, jsonb)",
                 "absurd.fail_run(text, uuid, jsonb, timestamptz)",
+                "absurd.fail_run_outcome(text, uuid, jsonb, boolean, timestamptz)",
                 "absurd.set_task_checkpoint_state(text, uuid, text, jsonb, uuid, integer)",
             ] {
                 sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -433,21 +452,23 @@ async fn mutate(pool: &PgPool, queue: &str) {
         }
         other => panic!("unknown ABSURD_CHAOS_MUTATE {other:?}"),
     };
-    let def: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "select pg_get_functiondef('{func}'::regproc)"
-    )))
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    assert!(
-        def.contains(from),
-        "mutation {which}: {from:?} not in {def}"
-    );
-    sqlx::raw_sql(sqlx::AssertSqlSafe(def.replacen(from, to, 1)))
-        .execute(pool)
+    for (func, from, to) in edits {
+        let def: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "select pg_get_functiondef('{func}'::regproc)"
+        )))
+        .fetch_one(pool)
         .await
         .unwrap();
-    eprintln!("MUTATION {which} applied to {func}");
+        assert!(
+            def.contains(from),
+            "mutation {which}: {from:?} not in {def}"
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(def.replacen(from, to, 1)))
+            .execute(pool)
+            .await
+            .unwrap();
+        eprintln!("MUTATION {which} applied to {func}");
+    }
 }
 
 fn opts(max_attempts: i32, key: &str) -> SpawnOptions {

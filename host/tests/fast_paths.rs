@@ -1,6 +1,8 @@
 //! The per-queue claim and completion (`absurd.lease_<queue>` and `absurd.done_<queue>`,
 //! migrations 0009-0011) against the 0.5.1 interface functions they stand in
-//! for: same runs, same leases, same task states, and the checkpoints a replay needs.
+//! for: same runs, same leases, same task states, and the checkpoints a replay needs; the
+//! complete-and-claim `absurd.next_<queue>` and the single-run claim (migration 0012); and
+//! failing in one call, `absurd.fail_run_outcome` (migration 0013).
 
 mod common;
 
@@ -26,16 +28,21 @@ async fn fake_now(client: &Client, secs_from_now: i64) -> String {
 async fn queues_get_fast_paths_and_lose_them_when_dropped() {
     let (_db, c) = setup(Q).await;
     assert!(c.has_fast_paths(Q).await.unwrap());
+    assert!(c.has_next_path(Q).await.unwrap());
     c.drop_queue(Q).await.unwrap();
     assert!(!c.has_fast_paths(Q).await.unwrap());
+    assert!(!c.has_next_path(Q).await.unwrap());
     c.create_queue(Q).await.unwrap();
     assert!(c.has_fast_paths(Q).await.unwrap());
+    assert!(c.has_next_path(Q).await.unwrap());
 
     // A schema installed by absurdctl has none; the worker then uses claim_task.
     let up = TestDb::upstream().await;
     let uc = Client::new(up.pool.clone());
     uc.create_queue(Q).await.unwrap();
     assert!(!uc.has_fast_paths(Q).await.unwrap());
+    assert!(!uc.has_next_path(Q).await.unwrap());
+    assert!(!uc.has_fail_outcome().await.unwrap());
 }
 
 #[tokio::test]
@@ -189,7 +196,8 @@ async fn batch_completion_fences_each_run() {
 #[tokio::test]
 async fn worker_completes_through_the_fast_paths() {
     // End to end: a worker process on our schema claims and completes through the fast paths
-    // (visible as `lease_`/`done_` calls in pg_stat_user_functions), and every task completes.
+    // (visible as `lease_`/`next_` calls in pg_stat_user_functions: a one-queue worker claims
+    // the next run with each completion, migration 0012), and every task completes.
     let (db, c) = setup(Q).await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "alter database \"{}\" set track_functions = 'pl'",
@@ -220,14 +228,14 @@ async fn worker_completes_through_the_fast_paths() {
     common::wait_for("function statistics", Duration::from_secs(30), || async {
         let rows: Vec<(String, i64)> = sqlx::query_as(
             "select funcname::text, calls from pg_stat_user_functions where schemaname = 'absurd' \
-             and funcname in ('lease_fast', 'done_fast', 'claim_task', 'complete_run')",
+             and funcname in ('lease_fast', 'next_fast', 'claim_task', 'complete_run')",
         )
         .fetch_all(c.pool())
         .await
         .unwrap();
         let n = |f: &str| rows.iter().find(|(n, _)| n == f).map_or(0, |(_, n)| *n);
         (n("lease_fast") > 0
-            && n("done_fast") > 0
+            && n("next_fast") > 0
             && n("claim_task") == 0
             && n("complete_run") == 0)
             .then_some(())
@@ -339,9 +347,10 @@ async fn creating_a_queue_again_keeps_its_functions() {
     // them, or the prepared statements of workers running on the queue would break.
     let (_db, c) = setup(Q).await;
     let oids = || async {
-        sqlx::query_as::<_, (i64, i64)>(
+        sqlx::query_as::<_, (i64, i64, i64)>(
             "select to_regprocedure('absurd.lease_fast(text,integer,integer)')::oid::int8, \
-                    to_regprocedure('absurd.done_fast(uuid[],jsonb[])')::oid::int8",
+                    to_regprocedure('absurd.done_fast(uuid[],jsonb[])')::oid::int8, \
+                    to_regprocedure('absurd.next_fast(uuid[],jsonb[],text,integer,integer)')::oid::int8",
         )
         .fetch_one(c.pool())
         .await
@@ -350,4 +359,440 @@ async fn creating_a_queue_again_keeps_its_functions() {
     let before = oids().await;
     c.create_queue(Q).await.unwrap();
     assert_eq!(oids().await, before);
+}
+
+// ---- migration 0012: complete-and-claim, the single-run claim ---------------------------
+
+/// A client on a one-connection pool whose session clock is frozen at `at` (so the claim's
+/// sweeps see leases expire without waiting), with the queue created.
+async fn frozen_client(db: &TestDb, at: chrono::DateTime<chrono::Utc>) -> Client {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect(&db.url)
+        .await
+        .unwrap();
+    let c = Client::new(pool);
+    set_now(&c, at).await;
+    c.create_queue(Q).await.unwrap();
+    c
+}
+
+async fn set_now(c: &Client, at: chrono::DateTime<chrono::Utc>) {
+    sqlx::query("select set_config('absurd.fake_now', $1, false)")
+        .bind(at.to_rfc3339())
+        .execute(c.pool())
+        .await
+        .unwrap();
+    let now: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("select absurd.current_time()")
+        .fetch_one(c.pool())
+        .await
+        .unwrap();
+    assert_eq!(now, at, "absurd.current_time() must follow absurd.fake_now");
+}
+
+fn t0() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339("2024-03-01T08:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
+fn state_of(states: &[(uuid::Uuid, String)], run: uuid::Uuid) -> &str {
+    states
+        .iter()
+        .find(|(r, _)| *r == run)
+        .map(|(_, s)| s.as_str())
+        .unwrap_or_else(|| panic!("no state reported for run {run}: {states:?}"))
+}
+
+#[tokio::test]
+async fn complete_and_claim_gives_each_completed_run_one_successor() {
+    let (_db, c) = setup(Q).await;
+    assert!(c.has_next_path(Q).await.unwrap());
+    let opts = SpawnOptions::default();
+    let mut t = Vec::new();
+    for i in 0..7 {
+        t.push(c.spawn(Q, "t", &json!({"i": i}), &opts).await.unwrap());
+    }
+    let first = c.claim_fast(Q, "w1", 30, 2).await.unwrap();
+    let ids: Vec<_> = first.iter().map(|(r, _)| r.run_id).collect();
+    assert_eq!(ids, [t[0].run_id, t[1].run_id]);
+
+    // A batch: both complete, and two runs are claimed in the same call, oldest first, leased
+    // to the caller as lease_ leases them.
+    let (states, next) = c
+        .complete_and_claim(Q, &ids, &[json!({"r": 0}), json!({"r": 1})], "w2", 30, 2)
+        .await
+        .unwrap();
+    assert_eq!(states.len(), 2);
+    assert_eq!(state_of(&states, ids[0]), "completed");
+    assert_eq!(state_of(&states, ids[1]), "completed");
+    let next_ids: Vec<_> = next.iter().map(|(r, _)| r.run_id).collect();
+    assert_eq!(next_ids, [t[2].run_id, t[3].run_id]);
+    for (run, cps) in &next {
+        assert_eq!(run.attempt, 1);
+        assert!(cps.is_empty());
+        let task = c.get_task(Q, run.task_id).await.unwrap().unwrap();
+        assert_eq!(task.summary.state, State::Running);
+        assert_eq!(task.runs[0].state, State::Running);
+        assert_eq!(task.runs[0].claimed_by.as_deref(), Some("w2"));
+        assert!(task.runs[0].claim_expires_at.is_some());
+    }
+    for (k, id) in [t[0].task_id, t[1].task_id].into_iter().enumerate() {
+        let r = c.task_result(Q, id).await.unwrap().unwrap();
+        assert_eq!(r.state, State::Completed);
+        assert_eq!(r.result, Some(json!({"r": k})));
+    }
+
+    // One run (the plain single-run path): it completes, and at most one run is claimed for
+    // its slot however many are asked for.
+    let (states, next) = c
+        .complete_and_claim(Q, &[t[2].run_id], &[json!(2)], "w2", 30, 5)
+        .await
+        .unwrap();
+    assert_eq!(states, [(t[2].run_id, "completed".to_string())]);
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].0.run_id, t[4].run_id);
+    assert_eq!(next[0].0.params, json!({"i": 4}));
+
+    // Never more than asked for: two completed, one claimed.
+    let (_, next) = c
+        .complete_and_claim(
+            Q,
+            &[t[3].run_id, t[4].run_id],
+            &[json!(3), json!(4)],
+            "w2",
+            30,
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].0.run_id, t[5].run_id);
+
+    // Asking for none only completes.
+    let (states, next) = c
+        .complete_and_claim(Q, &[t[5].run_id], &[json!(5)], "w2", 30, 0)
+        .await
+        .unwrap();
+    assert_eq!(states[0].1, "completed");
+    assert!(next.is_empty());
+    let pending = c.get_task(Q, t[6].task_id).await.unwrap().unwrap();
+    assert_eq!(pending.summary.state, State::Pending);
+
+    // The last one; nothing is left to claim.
+    let (last, _) = c.claim_fast(Q, "w1", 30, 1).await.unwrap().remove(0);
+    let (states, next) = c
+        .complete_and_claim(Q, &[last.run_id], &[json!(6)], "w1", 30, 1)
+        .await
+        .unwrap();
+    assert_eq!(states[0].1, "completed");
+    assert!(next.is_empty());
+    for task in &t {
+        let r = c.task_result(Q, task.task_id).await.unwrap().unwrap();
+        assert_eq!(r.state, State::Completed);
+    }
+}
+
+#[tokio::test]
+async fn complete_and_claim_fences_stale_runs() {
+    // A run id the call does not complete (its lease expired and a claim failed it, its task
+    // was cancelled, it completed before, it does not exist) neither completes nor claims,
+    // on the single-run path and in a batch.
+    let db = TestDb::migrated().await;
+    let c = frozen_client(&db, t0()).await;
+    let mut t = Vec::new();
+    for i in 0..8 {
+        // A millisecond apart, so that claims take them in this order.
+        set_now(&c, t0() + chrono::TimeDelta::milliseconds(i)).await;
+        t.push(
+            c.spawn(Q, "t", &json!({"i": i}), &no_backoff(3))
+                .await
+                .unwrap(),
+        );
+    }
+    // A is leased for 10 s; at +20 s another worker's claim sweeps it (attempt 1 fails, its
+    // retry is pending) and takes B.
+    let (a, _) = c.claim_fast(Q, "w-a", 10, 1).await.unwrap().remove(0);
+    assert_eq!(a.run_id, t[0].run_id);
+    set_now(&c, t0() + chrono::TimeDelta::seconds(20)).await;
+    let (b, _) = c.claim_fast(Q, "w-b", 30, 1).await.unwrap().remove(0);
+    assert_eq!(b.run_id, t[1].run_id);
+    let swept = c.get_task(Q, a.task_id).await.unwrap().unwrap();
+    assert_eq!(swept.runs[0].state, State::Failed);
+    assert_eq!(swept.runs[1].state, State::Pending);
+
+    let ready_before = c.queue_stats(Q).await.unwrap().pending;
+    // The stale worker finishes A: refused, and nothing claimed for it.
+    let (states, next) = c
+        .complete_and_claim(Q, &[a.run_id], &[json!("late")], "w-a", 30, 1)
+        .await
+        .unwrap();
+    assert_eq!(states, [(a.run_id, "failed".to_string())]);
+    assert!(next.is_empty(), "a stale run id claimed {next:?}");
+    let after = c.get_task(Q, a.task_id).await.unwrap().unwrap();
+    assert_eq!(after.summary.state, State::Pending);
+    assert_eq!(after.runs[0].result, None);
+    assert_eq!(after.runs[1].state, State::Pending);
+    assert_eq!(c.queue_stats(Q).await.unwrap().pending, ready_before);
+
+    // Cancelled while running.
+    let (cr, _) = c.claim_fast(Q, "w-c", 30, 1).await.unwrap().remove(0);
+    c.cancel_task(Q, cr.task_id).await.unwrap();
+    let (states, next) = c
+        .complete_and_claim(Q, &[cr.run_id], &[json!(1)], "w-c", 30, 1)
+        .await
+        .unwrap();
+    assert_eq!(states[0].1, "cancelled");
+    assert!(next.is_empty());
+    assert_eq!(
+        c.task_result(Q, cr.task_id).await.unwrap().unwrap().state,
+        State::Cancelled
+    );
+
+    // Completed before (a retried write): reported completed, result kept, nothing claimed.
+    let (states, next) = c
+        .complete_and_claim(Q, &[b.run_id], &[json!("first")], "w-b", 30, 1)
+        .await
+        .unwrap();
+    assert_eq!(states[0].1, "completed");
+    assert_eq!(next.len(), 1, "a completed run's slot takes the next run");
+    let d = next[0].0.clone();
+    assert_eq!(d.run_id, t[3].run_id);
+    let (states, next) = c
+        .complete_and_claim(Q, &[b.run_id], &[json!("second")], "w-b", 30, 1)
+        .await
+        .unwrap();
+    assert_eq!(states[0].1, "completed");
+    assert!(next.is_empty());
+    assert_eq!(
+        c.task_result(Q, b.task_id).await.unwrap().unwrap().result,
+        Some(json!("first"))
+    );
+
+    // Unknown.
+    let unknown = uuid::Uuid::now_v7();
+    let (states, next) = c
+        .complete_and_claim(Q, &[unknown], &[json!(1)], "w", 30, 1)
+        .await
+        .unwrap();
+    assert_eq!(states, [(unknown, "missing".to_string())]);
+    assert!(next.is_empty());
+
+    // A batch of one live run among stale ones claims one run, for the live one.
+    let (states, next) = c
+        .complete_and_claim(
+            Q,
+            &[a.run_id, d.run_id, cr.run_id, unknown],
+            &[json!(0), json!("d"), json!(2), json!(3)],
+            "w-d",
+            30,
+            4,
+        )
+        .await
+        .unwrap();
+    assert_eq!(state_of(&states, a.run_id), "failed");
+    assert_eq!(state_of(&states, d.run_id), "completed");
+    assert_eq!(state_of(&states, cr.run_id), "cancelled");
+    assert_eq!(state_of(&states, unknown), "missing");
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].0.run_id, t[4].run_id);
+    assert_eq!(
+        c.task_result(Q, d.task_id).await.unwrap().unwrap().result,
+        Some(json!("d"))
+    );
+    // A's retry (due at +20 s, after the others) was claimed by none of these calls.
+    let retry = c.get_task(Q, a.task_id).await.unwrap().unwrap();
+    assert_eq!(retry.runs[1].state, State::Pending);
+    assert!(retry.runs[1].claimed_by.is_none());
+}
+
+#[tokio::test]
+async fn complete_and_claim_sweeps_like_every_claim() {
+    // The claim half of next_ is lease_'s: it fails an expired lease (one per claimed slot)
+    // before it claims.
+    let db = TestDb::migrated().await;
+    let c = frozen_client(&db, t0()).await;
+    let x = c
+        .spawn(Q, "t", &json!({"x": 1}), &no_backoff(3))
+        .await
+        .unwrap();
+    let y = c
+        .spawn(Q, "t", &json!({"y": 1}), &no_backoff(3))
+        .await
+        .unwrap();
+    let claimed = c.claim_fast(Q, "w", 10, 2).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    // y finishes in time... at +20 s, when x's lease has long expired.
+    set_now(&c, t0() + chrono::TimeDelta::seconds(20)).await;
+    let (states, next) = c
+        .complete_and_claim(Q, &[y.run_id], &[json!("y")], "w", 30, 1)
+        .await
+        .unwrap();
+    assert_eq!(states[0].1, "completed");
+    let xt = c.get_task(Q, x.task_id).await.unwrap().unwrap();
+    assert_eq!(xt.runs[0].state, State::Failed);
+    assert_eq!(
+        xt.runs[0].failure_reason.as_ref().unwrap()["name"],
+        json!("$ClaimTimeout")
+    );
+    // With the fake clock the retry is due at once and this same call claims it (as 0.5.1's
+    // claim_task does).
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].0.task_id, x.task_id);
+    assert_eq!(next[0].0.attempt, 2);
+}
+
+#[tokio::test]
+async fn single_run_claim_takes_the_oldest_ready_run_of_either_state() {
+    // lease_ with qty 1 runs plain statements (migration 0012); it must choose as the batch
+    // statement does: oldest available_at first over pending and sleeping runs, due ones only.
+    let db = TestDb::migrated().await;
+    let c = frozen_client(&db, t0()).await;
+    let s1 = c
+        .spawn(Q, "t", &json!({"s": 1}), &no_backoff(3))
+        .await
+        .unwrap();
+    let far = c
+        .spawn(Q, "t", &json!({"far": 1}), &no_backoff(3))
+        .await
+        .unwrap();
+    let got = c.claim_fast(Q, "w", 30, 2).await.unwrap();
+    assert_eq!(got.len(), 2);
+    // s1 sleeps until +5 s, `far` until +100 s.
+    c.schedule_run(Q, s1.run_id, t0() + chrono::TimeDelta::seconds(5))
+        .await
+        .unwrap();
+    c.schedule_run(Q, far.run_id, t0() + chrono::TimeDelta::seconds(100))
+        .await
+        .unwrap();
+    set_now(&c, t0() + chrono::TimeDelta::seconds(10)).await;
+    let p1 = c
+        .spawn(Q, "t", &json!({"p": 1}), &no_backoff(3))
+        .await
+        .unwrap();
+
+    let (first, _) = c.claim_fast(Q, "w", 30, 1).await.unwrap().remove(0);
+    assert_eq!(first.run_id, s1.run_id, "the sleeping run is older");
+    let (second, _) = c.claim_fast(Q, "w", 30, 1).await.unwrap().remove(0);
+    assert_eq!(second.run_id, p1.run_id);
+    assert!(
+        c.claim_fast(Q, "w", 30, 1).await.unwrap().is_empty(),
+        "a sleeping run that is not due stays"
+    );
+    // The same through claim_task (which calls lease_), the 0.5.1 columns.
+    set_now(&c, t0() + chrono::TimeDelta::seconds(100)).await;
+    let viaface = c.claim(Q, "w", 30, 1).await.unwrap();
+    assert_eq!(viaface.len(), 1);
+    assert_eq!(viaface[0].run_id, far.run_id);
+    assert_eq!(viaface[0].params, json!({"far": 1}));
+    let task = c.get_task(Q, far.task_id).await.unwrap().unwrap();
+    assert_eq!(task.summary.state, State::Running);
+    assert_eq!(
+        task.runs[0].claim_expires_at,
+        Some(t0() + chrono::TimeDelta::seconds(130))
+    );
+}
+
+// ---- migration 0013: failing in one call ------------------------------------------------
+
+#[tokio::test]
+async fn fail_run_outcome_says_what_the_failure_did() {
+    let (_db, c) = setup(Q).await;
+    assert!(c.has_fail_outcome().await.unwrap());
+    let retried = c
+        .spawn(Q, "t", &json!({"k": "r"}), &no_backoff(3))
+        .await
+        .unwrap();
+    let last = c
+        .spawn(Q, "t", &json!({"k": "l"}), &no_backoff(1))
+        .await
+        .unwrap();
+    let permanent = c
+        .spawn(Q, "t", &json!({"k": "p"}), &no_backoff(3))
+        .await
+        .unwrap();
+    assert_eq!(c.claim_fast(Q, "w-f", 30, 3).await.unwrap().len(), 3);
+
+    // A retry is scheduled: the task is pending again.
+    let o = c
+        .fail_run_outcome(Q, retried.run_id, &json!({"name": "E"}), false)
+        .await
+        .unwrap();
+    assert_eq!(o.task_state, State::Pending);
+    assert_eq!(o.failed_task, None);
+
+    // The last attempt: failed for good, with what a dead-letter copy needs.
+    let o = c
+        .fail_run_outcome(Q, last.run_id, &json!({"name": "E", "message": "m"}), false)
+        .await
+        .unwrap();
+    assert_eq!(o.task_state, State::Failed);
+    let dead = o
+        .failed_task
+        .expect("a failed task comes back with its dead-letter row");
+    assert_eq!(dead.task_id, last.task_id);
+    assert_eq!(dead.run_id, last.run_id);
+    assert_eq!(dead.task_name, "t");
+    assert_eq!(dead.params, Some(json!({"k": "l"})));
+    assert_eq!(dead.attempts, 1);
+    assert_eq!(
+        dead.failure_reason,
+        Some(json!({"name": "E", "message": "m"}))
+    );
+    assert_eq!(dead.claimed_by.as_deref(), Some("w-f"));
+
+    // Permanent: attempt 1 of 3 is the last; max_attempts is lowered in the same call.
+    let o = c
+        .fail_run_outcome(Q, permanent.run_id, &json!({"name": "P"}), true)
+        .await
+        .unwrap();
+    assert_eq!(o.task_state, State::Failed);
+    let t = c.get_task(Q, permanent.task_id).await.unwrap().unwrap();
+    assert_eq!(t.summary.max_attempts, Some(1));
+    assert_eq!(t.runs.len(), 1);
+}
+
+#[tokio::test]
+async fn fail_run_outcome_is_fenced_and_changes_nothing_when_refused() {
+    let (_db, c) = setup(Q).await;
+    let stale = c.spawn(Q, "t", &json!({}), &no_backoff(3)).await.unwrap();
+    let cancelled = c.spawn(Q, "t", &json!({}), &no_backoff(3)).await.unwrap();
+    assert_eq!(c.claim_fast(Q, "w", 30, 2).await.unwrap().len(), 2);
+    // The stale run already failed (as a lease sweep would have failed it); a late permanent
+    // failure of it is AB002 and leaves the task's max_attempts and its retry alone.
+    c.fail_run(Q, stale.run_id, &json!({"name": "swept"}), None)
+        .await
+        .unwrap();
+    let e = c
+        .fail_run_outcome(Q, stale.run_id, &json!({"name": "late"}), true)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, absurd_client::ClientError::RunFailed(_)), "{e}");
+    let t = c.get_task(Q, stale.task_id).await.unwrap().unwrap();
+    assert_eq!(t.summary.max_attempts, Some(3));
+    assert_eq!(t.summary.state, State::Pending);
+    assert_eq!(t.runs[0].failure_reason, Some(json!({"name": "swept"})));
+
+    c.cancel_task(Q, cancelled.task_id).await.unwrap();
+    let e = c
+        .fail_run_outcome(Q, cancelled.run_id, &json!({"name": "x"}), true)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, absurd_client::ClientError::Cancelled), "{e}");
+    let t = c.get_task(Q, cancelled.task_id).await.unwrap().unwrap();
+    assert_eq!(t.summary.state, State::Cancelled);
+    assert_eq!(t.summary.max_attempts, Some(3));
+
+    let unknown = uuid::Uuid::now_v7();
+    let e = c
+        .fail_run_outcome(Q, unknown, &json!({"name": "x"}), true)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("Run \"{unknown}\" cannot be failed in queue \"{Q}\"")
+    );
 }

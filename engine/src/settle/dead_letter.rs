@@ -5,9 +5,10 @@
 //! notice the same failure, `spawn_task` creates one `dead-letter` task. (A task retried by
 //! hand and failed again has a new last run, and is dead-lettered again.)
 //!
-//! Failures are noticed two ways: right after this worker's own `fail_run` ends a task, and by
-//! a periodic sweep that finds failures written elsewhere (lease expiry swept by any claim,
-//! another worker, an SDK). The sweep only looks at failed runs claimed since the oldest run
+//! Failures are noticed two ways: right after this worker's own failure ends a task (on our
+//! schema `absurd.fail_run_outcome` returns the task's row with the failure, so the copy needs
+//! no read), and by a periodic sweep that finds failures written elsewhere (lease expiry swept
+//! by any claim, another worker, an SDK). The sweep only looks at failed runs claimed since the oldest run
 //! that was still in flight at the previous sweep, through the `(state, available_at)` index.
 
 use absurd_client::dead_letter::FailedTask;
@@ -52,12 +53,15 @@ impl DeadLetters {
     /// Copies one failed task (if it is failed) into the dead-letter queue.
     pub async fn route(&self, task_id: Uuid) -> Result<bool, ClientError> {
         match self.client.failed_task(&self.queue, task_id).await? {
-            Some(task) => self.copy(&task).await,
+            Some(task) => self.copy_failed(&task).await,
             None => Ok(false),
         }
     }
 
-    async fn copy(&self, task: &FailedTask) -> Result<bool, ClientError> {
+    /// Copies a failed task, as [`route`](Self::route) reads it (and
+    /// `absurd.fail_run_outcome` returns it, so the worker that failed it need not read it
+    /// again), into the dead-letter queue. Returns whether this call made the copy.
+    pub async fn copy_failed(&self, task: &FailedTask) -> Result<bool, ClientError> {
         let (task_id, run_id) = (task.task_id, task.run_id);
         let task_name = &task.task_name;
         let params = json!({
@@ -99,7 +103,7 @@ impl DeadLetters {
             .await?;
         let mut copied = Vec::new();
         for task in &rows {
-            if self.copy(task).await? {
+            if self.copy_failed(task).await? {
                 copied.push(task.task_name.clone());
             }
         }
