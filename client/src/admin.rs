@@ -55,7 +55,24 @@ impl Client {
         if self.queue_exists(queue).await? {
             return Ok(());
         }
-        self.create_queue(queue).await
+        // Sessions creating the same queue at once (workers dead-lettering at the same moment
+        // into a DLQ that does not exist yet) can deadlock on the DDL's locks (40P01) or trip
+        // over each other's catalog rows (23505, 42P07); PostgreSQL aborts all but one.
+        // `create_queue` is idempotent, so an aborted call tries again, and then finds the
+        // queue made by the one that went through.
+        let mut retries = 0;
+        loop {
+            match self.create_queue(queue).await {
+                Err(ClientError::Database(sqlx::Error::Database(ref db)))
+                    if retries < 5
+                        && matches!(db.code().as_deref(), Some("40P01" | "23505" | "42P07")) =>
+                {
+                    retries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * retries)).await;
+                }
+                done => return done,
+            }
+        }
     }
 
     pub async fn drop_queue(&self, queue: &str) -> Result<()> {

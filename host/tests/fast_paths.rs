@@ -361,6 +361,29 @@ async fn creating_a_queue_again_keeps_its_functions() {
     assert_eq!(oids().await, before);
 }
 
+#[tokio::test]
+async fn concurrent_ensure_queue_calls_all_succeed() {
+    // Workers dead-lettering at the same moment into a DLQ that does not exist yet all create
+    // it. PostgreSQL may abort some of those creations (a deadlock on the DDL's locks, or a
+    // duplicate catalog row); each call must still succeed, since the queue exists after it.
+    let (_db, c) = setup(Q).await;
+    for round in 0..3 {
+        let name = format!("race-dlq-{round}");
+        let calls: Vec<_> = (0..6)
+            .map(|_| {
+                let (c, name) = (c.clone(), name.clone());
+                tokio::spawn(async move { c.ensure_queue(&name).await })
+            })
+            .collect();
+        for call in calls {
+            if let Err(e) = call.await.unwrap() {
+                panic!("ensure_queue({name:?}) failed beside concurrent ones: {e}");
+            }
+        }
+        assert!(c.queue_exists(&name).await.unwrap());
+    }
+}
+
 // ---- migration 0012: complete-and-claim, the single-run claim ---------------------------
 
 /// A client on a one-connection pool whose session clock is frozen at `at` (so the claim's
