@@ -85,7 +85,7 @@ struct Shared {
     fail_in_one_call: tokio::sync::OnceCell<bool>,
     /// Wakes a queue's claimer to recompute its timer (after a run went to sleep here).
     wakeups: Wakeups,
-    unknown_logged: Mutex<HashSet<String>>,
+    unknown_logged: WarnedNames,
 }
 
 impl Shared {
@@ -136,7 +136,7 @@ pub async fn run_with_counters(
         claim_with_completion: settings.queues.len() == 1,
         fail_in_one_call: tokio::sync::OnceCell::new(),
         wakeups: wakeups.clone(),
-        unknown_logged: Mutex::new(HashSet::new()),
+        unknown_logged: WarnedNames::default(),
     });
     info!(
         worker_id = %settings.worker_id,
@@ -496,11 +496,7 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) -> Option<C
 }
 
 async fn unknown_task(shared: &Shared, queue: &str, run: &ClaimedRun, metrics: &TaskMetrics) {
-    let first_time = shared
-        .unknown_logged
-        .lock()
-        .unwrap()
-        .insert(run.task_name.clone());
+    let first_time = shared.unknown_logged.first_time(&run.task_name);
     if shared.settings.fail_unknown {
         let failure = Failure::new(
             FailureName::UnknownTask,
@@ -608,5 +604,47 @@ fn fmt_secs(s: f64) -> String {
         format!("{}", s as u64)
     } else {
         format!("{s}")
+    }
+}
+
+/// How many task names without a handler the worker remembers having warned about. Task names
+/// are chosen by whoever spawns, so the set must not grow with them; past the bound, a new
+/// name is logged at debug level on every sighting instead.
+const MAX_WARNED_NAMES: usize = 1_000;
+
+/// The unknown task names already warned about (at most [`MAX_WARNED_NAMES`]).
+#[derive(Debug, Default)]
+struct WarnedNames(Mutex<HashSet<String>>);
+
+impl WarnedNames {
+    /// True the first time `name` is seen while the set has room.
+    fn first_time(&self, name: &str) -> bool {
+        // A poisoned lock only means a panic elsewhere while inserting; the set is still valid.
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(name) {
+            return false;
+        }
+        if seen.len() >= MAX_WARNED_NAMES {
+            debug!(task_name = name, "no handler for this task name");
+            return false;
+        }
+        seen.insert(name.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warned_names_are_bounded() {
+        let w = WarnedNames::default();
+        assert!(w.first_time("a"));
+        assert!(!w.first_time("a"));
+        for i in 1..MAX_WARNED_NAMES {
+            assert!(w.first_time(&format!("n{i}")));
+        }
+        assert!(!w.first_time("one-too-many"));
+        assert_eq!(w.0.lock().unwrap().len(), MAX_WARNED_NAMES);
     }
 }
