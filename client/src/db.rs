@@ -76,6 +76,90 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .await
 }
 
+/// Opens a pool without connecting yet (the first use connects), for a server that must start
+/// while the database is unreachable. A use waits at most `acquire_timeout` for a connection.
+///
+/// Every connection gets `statement_timeout` set when it opens (a `SET`, not a startup option,
+/// so that it also works through PgBouncer): no statement on this pool, and none of the locks
+/// it holds, outlives that.
+pub fn lazy_pool_with_statement_timeout(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    statement_timeout: Duration,
+) -> Result<PgPool, sqlx::Error> {
+    let opts: PgConnectOptions = url.parse()?;
+    let set = format!(
+        "set statement_timeout = {}",
+        statement_timeout.as_millis().clamp(1, i32::MAX as u128)
+    );
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
+        .after_connect(move |conn, _meta| {
+            let set = set.clone();
+            Box::pin(async move {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(set))
+                    .execute(conn)
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .connect_lazy_with(opts))
+}
+
+/// Creates database `name` on the server `conn` is connected to, unless it exists. Returns
+/// whether it was created. Needs the `CREATEDB` privilege when it creates.
+pub async fn create_database_if_missing(
+    conn: &mut sqlx::PgConnection,
+    name: &str,
+) -> Result<bool, sqlx::Error> {
+    let exists: bool =
+        sqlx::query_scalar("select exists(select 1 from pg_database where datname = $1)")
+            .bind(name)
+            .fetch_one(&mut *conn)
+            .await?;
+    if exists {
+        return Ok(false);
+    }
+    create_database(&mut *conn, name).await?;
+    Ok(true)
+}
+
+/// Creates database `name` (an error if it exists). Needs the `CREATEDB` privilege.
+pub async fn create_database<'c>(
+    conn: impl sqlx::PgExecutor<'c>,
+    name: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "create database {}",
+        quote_ident(name)
+    )))
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Drops database `name` if it exists, disconnecting its sessions first (`with (force)`,
+/// PostgreSQL 13 and later).
+pub async fn drop_database<'c>(
+    conn: impl sqlx::PgExecutor<'c>,
+    name: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "drop database if exists {} with (force)",
+        quote_ident(name)
+    )))
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// A SQL identifier, double-quoted (inner quotes doubled).
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// Applies every pending embedded migration. Idempotent.
 ///
 /// Refuses a database whose `absurd` schema was installed by something else (for example

@@ -51,8 +51,10 @@
 //! * [`dead_letter`]: the reads behind a dead-letter queue;
 //! * [`listen`]: wake-up notifications (`LISTEN absurd_wakeup`);
 //! * [`analytics`]: statistics and health figures for dashboards;
-//! * [`db`]: connecting, and the schema's migrations (the repository's `migrations/`,
-//!   embedded at build time);
+//! * [`measure`]: fixtures and readings for benchmarks and tests (bulk spawning, drain
+//!   timings, which server backends serve a client);
+//! * [`db`]: connecting, creating and dropping databases, and the schema's migrations (the
+//!   repository's `migrations/`, embedded at build time);
 //! * [`types`], [`error`]: the typed rows (`sqlx::FromRow`) and the typed errors;
 //! * [`failure`], [`vocab`], [`jsonb`]: a run's failure as stored, the host's failure names,
 //!   and what PostgreSQL's `jsonb` accepts.
@@ -75,6 +77,7 @@ pub mod error;
 pub mod failure;
 pub mod jsonb;
 pub mod listen;
+pub mod measure;
 pub mod protocol;
 pub mod types;
 pub mod vocab;

@@ -1210,24 +1210,11 @@ async fn stats_metrics_and_health_after_a_known_workload() {
     assert_eq!(t["worker_id"], "w-api");
     assert!(t["claimed_at"].is_string() && t["completed_at"].is_string());
 
-    // The worker's counters, served by the same process; dead-lettering is asynchronous.
-    let metrics = wait_for(
-        "the dead-letter counter",
-        Duration::from_secs(20),
-        || async {
-            let r = get(a, "/metrics").await;
-            assert_eq!(r.status, 200);
-            assert_eq!(
-                r.header("content-type"),
-                Some("text/plain; version=0.0.4; charset=utf-8")
-            );
-            let text = r.text();
-            text.contains("absurd_tasks_dead_lettered_total{queue=\"work\",task_name=\"boom\"} 2\n")
-                .then_some(text)
-        },
-    )
-    .await;
-    for line in [
+    // The worker's counters, served by the same process. They are counted after the database
+    // answers (a task is visible as finished a moment before its counters move), and
+    // dead-lettering is asynchronous: wait until every expected line is there.
+    let expected = [
+        "absurd_tasks_dead_lettered_total{queue=\"work\",task_name=\"boom\"} 2\n",
         "absurd_tasks_spawned_total{queue=\"work\",task_name=\"echo\"} 5\n",
         "absurd_tasks_spawned_total{queue=\"work\",task_name=\"boom\"} 2\n",
         "absurd_tasks_claimed_total{queue=\"work\",task_name=\"echo\"} 5\n",
@@ -1241,7 +1228,26 @@ async fn stats_metrics_and_health_after_a_known_workload() {
         "# TYPE absurd_subprocess_exits_total counter\n",
         "absurd_db_pool_max_connections{pool=\"api\"} 8\n",
         "absurd_db_pool_max_connections{pool=\"worker\"}",
-    ] {
+    ];
+    let metrics = wait_for(
+        "the worker's counters for the workload",
+        Duration::from_secs(20),
+        || async {
+            let r = get(a, "/metrics").await;
+            assert_eq!(r.status, 200);
+            assert_eq!(
+                r.header("content-type"),
+                Some("text/plain; version=0.0.4; charset=utf-8")
+            );
+            let text = r.text();
+            expected
+                .iter()
+                .all(|line| text.contains(line))
+                .then_some(text)
+        },
+    )
+    .await;
+    for line in expected {
         assert!(metrics.contains(line), "metrics lack {line:?}:\n{metrics}");
     }
     let seed_path = get(a, "/api/absurd/metrics/prometheus").await;

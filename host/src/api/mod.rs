@@ -202,33 +202,21 @@ pub fn parse_listen(raw: &str) -> anyhow::Result<SocketAddr> {
 /// reports `down`) while the database is unreachable. Requests wait at most 3 s for a
 /// connection, then answer 503.
 ///
-/// Every connection gets `statement_timeout` set when it opens (a `SET`, not a startup
-/// option, so that it also works through PgBouncer): an API request can never keep a query,
-/// and the locks it holds, running longer than that.
+/// Every connection gets `statement_timeout` set when it opens: an API request can never
+/// keep a query, and the locks it holds, running longer than that.
 pub fn lazy_pool(url: &str, statement_timeout: Duration) -> anyhow::Result<PgPool> {
-    let opts: sqlx::postgres::PgConnectOptions = url.parse().with_context(|| {
+    absurd_client::db::lazy_pool_with_statement_timeout(
+        url,
+        8,
+        Duration::from_secs(3),
+        statement_timeout,
+    )
+    .with_context(|| {
         format!(
             "invalid database URL {}",
             absurd_client::db::redact_url(url)
         )
-    })?;
-    let set = format!(
-        "set statement_timeout = {}",
-        statement_timeout.as_millis().clamp(1, i32::MAX as u128)
-    );
-    Ok(sqlx::postgres::PgPoolOptions::new()
-        .max_connections(8)
-        .acquire_timeout(Duration::from_secs(3))
-        .after_connect(move |conn, _meta| {
-            let set = set.clone();
-            Box::pin(async move {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(set))
-                    .execute(conn)
-                    .await
-                    .map(|_| ())
-            })
-        })
-        .connect_lazy_with(opts))
+    })
 }
 
 #[derive(Clone)]
