@@ -47,10 +47,31 @@ pub enum MigrateError {
          migrating with this one"
     )]
     NewerSchema { version: i64, description: String },
+    #[error(
+        "the server runs PostgreSQL {version}; absurd-host's schema needs PostgreSQL {} or later \
+         (migration 0010 uses pg_column_compression, new in 14); nothing was changed",
+        MIN_SERVER_VERSION_NUM / 10_000
+    )]
+    ServerTooOld { version: String },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The oldest PostgreSQL the schema installs on, as `server_version_num` (14.0). Core
+/// `gen_random_uuid()` needs 13; `pg_column_compression` (migration 0010) needs 14.
+pub const MIN_SERVER_VERSION_NUM: i32 = 140_000;
+
+/// Refuses a server older than [`MIN_SERVER_VERSION_NUM`]; `version` is its
+/// `server_version`, for the message.
+pub fn check_server_version(version_num: i32, version: &str) -> Result<(), MigrateError> {
+    if version_num < MIN_SERVER_VERSION_NUM {
+        return Err(MigrateError::ServerTooOld {
+            version: version.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// What [`migrate`] did.
@@ -165,6 +186,12 @@ fn quote_ident(name: &str) -> String {
 /// Refuses a database whose `absurd` schema was installed by something else (for example
 /// `absurdctl init`) or by a newer absurd-host, rather than guessing.
 pub async fn migrate(pool: &PgPool) -> Result<MigrateReport, MigrateError> {
+    let (version_num, version): (String, String) = sqlx::query_as(
+        "select current_setting('server_version_num'), current_setting('server_version')",
+    )
+    .fetch_one(pool)
+    .await?;
+    check_server_version(version_num.parse().unwrap_or(0), &version)?;
     let schema_exists: bool =
         sqlx::query_scalar("select exists(select 1 from pg_namespace where nspname = 'absurd')")
             .fetch_one(pool)
@@ -354,6 +381,17 @@ fn redact_key_values(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn servers_older_than_14_are_refused_by_name() {
+        let err = super::check_server_version(130_011, "13.11 (Debian 13.11-1)").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("PostgreSQL 13.11 (Debian 13.11-1)"), "{text}");
+        assert!(text.contains("PostgreSQL 14 or later"), "{text}");
+        assert!(super::check_server_version(90_624, "9.6.24").is_err());
+        assert!(super::check_server_version(140_000, "14.0").is_ok());
+        assert!(super::check_server_version(170_002, "17.2").is_ok());
+    }
+
     use super::*;
 
     #[test]
