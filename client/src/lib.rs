@@ -51,6 +51,8 @@
 //! * [`dead_letter`]: the reads behind a dead-letter queue;
 //! * [`listen`]: wake-up notifications (`LISTEN absurd_wakeup`);
 //! * [`analytics`]: statistics and health figures for dashboards;
+//! * [`monitor`]: the DSA-110 pipeline's task metrics and worker registry (with the heartbeats
+//!   workers report);
 //! * [`db`]: connecting, and the schema's migrations (the repository's `migrations/`,
 //!   embedded at build time);
 //! * [`types`], [`error`]: the typed rows (`sqlx::FromRow`) and the typed errors;
@@ -75,6 +77,7 @@ pub mod error;
 pub mod failure;
 pub mod jsonb;
 pub mod listen;
+pub mod monitor;
 pub mod protocol;
 pub mod types;
 pub mod vocab;
