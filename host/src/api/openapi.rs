@@ -60,7 +60,7 @@ needs `Authorization: Bearer <token>`.",
         (name = "queues", description = "Queues, their statistics and throughput"),
         (name = "workers", description = "The workers serving the queues: seen from their runs and their heartbeats"),
         (name = "health", description = "Liveness and the detailed health report"),
-        (name = "meta", description = "Prometheus metrics and this document"),
+        (name = "meta", description = "Task metrics (JSON), Prometheus metrics and this document"),
     )
 )]
 struct ApiDoc;
