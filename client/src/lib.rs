@@ -51,6 +51,8 @@
 //! * [`dead_letter`]: the reads behind a dead-letter queue;
 //! * [`listen`]: wake-up notifications (`LISTEN absurd_wakeup`);
 //! * [`analytics`]: statistics and health figures for dashboards;
+//! * [`monitor`]: the DSA-110 pipeline's task metrics and worker registry (with the heartbeats
+//!   workers report);
 //! * [`measure`]: fixtures and readings for benchmarks and tests (bulk spawning, drain
 //!   timings, which server backends serve a client);
 //! * [`db`]: connecting, creating and dropping databases, and the schema's migrations (the
@@ -78,6 +80,7 @@ pub mod failure;
 pub mod jsonb;
 pub mod listen;
 pub mod measure;
+pub mod monitor;
 pub mod protocol;
 pub mod types;
 pub mod vocab;

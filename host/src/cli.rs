@@ -664,6 +664,7 @@ async fn task_cmd(
                 enqueued_after: args.since,
                 enqueued_before: args.until,
                 search: args.search,
+                retrying: false,
             };
             let page = client.list_tasks(&filter).await?;
             if json_out {

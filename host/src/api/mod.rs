@@ -20,6 +20,7 @@ pub mod error;
 mod extract;
 pub mod health;
 pub mod model;
+mod monitor;
 pub mod openapi;
 pub mod prometheus;
 mod tasks;
@@ -75,6 +76,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/absurd/queues/{queue_name}/stats"),
     ("GET", "/api/absurd/queues/{queue_name}/throughput"),
     ("GET", "/api/absurd/workers"),
+    ("GET", "/api/absurd/workers/metrics"),
+    ("POST", "/api/absurd/workers/{worker_id}/heartbeat"),
+    ("GET", "/api/absurd/metrics"),
     ("GET", "/api/absurd/health"),
     ("GET", "/api/absurd/health/detailed"),
     ("GET", "/api/absurd/metrics/prometheus"),
@@ -102,6 +106,10 @@ pub struct ApiSettings {
     /// Every query of the API's pool is cancelled by PostgreSQL after this long (its
     /// `statement_timeout`), so that no request can hold a connection or a lock for long.
     pub statement_timeout: Duration,
+    /// False with `ABSURD_ENABLED=false`: the `/api/absurd` routes then answer as the
+    /// DSA-110 pipeline's API did when disabled (503 `Absurd workflow manager is not
+    /// enabled`; health `disabled`).
+    pub enabled: bool,
 }
 
 impl ApiSettings {
@@ -121,6 +129,7 @@ impl ApiSettings {
             listen,
             token: token.filter(|t| !t.trim().is_empty()),
             statement_timeout: statement_timeout_from_env()?,
+            enabled: enabled_from_env()?,
             ..ApiSettings::for_config(config)
         })
     }
@@ -140,6 +149,7 @@ impl ApiSettings {
             dlq_queue: config.dlq_enabled.then(|| config.dlq_queue_name.clone()),
             extra_pools: Vec::new(),
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            enabled: true,
         }
     }
 
@@ -185,6 +195,24 @@ fn parse_statement_timeout(raw: Option<&str>) -> anyhow::Result<Duration> {
     Ok(d)
 }
 
+const ENABLED_VAR: &str = "ABSURD_ENABLED";
+
+/// Whether the API serves: `ABSURD_ENABLED` unset or empty is enabled (absurd-host serves
+/// unless told not to; the DSA-110 pipeline's default was off), else the boolean it holds.
+fn enabled_from_env() -> anyhow::Result<bool> {
+    parse_enabled(std::env::var(ENABLED_VAR).ok().as_deref())
+}
+
+fn parse_enabled(raw: Option<&str>) -> anyhow::Result<bool> {
+    match raw.map(str::trim).filter(|r| !r.is_empty()) {
+        None => Ok(true),
+        Some(r) => Ok(crate::config::parse_bool(ENABLED_VAR, r)?),
+    }
+}
+
+/// The DSA-110 pipeline's answer on every `/api/absurd` route while it is disabled.
+pub const DISABLED_DETAIL: &str = "Absurd workflow manager is not enabled";
+
 /// Parses `host:port` (`localhost` is accepted and means 127.0.0.1).
 pub fn parse_listen(raw: &str) -> anyhow::Result<SocketAddr> {
     if let Ok(a) = raw.parse::<SocketAddr>() {
@@ -229,6 +257,10 @@ pub(crate) struct AppState {
 }
 
 fn method_router(method: &str, path: &str) -> MethodRouter<AppState> {
+    // The seed's JSON metrics; the bare `/metrics` below is Prometheus.
+    if (method, path) == ("GET", "/api/absurd/metrics") {
+        return get(monitor::task_metrics);
+    }
     let full = (method, path.strip_prefix(PREFIX).unwrap_or(path));
     match full {
         ("POST", "/tasks") => post(tasks::spawn),
@@ -242,6 +274,8 @@ fn method_router(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/queues/{queue_name}/stats") => get(tasks::queue_stats),
         ("GET", "/queues/{queue_name}/throughput") => get(tasks::queue_throughput),
         ("GET", "/workers") => get(tasks::workers),
+        ("GET", "/workers/metrics") => get(monitor::worker_metrics),
+        ("POST", "/workers/{worker_id}/heartbeat") => post(monitor::heartbeat),
         ("GET", "/health") => get(health::health),
         ("GET", "/health/detailed") => get(health::detailed),
         ("GET", "/metrics/prometheus") => get(prometheus::metrics_seed_path),
@@ -271,6 +305,10 @@ pub fn router(client: Client, settings: ApiSettings, counters: Counters) -> Rout
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            when_disabled,
+        ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
         .with_state(state)
@@ -393,6 +431,21 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
     resp
 }
 
+/// With `ABSURD_ENABLED=false`, every `/api/absurd` route but the health checks and the
+/// OpenAPI document answers 503 as the DSA-110 pipeline did; the health checks say `disabled`.
+async fn when_disabled(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if !st.settings.enabled {
+        let path = req.uri().path();
+        let open = path == HEALTH_PATH
+            || path == "/api/absurd/health/detailed"
+            || path == "/api/absurd/openapi.json";
+        if path.starts_with("/api/absurd/") && !open {
+            return ApiError::unavailable(DISABLED_DETAIL).into_response();
+        }
+    }
+    next.run(req).await
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
@@ -510,6 +563,17 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn absurd_enabled_is_on_unless_set_false() {
+        assert!(parse_enabled(None).unwrap());
+        assert!(parse_enabled(Some(" ")).unwrap());
+        assert!(parse_enabled(Some("true")).unwrap());
+        assert!(!parse_enabled(Some("false")).unwrap());
+        assert!(!parse_enabled(Some("0")).unwrap());
+        let e = format!("{:#}", parse_enabled(Some("ture")).unwrap_err());
+        assert!(e.contains("ABSURD_ENABLED") && e.contains("ture"), "{e}");
     }
 
     #[test]
