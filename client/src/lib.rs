@@ -53,6 +53,8 @@
 //! * [`analytics`]: statistics and health figures for dashboards;
 //! * [`monitor`]: the DSA-110 pipeline's task metrics and worker registry (with the heartbeats
 //!   workers report);
+//! * [`maintenance`]: retention by final state in bounded batches, the record of each pass,
+//!   and the advisory lock that elects one maintaining worker;
 //! * [`measure`]: fixtures and readings for benchmarks and tests (bulk spawning, drain
 //!   timings, which server backends serve a client);
 //! * [`db`]: connecting, creating and dropping databases, and the schema's migrations (the
@@ -79,6 +81,7 @@ pub mod error;
 pub mod failure;
 pub mod jsonb;
 pub mod listen;
+pub mod maintenance;
 pub mod measure;
 pub mod monitor;
 pub mod protocol;

@@ -38,6 +38,10 @@ pub struct HostConfig {
     /// `crate::execute::native`.
     #[serde(default)]
     pub native: toml::Table,
+    /// Retention and the maintenance leader (`[maintenance]`), read by the host's
+    /// `maintain` module; the engine does not look at it.
+    #[serde(default)]
+    pub maintenance: Option<toml::Table>,
 }
 
 /// One `[tasks.<name>]` table: the keys every kind shares, plus the kind's own keys.

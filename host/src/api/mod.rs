@@ -19,6 +19,7 @@
 pub mod error;
 mod extract;
 pub mod health;
+mod maintenance;
 pub mod model;
 mod monitor;
 pub mod openapi;
@@ -81,6 +82,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/absurd/metrics"),
     ("GET", "/api/absurd/health"),
     ("GET", "/api/absurd/health/detailed"),
+    ("GET", "/api/absurd/maintenance"),
     ("GET", "/api/absurd/metrics/prometheus"),
     ("GET", "/api/absurd/openapi.json"),
     ("GET", "/metrics"),
@@ -278,6 +280,7 @@ fn method_router(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/workers/{worker_id}/heartbeat") => post(monitor::heartbeat),
         ("GET", "/health") => get(health::health),
         ("GET", "/health/detailed") => get(health::detailed),
+        ("GET", "/maintenance") => get(maintenance::runs),
         ("GET", "/metrics/prometheus") => get(prometheus::metrics_seed_path),
         ("GET", "/metrics") => get(prometheus::metrics),
         ("GET", "/openapi.json") => get(openapi::serve_document),

@@ -1676,3 +1676,39 @@ mod tests {
         assert_eq!(back, b);
     }
 }
+
+/// `GET /maintenance`: the newest maintenance passes (`absurd-host maintain`, or the elected
+/// worker's), newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MaintenanceRuns {
+    pub runs: Vec<MaintenanceRun>,
+}
+
+/// One recorded maintenance pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MaintenanceRun {
+    pub run_id: i64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// The worker that ran it (`maintain:<pid>` for the one-shot command).
+    pub worker_id: String,
+    /// What was deleted: `queues` (per queue: `completed`, `failed`, `cancelled`, `events`),
+    /// `totals`, `retention_seconds`, `unfinished`.
+    #[schema(value_type = Object)]
+    pub report: Value,
+    /// Why the pass failed, if it did.
+    pub error: Option<String>,
+}
+
+impl From<client::maintenance::MaintenanceRun> for MaintenanceRun {
+    fn from(r: client::maintenance::MaintenanceRun) -> MaintenanceRun {
+        MaintenanceRun {
+            run_id: r.run_id,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            worker_id: r.worker_id,
+            report: r.report,
+            error: r.error,
+        }
+    }
+}

@@ -20,7 +20,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
-use super::{health, monitor, prometheus, tasks};
+use super::{health, maintenance, monitor, prometheus, tasks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -48,6 +48,7 @@ needs `Authorization: Bearer <token>`.",
         monitor::task_metrics,
         health::health,
         health::detailed,
+        maintenance::runs,
         prometheus::metrics,
         prometheus::metrics_seed_path,
         serve_document,

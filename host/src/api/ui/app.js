@@ -224,7 +224,11 @@ function isDlq(name, health) {
 }
 
 async function overview(gen) {
-  const [names, health] = await Promise.all([api("/queues"), loadHealth()]);
+  const [names, health, maintenance] = await Promise.all([
+    api("/queues"),
+    loadHealth(),
+    api("/maintenance").catch(() => null),
+  ]);
   const [stats, throughput] = await Promise.all([
     Promise.all(names.map((q) => api(`/queues/${encodeURIComponent(q)}/stats`).catch(() => null))),
     Promise.all(names.map((q) => api(`/queues/${encodeURIComponent(q)}/throughput?minutes=${SPARK_MINUTES}`).catch(() => null))),
@@ -252,6 +256,7 @@ async function overview(gen) {
       h("div", { class: "card" }, h("h3", {}, "Oldest pending"), h("p", { class: "big" }, duration(health.oldest_pending_age_seconds))),
     );
   }
+  cards.push(maintenanceCard(maintenance));
   const issues = health ? [...(health.alerts || []), ...(health.warnings || [])] : [];
   setView(
     "Overview",
@@ -264,6 +269,18 @@ async function overview(gen) {
       "No queues yet: a worker creates its queues at start, or run `absurd-host queue create`.",
     ),
   );
+}
+
+// The last maintenance pass (`absurd-host maintain`, or the worker elected by [maintenance]).
+function maintenanceCard(m) {
+  const last = m && m.runs && m.runs[0];
+  if (!last) {
+    return h("div", { class: "card", id: "maintenance" }, h("h3", {}, "Last maintenance"), h("p", { class: "big" }, "never"), h("p", { class: "muted" }, "set [maintenance] in absurd-host.toml, or run absurd-host maintain"));
+  }
+  const t = (last.report && last.report.totals) || {};
+  const tasks = (t.completed || 0) + (t.failed || 0) + (t.cancelled || 0);
+  const what = last.error ? `failed: ${last.error}` : `${tasks} tasks and ${t.events || 0} events deleted, by ${last.worker_id}`;
+  return h("div", { class: "card", id: "maintenance" }, h("h3", {}, "Last maintenance"), h("p", { class: "big" }, ago(last.finished_at)), h("p", { class: last.error ? "issue-alert" : "muted" }, what));
 }
 
 // ---- task list -------------------------------------------------------------------------------
