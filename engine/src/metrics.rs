@@ -718,6 +718,29 @@ mod tests {
     }
 
     #[test]
+    fn maintenance_is_counted_and_exposed() {
+        let c = Counters::default();
+        c.maintenance_deleted("completed", 5);
+        c.maintenance_deleted("completed", 2);
+        c.maintenance_deleted("events", 1);
+        c.maintenance_pass(true, 1_700_000_000);
+        c.maintenance_pass(false, 1_700_000_100);
+        let mut registry = Registry::default();
+        c.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "absurd_maintenance_deleted_total{kind=\"completed\"} 7\n",
+            "absurd_maintenance_deleted_total{kind=\"events\"} 1\n",
+            "absurd_maintenance_passes_total{result=\"ok\"} 1\n",
+            "absurd_maintenance_passes_total{result=\"error\"} 1\n",
+            "absurd_maintenance_last_pass_timestamp_seconds 1700000100\n",
+        ] {
+            assert!(text.contains(line), "no {line:?} in:\n{text}");
+        }
+    }
+
+    #[test]
     fn task_series_are_bounded() {
         let c = Counters::default();
         for i in 0..MAX_TASK_SERIES {
