@@ -61,7 +61,8 @@
 //!   repository's `migrations/`, embedded at build time);
 //! * [`types`], [`error`]: the typed rows (`sqlx::FromRow`) and the typed errors;
 //! * [`failure`], [`vocab`], [`jsonb`]: a run's failure as stored, the host's failure names,
-//!   and what PostgreSQL's `jsonb` accepts.
+//!   and what PostgreSQL's `jsonb` accepts;
+//! * [`headers`]: the task headers the host reads (`timeout_sec`).
 //!
 //! # Errors
 //!
@@ -79,6 +80,7 @@ pub mod db;
 pub mod dead_letter;
 pub mod error;
 pub mod failure;
+pub mod headers;
 pub mod jsonb;
 pub mod listen;
 pub mod maintenance;

@@ -365,7 +365,9 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) -> Option<C
 
         let registration = shared.leases.register(queue, run.run_id);
         let lost = registration.lost().clone();
-        let timeout = task_type.timeout.unwrap_or(shared.settings.task_timeout);
+        let type_timeout = task_type.timeout.unwrap_or(shared.settings.task_timeout);
+        let own = RunTimeout::of(type_timeout, claimed.run.headers.as_ref());
+        let timeout = own.effective;
         let claim_secs = lease.as_secs().max(1) as i32;
         debug!(kind = %task_type.handler.kind(), ?timeout, "running");
         let started = tokio::time::Instant::now();
@@ -388,7 +390,16 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) -> Option<C
         };
         // A run whose data cannot be used fails here, alone (see absurd_client::claimed).
         let limits = &shared.registry.read_limits();
-        let outcome = match TaskContext::load_claimed(client.clone(), queue, claimed, settings, limits).await {
+        let loaded = match own.invalid.clone() {
+            // A `timeout_sec` header the host cannot honour fails the run before it starts.
+            Some(message) => Err(TaskError::Failed(
+                Failure::new(FailureName::InvalidTaskData, format!("the task's header {message}"))
+                    .with_details(json!({"header": absurd_client::headers::TIMEOUT_HEADER}))
+                    .permanent(),
+            )),
+            None => TaskContext::load_claimed(client.clone(), queue, claimed, settings, limits).await,
+        };
+        let outcome = match loaded {
             Err(e) => Err(e),
             Ok(ctx) => {
                 let fut = CatchPanic::new(task_type.handler.run(ctx));
@@ -428,6 +439,7 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) -> Option<C
             }
         };
         drop(registration);
+        let outcome = own.annotate(outcome);
         // A result PostgreSQL cannot store would fail its completion (and the batch it is
         // completed in): it is the task's failure instead.
         let outcome = match outcome {
@@ -493,6 +505,75 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) -> Option<C
     }
     .instrument(span)
     .await
+}
+
+/// A run's wall-clock limit: the task type's, lowered by the task's own `timeout_sec` header
+/// (never raised: a larger value is clamped to the type's, and the clamp is logged).
+#[derive(Debug, Clone, PartialEq)]
+struct RunTimeout {
+    effective: Duration,
+    type_timeout: Duration,
+    /// The task's `timeout_sec`, when it has a valid one.
+    requested: Option<u32>,
+    clamped: bool,
+    /// Why the task's `timeout_sec` header cannot be used (the run fails with this).
+    invalid: Option<String>,
+}
+
+impl RunTimeout {
+    fn of(type_timeout: Duration, headers: Option<&serde_json::Value>) -> RunTimeout {
+        let mut t = RunTimeout {
+            effective: type_timeout,
+            type_timeout,
+            requested: None,
+            clamped: false,
+            invalid: None,
+        };
+        match absurd_client::headers::timeout_sec(headers) {
+            Ok(None) => {}
+            Ok(Some(secs)) => {
+                let asked = Duration::from_secs(secs.into());
+                t.requested = Some(secs);
+                if asked > type_timeout {
+                    t.clamped = true;
+                    warn!(
+                        timeout_sec = secs,
+                        type_timeout_seconds = type_timeout.as_secs_f64(),
+                        "the task's timeout_sec is longer than its type's timeout; clamped to the type's (a task may only lower it)"
+                    );
+                } else {
+                    t.effective = asked;
+                }
+            }
+            Err(message) => t.invalid = Some(message),
+        }
+        t
+    }
+
+    /// A `$Timeout` of a task that asked for its own timeout says what it asked and what it got.
+    fn annotate(
+        &self,
+        outcome: Result<serde_json::Value, TaskError>,
+    ) -> Result<serde_json::Value, TaskError> {
+        let Some(requested) = self.requested else {
+            return outcome;
+        };
+        match outcome {
+            Err(TaskError::Failed(mut f)) if f.host_name() == Some(FailureName::Timeout) => {
+                if !f.details.is_object() {
+                    f.details = json!({});
+                }
+                if f.details.get("timeout_seconds").is_none() {
+                    f.details["timeout_seconds"] = json!(self.effective.as_secs_f64());
+                }
+                f.details["timeout_sec_requested"] = json!(requested);
+                f.details["type_timeout_seconds"] = json!(self.type_timeout.as_secs_f64());
+                f.details["timeout_sec_clamped"] = json!(self.clamped);
+                Err(TaskError::Failed(f))
+            }
+            other => other,
+        }
+    }
 }
 
 async fn unknown_task(shared: &Shared, queue: &str, run: &ClaimedRun, metrics: &TaskMetrics) {
@@ -646,5 +727,34 @@ mod tests {
         }
         assert!(!w.first_time("one-too-many"));
         assert_eq!(w.0.lock().unwrap().len(), MAX_WARNED_NAMES);
+    }
+
+    #[test]
+    fn a_task_timeout_only_lowers_the_type_timeout() {
+        let ty = Duration::from_secs(60);
+        let t = RunTimeout::of(ty, None);
+        assert_eq!((t.effective, t.requested, t.clamped), (ty, None, false));
+        let t = RunTimeout::of(ty, Some(&json!({"timeout_sec": 5})));
+        assert_eq!(
+            (t.effective, t.requested, t.clamped),
+            (Duration::from_secs(5), Some(5), false)
+        );
+        let t = RunTimeout::of(ty, Some(&json!({"timeout_sec": 600})));
+        assert_eq!((t.effective, t.requested, t.clamped), (ty, Some(600), true));
+        let t = RunTimeout::of(ty, Some(&json!({"timeout_sec": "soon"})));
+        assert_eq!(t.effective, ty);
+        assert!(t.invalid.unwrap().contains("got \"soon\""));
+
+        let timed_out = Err(TaskError::Failed(
+            Failure::new(FailureName::Timeout, "Task timed out after 60 seconds")
+                .with_details(json!({"timeout_seconds": 60.0})),
+        ));
+        let t = RunTimeout::of(ty, Some(&json!({"timeout_sec": 600})));
+        let Err(TaskError::Failed(f)) = t.annotate(timed_out) else {
+            panic!("still a failure")
+        };
+        assert_eq!(f.details["timeout_seconds"], 60.0);
+        assert_eq!(f.details["timeout_sec_requested"], 600);
+        assert_eq!(f.details["timeout_sec_clamped"], true);
     }
 }

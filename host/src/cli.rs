@@ -296,6 +296,11 @@ pub struct SpawnArgs {
     /// Spawning twice with the same key returns the first task.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// The run's wall-clock limit in whole seconds (1 to 31536000). It lowers the task type's
+    /// timeout, never raises it (a larger value is clamped by the worker). Stored as the
+    /// task's `timeout_sec` header.
+    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
+    pub timeout_sec: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -381,6 +386,17 @@ impl SpawnArgs {
             }
         }
         let headers = parse_pairs(&self.header, "--header")?;
+        // The value as JSON when it is JSON (`30`, `1.5`), else as text, so that the error
+        // names what was given.
+        let timeout = self.timeout_sec.as_deref().map(|raw| {
+            serde_json::from_str::<Value>(raw.trim())
+                .ok()
+                .filter(Value::is_number)
+                .unwrap_or_else(|| Value::String(raw.to_string()))
+        });
+        let headers = model::with_timeout_header(Some(headers), timeout.as_ref())
+            .map_err(|e| anyhow::anyhow!("--timeout-sec / --header: {}", e.detail))?
+            .unwrap_or_default();
         let any_retry =
             self.retry_base.is_some() || self.retry_factor.is_some() || self.retry_max.is_some();
         let retry_strategy = match (&self.retry_kind, any_retry) {
@@ -798,6 +814,9 @@ fn print_task(t: &TaskDetails) {
     println!("  params {}", t.params);
     if let Some(h) = &t.headers {
         println!("  headers {h}");
+    }
+    if let Ok(Some(secs)) = absurd_client::headers::timeout_sec(t.headers.as_ref()) {
+        println!("  timeout {secs} s (the task's own; its type's timeout if that is lower)");
     }
     if let Some(p) = &t.completed_payload {
         println!("  result {p}");

@@ -420,7 +420,8 @@ async fn spawn_validates_every_field_and_never_500s() {
         "ABSURD_MAX_RETRIES + 1 by default"
     );
 
-    // Every Absurd option, and the seed's priority/timeout_sec accepted with a warning.
+    // Every Absurd option, the seed's priority accepted with a warning, and its timeout_sec
+    // stored as the task's timeout_sec header.
     let r = post_json(
         a,
         "/api/absurd/tasks",
@@ -435,19 +436,42 @@ async fn spawn_validates_every_field_and_never_500s() {
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     let warnings = v["warnings"].as_array().unwrap();
-    assert_eq!(warnings.len(), 2, "{v}");
+    assert_eq!(warnings.len(), 1, "{v}");
     assert!(warnings[0]
         .as_str()
         .unwrap()
         .starts_with("priority is ignored"));
-    assert!(warnings[1]
-        .as_str()
-        .unwrap()
-        .starts_with("timeout_sec is ignored"));
     let id2: Uuid = v["task_id"].as_str().unwrap().parse().unwrap();
     let t = client.get_task("jobs", id2).await.unwrap().unwrap();
     assert_eq!(t.summary.max_attempts, Some(2));
-    assert_eq!(t.headers, Some(json!({"trace": "t1"})));
+    assert_eq!(t.headers, Some(json!({"trace": "t1", "timeout_sec": 30})));
+    // The task page shows it.
+    let d = get(a, &format!("/api/absurd/tasks/{id2}")).await.json();
+    assert_eq!(d["timeout_sec"], 30, "{d}");
+    assert_eq!(
+        get(a, &format!("/api/absurd/tasks/{id}")).await.json()["timeout_sec"],
+        Value::Null
+    );
+    // The seed's clients send `"timeout_sec": null` by default: no timeout of the task's own.
+    let r = post_json(
+        a,
+        "/api/absurd/tasks",
+        &json!({"queue_name": "jobs", "task_name": "echo", "timeout_sec": null, "priority": 0}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json().get("warnings").is_none(), "{}", r.text());
+    // The header alone (as an SDK sets it), and the field and the header agreeing.
+    for body in [
+        json!({"queue_name": "jobs", "task_name": "echo", "headers": {"timeout_sec": 45}}),
+        json!({"queue_name": "jobs", "task_name": "echo", "timeout_sec": 45.0, "headers": {"timeout_sec": 45}}),
+    ] {
+        let r = post_json(a, "/api/absurd/tasks", &body).await;
+        assert_eq!(r.status, 200, "{body}: {}", r.text());
+        let id: Uuid = r.json()["task_id"].as_str().unwrap().parse().unwrap();
+        let d = get(a, &format!("/api/absurd/tasks/{id}")).await.json();
+        assert_eq!(d["timeout_sec"], 45, "{d}");
+    }
     assert_eq!(t.retry_strategy.as_ref().unwrap()["kind"], "fixed");
     assert_eq!(
         t.cancellation,
@@ -528,7 +552,31 @@ async fn spawn_validates_every_field_and_never_500s() {
         ),
         (
             json!({"queue_name": "jobs", "task_name": "echo", "timeout_sec": -5}),
-            "timeout_sec",
+            "timeout_sec must be a whole number of seconds from 1 to 31536000, got -5",
+        ),
+        (
+            json!({"queue_name": "jobs", "task_name": "echo", "timeout_sec": 0}),
+            "timeout_sec must be a whole number of seconds from 1 to 31536000, got 0",
+        ),
+        (
+            json!({"queue_name": "jobs", "task_name": "echo", "timeout_sec": 1.5}),
+            "timeout_sec must be a whole number of seconds from 1 to 31536000, got 1.5",
+        ),
+        (
+            json!({"queue_name": "jobs", "task_name": "echo", "timeout_sec": "30"}),
+            "timeout_sec must be a whole number of seconds from 1 to 31536000, got \"30\"",
+        ),
+        (
+            json!({"queue_name": "jobs", "task_name": "echo", "timeout_sec": 1e12}),
+            "got 1000000000000",
+        ),
+        (
+            json!({"queue_name": "jobs", "task_name": "echo", "headers": {"timeout_sec": -1}}),
+            "headers.timeout_sec must be a whole number of seconds from 1 to 31536000, got -1",
+        ),
+        (
+            json!({"queue_name": "jobs", "task_name": "echo", "timeout_sec": 10, "headers": {"timeout_sec": 20}}),
+            "timeout_sec is 10 but headers.timeout_sec is 20",
         ),
         (
             json!({"queue_name": "jobs", "task_name": "echo", "colour": "red"}),

@@ -138,6 +138,32 @@ async fn task_and_event_commands_cover_a_task_lifecycle() {
     assert_eq!(t["max_attempts"], 4);
     assert_eq!(t["retry_strategy"]["kind"], "exponential");
     assert_eq!(t["queue_name"], "jobs");
+    assert_eq!(t["timeout_sec"], Value::Null);
+
+    // A task's own timeout: the `timeout_sec` header, shown by `task get`.
+    ok(&cli(url, &["queue", "create", "tmo"]));
+    let s = json(
+        url,
+        &[
+            "task",
+            "spawn",
+            "echo",
+            "-q",
+            "tmo",
+            "--timeout-sec",
+            "90",
+            "-H",
+            "trace=t",
+        ],
+    );
+    let tid = s["task_id"].as_str().unwrap().to_string();
+    let tt = json(url, &["task", "get", &tid]);
+    assert_eq!(tt["timeout_sec"], 90);
+    assert_eq!(
+        tt["headers"],
+        serde_json::json!({"trace": "t", "timeout_sec": 90})
+    );
+    assert!(ok(&cli(url, &["task", "get", &tid])).contains("timeout 90 s"));
     let text = ok(&cli(url, &["task", "get", &id]));
     assert!(
         text.contains("state pending") && text.contains("attempts 1/4"),
@@ -228,6 +254,7 @@ async fn task_and_event_commands_cover_a_task_lifecycle() {
     let out = cli(url, &["queue", "drop", "jobs"]);
     assert!(!out.status.success(), "drop needs --yes");
     ok(&cli(url, &["queue", "drop", "jobs", "--yes"]));
+    ok(&cli(url, &["queue", "drop", "tmo", "--yes"]));
     assert_eq!(json(url, &["queue", "list"]), serde_json::json!([]));
 }
 
@@ -255,6 +282,20 @@ async fn bad_input_is_refused_with_a_clear_message() {
         "--retry-base=99999999",
     ]);
     assert!(e.contains("AB003") || e.contains("base_seconds"), "{e}");
+    for (bad, shown) in [
+        ("0", "got 0"),
+        ("-3", "got -3"),
+        ("2.5", "got 2.5"),
+        ("soon", "got \"soon\""),
+        ("99999999999", "got 99999999999"),
+    ] {
+        let e = err(&["task", "spawn", "echo", "-q", "jobs", "--timeout-sec", bad]);
+        assert!(
+            e.contains("timeout_sec must be a whole number of seconds from 1 to 31536000")
+                && e.contains(shown),
+            "{bad}: {e}"
+        );
+    }
     let e = err(&["task", "get", "not-a-uuid"]);
     assert!(e.contains("not-a-uuid"), "{e}");
     let out = cli("postgres://postgres@127.0.0.1:1/none", &["queue", "list"]);

@@ -497,6 +497,55 @@ async fn timeout_kills_the_program_and_its_grandchild() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// A task's own `timeout_sec` header lowers the type's timeout (here the default 3600 s):
+/// the program's group is stopped at the task's deadline, grandchild included.
+#[tokio::test]
+async fn a_task_timeout_sec_kills_the_program_at_its_own_deadline() {
+    let (db, client) = setup("nat").await;
+    let root = scratch_dir();
+    let _w = WorkerProc::start(
+        &db.url,
+        &config(&root, ""),
+        &["--queue", "nat", "--dlq-enabled", "false"],
+    );
+    let pid_file = root.join("hang.pids");
+    let started = Instant::now();
+    let id = client
+        .spawn(
+            "nat",
+            "fixture",
+            &json!({"mode": "hang", "pid_file": pid_file}),
+            &absurd_client::SpawnOptions {
+                headers: Some(json!({"timeout_sec": 2})),
+                ..opts(1)
+            },
+        )
+        .await
+        .unwrap()
+        .task_id;
+    let (child, grandchild) = hang_pids(&pid_file).await;
+    let r = terminal(&client, "nat", id, Duration::from_secs(30)).await;
+    let elapsed = started.elapsed();
+    let f = failure(&r);
+    assert_eq!(f["name"], "$Timeout", "{f}");
+    assert!(
+        f["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Task timed out after 2 seconds"),
+        "{f}"
+    );
+    assert_eq!(f["details"]["timeout_seconds"], 2.0, "{f}");
+    assert_eq!(f["details"]["timeout_sec_requested"], 2, "{f}");
+    assert_eq!(f["details"]["timeout_sec_clamped"], false, "{f}");
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "stopped at the task's 2 s, not the type's 3600 s: {elapsed:?}"
+    );
+    assert_group_gone(child, grandchild, Duration::from_secs(15)).await;
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 #[tokio::test]
 async fn cancelling_a_running_task_kills_the_program() {
     let (db, client) = setup("nat").await;

@@ -253,6 +253,111 @@ async fn zoo_members_fail_alone_with_their_exact_cause() {
     drop(w);
 }
 
+/// A task's own `timeout_sec` (the header, as the Python SDK's `spawn(headers=...)` sets it)
+/// lowers its type's timeout for a wasm guest and never raises it; an unusable one fails the
+/// task at once, naming the value.
+#[tokio::test]
+async fn a_task_timeout_sec_lowers_the_wasm_deadline_and_never_raises_it() {
+    let (db, client) = setup("wasm-tmo").await;
+    let w = WorkerProc::start(
+        &db.url,
+        &config(""),
+        &["--queue", "wasm-tmo", "--concurrency", "4"],
+    );
+    // Lowered: zoo-roomy's timeout is 120 s; the task asks for 1 s, through the real SDK.
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(common::venv_bin("python"))
+        .arg("-c")
+        .arg(
+            "import sys; from absurd_sdk import Absurd; \
+             a = Absurd(sys.argv[1], queue_name='wasm-tmo'); \
+             r = a.spawn('zoo-roomy', {'mode': 'infinite-loop'}, queue='wasm-tmo', max_attempts=1, \
+                         headers={'timeout_sec': 1}); \
+             print(r['task_id'] if isinstance(r, dict) else r.task_id)",
+        )
+        .arg(&db.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lowered: Uuid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    // Not raised: zoo's timeout is 3 s; the task asks for 100 s.
+    let raised = client
+        .spawn(
+            "wasm-tmo",
+            "zoo",
+            &json!({"mode": "infinite-loop"}),
+            &SpawnOptions {
+                headers: Some(json!({"timeout_sec": 100})),
+                ..once()
+            },
+        )
+        .await
+        .unwrap()
+        .task_id;
+    // Unusable: refused before the guest starts, without further attempts.
+    let bad = client
+        .spawn(
+            "wasm-tmo",
+            "echo",
+            &json!({"x": 1}),
+            &SpawnOptions {
+                headers: Some(json!({"timeout_sec": "soon"})),
+                ..common::no_backoff(3)
+            },
+        )
+        .await
+        .unwrap()
+        .task_id;
+
+    let r = terminal(&client, "wasm-tmo", lowered, Duration::from_secs(60)).await;
+    let elapsed = started.elapsed();
+    assert_eq!(r.state, State::Failed, "{r:?}");
+    let f = r.failure_reason.unwrap();
+    assert_eq!(f["name"], "$Timeout", "{f}");
+    assert_eq!(f["details"]["cause"], "interrupt", "{f}");
+    assert_eq!(f["details"]["timeout_seconds"], 1.0, "{f}");
+    assert_eq!(f["details"]["timeout_sec_requested"], 1, "{f}");
+    assert_eq!(f["details"]["type_timeout_seconds"], 120.0, "{f}");
+    assert_eq!(f["details"]["timeout_sec_clamped"], false, "{f}");
+    assert!(
+        elapsed < Duration::from_secs(30),
+        "interrupted at the task's 1 s, not the type's 120 s: {elapsed:?}"
+    );
+
+    let r = terminal(&client, "wasm-tmo", raised, Duration::from_secs(60)).await;
+    assert_eq!(r.state, State::Failed, "{r:?}");
+    let f = r.failure_reason.unwrap();
+    assert_eq!(f["name"], "$Timeout", "{f}");
+    assert_eq!(
+        f["details"]["timeout_seconds"], 3.0,
+        "clamped to the type's: {f}"
+    );
+    assert_eq!(f["details"]["timeout_sec_requested"], 100, "{f}");
+    assert_eq!(f["details"]["timeout_sec_clamped"], true, "{f}");
+    assert!(
+        w.log_text().contains("clamped to the type's"),
+        "the clamp is logged"
+    );
+
+    let r = terminal(&client, "wasm-tmo", bad, Duration::from_secs(60)).await;
+    assert_eq!(r.state, State::Failed, "{r:?}");
+    let f = r.failure_reason.unwrap();
+    assert_eq!(f["name"], "$InvalidTaskData", "{f}");
+    assert_eq!(f["retryable"], false, "{f}");
+    assert!(
+        f["message"].as_str().unwrap().contains(
+            "timeout_sec must be a whole number of seconds from 1 to 31536000, got \"soon\""
+        ),
+        "{f}"
+    );
+    let t = client.get_task("wasm-tmo", bad).await.unwrap().unwrap();
+    assert_eq!(t.runs.len(), 1, "permanent: no second attempt");
+}
+
 #[tokio::test]
 async fn granted_capabilities_are_visible_and_nothing_else() {
     let (db, client) = setup("grants").await;

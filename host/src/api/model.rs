@@ -269,15 +269,13 @@ pub struct SpawnRequest {
     )]
     #[schema(minimum = -2147483648i64, maximum = 2147483647)]
     pub priority: Option<i64>,
-    /// Accepted for the DSA-110 pipeline's clients and ignored (the worker's per-type timeout
-    /// applies); adds a warning.
-    #[serde(
-        default,
-        deserialize_with = "int",
-        skip_serializing_if = "Option::is_none"
-    )]
-    #[schema(minimum = 0, maximum = 2147483647)]
-    pub timeout_sec: Option<i64>,
+    /// The run's wall-clock limit in seconds (1 to 31,536,000, a year). It lowers the task
+    /// type's timeout (its `timeout`, else `ABSURD_TASK_TIMEOUT`) and never raises it: a larger
+    /// value is clamped to the type's by the worker, which logs it. Stored as the task's
+    /// `timeout_sec` header, which SDK clients can set themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 31536000)]
+    pub timeout_sec: Option<Value>,
 }
 
 /// How failed runs are retried.
@@ -500,19 +498,13 @@ impl SpawnRequest {
         if priority.is_some_and(|p| p != 0) {
             warnings.push("priority is ignored: Absurd queues have no priorities (tasks are claimed in order of availability)".to_string());
         }
-        if int_in("timeout_sec", self.timeout_sec, 0, i32::MAX as i64)?.is_some() {
-            warnings.push(
-                "timeout_sec is ignored: the run time limit is the worker's (the task type's `timeout`, else ABSURD_TASK_TIMEOUT); \
-                 to cancel a task after a total time use cancellation.max_duration"
-                    .to_string(),
-            );
-        }
+        let headers = with_timeout_header(self.headers, self.timeout_sec.as_ref())?;
         Ok(CheckedSpawn {
             queue_name: self.queue_name,
             task_name: self.task_name,
             params,
             options: client::SpawnOptions {
-                headers: self.headers.map(Value::Object),
+                headers: headers.map(Value::Object),
                 retry_strategy: Some(retry.unwrap_or_else(crate::config::default_retry_strategy)),
                 max_attempts: Some(max_attempts.map_or(default_max_attempts, |m| m as i32)),
                 cancellation,
@@ -521,6 +513,36 @@ impl SpawnRequest {
             warnings,
         })
     }
+}
+
+/// The spawn's headers with its `timeout_sec` (the field, or the header of that name) checked
+/// and stored as the `timeout_sec` header, where every worker reads it.
+pub fn with_timeout_header(
+    headers: Option<Map<String, Value>>,
+    field: Option<&Value>,
+) -> Result<Option<Map<String, Value>>, ApiError> {
+    use absurd_client::headers::{check_timeout_sec, TIMEOUT_HEADER};
+    let in_headers = headers
+        .as_ref()
+        .and_then(|h| h.get(TIMEOUT_HEADER))
+        .filter(|v| !v.is_null());
+    let from_header = in_headers
+        .map(check_timeout_sec)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("headers.{e}")))?;
+    let Some(field) = field else {
+        return Ok(headers);
+    };
+    let secs = check_timeout_sec(field).map_err(ApiError::bad_request)?;
+    if from_header.is_some_and(|h| h != secs) {
+        return Err(ApiError::bad_request(format!(
+            "timeout_sec is {secs} but headers.{TIMEOUT_HEADER} is {}; give one of them",
+            from_header.unwrap_or_default()
+        )));
+    }
+    let mut headers = headers.unwrap_or_default();
+    headers.insert(TIMEOUT_HEADER.into(), Value::from(secs));
+    Ok(Some(headers))
 }
 
 impl RetryRequest {
@@ -779,7 +801,7 @@ pub struct SpawnResponse {
     pub created: bool,
     pub queue_name: String,
     pub task_name: String,
-    /// Why fields of the request were ignored (`priority`, `timeout_sec`).
+    /// Why fields of the request were ignored (`priority`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
@@ -975,6 +997,9 @@ pub struct TaskDetails {
     pub retry_strategy: Option<Value>,
     #[schema(value_type = Value)]
     pub cancellation: Option<Value>,
+    /// The task's own timeout in seconds (its `timeout_sec` header), null when it has none
+    /// (or an unusable one): the run's limit is the lower of this and the task type's timeout.
+    pub timeout_sec: Option<u32>,
     pub runs: Vec<Run>,
     pub checkpoints: Vec<Checkpoint>,
     pub waits: Vec<Wait>,
@@ -1011,6 +1036,9 @@ impl From<&client::TaskDetails> for TaskDetails {
             headers: t.headers.clone(),
             retry_strategy: t.retry_strategy.clone(),
             cancellation: t.cancellation.clone(),
+            timeout_sec: absurd_client::headers::timeout_sec(t.headers.as_ref())
+                .ok()
+                .flatten(),
             runs: t.runs.iter().map(Run::from).collect(),
             checkpoints: t.checkpoints.iter().map(Checkpoint::from).collect(),
             waits: t.waits.iter().map(Wait::from).collect(),

@@ -449,6 +449,7 @@ async function taskPage(gen, id) {
   fact("Queue", h("a", { href: `#/tasks?queue=${encodeURIComponent(t.queue_name)}` }, t.queue_name));
   fact("Task id", h("span", { class: "mono" }, t.task_id));
   fact("Attempts", `${t.attempts} of ${t.max_attempts}`);
+  fact("Timeout", t.timeout_sec ? h("span", { id: "task-timeout" }, `${t.timeout_sec} s (the task's own; its type's timeout if lower)`) : "its type's");
   fact("Created", when(t.created_at));
   fact("Last started", when(t.claimed_at));
   fact("Finished", when(t.completed_at));
