@@ -118,8 +118,9 @@ failure_names! {
     SpawnFailed = "$SpawnFailed", Subprocess, true;
     /// The run's private work directory could not be created. Retried.
     WorkdirError = "$WorkdirError", Subprocess, true;
-    /// The program reported an error in its result file without a name of its own; permanent
-    /// when it says `"retryable": false`. Retried otherwise.
+    /// The task's result reported an error (`{"status": "error"}`, the DSA-110 convention): a
+    /// native program's result file, or a wasm or builtin type with `status_error_fails`;
+    /// permanent when it says `"retryable": false`. Retried otherwise.
     TaskReportedError = "$TaskReportedError", Subprocess, true;
     // ---- time ----
     /// The run went past its wall-clock limit (`timeout`, `--task-timeout`). Retried.

@@ -9,7 +9,11 @@
 //! builtin = "echo"      # which builtin (default: the task name)
 //! timeout = 30          # seconds; overrides ABSURD_TASK_TIMEOUT for this type
 //! max_attempts = 2      # never run more attempts than this, whatever the spawner asked
+//! status_error_fails = true  # a result {"status": "error"|"failed", ...} fails the run
 //! ```
+//!
+//! `status_error_fails` opts a wasm or builtin type into the DSA-110 result convention
+//! ([`crate::execute::reported`]), which native programs always follow.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -54,6 +58,9 @@ pub struct TaskTypeConfig {
     pub timeout: Option<f64>,
     /// Upper bound on attempts for this type.
     pub max_attempts: Option<i32>,
+    /// A result `{"status": "error"|"failed", ...}` fails the run (default false for wasm and
+    /// builtin types; always true for native ones).
+    pub status_error_fails: Option<bool>,
     /// The kind's own settings (checked by the kind, which rejects unknown keys).
     #[serde(flatten)]
     pub rest: toml::Table,
@@ -100,6 +107,9 @@ pub struct TaskType {
     pub handler: Arc<dyn Handler>,
     pub timeout: Option<Duration>,
     pub max_attempts: Option<i32>,
+    /// The worker fails a run whose result reports an error in the DSA-110 convention
+    /// (`status_error_fails`; a native handler does it itself, with the program's details).
+    pub status_error_fails: bool,
     /// What a run may make the host hold or the database store (`[sandbox]` and the type's
     /// own keys for wasm; the defaults for the other kinds).
     pub limits: RunLimits,
@@ -174,6 +184,13 @@ impl Registry {
                     return Err(err(format!("max_attempts must be >= 1, got {m}")));
                 }
             }
+            if t.kind == HandlerKind::Native && t.status_error_fails == Some(false) {
+                return Err(err(
+                    "status_error_fails = false is not possible for kind = \"native\": a program's \
+                     {\"status\": \"error\"} result always fails its run (docs/native-tasks.md)"
+                        .into(),
+                ));
+            }
             if t.kind != HandlerKind::Builtin && t.builtin.is_some() {
                 return Err(err("`builtin` is only valid with kind = \"builtin\"".into()));
             }
@@ -203,6 +220,9 @@ impl Registry {
                     handler,
                     timeout,
                     max_attempts: t.max_attempts,
+                    // Native handlers apply the convention themselves.
+                    status_error_fails: t.kind == HandlerKind::Builtin
+                        && t.status_error_fails == Some(true),
                     limits: RunLimits::default(),
                     grants: None,
                 },
@@ -238,6 +258,7 @@ impl Registry {
                     // Checked in the loop above.
                     timeout: t.timeout.and_then(|s| Duration::try_from_secs_f64(s).ok()),
                     max_attempts: t.max_attempts,
+                    status_error_fails: t.status_error_fails == Some(true),
                     limits: b.limits,
                     grants: Some(Arc::new(grants)),
                 },
@@ -293,7 +314,10 @@ mod tests {
         let slow = r.get("slow").unwrap();
         assert_eq!(slow.timeout, Some(Duration::from_millis(2500)));
         assert_eq!(slow.max_attempts, Some(2));
+        assert!(!slow.status_error_fails);
         assert_eq!(slow.handler.kind(), HandlerKind::Builtin);
+        let r = registry("[tasks.echo]\nkind = \"builtin\"\nstatus_error_fails = true\n").unwrap();
+        assert!(r.get("echo").unwrap().status_error_fails);
         assert!(r.get("other").is_none());
     }
 
@@ -313,6 +337,20 @@ mod tests {
         assert!(e.contains("max_attempts must be >= 1, got 0"), "{e}");
         let e = registry("[tasks.echo]\nkind = \"python\"\n").unwrap_err();
         assert!(e.contains("python"), "{e}");
+        let e = registry("[tasks.echo]\nkind = \"builtin\"\nstatus_error_fails = \"yes\"\n")
+            .unwrap_err();
+        assert!(
+            e.contains("status_error_fails") || e.contains("boolean"),
+            "{e}"
+        );
+        let e = registry(
+            "[tasks.n]\nkind = \"native\"\nprogram = \"/bin/true\"\nstatus_error_fails = false\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("[tasks.n]") && e.contains("status_error_fails = false is not possible"),
+            "{e}"
+        );
         let e = registry("[tasks.echo]\nkind = \"builtin\"\ntimeot = 3\n").unwrap_err();
         assert!(e.contains("timeot"), "{e}");
     }

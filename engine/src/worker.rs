@@ -440,6 +440,16 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) -> Option<C
         };
         drop(registration);
         let outcome = own.annotate(outcome);
+        // The DSA-110 convention, for the types that opted in: `{"status": "error"}` fails.
+        let outcome = match outcome {
+            Ok(result) if task_type.status_error_fails => {
+                match crate::execute::reported::reported_failure(&result) {
+                    Some(failure) => Err(TaskError::Failed(failure)),
+                    None => Ok(result),
+                }
+            }
+            other => other,
+        };
         // A result PostgreSQL cannot store would fail its completion (and the batch it is
         // completed in): it is the task's failure instead.
         let outcome = match outcome {

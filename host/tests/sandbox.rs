@@ -358,6 +358,74 @@ async fn a_task_timeout_sec_lowers_the_wasm_deadline_and_never_raises_it() {
     assert_eq!(t.runs.len(), 1, "permanent: no second attempt");
 }
 
+/// A wasm type that opts in (`status_error_fails = true`) fails a run whose result is
+/// `{"status": "error"|"failed", ...}`, with the failure a native program gets for it; a type
+/// that does not opt in completes with that result as before.
+#[tokio::test]
+async fn status_error_results_fail_the_run_when_the_type_opts_in() {
+    let (db, client) = setup("wasm-dsa").await;
+    let extra = format!(
+        "[tasks.echo-dsa]\nkind = \"wasm\"\ncomponent = \"{}/echo.wasm\"\nstatus_error_fails = true\n",
+        components_dir().display()
+    );
+    let _w = WorkerProc::start(
+        &db.url,
+        &config(&extra),
+        &["--queue", "wasm-dsa", "--dlq-enabled", "false"],
+    );
+    let report = json!({
+        "status": "error", "message": "Validation failed: MS not found",
+        "errors": ["MS not found"], "retryable": false
+    });
+    let spawn = |task: &'static str, params: Value, attempts: i32| {
+        let client = client.clone();
+        async move {
+            client
+                .spawn("wasm-dsa", task, &params, &common::no_backoff(attempts))
+                .await
+                .unwrap()
+                .task_id
+        }
+    };
+    let permanent = spawn("echo-dsa", report.clone(), 3).await;
+    let retried = spawn(
+        "echo-dsa",
+        json!({"status": "FAILED", "errors": ["a", {"b": 1}]}),
+        2,
+    )
+    .await;
+    let fine = spawn("echo-dsa", json!({"status": "success", "outputs": {}}), 1).await;
+    let not_opted_in = spawn("echo", report.clone(), 1).await;
+
+    let r = terminal(&client, "wasm-dsa", permanent, Duration::from_secs(60)).await;
+    assert_eq!(r.state, State::Failed, "{r:?}");
+    let f = r.failure_reason.unwrap();
+    assert_eq!(f["name"], "$TaskReportedError", "{f}");
+    assert_eq!(f["message"], "Validation failed: MS not found");
+    assert_eq!(f["details"]["result"], report);
+    assert_eq!(f["retryable"], false);
+    let t = client
+        .get_task("wasm-dsa", permanent)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.runs.len(), 1, "\"retryable\": false makes it permanent");
+
+    let r = terminal(&client, "wasm-dsa", retried, Duration::from_secs(60)).await;
+    assert_eq!(r.state, State::Failed, "{r:?}");
+    let f = r.failure_reason.unwrap();
+    assert_eq!(f["name"], "$TaskReportedError", "{f}");
+    assert_eq!(f["message"], "a; {\"b\":1}");
+    let t = client.get_task("wasm-dsa", retried).await.unwrap().unwrap();
+    assert_eq!(t.runs.len(), 2, "retried like any retryable failure");
+
+    let r = terminal(&client, "wasm-dsa", fine, Duration::from_secs(60)).await;
+    assert_eq!(r.state, State::Completed, "{r:?}");
+    let r = terminal(&client, "wasm-dsa", not_opted_in, Duration::from_secs(60)).await;
+    assert_eq!(r.state, State::Completed, "{r:?}");
+    assert_eq!(r.result, Some(report));
+}
+
 #[tokio::test]
 async fn granted_capabilities_are_visible_and_nothing_else() {
     let (db, client) = setup("grants").await;

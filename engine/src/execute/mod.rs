@@ -9,6 +9,7 @@
 pub mod builtin;
 pub mod grants;
 pub mod native;
+pub mod reported;
 pub mod wasm;
 
 use std::collections::HashMap;

@@ -39,8 +39,9 @@ use tracing::{info, warn, Span};
 
 use self::config::{NativeConfig, Vars};
 use self::logs::{Drained, Stream};
-use self::outcome::{classify, keep_end, read_result, reported_error, ResultError};
+use self::outcome::{classify, keep_end, read_result, ResultError};
 use self::supervise::{Exit, Guard, Spec, StopReport};
+use super::reported::{bounded, reported_error, reported_failure};
 use super::{BoxFuture, Failure, FailureName, Handler, TaskContext, TaskError};
 
 pub use self::lock::{cal_lock_path, CalLock};
@@ -48,8 +49,6 @@ pub use self::lock::{cal_lock_path, CalLock};
 /// How long to wait for the output pipes to close once the whole group is gone (a process
 /// that escaped the group may still hold them).
 const DRAIN_WAIT: Duration = Duration::from_secs(10);
-/// Largest reported result copied into a `$TaskReportedError` failure's details.
-const MAX_REPORTED_RESULT: usize = 16 * 1024;
 
 /// Builds the handler of a `kind = "native"` task type from its `[tasks.<name>]` keys and the
 /// `[native]` defaults.
@@ -520,15 +519,10 @@ fn decide(
     let result = read_result(result_path, cfg.max_result_bytes);
     match exit {
         Exit::Code(0) => match result {
-            Ok(v) => match reported_error(&v) {
+            // The DSA-110 convention: `{"status": "error", ...}` is a failure.
+            Ok(v) => match reported_failure(&v) {
                 None => Ok(v),
-                Some(message) => {
-                    let mut f = Failure::new(FailureName::TaskReportedError, message);
-                    if v.get("retryable") == Some(&Value::Bool(false)) {
-                        f = f.permanent();
-                    }
-                    Err(f.with_details(json!({"result": bounded(&v)})))
-                }
+                Some(f) => Err(f),
             },
             Err(e @ ResultError::TooLarge { .. }) => Err(Failure::new(
                 FailureName::ResultTooLarge,
@@ -561,20 +555,6 @@ fn decide(
             };
             Err(Failure::new(name, message).with_details(Value::Object(details)))
         }
-    }
-}
-
-/// `v`, or a note when it is too large to copy into a failure.
-fn bounded(v: &Value) -> Value {
-    let text = v.to_string();
-    if text.len() <= MAX_REPORTED_RESULT {
-        v.clone()
-    } else {
-        let mut end = MAX_REPORTED_RESULT / 2;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        json!({"truncated": true, "bytes": text.len(), "start": &text[..end]})
     }
 }
 

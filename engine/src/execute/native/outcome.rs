@@ -237,38 +237,6 @@ pub fn read_result(path: &Path, max_bytes: u64) -> Result<Value, ResultError> {
     serde_json::from_slice(&text).map_err(|e| ResultError::Invalid(e.to_string()))
 }
 
-/// A result object reporting failure in the DSA-110 convention
-/// (`{"status": "error", "message": …, "errors": […]}`): its message.
-pub fn reported_error(result: &Value) -> Option<String> {
-    let obj = result.as_object()?;
-    let status = obj.get("status")?.as_str()?;
-    if !status.eq_ignore_ascii_case("error") && !status.eq_ignore_ascii_case("failed") {
-        return None;
-    }
-    let message = obj
-        .get("message")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let errors: Vec<String> = obj
-        .get("errors")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .map(|e| {
-                    e.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| e.to_string())
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Some(match (message, errors.is_empty()) {
-        (Some(m), _) if !m.is_empty() => m,
-        (_, false) => errors.join("; "),
-        _ => format!("the program reported status {status:?}"),
-    })
-}
-
 /// Bounds a string to `max` bytes, keeping its end.
 pub fn keep_end(s: &str, max: usize) -> String {
     if s.len() <= max {
@@ -359,7 +327,6 @@ pub fn hints(texts: &[&str]) -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn exits_are_classified() {
@@ -387,26 +354,6 @@ mod tests {
         assert_eq!(classify(Exit::Code(3)).cause, "oom");
         assert_eq!(classify(Exit::Code(1)).cause, "error");
         assert_eq!(classify(Exit::Code(42)).exit_code, Some(42));
-    }
-
-    #[test]
-    fn reported_errors_follow_the_dsa110_convention() {
-        assert_eq!(
-            reported_error(
-                &json!({"status": "error", "message": "Validation failed", "errors": ["x"]})
-            ),
-            Some("Validation failed".into())
-        );
-        assert_eq!(
-            reported_error(&json!({"status": "error", "errors": ["a", "b"]})),
-            Some("a; b".into())
-        );
-        assert_eq!(
-            reported_error(&json!({"status": "success", "outputs": {}})),
-            None
-        );
-        assert_eq!(reported_error(&json!([1, 2])), None);
-        assert_eq!(reported_error(&json!({"status": 3})), None);
     }
 
     #[test]
