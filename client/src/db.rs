@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 /// The Absurd schema version our migrations implement.
 pub const SCHEMA_VERSION: &str = "0.5.1";
@@ -186,22 +186,30 @@ fn quote_ident(name: &str) -> String {
 /// Refuses a database whose `absurd` schema was installed by something else (for example
 /// `absurdctl init`) or by a newer absurd-host, rather than guessing.
 pub async fn migrate(pool: &PgPool) -> Result<MigrateReport, MigrateError> {
+    let mut conn = pool.acquire().await?;
+    migrate_on(&mut conn).await
+}
+
+/// [`migrate`] on one connection, which may be inside a transaction (each migration is then a
+/// savepoint of it, and all of them are undone with it): how `--adopt-seed` installs the
+/// schema in the transaction that moves the seed's tasks.
+pub async fn migrate_on(conn: &mut PgConnection) -> Result<MigrateReport, MigrateError> {
     let (version_num, version): (String, String) = sqlx::query_as(
         "select current_setting('server_version_num'), current_setting('server_version')",
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
     check_server_version(version_num.parse().unwrap_or(0), &version)?;
     let schema_exists: bool =
         sqlx::query_scalar("select exists(select 1 from pg_namespace where nspname = 'absurd')")
-            .fetch_one(pool)
+            .fetch_one(&mut *conn)
             .await?;
     let history_exists: bool = sqlx::query_scalar("select to_regclass($1) is not null")
         .bind(HISTORY_TABLE)
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await?;
     if schema_exists && !history_exists {
-        let version = schema_version(pool)
+        let version = schema_version_on(conn)
             .await?
             .unwrap_or_else(|| "unknown".into());
         return Err(MigrateError::ForeignSchema { version });
@@ -212,7 +220,7 @@ pub async fn migrate(pool: &PgPool) -> Result<MigrateReport, MigrateError> {
         let rows: Vec<(i64, String)> = sqlx::query_as(
             "select version, description from absurd.absurd_host_migrations order by version",
         )
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
         for (version, description) in rows {
             if !migrator.version_exists(version) {
@@ -224,13 +232,13 @@ pub async fn migrate(pool: &PgPool) -> Result<MigrateReport, MigrateError> {
             already.push(version);
         }
     }
-    migrator.run(pool).await?;
+    migrator.run(&mut *conn).await?;
     let applied = migrator
         .iter()
         .filter(|m| !already.contains(&m.version))
         .map(|m| (m.version, m.description.to_string()))
         .collect();
-    let schema_version = schema_version(pool)
+    let schema_version = schema_version_on(conn)
         .await?
         .unwrap_or_else(|| "unknown".into());
     Ok(MigrateReport {
@@ -259,17 +267,23 @@ pub fn dump_sql() -> String {
 
 /// `absurd.get_schema_version()`, or `None` when the database has no absurd schema.
 pub async fn schema_version(pool: &PgPool) -> Result<Option<String>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    schema_version_on(&mut conn).await
+}
+
+/// [`schema_version`] on one connection.
+pub async fn schema_version_on(conn: &mut PgConnection) -> Result<Option<String>, sqlx::Error> {
     let has_fn: bool = sqlx::query_scalar(
         "select exists(select 1 from pg_proc p join pg_namespace n on n.oid = p.pronamespace \
          where n.nspname = 'absurd' and p.proname = 'get_schema_version')",
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
     if !has_fn {
         return Ok(None);
     }
     sqlx::query_scalar("select absurd.get_schema_version()")
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await
         .map(Some)
 }

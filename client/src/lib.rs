@@ -62,7 +62,8 @@
 //! * [`types`], [`error`]: the typed rows (`sqlx::FromRow`) and the typed errors;
 //! * [`failure`], [`vocab`], [`jsonb`]: a run's failure as stored, the host's failure names,
 //!   and what PostgreSQL's `jsonb` accepts;
-//! * [`headers`]: the task headers the host reads (`timeout_sec`).
+//! * [`headers`]: the task headers the host reads (`timeout_sec`);
+//! * [`seed`]: adopting the DSA-110 seed's database, and reading its finished tasks.
 //!
 //! # Errors
 //!
@@ -87,6 +88,7 @@ pub mod maintenance;
 pub mod measure;
 pub mod monitor;
 pub mod protocol;
+pub mod seed;
 pub mod types;
 pub mod vocab;
 

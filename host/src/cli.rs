@@ -127,11 +127,23 @@ pub enum Command {
     /// Create or upgrade the `absurd` schema (idempotent).
     ///
     /// Refuses a database whose `absurd` schema was installed by something else (such as
-    /// `absurdctl init`) or by a newer absurd-host.
+    /// `absurdctl init`) or by a newer absurd-host. With --adopt-seed, takes over the
+    /// DSA-110 seed's database instead (stop the seed's workers and API first).
     Migrate {
         /// Print the whole schema as one SQL script (one transaction) instead of applying it.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "adopt_seed")]
         dump_sql: bool,
+        /// Adopt the DSA-110 seed's database, in one transaction: rename its `absurd` schema
+        /// to `absurd_seed`, install absurd-host's, carry its unfinished tasks (pending,
+        /// claimed, retrying) over into their queues (created as needed) with their params and
+        /// attempt counts, and copy its finished ones into the read-only history that
+        /// `GET /api/absurd/seed/tasks` lists. Safe to run again: nothing is carried or copied
+        /// twice. Prints a report (`--json` for JSON).
+        #[arg(long)]
+        adopt_seed: bool,
+        /// With --adopt-seed: do it all, report, and roll everything back.
+        #[arg(long, requires = "adopt_seed")]
+        dry_run: bool,
     },
     /// Print the schema version reported by `absurd.get_schema_version()`.
     SchemaVersion,
@@ -436,7 +448,7 @@ pub async fn run_admin(cli: Cli, config: AbsurdConfig) -> Result<()> {
         .clone()
         .or_else(|| config.database_url.clone())
         .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
-    if let Command::Migrate { dump_sql: true } = cli.command {
+    if let Command::Migrate { dump_sql: true, .. } = cli.command {
         print!("{}", absurd_client::db::dump_sql());
         return Ok(());
     }
@@ -445,6 +457,24 @@ pub async fn run_admin(cli: Cli, config: AbsurdConfig) -> Result<()> {
         .await
         .with_context(|| format!("cannot connect to {redacted}"))?;
     match cli.command {
+        Command::Migrate {
+            adopt_seed: true,
+            dry_run,
+            ..
+        } => {
+            let report = absurd_client::seed::adopt(
+                client.pool(),
+                &crate::config::default_retry_strategy(),
+                dry_run,
+            )
+            .await
+            .with_context(|| format!("cannot adopt the seed's database at {redacted}"))?;
+            if json_out {
+                emit(&report);
+            } else {
+                print_adopt_report(&redacted, &report);
+            }
+        }
         Command::Migrate { .. } => {
             let report = absurd_client::db::migrate(client.pool()).await?;
             if json_out {
@@ -548,6 +578,82 @@ pub async fn run_admin(cli: Cli, config: AbsurdConfig) -> Result<()> {
 
 /// Prints one `--json` document: a type of [`crate::api::model`], the shape the HTTP API
 /// gives for the same thing.
+fn print_adopt_report(db: &str, r: &absurd_client::seed::AdoptReport) {
+    let counts = |pairs: &[(&str, i64)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if r.dry_run {
+        println!("{db}: adopting the seed's database (dry run: everything below was rolled back)");
+    } else {
+        println!("{db}: adopted the seed's database");
+    }
+    if r.renamed {
+        println!("  the seed's schema `absurd` is now `{}`", r.seed_schema);
+    } else {
+        println!(
+            "  the seed's schema was already `{}` (adopted before)",
+            r.seed_schema
+        );
+    }
+    if r.migrations_applied.is_empty() {
+        println!(
+            "  absurd-host's schema was up to date (absurd {})",
+            r.schema_version
+        );
+    } else {
+        println!(
+            "  installed absurd-host's schema: {} migrations (absurd {})",
+            r.migrations_applied.len(),
+            r.schema_version
+        );
+    }
+    let seed: Vec<(&str, i64)> = r.seed_tasks.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    println!(
+        "  the seed's tasks: {}",
+        if seed.is_empty() {
+            "none".to_string()
+        } else {
+            counts(&seed)
+        }
+    );
+    println!(
+        "  carried over as Absurd tasks: {} (already carried by an earlier run: {})",
+        r.carried_total, r.already_carried
+    );
+    for q in &r.carried {
+        let created = if r.queues_created.contains(&q.queue_name) {
+            " (queue created)"
+        } else {
+            ""
+        };
+        println!(
+            "    {}{created}: {}",
+            q.queue_name,
+            counts(&[
+                ("pending", q.pending),
+                ("claimed", q.claimed),
+                ("retrying", q.retrying)
+            ])
+        );
+    }
+    if !r.timeouts_dropped.is_empty() {
+        let ids: Vec<String> = r.timeouts_dropped.iter().map(Uuid::to_string).collect();
+        println!(
+            "  timeout_sec left out (not 1 to {} s; the task type's timeout applies): {}",
+            absurd_client::headers::MAX_TIMEOUT_SEC,
+            ids.join(", ")
+        );
+    }
+    println!(
+        "  finished tasks copied into absurd.seed_history: {} (already there: {})",
+        r.history_copied, r.history_already
+    );
+}
+
 fn emit<T: serde::Serialize>(v: &T) {
     println!("{}", serde_json::to_string_pretty(v).expect("json"));
 }

@@ -1889,6 +1889,154 @@ async fn the_cli_reaches_every_api_operation() {
     assert_eq!(v["queue_depth"], 1);
 }
 
+/// The seed's finished tasks, kept by `migrate --adopt-seed`, are listed read-only under
+/// `/seed/tasks` with the seed's fields; its unfinished ones are ordinary tasks under `/tasks`.
+#[tokio::test]
+async fn adopted_seed_history_is_listed_with_the_seeds_fields() {
+    use common::seed_task;
+    // Before any adoption (and on a database that never held the seed): empty, not an error.
+    let plain = TestDb::migrated().await;
+    let r = get(&in_process(&plain), "/api/absurd/seed/tasks").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["total"], 0);
+
+    let db = TestDb::seed().await;
+    let p = &db.pool;
+    let done = seed_task(
+        p,
+        "q1",
+        "calibration-solve",
+        json!({"n": 1}),
+        3,
+        Some(60),
+        "completed",
+        1,
+        Some(json!({"status": "success", "outputs": {"cal": "/data/x.cal"}})),
+        None,
+    )
+    .await;
+    let failed = seed_task(
+        p,
+        "q1",
+        "imaging",
+        json!({"n": 2}),
+        0,
+        None,
+        "failed",
+        2,
+        None,
+        Some("Validation failed: MS not found"),
+    )
+    .await;
+    seed_task(
+        p,
+        "q2",
+        "imaging",
+        json!({"n": 3}),
+        0,
+        None,
+        "cancelled",
+        0,
+        None,
+        None,
+    )
+    .await;
+    let waiting = seed_task(
+        p,
+        "q1",
+        "imaging",
+        json!({"n": 4}),
+        0,
+        None,
+        "pending",
+        0,
+        None,
+        None,
+    )
+    .await;
+    let report = absurd_client::seed::adopt(p, &RetryStrategy::none(), false)
+        .await
+        .unwrap();
+    assert_eq!((report.carried_total, report.history_copied), (1, 3));
+    let a = &in_process(&db);
+
+    let list = get(a, "/api/absurd/seed/tasks").await.json();
+    assert_eq!(list["total"], 3, "{list}");
+    assert_eq!(
+        (list["limit"].as_i64(), list["offset"].as_i64()),
+        (Some(100), Some(0))
+    );
+    let tasks = list["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 3);
+    // Newest first (the seed's creation order), without result and error.
+    assert_eq!(tasks[2]["task_id"], json!(done));
+    assert!(tasks
+        .iter()
+        .all(|t| t["result"].is_null() && t["error"].is_null()));
+    assert_eq!(tasks[2]["status"], "completed");
+    assert_eq!(tasks[2]["priority"], 3);
+    assert_eq!(tasks[2]["timeout_sec"], 60);
+    assert_eq!(tasks[2]["worker_id"], "seed-worker-1");
+    // Filters.
+    let l = get(a, "/api/absurd/seed/tasks?status=failed").await.json();
+    assert_eq!(l["total"], 1);
+    assert_eq!(l["tasks"][0]["task_id"], json!(failed));
+    assert_eq!(l["tasks"][0]["retry_count"], 1);
+    assert_eq!(
+        get(a, "/api/absurd/seed/tasks?queue_name=q2").await.json()["total"],
+        1
+    );
+    let l = get(a, "/api/absurd/seed/tasks?limit=1&offset=1")
+        .await
+        .json();
+    assert_eq!(
+        (l["total"].as_i64(), l["tasks"].as_array().unwrap().len()),
+        (Some(3), 1)
+    );
+    // One, with its result and error.
+    let t = get(a, &format!("/api/absurd/seed/tasks/{done}"))
+        .await
+        .json();
+    assert_eq!(t["result"]["outputs"]["cal"], "/data/x.cal");
+    assert_eq!(t["execution_time_sec"], 600.0);
+    let t = get(a, &format!("/api/absurd/seed/tasks/{failed}"))
+        .await
+        .json();
+    assert_eq!(t["error"], "Validation failed: MS not found");
+    // The unfinished one is an Absurd task now, not history.
+    assert_eq!(
+        get(a, &format!("/api/absurd/seed/tasks/{waiting}"))
+            .await
+            .detail(404),
+        format!("Seed task {waiting} not found")
+    );
+    let l = get(a, "/api/absurd/tasks?queue_name=q1").await.json();
+    assert_eq!(l["total"], 1);
+    assert_eq!(l["tasks"][0]["task_name"], "imaging");
+    // Bad input names the value.
+    for (path, expected) in [
+        (
+            "/api/absurd/seed/tasks?status=pending",
+            "\"pending\" is not a finished seed state",
+        ),
+        (
+            "/api/absurd/seed/tasks?limit=0",
+            "limit must be an integer between 1 and 1000, got 0",
+        ),
+        (
+            "/api/absurd/seed/tasks?offset=-1",
+            "offset must be an integer between 0 and 1000000, got -1",
+        ),
+        (
+            "/api/absurd/seed/tasks/nope",
+            "task_id \"nope\" is not a valid UUID",
+        ),
+    ] {
+        let d = get(a, path).await.detail(400);
+        assert!(d.contains(expected), "{path}: {d}");
+    }
+}
+
 /// A bounded schemathesis run against the served document, when schemathesis is installed
 /// in the test virtualenv (`scripts/setup-python` installs it), with every check: no 5xx, and
 /// every response's status code, content type, headers and body schema as documented; input

@@ -89,6 +89,323 @@ async fn migrate_refuses_a_schema_installed_by_absurdctl() {
     assert!(!history);
 }
 
+/// `migrate --adopt-seed` on a database built with the seed's own table: one transaction
+/// (a bad row leaves everything as it was), a dry run that changes nothing, the unfinished
+/// tasks carried over with their params and attempt counts into their queues, the finished
+/// ones kept read-only, and a second run that carries and copies nothing twice.
+#[tokio::test]
+async fn migrate_adopt_seed_carries_the_seeds_tasks_over_once() {
+    use common::seed_task;
+    use serde_json::json;
+    let db = TestDb::seed().await;
+    let url = db.url.as_str();
+    let p = &db.pool;
+    let pending = seed_task(
+        p,
+        "dsa110-pipeline",
+        "calibration-solve",
+        json!({"inputs": {"ms_path": "/data/a.ms"}}),
+        5,
+        Some(120),
+        "pending",
+        0,
+        None,
+        None,
+    )
+    .await;
+    let retrying = seed_task(
+        p,
+        "dsa110-pipeline",
+        "imaging",
+        json!({"n": 2}),
+        0,
+        None,
+        "retrying",
+        2,
+        None,
+        Some("first try failed"),
+    )
+    .await;
+    let claimed = seed_task(
+        p,
+        "dsa110-pipeline",
+        "conversion",
+        json!({"n": 3}),
+        0,
+        None,
+        "claimed",
+        1,
+        None,
+        None,
+    )
+    .await;
+    let odd_timeout = seed_task(
+        p,
+        "housekeeping",
+        "session-cleanup",
+        json!({}),
+        0,
+        Some(0),
+        "pending",
+        0,
+        None,
+        None,
+    )
+    .await;
+    let done = seed_task(
+        p,
+        "dsa110-pipeline",
+        "calibration-solve",
+        json!({"n": 5}),
+        0,
+        None,
+        "completed",
+        1,
+        Some(json!({"status": "success", "outputs": {"x": 1}})),
+        None,
+    )
+    .await;
+    let failed = seed_task(
+        p,
+        "dsa110-pipeline",
+        "imaging",
+        json!({"n": 6}),
+        0,
+        Some(60),
+        "failed",
+        1,
+        None,
+        Some("Validation failed: MS not found"),
+    )
+    .await;
+    seed_task(
+        p,
+        "old-queue",
+        "imaging",
+        json!({"n": 7}),
+        0,
+        None,
+        "cancelled",
+        0,
+        None,
+        None,
+    )
+    .await;
+    let seed_count = |schema: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+            "select count(*) from {schema}.tasks"
+        )))
+        .fetch_one(p)
+        .await
+        .unwrap()
+    };
+    let regclass = |name: &'static str| async move {
+        sqlx::query_scalar::<_, bool>("select to_regclass($1) is not null")
+            .bind(name)
+            .fetch_one(p)
+            .await
+            .unwrap()
+    };
+
+    // A row no Absurd task can hold stops it all, named, and nothing is changed.
+    let bad = seed_task(
+        p,
+        &"q".repeat(60),
+        "imaging",
+        json!({}),
+        0,
+        None,
+        "pending",
+        0,
+        None,
+        None,
+    )
+    .await;
+    let out = cli(url, &["migrate", "--adopt-seed"]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains(&bad.to_string()) && e.contains("the limit is 57"),
+        "{e}"
+    );
+    assert_eq!(seed_count("absurd").await, 8, "the seed is where it was");
+    assert!(
+        !regclass("absurd.absurd_host_migrations").await && !regclass("absurd_seed.tasks").await
+    );
+    sqlx::query("delete from absurd.tasks where task_id = $1")
+        .bind(bad)
+        .execute(p)
+        .await
+        .unwrap();
+
+    // The dry run reports what a run does, and changes nothing.
+    let dry = json(url, &["migrate", "--adopt-seed", "--dry-run"]);
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["renamed"], true);
+    assert_eq!(dry["carried_total"], 4, "{dry}");
+    assert_eq!(dry["history_copied"], 3, "{dry}");
+    assert_eq!(seed_count("absurd").await, 7);
+    assert!(
+        !regclass("absurd.absurd_host_migrations").await && !regclass("absurd_seed.tasks").await
+    );
+
+    let r = json(url, &["migrate", "--adopt-seed"]);
+    assert_eq!(r["dry_run"], false);
+    assert_eq!(r["renamed"], true);
+    assert_eq!(r["seed_schema"], "absurd_seed");
+    assert_eq!(r["schema_version"], "0.5.1");
+    assert!(
+        r["migrations_applied"].as_array().unwrap().len() >= 14,
+        "{r}"
+    );
+    assert_eq!(
+        r["seed_tasks"],
+        json!({"pending": 2, "retrying": 1, "claimed": 1, "completed": 1, "failed": 1, "cancelled": 1})
+    );
+    assert_eq!(
+        r["queues_created"],
+        json!(["dsa110-pipeline", "housekeeping"])
+    );
+    assert_eq!(
+        r["carried"],
+        json!([
+            {"queue_name": "dsa110-pipeline", "pending": 1, "claimed": 1, "retrying": 1},
+            {"queue_name": "housekeeping", "pending": 1, "claimed": 0, "retrying": 0}
+        ])
+    );
+    assert_eq!(r["carried_total"], 4);
+    assert_eq!(r["already_carried"], 0);
+    assert_eq!(r["timeouts_dropped"], json!([odd_timeout]));
+    assert_eq!(
+        (r["history_copied"].as_i64(), r["history_already"].as_i64()),
+        (Some(3), Some(0))
+    );
+    // The seed's table is aside, whole.
+    assert_eq!(seed_count("absurd_seed").await, 7);
+    assert_eq!(ok(&cli(url, &["schema-version"])).trim(), "0.5.1");
+
+    // Each carried task: same name and params, its attempts counted on, its timeout_sec kept.
+    let client = absurd_client::Client::new(db.pool.clone());
+    let carried: Vec<(uuid::Uuid, String, uuid::Uuid)> =
+        sqlx::query_as("select seed_task_id, queue_name, task_id from absurd.seed_carried")
+            .fetch_all(p)
+            .await
+            .unwrap();
+    assert_eq!(carried.len(), 4);
+    let new_id = |seed: uuid::Uuid| carried.iter().find(|c| c.0 == seed).unwrap().2.to_string();
+    let t = json(url, &["task", "get", &new_id(pending)]);
+    assert_eq!(t["task_name"], "calibration-solve");
+    assert_eq!(t["queue_name"], "dsa110-pipeline");
+    assert_eq!(t["params"], json!({"inputs": {"ms_path": "/data/a.ms"}}));
+    assert_eq!(t["status"], "pending");
+    assert_eq!(
+        (t["attempts"].as_i64(), t["max_attempts"].as_i64()),
+        (Some(1), Some(4))
+    );
+    assert_eq!(t["timeout_sec"], 120);
+    assert_eq!(t["headers"]["seed"]["task_id"], json!(pending));
+    assert_eq!(t["headers"]["seed"]["priority"], 5);
+    let t = json(url, &["task", "get", &new_id(retrying)]);
+    assert_eq!(
+        (t["attempts"].as_i64(), t["retry_count"].as_i64()),
+        (Some(3), Some(2))
+    );
+    assert_eq!(t["headers"]["seed"]["status"], "retrying");
+    let t = json(url, &["task", "get", &new_id(claimed)]);
+    assert_eq!(t["attempts"], 2, "the abandoned claim counts as an attempt");
+    assert_eq!(t["headers"]["seed"]["worker_id"], "seed-worker-1");
+    let t = json(url, &["task", "get", &new_id(odd_timeout)]);
+    assert_eq!(t["timeout_sec"], serde_json::Value::Null);
+    // A worker claims them in the seed's order (priority first), at their next attempt.
+    let runs = client.claim("dsa110-pipeline", "w", 30, 3).await.unwrap();
+    assert_eq!(runs[0].task_id.to_string(), new_id(pending));
+    let attempt_of = |seed| {
+        runs.iter()
+            .find(|r| r.task_id.to_string() == new_id(seed))
+            .unwrap()
+            .attempt
+    };
+    assert_eq!((attempt_of(retrying), attempt_of(claimed)), (3, 2));
+
+    // The finished ones are in the read-only history.
+    let (status, error): (String, Option<String>) =
+        sqlx::query_as("select status, error from absurd.seed_history where task_id = $1")
+            .bind(failed)
+            .fetch_one(p)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), error.as_deref()),
+        ("failed", Some("Validation failed: MS not found"))
+    );
+    let e = sqlx::query("update absurd.seed_history set status = 'completed' where task_id = $1")
+        .bind(done)
+        .execute(p)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("read-only"), "{e}");
+    let e = sqlx::query("delete from absurd.seed_history")
+        .execute(p)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("read-only"), "{e}");
+
+    // Again: nothing twice, even after a carried task was finished and cleaned up.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "delete from absurd.t_housekeeping where task_id = '{}'",
+        new_id(odd_timeout)
+    )))
+    .execute(p)
+    .await
+    .unwrap();
+    let again = json(url, &["migrate", "--adopt-seed"]);
+    assert_eq!(again["renamed"], false);
+    assert_eq!(again["migrations_applied"], json!([]));
+    assert_eq!(
+        (
+            again["carried_total"].as_i64(),
+            again["already_carried"].as_i64()
+        ),
+        (Some(0), Some(4))
+    );
+    assert_eq!(
+        (
+            again["history_copied"].as_i64(),
+            again["history_already"].as_i64()
+        ),
+        (Some(0), Some(3))
+    );
+    let text = ok(&cli(url, &["migrate", "--adopt-seed"]));
+    assert!(
+        text.contains("already `absurd_seed`") && text.contains("earlier run: 4"),
+        "{text}"
+    );
+    let n: i64 = sqlx::query_scalar("select count(*) from absurd.t_housekeeping")
+        .fetch_one(p)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "the cleaned-up task is not carried again");
+    // Plain migrate accepts the adopted database.
+    assert!(ok(&cli(url, &["migrate"])).contains("up to date"));
+}
+
+/// `--adopt-seed` refuses a database with no seed in it, and one installed by `absurdctl init`.
+#[tokio::test]
+async fn migrate_adopt_seed_refuses_what_is_not_the_seed() {
+    let db = TestDb::migrated().await;
+    let out = cli(&db.url, &["migrate", "--adopt-seed", "--dry-run"]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("no seed database to adopt"), "{e}");
+    let db = TestDb::upstream().await;
+    let out = cli(&db.url, &["migrate", "--adopt-seed"]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("did not install"), "{e}");
+    let out = cli(&db.url, &["migrate", "--dry-run"]);
+    assert!(!out.status.success(), "--dry-run needs --adopt-seed");
+}
+
 #[tokio::test]
 async fn task_and_event_commands_cover_a_task_lifecycle() {
     let db = TestDb::migrated().await;

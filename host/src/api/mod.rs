@@ -24,6 +24,7 @@ pub mod model;
 mod monitor;
 pub mod openapi;
 pub mod prometheus;
+mod seed;
 mod tasks;
 mod ui;
 
@@ -80,6 +81,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/absurd/workers/metrics"),
     ("POST", "/api/absurd/workers/{worker_id}/heartbeat"),
     ("GET", "/api/absurd/metrics"),
+    ("GET", "/api/absurd/seed/tasks"),
+    ("GET", "/api/absurd/seed/tasks/{task_id}"),
     ("GET", "/api/absurd/health"),
     ("GET", "/api/absurd/health/detailed"),
     ("GET", "/api/absurd/maintenance"),
@@ -278,6 +281,8 @@ fn method_router(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/workers") => get(tasks::workers),
         ("GET", "/workers/metrics") => get(monitor::worker_metrics),
         ("POST", "/workers/{worker_id}/heartbeat") => post(monitor::heartbeat),
+        ("GET", "/seed/tasks") => get(seed::list),
+        ("GET", "/seed/tasks/{task_id}") => get(seed::get_one),
         ("GET", "/health") => get(health::health),
         ("GET", "/health/detailed") => get(health::detailed),
         ("GET", "/maintenance") => get(maintenance::runs),

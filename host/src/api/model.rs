@@ -1677,6 +1677,152 @@ pub struct SchemaReport {
     pub schema_version: Option<String>,
 }
 
+// ---- the seed's finished tasks ---------------------------------------------------------------
+
+/// A finished task of the DSA-110 seed, kept read-only by `absurd-host migrate --adopt-seed`
+/// (`absurd.seed_history`) with the seed's own fields and states.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SeedTask {
+    pub task_id: Uuid,
+    pub queue_name: String,
+    pub task_name: String,
+    #[schema(value_type = Value)]
+    pub params: Value,
+    pub priority: i32,
+    pub timeout_sec: Option<i32>,
+    pub status: SeedStatus,
+    pub worker_id: Option<String>,
+    /// The seed's attempt count.
+    pub attempt: i32,
+    /// `attempt - 1`, as for Absurd's tasks.
+    pub retry_count: i32,
+    pub max_retries: i32,
+    /// The result (always null in listings).
+    #[schema(value_type = Value)]
+    pub result: Option<Value>,
+    /// The error text (always null in listings).
+    pub error: Option<String>,
+    #[serde(serialize_with = "rfc3339::serialize")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    pub claimed_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    pub completed_at: Option<DateTime<Utc>>,
+    pub wait_time_sec: Option<f64>,
+    pub execution_time_sec: Option<f64>,
+    /// When the adoption copied it.
+    #[serde(serialize_with = "rfc3339::serialize")]
+    pub copied_at: DateTime<Utc>,
+}
+
+/// The state of a finished seed task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SeedStatus {
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl SeedStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SeedStatus::Completed => "completed",
+            SeedStatus::Failed => "failed",
+            SeedStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl QueryValue for SeedStatus {
+    const EXPECTED: &'static str = "a finished seed state (completed, failed, cancelled)";
+    fn parse(raw: &str) -> Option<Self> {
+        [
+            SeedStatus::Completed,
+            SeedStatus::Failed,
+            SeedStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
+    }
+}
+
+impl From<&client::seed::SeedTask> for SeedTask {
+    fn from(t: &client::seed::SeedTask) -> SeedTask {
+        SeedTask {
+            task_id: t.task_id,
+            queue_name: t.queue_name.clone(),
+            task_name: t.task_name.clone(),
+            params: t.params.clone(),
+            priority: t.priority,
+            timeout_sec: t.timeout_sec,
+            status: SeedStatus::parse(&t.status).unwrap_or(SeedStatus::Failed),
+            worker_id: t.worker_id.clone(),
+            attempt: t.attempt,
+            retry_count: (t.attempt - 1).max(0),
+            max_retries: t.max_retries,
+            result: t.result.clone(),
+            error: t.error.clone(),
+            created_at: t.created_at,
+            claimed_at: t.claimed_at,
+            completed_at: t.completed_at,
+            wait_time_sec: t.wait_time_sec,
+            execution_time_sec: t.execution_time_sec,
+            copied_at: t.copied_at,
+        }
+    }
+}
+
+/// A page of the seed's finished tasks, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SeedTaskList {
+    pub tasks: Vec<SeedTask>,
+    /// Tasks matching the filter over all pages.
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// `GET /seed/tasks`: filters (combined with AND) and the page.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SeedTasksQuery {
+    /// Only this queue.
+    #[serde(default, deserialize_with = "query_strict")]
+    #[param(
+        min_length = 1,
+        max_length = 57,
+        pattern = "^[^\\u0000]*$",
+        nullable = false
+    )]
+    pub queue_name: Option<String>,
+    #[serde(default, deserialize_with = "query_strict")]
+    #[param(inline, nullable = false)]
+    pub status: Option<SeedStatus>,
+    /// Page size.
+    #[serde(default, deserialize_with = "query_strict")]
+    #[param(minimum = 1, maximum = 1000, default = 100, nullable = false)]
+    pub limit: Option<i64>,
+    /// Tasks to skip.
+    #[serde(default, deserialize_with = "query_strict")]
+    #[param(minimum = 0, maximum = 1000000, default = 0, nullable = false)]
+    pub offset: Option<i64>,
+}
+
+impl SeedTasksQuery {
+    pub fn to_filter(&self) -> Result<client::seed::SeedFilter, ApiError> {
+        if let Some(q) = &self.queue_name {
+            check_queue_name("queue_name", q)?;
+        }
+        Ok(client::seed::SeedFilter {
+            queue: self.queue_name.clone(),
+            status: self.status.map(|s| s.as_str().to_string()),
+            limit: int_in("limit", self.limit, 1, MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT),
+            offset: int_in("offset", self.offset, 0, client::seed::MAX_SEED_OFFSET)?.unwrap_or(0),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

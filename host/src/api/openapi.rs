@@ -20,7 +20,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
-use super::{health, maintenance, monitor, prometheus, tasks};
+use super::{health, maintenance, monitor, prometheus, seed, tasks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -46,6 +46,8 @@ needs `Authorization: Bearer <token>`.",
         monitor::worker_metrics,
         monitor::heartbeat,
         monitor::task_metrics,
+        seed::list,
+        seed::get_one,
         health::health,
         health::detailed,
         maintenance::runs,

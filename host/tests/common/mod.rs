@@ -86,6 +86,19 @@ impl TestDb {
         db
     }
 
+    /// A database holding the DSA-110 seed's own schema (`tests/fixtures/seed/schema.sql`,
+    /// from the pipeline spec's Appendix A), without tasks.
+    pub async fn seed() -> TestDb {
+        let db = Self::empty().await;
+        let path = repo_root().join("host/tests/fixtures/seed/schema.sql");
+        let sql = std::fs::read_to_string(&path).unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        db
+    }
+
     /// A database whose schema was installed by `absurdctl init` (the upstream SQL).
     pub async fn upstream() -> TestDb {
         let template = upstream_template().await;
@@ -179,6 +192,48 @@ async fn upstream_template() -> String {
         .await
         .unwrap();
     UPSTREAM_TEMPLATE.to_string()
+}
+
+/// A task in the seed's table, as the seed's functions leave one: `(id, queue, task name,
+/// params, priority, timeout_sec, status, worker, attempt, max_retries, result, error)`.
+#[allow(clippy::too_many_arguments)]
+pub async fn seed_task(
+    pool: &PgPool,
+    queue: &str,
+    task_name: &str,
+    params: serde_json::Value,
+    priority: i32,
+    timeout_sec: Option<i32>,
+    status: &str,
+    attempt: i32,
+    result: Option<serde_json::Value>,
+    error: Option<&str>,
+) -> uuid::Uuid {
+    let finished = ["completed", "failed", "cancelled"].contains(&status);
+    sqlx::query_scalar(
+        "insert into absurd.tasks (queue_name, task_name, params, priority, timeout_sec, status, \
+             worker_id, attempt, result, error, created_at, claimed_at, completed_at, \
+             wait_time_sec, execution_time_sec) \
+         values ($1, $2, $3, $4, $5, $6, case when $7 > 0 then 'seed-worker-1' end, $7, $8, $9, \
+             clock_timestamp() - interval '1 hour', \
+             case when $7 > 0 then clock_timestamp() - interval '50 minutes' end, \
+             case when $10 then clock_timestamp() - interval '40 minutes' end, \
+             case when $7 > 0 then 600.0 end, case when $10 then 600.0 end) \
+         returning task_id",
+    )
+    .bind(queue)
+    .bind(task_name)
+    .bind(params)
+    .bind(priority)
+    .bind(timeout_sec)
+    .bind(status)
+    .bind(attempt)
+    .bind(result)
+    .bind(error)
+    .bind(finished)
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
 
 // ---- worker processes ----------------------------------------------------------------------
