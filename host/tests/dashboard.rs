@@ -240,7 +240,20 @@ async fn dashboard_shows_queues_tasks_and_acts_from_the_page() {
     }
     let boom_in_place = spawn("boom", json!({"n": 1})).await;
     let boom_as_new = spawn("boom", json!({"n": 2})).await;
-    let nap = spawn("nap", json!({"seconds": 600})).await;
+    // With a timeout of its own (the `timeout_sec` header), which its page shows.
+    let nap = client
+        .spawn(
+            "work",
+            "nap",
+            &json!({"seconds": 600}),
+            &SpawnOptions {
+                headers: Some(json!({"timeout_sec": 300})),
+                ..once.clone()
+            },
+        )
+        .await
+        .unwrap()
+        .task_id;
 
     let config = temp_file("absurd-host.toml", CONFIG);
     let worker = WorkerProc::start(
@@ -367,6 +380,7 @@ async fn dashboard_shows_queues_tasks_and_acts_from_the_page() {
         wait(has_text("#task-error", "the fail builtin always fails")),
         wait(has_text("#view table", "w-dash")),
         wait(has_text(".failure-text", "BuiltinFailure")),
+        wait(has_text("#view .facts", "its type's")),
         shot("task.png"),
         click("#retry-task"),
         wait(has_text("#flash", "retried in place")),
@@ -378,6 +392,7 @@ async fn dashboard_shows_queues_tasks_and_acts_from_the_page() {
         // Cancel the sleeping task, confirming inline.
         url(&format!("/tasks/{nap}")),
         wait(has_text("#view .facts", "sleeping")),
+        wait(has_text("#task-timeout", "300 s")),
         click("#cancel-task"),
         click("#confirm-cancel"),
         wait(has_text("#flash", "cancelled")),
