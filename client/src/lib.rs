@@ -51,6 +51,7 @@
 //! * [`dead_letter`]: the reads behind a dead-letter queue;
 //! * [`listen`]: wake-up notifications (`LISTEN absurd_wakeup`);
 //! * [`analytics`]: statistics and health figures for dashboards;
+//! * [`schedules`]: schedule definitions (`absurd.schedules`), and firing a tick exactly once;
 //! * [`db`]: connecting, and the schema's migrations (the repository's `migrations/`,
 //!   embedded at build time);
 //! * [`types`], [`error`]: the typed rows (`sqlx::FromRow`) and the typed errors;
@@ -76,6 +77,7 @@ pub mod failure;
 pub mod jsonb;
 pub mod listen;
 pub mod protocol;
+pub mod schedules;
 pub mod types;
 pub mod vocab;
 

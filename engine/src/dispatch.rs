@@ -38,6 +38,9 @@ pub struct HostConfig {
     /// `crate::execute::native`.
     #[serde(default)]
     pub native: toml::Table,
+    /// Schedules (`[[schedules]]`), read by [`crate::schedule`].
+    #[serde(default)]
+    pub schedules: Vec<crate::schedule::ScheduleConfig>,
 }
 
 /// One `[tasks.<name>]` table: the keys every kind shares, plus the kind's own keys.

@@ -234,6 +234,20 @@ fn check_host_config(report: &mut Report, path: Option<&Path>) {
             "correct the [sandbox] table (see engine/src/execute/wasm/config.rs for its keys)",
         );
     }
+    if !config.schedules.is_empty() {
+        // The queue a schedule without `queue_name` takes does not change whether it is valid.
+        match absurd_engine::schedule::from_config(
+            &config.schedules,
+            crate::config::DEFAULT_QUEUE_NAME,
+        ) {
+            Ok(s) => report.ok("schedules", format!("{} schedule(s) declared", s.len())),
+            Err(e) => report.fail(
+                "schedules",
+                e,
+                "correct the [[schedules]] entry (README.md, \"Schedules\", lists its keys)",
+            ),
+        }
+    }
     let mut names: Vec<&String> = config.tasks.keys().collect();
     names.sort();
     for task in names {
@@ -291,6 +305,7 @@ fn check_task(
         tasks: [(task.to_string(), t.clone())].into_iter().collect(),
         sandbox: config.sandbox.clone(),
         native: config.native.clone(),
+        schedules: Vec::new(),
     };
     let base = path
         .parent()

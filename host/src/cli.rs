@@ -833,6 +833,7 @@ pub async fn run_worker(
     let config = args.config(global)?;
     let settings = args.settings(&config)?;
     let registry = absurd_engine::dispatch::Registry::load(args.config.as_ref())?;
+    let schedules = config_schedules(args, &config)?;
     if registry.is_empty() {
         tracing::warn!(
             "no task types are configured (see --config); every task will be deferred for other workers"
@@ -856,8 +857,14 @@ pub async fn run_worker(
             client.ensure_queue(q).await?;
         }
     }
+    let scheduler = start_scheduler(args, &client, &schedules, &settings, &shutdown).await?;
     if !args.api {
-        absurd_engine::worker::run(client, registry, settings, shutdown).await?;
+        let worker = absurd_engine::worker::run(client, registry, settings, shutdown.clone()).await;
+        shutdown.cancel();
+        if let Some(s) = scheduler {
+            s.await.context("scheduler task panicked")?;
+        }
+        worker?;
         return Ok(());
     }
     // The API: its own small pool, the worker's counters, stopped with the worker.
@@ -885,9 +892,82 @@ pub async fn run_worker(
     .await;
     shutdown.cancel();
     let served = api.await;
+    if let Some(s) = scheduler {
+        s.await.context("scheduler task panicked")?;
+    }
     worker?;
     served.context("API task panicked")??;
     Ok(())
+}
+
+/// The `[[schedules]]` of the worker's configuration file, checked (a schedule without
+/// `queue_name` goes to the worker's first queue).
+fn config_schedules(
+    args: &WorkerArgs,
+    config: &AbsurdConfig,
+) -> Result<Vec<absurd_engine::schedule::Schedule>> {
+    let Some(path) = &args.config else {
+        return Ok(Vec::new());
+    };
+    let file = absurd_engine::dispatch::HostConfig::load(path)?;
+    absurd_engine::schedule::from_config(&file.schedules, &config.queue_name)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Stores the file's schedules and starts the scheduler loop (unless `--no-scheduler`). A
+/// database without the schedules table (a schema installed by `absurdctl init`) runs no
+/// scheduler; a file with schedules is then refused.
+async fn start_scheduler(
+    args: &WorkerArgs,
+    client: &Client,
+    schedules: &[absurd_engine::schedule::Schedule],
+    settings: &absurd_engine::worker::WorkerSettings,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    if !client.schedules_supported().await? {
+        if !schedules.is_empty() {
+            bail!(
+                "the configuration file has [[schedules]], but the database's absurd schema has no \
+                 schedules table (absurd-host's migration 0017; a schema installed by `absurdctl init` \
+                 has none): run `absurd-host migrate`, or remove the [[schedules]]"
+            );
+        }
+        tracing::info!("no schedules table in this database (run `absurd-host migrate` for schedules); scheduler not started");
+        return Ok(None);
+    }
+    if !args.no_create_queues {
+        for s in schedules {
+            client.ensure_queue(&s.queue_name).await?;
+        }
+    }
+    absurd_engine::schedule::install_config(client, schedules).await?;
+    let in_file: std::collections::HashSet<&str> =
+        schedules.iter().map(|s| s.name.as_str()).collect();
+    for row in client
+        .list_schedules(absurd_engine::schedule::MAX_SCHEDULES)
+        .await?
+    {
+        if row.source == "config" && !in_file.contains(row.schedule_name.as_str()) {
+            tracing::info!(
+                schedule = %row.schedule_name,
+                "schedule from a configuration file that this worker's file does not define; \
+                 if it is obsolete, delete it (DELETE /api/absurd/schedules/{{name}})"
+            );
+        }
+    }
+    if args.no_scheduler {
+        tracing::info!("--no-scheduler: this worker fires no schedule");
+        return Ok(None);
+    }
+    let sched_settings = absurd_engine::schedule::SchedulerSettings::new(
+        settings.poll_interval,
+        settings.default_max_attempts,
+    );
+    Ok(Some(tokio::spawn(absurd_engine::schedule::run(
+        client.clone(),
+        sched_settings,
+        shutdown.clone(),
+    ))))
 }
 
 fn api_settings(args: &ApiArgs, config: &AbsurdConfig) -> Result<crate::api::ApiSettings> {

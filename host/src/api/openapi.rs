@@ -19,7 +19,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
-use super::{health, prometheus, tasks};
+use super::{health, prometheus, schedules, tasks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -42,6 +42,11 @@ needs `Authorization: Bearer <token>`.",
         tasks::queue_stats,
         tasks::queue_throughput,
         tasks::workers,
+        schedules::list,
+        schedules::get_one,
+        schedules::create,
+        schedules::replace,
+        schedules::delete,
         health::health,
         health::detailed,
         prometheus::metrics,
@@ -54,6 +59,7 @@ needs `Authorization: Bearer <token>`.",
         (name = "tasks", description = "Spawn, list, inspect, cancel and retry tasks"),
         (name = "events", description = "Wake tasks waiting for an event"),
         (name = "queues", description = "Queues, their statistics and throughput, and the workers serving them"),
+        (name = "schedules", description = "Cron schedules that spawn tasks, each tick once across every worker"),
         (name = "health", description = "Liveness and the detailed health report"),
         (name = "meta", description = "Prometheus metrics and this document"),
     )
@@ -93,8 +99,12 @@ fn error_response(description: &str) -> RefOr<Response> {
 impl Modify for CommonResponses {
     fn modify(&self, doc: &mut Document) {
         for (path, item) in doc.paths.paths.iter_mut() {
-            let ops: [&mut Option<Operation>; 3] =
-                [&mut item.get, &mut item.post, &mut item.delete];
+            let ops: [&mut Option<Operation>; 4] = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+            ];
             for op in ops.into_iter().flatten() {
                 let free = op.operation_id.as_deref() == Some("health");
                 let reads_database = path.starts_with("/api/absurd/")
