@@ -166,10 +166,148 @@ pub fn check_name(name: &str) -> Result<(), ScheduleError> {
     Ok(())
 }
 
-/// Parses a five-field cron expression (minute hour day-of-month month day-of-week; names
-/// such as `MON` and `JAN`, `L`, `W` and `#` as croner reads them) or a nickname (`@hourly`,
-/// `@daily`, `@midnight`, `@weekly`, `@monthly`, `@yearly`, `@annually`), and checks that it
-/// ever fires.
+/// One field of a cron expression: its name, its values, and the pattern of one number.
+struct Field {
+    name: &'static str,
+    min: u32,
+    max: u32,
+    number: &'static str,
+}
+
+const FIELDS: [Field; 5] = [
+    Field {
+        name: "minute",
+        min: 0,
+        max: 59,
+        number: "[0-5]?[0-9]",
+    },
+    Field {
+        name: "hour",
+        min: 0,
+        max: 23,
+        number: "(?:[01]?[0-9]|2[0-3])",
+    },
+    Field {
+        name: "day-of-month",
+        min: 1,
+        max: 31,
+        number: "(?:0?[1-9]|[12][0-9]|3[01])",
+    },
+    Field {
+        name: "month",
+        min: 1,
+        max: 12,
+        number: "(?:0?[1-9]|1[0-2])",
+    },
+    // 0 and 7 are Sunday.
+    Field {
+        name: "day-of-week",
+        min: 0,
+        max: 7,
+        number: "[0-7]",
+    },
+];
+
+/// The nicknames, with what they stand for.
+const NICKNAMES: [(&str, &str); 7] = [
+    ("@hourly", "0 * * * *"),
+    ("@daily", "0 0 * * *"),
+    ("@midnight", "0 0 * * *"),
+    ("@weekly", "0 0 * * 0"),
+    ("@monthly", "0 0 1 * *"),
+    ("@yearly", "0 0 1 1 *"),
+    ("@annually", "0 0 1 1 *"),
+];
+
+/// A step: 1 to 99.
+const STEP: &str = "[1-9][0-9]?";
+
+/// The regular expression of every cron expression [`parse_cron`] accepts (the API's OpenAPI
+/// document gives it as the `cron` field's pattern).
+pub fn cron_pattern() -> String {
+    let fields: Vec<String> = FIELDS
+        .iter()
+        .map(|f| {
+            let n = f.number;
+            let item = format!("(?:\\*(?:/{STEP})?|{n}(?:-{n}(?:/{STEP})?)?)");
+            format!("{item}(?:,{item})*")
+        })
+        .collect();
+    let nicknames: Vec<&str> = NICKNAMES.iter().map(|(n, _)| &n[1..]).collect();
+    format!("^(?:{}|@(?:{}))$", fields.join(" +"), nicknames.join("|"))
+}
+
+/// One number of a field: 1 or 2 digits (1 for the day of the week), within its values.
+fn number(f: &Field, text: &str) -> Option<u32> {
+    let digits = if f.max < 10 { 1 } else { 2 };
+    if text.is_empty() || text.len() > digits || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok().filter(|n| (f.min..=f.max).contains(n))
+}
+
+/// The values of one field, or `None` for a field that is exactly `*` (unrestricted, which
+/// matters for the day fields: as in Vixie cron, a day matches when either restricted day
+/// field does).
+fn field_values(f: &Field, text: &str) -> Result<Option<Vec<u32>>, String> {
+    if text == "*" {
+        return Ok(None);
+    }
+    // Sunday is 0 and 7; the cycle of the week is 0..=6.
+    let (min, max) = if f.max == 7 { (0, 6) } else { (f.min, f.max) };
+    let norm = |n: u32| if f.max == 7 && n == 7 { 0 } else { n };
+    let mut out = Vec::new();
+    for item in text.split(',') {
+        let bad_item = || {
+            format!("{} field item {item:?} is not *, */S, N, N-M or N-M/S with N and M in {}-{} and S in 1-99", f.name, f.min, f.max)
+        };
+        let (base, step) = match item.split_once('/') {
+            Some((b, st)) => {
+                let ok = !st.is_empty()
+                    && st.len() <= 2
+                    && !st.starts_with('0')
+                    && st.bytes().all(|c| c.is_ascii_digit());
+                if !ok {
+                    return Err(bad_item());
+                }
+                (b, Some(st.parse::<u32>().map_err(|_| bad_item())?))
+            }
+            None => (item, None),
+        };
+        // The values in order, from the start of the range (a range may wrap: 22-2 is
+        // 22, 23, 0, 1, 2).
+        let seq: Vec<u32> = if base == "*" {
+            (min..=max).collect()
+        } else if let Some((a, b)) = base.split_once('-') {
+            let (a, b) = match (number(f, a), number(f, b)) {
+                (Some(a), Some(b)) => (norm(a), norm(b)),
+                _ => return Err(bad_item()),
+            };
+            if a <= b {
+                (a..=b).collect()
+            } else {
+                (a..=max).chain(min..=b).collect()
+            }
+        } else {
+            if step.is_some() {
+                return Err(bad_item());
+            }
+            vec![norm(number(f, base).ok_or_else(bad_item)?)]
+        };
+        let step = step.unwrap_or(1) as usize;
+        out.extend(seq.into_iter().step_by(step));
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(Some(out))
+}
+
+/// Parses a cron expression: five fields separated by spaces, minute (0-59) hour (0-23)
+/// day-of-month (1-31) month (1-12) day-of-week (0-7, 0 and 7 being Sunday), each a comma list
+/// of `*`, `*/S`, `N`, `N-M` or `N-M/S` (a range may wrap, as `22-2`; S from 1 to 99), or one of
+/// `@hourly`, `@daily`, `@midnight`, `@weekly`, `@monthly`, `@yearly`, `@annually`. A day
+/// matches when either day field does unless one of them is `*` (as in Vixie cron). Exactly
+/// what [`cron_pattern`] matches, surrounding spaces aside; croner evaluates it.
 pub fn parse_cron(text: &str) -> Result<Cron, ScheduleError> {
     if text.len() > MAX_TEXT_BYTES {
         return Err(bad(
@@ -180,26 +318,49 @@ pub fn parse_cron(text: &str) -> Result<Cron, ScheduleError> {
             ),
         ));
     }
+    let refuse = |why: String| {
+        bad(
+            "cron",
+            format!(
+                "cron {text:?} is not a cron expression: {why}. Use five fields, minute hour day-of-month month day-of-week, e.g. \"0 * * * *\", or @hourly, @daily, @weekly, @monthly, @yearly"
+            ),
+        )
+    };
+    let trimmed = text.trim_matches(|c: char| c.is_ascii_whitespace());
+    let expanded = match NICKNAMES.iter().find(|(n, _)| *n == trimmed) {
+        Some((_, e)) => *e,
+        None if trimmed.starts_with('@') => {
+            return Err(refuse(format!("unknown nickname {trimmed:?}")))
+        }
+        None => trimmed,
+    };
+    if expanded.contains(|c: char| c.is_whitespace() && c != ' ') {
+        return Err(refuse("fields are separated by spaces".into()));
+    }
+    let parts: Vec<&str> = expanded.split(' ').filter(|p| !p.is_empty()).collect();
+    if parts.len() != 5 {
+        return Err(refuse(format!("{} fields, not 5", parts.len())));
+    }
+    let mut canonical = Vec::with_capacity(5);
+    for (f, part) in FIELDS.iter().zip(&parts) {
+        canonical.push(match field_values(f, part).map_err(refuse)? {
+            None => "*".to_string(),
+            Some(v) => v.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+        });
+    }
     let parser = CronParser::builder()
         .seconds(Seconds::Disallowed)
         .year(Year::Disallowed)
         .build();
-    let cron = parser.parse(text).map_err(|e| {
-        bad(
-            "cron",
-            format!(
-                "cron {text:?} is not a cron expression ({e}); use five fields, minute hour day-of-month month day-of-week, e.g. \"0 * * * *\", or @hourly/@daily/@weekly/@monthly/@yearly"
-            ),
-        )
-    })?;
+    parser
+        .parse(&canonical.join(" "))
+        .map_err(|e| refuse(e.to_string()))
+}
+
+/// Whether a parsed cron expression never fires (`0 0 31 2 *`: no February 31st).
+pub fn never_fires(cron: &Cron) -> bool {
     let from = DateTime::<Utc>::from_timestamp(0, 0).expect("the epoch");
-    if cron.find_next_occurrence(&from, false).is_err() {
-        return Err(bad(
-            "cron",
-            format!("cron {text:?} never fires (no date matches it)"),
-        ));
-    }
-    Ok(cron)
+    cron.find_next_occurrence(&from, false).is_err()
 }
 
 /// Parses an IANA time zone name (`UTC`, `Europe/Berlin`, `America/Los_Angeles`).
@@ -259,7 +420,10 @@ impl Schedule {
         let catch_up = def.catch_up.parse().map_err(|m| bad("catch_up", m))?;
         Ok(Schedule {
             name: def.schedule_name.clone(),
-            cron_text: def.cron.clone(),
+            cron_text: def
+                .cron
+                .trim_matches(|c: char| c.is_ascii_whitespace())
+                .to_string(),
             cron,
             timezone,
             task_name: def.task_name.clone(),
@@ -268,6 +432,12 @@ impl Schedule {
             catch_up,
             enabled: def.enabled,
         })
+    }
+
+    /// True when no date matches the cron expression (a schedule that never fires is kept,
+    /// and reported: the API answers a warning, the worker logs one).
+    pub fn never_fires(&self) -> bool {
+        never_fires(&self.cron)
     }
 
     /// The stored schedule's definition, checked.
@@ -428,6 +598,9 @@ pub fn from_config(
 /// so restarting workers never fire a tick twice.
 pub async fn install_config(client: &Client, schedules: &[Schedule]) -> Result<(), ClientError> {
     for s in schedules {
+        if s.never_fires() {
+            tracing::warn!(schedule = %s.name, cron = %s.cron_text, "this cron expression never fires: no date matches it");
+        }
         match client
             .upsert_config_schedule(&s.definition(), MAX_SCHEDULES)
             .await?
@@ -443,10 +616,12 @@ pub async fn install_config(client: &Client, schedules: &[Schedule]) -> Result<(
                 "a schedule of this name was made through the API; the configuration file's definition replaces it"
             ),
             Some(ConfigUpsert::Unchanged) => {}
-            None => return Err(ClientError::InvalidInput(format!(
+            None => {
+                return Err(ClientError::InvalidInput(format!(
                 "schedule {:?}: the database already holds {MAX_SCHEDULES} schedules (the limit)",
                 s.name
-            ))),
+            )))
+            }
         }
     }
     Ok(())
@@ -676,8 +851,16 @@ mod tests {
         assert_eq!(e.field, "cron", "six fields (seconds) are refused");
         let e = Schedule::new(&def("61 * * * *", "UTC", "skip")).unwrap_err();
         assert!(e.message.contains("61"), "{e}");
-        let e = Schedule::new(&def("0 0 31 2 *", "UTC", "skip")).unwrap_err();
-        assert!(e.message.contains("never fires"), "{e}");
+        // Valid, but no date matches: kept (and reported), never planned.
+        let never = Schedule::new(&def("0 0 31 2 *", "UTC", "all")).unwrap();
+        assert!(never.never_fires());
+        assert_eq!(never.plan(at(0, 0), at(23, 0), 100), Plan::default());
+        let e = Schedule::new(&def("5/10 * * * *", "UTC", "skip")).unwrap_err();
+        assert!(e.message.contains("\"5/10\""), "{e}");
+        let e = Schedule::new(&def("0 0 * * 07", "UTC", "skip")).unwrap_err();
+        assert!(e.message.contains("day-of-week"), "{e}");
+        let e = Schedule::new(&def("@fortnightly", "UTC", "skip")).unwrap_err();
+        assert!(e.message.contains("@fortnightly"), "{e}");
         let e = Schedule::new(&def("0 * * * *", "Mars/Olympus", "skip")).unwrap_err();
         assert_eq!(e.field, "timezone");
         assert!(e.message.contains("\"Mars/Olympus\""), "{e}");
@@ -688,6 +871,26 @@ mod tests {
         d.schedule_name = "has space".into();
         assert_eq!(Schedule::new(&d).unwrap_err().field, "name");
         assert!(Schedule::new(&def("@hourly", "Europe/Berlin", "all")).is_ok());
+    }
+
+    #[test]
+    fn ranges_wrap_and_steps_count_from_the_start() {
+        let s = Schedule::new(&def("0 22-2/2 * * *", "UTC", "all")).unwrap();
+        // 22, 0, 2.
+        let ticks = s.plan(at(0, 30), at(23, 59), 100).spawn;
+        assert_eq!(ticks, vec![at(2, 0), at(22, 0)]);
+        // Sunday is 0 and 7; 2030-01-06 is a Sunday.
+        let sun = Schedule::new(&def("0 12 * * 7", "UTC", "skip")).unwrap();
+        assert_eq!(
+            sun.next_after(at(0, 0)),
+            Some(Utc.with_ymd_and_hms(2030, 1, 6, 12, 0, 0).unwrap())
+        );
+        assert_eq!(
+            Schedule::new(&def(" @daily ", "UTC", "skip"))
+                .unwrap()
+                .cron_text,
+            "@daily"
+        );
     }
 
     #[test]

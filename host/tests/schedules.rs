@@ -605,7 +605,7 @@ async fn the_api_creates_lists_replaces_and_deletes_schedules() {
     // Bad values: 400 naming the value.
     for (field, value, needle) in [
         ("cron", json!("every hour"), "\"every hour\""),
-        ("cron", json!("0 0 31 2 *"), "never fires"),
+        ("cron", json!("5/10 * * * *"), "\"5/10 * * * *\""),
         ("timezone", json!("Mars/Olympus"), "\"Mars/Olympus\""),
         ("catch_up", json!("some"), "some"),
         ("name", json!("has space"), "\"has space\""),
@@ -623,6 +623,19 @@ async fn the_api_creates_lists_replaces_and_deletes_schedules() {
     body["queue_name"] = json!("nowhere");
     let (status, _) = call(&api, "POST", "/api/absurd/schedules", Some(body)).await;
     assert_eq!(status, 404);
+    // No date matches: kept, with a warning, and no next run.
+    let mut body = base.clone();
+    body["name"] = json!("never");
+    body["cron"] = json!("0 0 31 2 *");
+    let (status, v) = call(&api, "POST", "/api/absurd/schedules", Some(body)).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["next_run_at"], Value::Null);
+    assert!(
+        v["warnings"][0].as_str().unwrap().contains("never fires"),
+        "{v}"
+    );
+    let (status, _) = call(&api, "DELETE", "/api/absurd/schedules/never", None).await;
+    assert_eq!(status, 200);
 
     let (status, v) = call(&api, "GET", "/api/absurd/schedules", None).await;
     assert_eq!(status, 200);

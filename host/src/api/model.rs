@@ -1412,12 +1412,14 @@ pub struct ScheduleCreate {
         pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
     )]
     pub name: String,
-    /// Five fields, minute hour day-of-month month day-of-week (`0 * * * *`: hourly), or
-    /// `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`.
+    /// Five fields separated by spaces, minute (0-59) hour (0-23) day-of-month (1-31) month
+    /// (1-12) day-of-week (0-7, 0 and 7 are Sunday), each a comma list of `*`, `*/S`, `N`,
+    /// `N-M` or `N-M/S` (a range may wrap, as `22-2`), or `@hourly`, `@daily`, `@midnight`,
+    /// `@weekly`, `@monthly`, `@yearly`, `@annually`. `0 * * * *` is hourly.
     #[schema(
         min_length = 1,
         max_length = 255,
-        pattern = "^[^\\u0000]*\\S[^\\u0000]*$"
+        pattern = r"^(?:(?:\*(?:/[1-9][0-9]?)?|[0-5]?[0-9](?:-[0-5]?[0-9](?:/[1-9][0-9]?)?)?)(?:,(?:\*(?:/[1-9][0-9]?)?|[0-5]?[0-9](?:-[0-5]?[0-9](?:/[1-9][0-9]?)?)?))* +(?:\*(?:/[1-9][0-9]?)?|(?:[01]?[0-9]|2[0-3])(?:-(?:[01]?[0-9]|2[0-3])(?:/[1-9][0-9]?)?)?)(?:,(?:\*(?:/[1-9][0-9]?)?|(?:[01]?[0-9]|2[0-3])(?:-(?:[01]?[0-9]|2[0-3])(?:/[1-9][0-9]?)?)?))* +(?:\*(?:/[1-9][0-9]?)?|(?:0?[1-9]|[12][0-9]|3[01])(?:-(?:0?[1-9]|[12][0-9]|3[01])(?:/[1-9][0-9]?)?)?)(?:,(?:\*(?:/[1-9][0-9]?)?|(?:0?[1-9]|[12][0-9]|3[01])(?:-(?:0?[1-9]|[12][0-9]|3[01])(?:/[1-9][0-9]?)?)?))* +(?:\*(?:/[1-9][0-9]?)?|(?:0?[1-9]|1[0-2])(?:-(?:0?[1-9]|1[0-2])(?:/[1-9][0-9]?)?)?)(?:,(?:\*(?:/[1-9][0-9]?)?|(?:0?[1-9]|1[0-2])(?:-(?:0?[1-9]|1[0-2])(?:/[1-9][0-9]?)?)?))* +(?:\*(?:/[1-9][0-9]?)?|[0-7](?:-[0-7](?:/[1-9][0-9]?)?)?)(?:,(?:\*(?:/[1-9][0-9]?)?|[0-7](?:-[0-7](?:/[1-9][0-9]?)?)?))*|@(?:hourly|daily|midnight|weekly|monthly|yearly|annually))$"
     )]
     pub cron: String,
     /// Default `UTC`.
@@ -1469,12 +1471,14 @@ impl ScheduleCreate {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSpec {
-    /// Five fields, minute hour day-of-month month day-of-week (`0 * * * *`: hourly), or
-    /// `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`.
+    /// Five fields separated by spaces, minute (0-59) hour (0-23) day-of-month (1-31) month
+    /// (1-12) day-of-week (0-7, 0 and 7 are Sunday), each a comma list of `*`, `*/S`, `N`,
+    /// `N-M` or `N-M/S` (a range may wrap, as `22-2`), or `@hourly`, `@daily`, `@midnight`,
+    /// `@weekly`, `@monthly`, `@yearly`, `@annually`. `0 * * * *` is hourly.
     #[schema(
         min_length = 1,
         max_length = 255,
-        pattern = "^[^\\u0000]*\\S[^\\u0000]*$"
+        pattern = r"^(?:(?:\*(?:/[1-9][0-9]?)?|[0-5]?[0-9](?:-[0-5]?[0-9](?:/[1-9][0-9]?)?)?)(?:,(?:\*(?:/[1-9][0-9]?)?|[0-5]?[0-9](?:-[0-5]?[0-9](?:/[1-9][0-9]?)?)?))* +(?:\*(?:/[1-9][0-9]?)?|(?:[01]?[0-9]|2[0-3])(?:-(?:[01]?[0-9]|2[0-3])(?:/[1-9][0-9]?)?)?)(?:,(?:\*(?:/[1-9][0-9]?)?|(?:[01]?[0-9]|2[0-3])(?:-(?:[01]?[0-9]|2[0-3])(?:/[1-9][0-9]?)?)?))* +(?:\*(?:/[1-9][0-9]?)?|(?:0?[1-9]|[12][0-9]|3[01])(?:-(?:0?[1-9]|[12][0-9]|3[01])(?:/[1-9][0-9]?)?)?)(?:,(?:\*(?:/[1-9][0-9]?)?|(?:0?[1-9]|[12][0-9]|3[01])(?:-(?:0?[1-9]|[12][0-9]|3[01])(?:/[1-9][0-9]?)?)?))* +(?:\*(?:/[1-9][0-9]?)?|(?:0?[1-9]|1[0-2])(?:-(?:0?[1-9]|1[0-2])(?:/[1-9][0-9]?)?)?)(?:,(?:\*(?:/[1-9][0-9]?)?|(?:0?[1-9]|1[0-2])(?:-(?:0?[1-9]|1[0-2])(?:/[1-9][0-9]?)?)?))* +(?:\*(?:/[1-9][0-9]?)?|[0-7](?:-[0-7](?:/[1-9][0-9]?)?)?)(?:,(?:\*(?:/[1-9][0-9]?)?|[0-7](?:-[0-7](?:/[1-9][0-9]?)?)?))*|@(?:hourly|daily|midnight|weekly|monthly|yearly|annually))$"
     )]
     pub cron: String,
     /// Default `UTC`.
@@ -1521,7 +1525,7 @@ impl ScheduleSpec {
             enabled: self.enabled.unwrap_or(true),
         };
         match absurd_engine::schedule::Schedule::new(&def) {
-            Ok(_) => Ok(def),
+            Ok(s) => Ok(s.definition()),
             Err(e) if e.field == "params" && e.message.contains("limit") => Err(ApiError::new(
                 axum::http::StatusCode::PAYLOAD_TOO_LARGE,
                 e.message,
@@ -1565,29 +1569,37 @@ pub struct ScheduleInfo {
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "rfc3339::serialize")]
     pub updated_at: DateTime<Utc>,
+    /// What is odd about the schedule: a cron expression that no date matches never fires.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl ScheduleInfo {
     /// The row as the API shows it; `now` (the database clock) places the next run.
     pub fn new(row: &absurd_client::schedules::ScheduleRow, now: DateTime<Utc>) -> ScheduleInfo {
         use absurd_engine::schedule::{CatchUp, Schedule, SKIP_GRACE};
-        let next_run_at = Schedule::from_row(row)
-            .ok()
-            .filter(|s| s.enabled)
-            .and_then(|s| {
-                let from = match s.catch_up {
-                    // A tick later than the grace is skipped: the next is after that.
-                    CatchUp::Skip => row
-                        .last_tick
-                        .max(now - chrono::Duration::from_std(SKIP_GRACE).unwrap_or_default()),
-                    CatchUp::One => match s.latest_at_or_before(now) {
-                        Some(t) if t > row.last_tick => return Some(t),
-                        _ => row.last_tick,
-                    },
-                    CatchUp::All => row.last_tick,
-                };
-                s.next_after(from)
-            });
+        let checked = Schedule::from_row(row).ok();
+        let warnings = match &checked {
+            Some(s) if s.never_fires() => vec![format!(
+                "cron {:?} never fires: no date matches it",
+                row.cron
+            )],
+            _ => vec![],
+        };
+        let next_run_at = checked.filter(|s| s.enabled).and_then(|s| {
+            let from = match s.catch_up {
+                // A tick later than the grace is skipped: the next is after that.
+                CatchUp::Skip => row
+                    .last_tick
+                    .max(now - chrono::Duration::from_std(SKIP_GRACE).unwrap_or_default()),
+                CatchUp::One => match s.latest_at_or_before(now) {
+                    Some(t) if t > row.last_tick => return Some(t),
+                    _ => row.last_tick,
+                },
+                CatchUp::All => row.last_tick,
+            };
+            s.next_after(from)
+        });
         ScheduleInfo {
             name: row.schedule_name.clone(),
             cron: row.cron.clone(),
@@ -1610,6 +1622,7 @@ impl ScheduleInfo {
             next_run_at,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            warnings,
         }
     }
 }
@@ -1641,6 +1654,18 @@ mod tests {
             let ours = TaskState::from(s);
             assert_eq!(client::State::from(ours), s);
             assert_eq!(serde_json::to_value(ours).unwrap(), s.as_str());
+        }
+    }
+
+    #[test]
+    fn the_documented_cron_pattern_is_the_parsers() {
+        let doc = crate::api::openapi::document();
+        for schema in ["ScheduleCreate", "ScheduleSpec"] {
+            assert_eq!(
+                doc["components"]["schemas"][schema]["properties"]["cron"]["pattern"],
+                absurd_engine::schedule::cron_pattern(),
+                "{schema}"
+            );
         }
     }
 
