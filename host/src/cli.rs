@@ -928,8 +928,9 @@ async fn start_scheduler(
         if !schedules.is_empty() {
             bail!(
                 "the configuration file has [[schedules]], but the database's absurd schema has no \
-                 schedules table (absurd-host's migration 0017; a schema installed by `absurdctl init` \
-                 has none): run `absurd-host migrate`, or remove the [[schedules]]"
+                 schedules table (absurd-host's migration 0017): run `absurd-host migrate` if \
+                 absurd-host installed the schema; a schema installed by `absurdctl init` has no \
+                 schedules, so remove the [[schedules]] to run on it"
             );
         }
         tracing::info!("no schedules table in this database (run `absurd-host migrate` for schedules); scheduler not started");

@@ -742,3 +742,30 @@ async fn the_file_takes_over_a_schedule_of_the_same_name() {
         2
     );
 }
+
+/// A schema installed by `absurdctl init` has no schedules table: a worker whose file has
+/// `[[schedules]]` refuses to start and says why; the API answers 503 for schedules.
+#[tokio::test]
+async fn a_schema_without_the_schedules_table_is_told_apart() {
+    let db = TestDb::upstream().await;
+    let config = temp_file(
+        "sched.toml",
+        "[tasks.echo]\nkind = \"builtin\"\n\n\
+         [[schedules]]\nname = \"hourly\"\ncron = \"@hourly\"\ntask_name = \"echo\"\n",
+    );
+    let mut w = common::WorkerProc::start(&db.url, &config, &["--queue", "q"]);
+    let status = w
+        .wait_exit(Duration::from_secs(60))
+        .expect("the worker exits");
+    assert!(!status.success());
+    assert!(
+        w.log_text().contains("no schedules table"),
+        "{}",
+        w.log_text()
+    );
+    let settings = ApiSettings::default();
+    let pool = absurd_host::api::lazy_pool(&db.url, settings.statement_timeout).unwrap();
+    let api = absurd_host::api::router(Client::new(pool), settings, Counters::default());
+    let (status, v) = call(&api, "GET", "/api/absurd/schedules", None).await;
+    assert_eq!(status, 503, "{v}");
+}
