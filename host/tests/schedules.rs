@@ -769,3 +769,44 @@ async fn a_schema_without_the_schedules_table_is_told_apart() {
     let (status, v) = call(&api, "GET", "/api/absurd/schedules", None).await;
     assert_eq!(status, 503, "{v}");
 }
+
+/// At most 1000 schedules: the API answers 409 naming the limit, and so does a worker's file.
+#[tokio::test]
+async fn the_number_of_schedules_is_bounded() {
+    let db = TestDb::migrated().await;
+    let client = Client::new(db.pool.clone());
+    client.create_queue("sched").await.unwrap();
+    sqlx::query(
+        "insert into absurd.schedules (schedule_name, cron, task_name, queue_name, source) \
+         select 's' || i, '@yearly', 'echo', 'sched', 'api' from generate_series(1, $1) i",
+    )
+    .bind(MAX_SCHEDULES)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let settings = ApiSettings::default();
+    let pool = absurd_host::api::lazy_pool(&db.url, settings.statement_timeout).unwrap();
+    let api = absurd_host::api::router(Client::new(pool), settings, Counters::default());
+    let body =
+        json!({"name": "one-more", "cron": "@hourly", "task_name": "echo", "queue_name": "sched"});
+    let (status, v) = call(&api, "POST", "/api/absurd/schedules", Some(body)).await;
+    assert_eq!(status, 409, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("1000"), "{v}");
+    let e = absurd_engine::schedule::install_config(
+        &client,
+        &absurd_engine::schedule::from_config(
+            &[toml::from_str::<absurd_engine::schedule::ScheduleConfig>(
+                "name = \"from-file\"\ncron = \"@hourly\"\ntask_name = \"echo\"\n",
+            )
+            .unwrap()],
+            "sched",
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("1000"), "{e}");
+    // A pass reads at most the limit, and the list answers them all.
+    let (status, v) = call(&api, "GET", "/api/absurd/schedules", None).await;
+    assert_eq!((status, v["total"].clone()), (200, json!(1000)));
+}
