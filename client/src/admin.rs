@@ -11,7 +11,7 @@ use crate::client::{check_queue_name, quote_literal, table, Client};
 use crate::error::{ClientError, Result};
 use crate::types::{
     Checkpoint, CleanupRow, RetryOptions, RunInfo, SpawnOptions, Spawned, TaskDetails, TaskFilter,
-    TaskPage, TaskResult, TaskSummary, WaitInfo, MAX_SEARCH_CHARS,
+    TaskPage, TaskResult, TaskSummary, WaitInfo, MAX_LISTED_PARAMS_BYTES, MAX_SEARCH_CHARS,
 };
 
 /// The columns of [`TaskSummary`] but its queue name, in a task table.
@@ -219,8 +219,17 @@ impl Client {
             .fetch_all(&self.pool)
             .await
             .map_err(q)?;
+        let mut summary = row.summary;
+        // The params are the details' own; the last run's figures are the listing's.
+        summary.params = None;
+        summary.params_bytes = None;
+        if let Some(last) = runs.last() {
+            summary.claimed_at = last.started_at;
+            summary.completed_at = last.completed_at.or(last.failed_at);
+            summary.worker_id = last.claimed_by.clone();
+        }
         Ok(Some(TaskDetails {
-            summary: row.summary,
+            summary,
             params: row.params.unwrap_or(Value::Null),
             headers: row.headers,
             retry_strategy: row.retry_strategy,
@@ -300,23 +309,40 @@ impl Client {
             });
         }
         // One union over the selected queues; $1 = state, $2 = task name, $3/$4 = enqueued
-        // after/before, $5 = params search pattern; the page adds $6 = cursor, $7 = limit.
-        let per_queue: Vec<String> = queues
-            .iter()
-            .map(|q| {
+        // after/before, $5 = params search pattern; the page adds $6 = cursor, $7 = limit,
+        // $8 = the largest params listed.
+        let retrying = |q: &str| {
+            if filter.retrying {
+                // Waiting for a retry: past the first attempt, the current one not started.
                 format!(
-                    "select {lit} as queue_name, {TASK_COLUMNS} from {t} \
-                     where ($1::text is null or state = $1) and ($2::text is null or task_name = $2) \
-                       and ($3::timestamptz is null or enqueue_at >= $3) \
-                       and ($4::timestamptz is null or enqueue_at < $4) \
-                       and ($5::text is null or params::text ilike $5 escape '\\')",
-                    lit = quote_literal(q),
-                    t = table("t", q)
+                    " and state in ('pending', 'sleeping') and attempts > 1 \
+                     and exists (select 1 from {r} r where r.run_id = last_attempt_run \
+                                 and r.started_at is null)",
+                    r = table("r", q)
                 )
-            })
-            .collect();
-        let union = per_queue.join(" union all ");
-        let count_sql = format!("select count(*) from ({union}) x");
+            } else {
+                String::new()
+            }
+        };
+        let per_queue = |extra: &str| -> String {
+            queues
+                .iter()
+                .map(|q| {
+                    format!(
+                        "select {lit} as queue_name, {TASK_COLUMNS}{extra} from {t} \
+                         where ($1::text is null or state = $1) and ($2::text is null or task_name = $2) \
+                           and ($3::timestamptz is null or enqueue_at >= $3) \
+                           and ($4::timestamptz is null or enqueue_at < $4) \
+                           and ($5::text is null or params::text ilike $5 escape '\\'){retrying}",
+                        lit = quote_literal(q),
+                        t = table("t", q),
+                        retrying = retrying(q),
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" union all ")
+        };
+        let count_sql = format!("select count(*) from ({}) x", per_queue(""));
         let state = filter.state.map(|s| s.as_str().to_string());
         let qerr = |e| ClientError::from_sqlx(e, filter.queue.as_deref());
         let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql))
@@ -328,9 +354,36 @@ impl Client {
             .fetch_one(&self.pool)
             .await
             .map_err(qerr)?;
+        // The page, then for its rows only: the last run (one index probe in its queue's run
+        // table) and the params when they are small enough to list.
+        let last_run = queues
+            .iter()
+            .map(|q| {
+                format!(
+                    "select r.started_at as claimed_at, coalesce(r.completed_at, r.failed_at) as completed_at, \
+                       r.claimed_by as worker_id \
+                     from {r} r where p.queue_name = {lit} and r.run_id = p.last_attempt_run",
+                    r = table("r", q),
+                    lit = quote_literal(q),
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" union all ");
+        let columns = TASK_COLUMNS
+            .split(',')
+            .map(|c| format!("p.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
         let page_sql = format!(
-            "select * from ({union}) x where ($6::uuid is null or task_id < $6) \
-             order by task_id desc limit $7"
+            "with p as (select * from ({union}) x where ($6::uuid is null or task_id < $6) \
+                        order by task_id desc limit $7) \
+             select p.queue_name, {columns}, lr.claimed_at, lr.completed_at, lr.worker_id, \
+               case when s.n <= $8 then p.listed_params end as params, s.n::int8 as params_bytes \
+             from p \
+               cross join lateral (select octet_length(p.listed_params::text) as n) s \
+               left join lateral ({last_run}) lr on true \
+             order by p.task_id desc",
+            union = per_queue(", params as listed_params"),
         );
         let mut tasks: Vec<TaskSummary> = sqlx::query_as(sqlx::AssertSqlSafe(page_sql))
             .bind(&state)
@@ -340,6 +393,7 @@ impl Client {
             .bind(&pattern)
             .bind(cursor)
             .bind(limit + 1)
+            .bind(MAX_LISTED_PARAMS_BYTES)
             .fetch_all(&self.pool)
             .await
             .map_err(qerr)?;

@@ -53,7 +53,7 @@ impl Client {
 
     /// The registered queues whose tables exist (a queue's tables may have been dropped by
     /// hand; readers that span every queue skip those).
-    async fn queues_with_tables(&self) -> Result<Vec<String>> {
+    pub(crate) async fn queues_with_tables(&self) -> Result<Vec<String>> {
         let queues = self.list_queues().await?;
         let tables: Vec<String> = queues.iter().map(|q| table("r", q)).collect();
         let present: Vec<bool> = sqlx::query_scalar(
@@ -90,14 +90,18 @@ impl Client {
             .iter()
             .map(|q| {
                 format!(
-                    "select claimed_by, state, started_at, completed_at, failed_at,                        failure_reason->>'name' as failure_name                      from {r} where claimed_by is not null                        and (state = 'running' or started_at >= (select since from window_))",
+                    "select claimed_by, task_id, state, started_at, completed_at, failed_at, claim_expires_at, \
+                       failure_reason->>'name' as failure_name \
+                     from {r} where claimed_by is not null \
+                       and (state = 'running' or started_at >= (select since from window_))",
                     r = table("r", q)
                 )
             })
             .collect::<Vec<_>>()
             .join(" union all ");
         let sql = format!(
-            "with window_ as (select absurd.current_time() - make_interval(mins => $1) as since),
+            "with now_ as (select absurd.current_time() as now),
+             window_ as (select now - make_interval(mins => $1) as since from now_),
              runs as ({runs})
              select claimed_by as worker_id,
                max(greatest(started_at, completed_at, failed_at)) as last_seen,
@@ -106,7 +110,12 @@ impl Client {
                count(*) filter (where state = 'failed') as failed,
                count(*) filter (where state = 'failed' and failure_name in ({sandbox})) as sandbox_failures,
                count(*) filter (where state = 'failed' and failure_name in ({subprocess})) as subprocess_failures,
-               count(*) filter (where state = 'failed' and failure_name in ({timeout})) as timeouts
+               count(*) filter (where state = 'failed' and failure_name in ({timeout})) as timeouts,
+               min(started_at) as first_seen,
+               (array_agg(task_id order by started_at desc) filter (where state = 'running'))[1] as current_task_id,
+               count(*) filter (where state = 'running'
+                 and (claim_expires_at is null or claim_expires_at >= (select now from now_))) as live_claims,
+               count(*) filter (where state = 'running' and claim_expires_at < (select now from now_)) as expired_claims
              from runs group by claimed_by
              order by last_seen desc nulls last, worker_id",
             sandbox = list(FailureCategory::Sandbox),

@@ -47,10 +47,31 @@ pub enum MigrateError {
          migrating with this one"
     )]
     NewerSchema { version: i64, description: String },
+    #[error(
+        "the server runs PostgreSQL {version}; absurd-host's schema needs PostgreSQL {} or later \
+         (migration 0010 uses pg_column_compression, new in 14); nothing was changed",
+        MIN_SERVER_VERSION_NUM / 10_000
+    )]
+    ServerTooOld { version: String },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The oldest PostgreSQL the schema installs on, as `server_version_num` (14.0). Core
+/// `gen_random_uuid()` needs 13; `pg_column_compression` (migration 0010) needs 14.
+pub const MIN_SERVER_VERSION_NUM: i32 = 140_000;
+
+/// Refuses a server older than [`MIN_SERVER_VERSION_NUM`]; `version` is its
+/// `server_version`, for the message.
+pub fn check_server_version(version_num: i32, version: &str) -> Result<(), MigrateError> {
+    if version_num < MIN_SERVER_VERSION_NUM {
+        return Err(MigrateError::ServerTooOld {
+            version: version.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// What [`migrate`] did.
@@ -76,11 +97,101 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .await
 }
 
+/// Opens a pool without connecting yet (the first use connects), for a server that must start
+/// while the database is unreachable. A use waits at most `acquire_timeout` for a connection.
+///
+/// Every connection gets `statement_timeout` set when it opens (a `SET`, not a startup option,
+/// so that it also works through PgBouncer): no statement on this pool, and none of the locks
+/// it holds, outlives that.
+pub fn lazy_pool_with_statement_timeout(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    statement_timeout: Duration,
+) -> Result<PgPool, sqlx::Error> {
+    let opts: PgConnectOptions = url.parse()?;
+    let set = format!(
+        "set statement_timeout = {}",
+        statement_timeout.as_millis().clamp(1, i32::MAX as u128)
+    );
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
+        .after_connect(move |conn, _meta| {
+            let set = set.clone();
+            Box::pin(async move {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(set))
+                    .execute(conn)
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .connect_lazy_with(opts))
+}
+
+/// Creates database `name` on the server `conn` is connected to, unless it exists. Returns
+/// whether it was created. Needs the `CREATEDB` privilege when it creates.
+pub async fn create_database_if_missing(
+    conn: &mut sqlx::PgConnection,
+    name: &str,
+) -> Result<bool, sqlx::Error> {
+    let exists: bool =
+        sqlx::query_scalar("select exists(select 1 from pg_database where datname = $1)")
+            .bind(name)
+            .fetch_one(&mut *conn)
+            .await?;
+    if exists {
+        return Ok(false);
+    }
+    create_database(&mut *conn, name).await?;
+    Ok(true)
+}
+
+/// Creates database `name` (an error if it exists). Needs the `CREATEDB` privilege.
+pub async fn create_database<'c>(
+    conn: impl sqlx::PgExecutor<'c>,
+    name: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "create database {}",
+        quote_ident(name)
+    )))
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Drops database `name` if it exists, disconnecting its sessions first (`with (force)`,
+/// PostgreSQL 13 and later).
+pub async fn drop_database<'c>(
+    conn: impl sqlx::PgExecutor<'c>,
+    name: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "drop database if exists {} with (force)",
+        quote_ident(name)
+    )))
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// A SQL identifier, double-quoted (inner quotes doubled).
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// Applies every pending embedded migration. Idempotent.
 ///
 /// Refuses a database whose `absurd` schema was installed by something else (for example
 /// `absurdctl init`) or by a newer absurd-host, rather than guessing.
 pub async fn migrate(pool: &PgPool) -> Result<MigrateReport, MigrateError> {
+    let (version_num, version): (String, String) = sqlx::query_as(
+        "select current_setting('server_version_num'), current_setting('server_version')",
+    )
+    .fetch_one(pool)
+    .await?;
+    check_server_version(version_num.parse().unwrap_or(0), &version)?;
     let schema_exists: bool =
         sqlx::query_scalar("select exists(select 1 from pg_namespace where nspname = 'absurd')")
             .fetch_one(pool)
@@ -270,6 +381,17 @@ fn redact_key_values(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn servers_older_than_14_are_refused_by_name() {
+        let err = super::check_server_version(130_011, "13.11 (Debian 13.11-1)").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("PostgreSQL 13.11 (Debian 13.11-1)"), "{text}");
+        assert!(text.contains("PostgreSQL 14 or later"), "{text}");
+        assert!(super::check_server_version(90_624, "9.6.24").is_err());
+        assert!(super::check_server_version(140_000, "14.0").is_ok());
+        assert!(super::check_server_version(170_002, "17.2").is_ok());
+    }
+
     use super::*;
 
     #[test]

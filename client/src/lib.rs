@@ -52,8 +52,14 @@
 //! * [`listen`]: wake-up notifications (`LISTEN absurd_wakeup`);
 //! * [`analytics`]: statistics and health figures for dashboards;
 //! * [`schedules`]: schedule definitions (`absurd.schedules`), and firing a tick exactly once;
-//! * [`db`]: connecting, and the schema's migrations (the repository's `migrations/`,
-//!   embedded at build time);
+//! * [`monitor`]: the DSA-110 pipeline's task metrics and worker registry (with the heartbeats
+//!   workers report);
+//! * [`maintenance`]: retention by final state in bounded batches, the record of each pass,
+//!   and the advisory lock that elects one maintaining worker;
+//! * [`measure`]: fixtures and readings for benchmarks and tests (bulk spawning, drain
+//!   timings, which server backends serve a client);
+//! * [`db`]: connecting, creating and dropping databases, and the schema's migrations (the
+//!   repository's `migrations/`, embedded at build time);
 //! * [`types`], [`error`]: the typed rows (`sqlx::FromRow`) and the typed errors;
 //! * [`failure`], [`vocab`], [`jsonb`]: a run's failure as stored, the host's failure names,
 //!   and what PostgreSQL's `jsonb` accepts.
@@ -76,6 +82,9 @@ pub mod error;
 pub mod failure;
 pub mod jsonb;
 pub mod listen;
+pub mod maintenance;
+pub mod measure;
+pub mod monitor;
 pub mod protocol;
 pub mod schedules;
 pub mod types;

@@ -255,7 +255,34 @@ pub struct TaskSummary {
     pub cancelled_at: Option<DateTime<Utc>>,
     pub last_attempt_run: Option<Uuid>,
     pub idempotency_key: Option<String>,
+    /// When the last run started (was claimed); `None` until it starts.
+    #[sqlx(default)]
+    #[serde(default)]
+    pub claimed_at: Option<DateTime<Utc>>,
+    /// When the last run completed or failed.
+    #[sqlx(default)]
+    #[serde(default)]
+    pub completed_at: Option<DateTime<Utc>>,
+    /// The last run's worker.
+    #[sqlx(default)]
+    #[serde(default)]
+    pub worker_id: Option<String>,
+    /// The task's params, in listings only, and only when their JSON text is at most
+    /// [`MAX_LISTED_PARAMS_BYTES`] (`params_bytes` says how large they are); a task read with
+    /// `get_task` has them in [`TaskDetails::params`].
+    #[sqlx(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Value>,
+    /// The length of the params' JSON text, in listings only.
+    #[sqlx(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params_bytes: Option<i64>,
 }
+
+/// The largest params a listing carries per task (their JSON text, in bytes); larger ones are
+/// left out of the listing (`params` `None`, `params_bytes` their size). This bounds a page of
+/// 1,000 tasks to about 16 MiB of params.
+pub const MAX_LISTED_PARAMS_BYTES: i64 = 16 * 1024;
 
 /// A task with everything known about it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -302,6 +329,11 @@ pub struct TaskFilter {
     /// [`MAX_SEARCH_CHARS`] characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search: Option<String>,
+    /// Only tasks waiting for a retry: pending or sleeping, past their first attempt, and
+    /// their current attempt not started yet (the DSA-110 pipeline's `retrying`). Combined
+    /// with `state` like every other filter.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retrying: bool,
 }
 
 /// The longest text search accepted by [`Client::list_tasks`](crate::client::Client::list_tasks).
@@ -352,6 +384,14 @@ pub struct WorkerActivity {
     pub subprocess_failures: i64,
     /// Failed runs that hit the run time limit ([`FailureCategory::Timeout`]).
     pub timeouts: i64,
+    /// The earliest start of its runs in the window.
+    pub first_seen: Option<DateTime<Utc>>,
+    /// The task of its latest run still running, if any.
+    pub current_task_id: Option<Uuid>,
+    /// Its running runs whose lease is live (it renews them: it is alive).
+    pub live_claims: i64,
+    /// Its running runs whose lease has expired (it stopped renewing them).
+    pub expired_claims: i64,
 }
 
 impl WorkerActivity {

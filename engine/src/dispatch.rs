@@ -41,6 +41,10 @@ pub struct HostConfig {
     /// Schedules (`[[schedules]]`), read by [`crate::schedule`].
     #[serde(default)]
     pub schedules: Vec<crate::schedule::ScheduleConfig>,
+    /// Retention and the maintenance leader (`[maintenance]`), read by the host's
+    /// `maintain` module; the engine does not look at it.
+    #[serde(default)]
+    pub maintenance: Option<toml::Table>,
 }
 
 /// One `[tasks.<name>]` table: the keys every kind shares, plus the kind's own keys.

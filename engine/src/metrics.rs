@@ -176,6 +176,16 @@ struct CauseLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ClassLabels {
     class: String,
 }
@@ -314,6 +324,12 @@ struct Families {
     /// The `(queue, task name)` pairs that have a series of their own, at most
     /// [`MAX_TASK_SERIES`]. Reached only when a pair's handles are first made, never per run.
     task_series: Mutex<HashSet<TaskLabels>>,
+    /// Maintenance (`absurd-host maintain`, the elected worker): deleted rows by kind
+    /// (`completed`, `failed`, `cancelled` tasks, `events`), passes by result, and when the
+    /// last pass of this process ended.
+    maintenance_deleted: Family<KindLabels, Counter>,
+    maintenance_passes: Family<ResultLabels, Counter>,
+    maintenance_last_pass: Gauge,
 }
 
 /// How many distinct `(queue, task name)` pairs get series of their own. Task names come from
@@ -340,6 +356,9 @@ impl Default for Families {
                 .map(|_| OnceLock::new())
                 .collect(),
             task_series: Mutex::new(HashSet::new()),
+            maintenance_deleted: Family::default(),
+            maintenance_passes: Family::default(),
+            maintenance_last_pass: Gauge::default(),
         }
     }
 }
@@ -408,6 +427,25 @@ impl Counters {
             .inc();
     }
 
+    /// Counts rows a maintenance pass deleted; `kind` is `completed`, `failed`, `cancelled`
+    /// (tasks) or `events`.
+    pub fn maintenance_deleted(&self, kind: &'static str, rows: u64) {
+        self.families
+            .maintenance_deleted
+            .get_or_create(&KindLabels { kind })
+            .inc_by(rows);
+    }
+
+    /// Counts a finished maintenance pass, and when it ended (Unix seconds).
+    pub fn maintenance_pass(&self, ok: bool, ended_unix_secs: i64) {
+        let result = if ok { "ok" } else { "error" };
+        self.families
+            .maintenance_passes
+            .get_or_create(&ResultLabels { result })
+            .inc();
+        self.families.maintenance_last_pass.set(ended_unix_secs);
+    }
+
     /// Adds every metric to `registry` (clones share the numbers with these counters).
     pub fn register(&self, registry: &mut Registry) {
         let f = &self.families;
@@ -438,6 +476,21 @@ impl Counters {
             "absurd_sandbox_traps",
             "WebAssembly runs ended by a trap, by cause",
             Listed(f.traps.clone()),
+        );
+        registry.register(
+            "absurd_maintenance_deleted",
+            "Rows deleted by this process's maintenance passes, by kind (completed, failed, cancelled tasks; events)",
+            f.maintenance_deleted.clone(),
+        );
+        registry.register(
+            "absurd_maintenance_passes",
+            "Maintenance passes this process ran, by result (ok, error)",
+            f.maintenance_passes.clone(),
+        );
+        registry.register(
+            "absurd_maintenance_last_pass_timestamp_seconds",
+            "When this process's last maintenance pass ended (Unix time; 0 before the first)",
+            f.maintenance_last_pass.clone(),
         );
         registry.register(
             "absurd_subprocess_exits",
@@ -662,6 +715,29 @@ mod tests {
         assert_eq!(gauge(), 1);
         drop(g);
         assert_eq!(gauge(), 0);
+    }
+
+    #[test]
+    fn maintenance_is_counted_and_exposed() {
+        let c = Counters::default();
+        c.maintenance_deleted("completed", 5);
+        c.maintenance_deleted("completed", 2);
+        c.maintenance_deleted("events", 1);
+        c.maintenance_pass(true, 1_700_000_000);
+        c.maintenance_pass(false, 1_700_000_100);
+        let mut registry = Registry::default();
+        c.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "absurd_maintenance_deleted_total{kind=\"completed\"} 7\n",
+            "absurd_maintenance_deleted_total{kind=\"events\"} 1\n",
+            "absurd_maintenance_passes_total{result=\"ok\"} 1\n",
+            "absurd_maintenance_passes_total{result=\"error\"} 1\n",
+            "absurd_maintenance_last_pass_timestamp_seconds 1700000100\n",
+        ] {
+            assert!(text.contains(line), "no {line:?} in:\n{text}");
+        }
     }
 
     #[test]

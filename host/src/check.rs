@@ -248,6 +248,27 @@ fn check_host_config(report: &mut Report, path: Option<&Path>) {
             ),
         }
     }
+    if let Some(table) = &config.maintenance {
+        match crate::maintain::Settings::from_table(table) {
+            Ok(m) if m.enabled => report.ok(
+                "[maintenance]",
+                format!(
+                    "this worker is a candidate maintainer: a pass every {} s, batches of {}",
+                    m.interval.as_secs_f64(),
+                    m.batch_size
+                ),
+            ),
+            Ok(_) => report.ok(
+                "[maintenance]",
+                "read (enabled = false: `absurd-host maintain` uses it)",
+            ),
+            Err(e) => report.fail(
+                "[maintenance]",
+                e,
+                "correct the [maintenance] table (its keys: README.md, \"Retention\")",
+            ),
+        }
+    }
     let mut names: Vec<&String> = config.tasks.keys().collect();
     names.sort();
     for task in names {
@@ -305,7 +326,7 @@ fn check_task(
         tasks: [(task.to_string(), t.clone())].into_iter().collect(),
         sandbox: config.sandbox.clone(),
         native: config.native.clone(),
-        schedules: Vec::new(),
+        ..HostConfig::default()
     };
     let base = path
         .parent()

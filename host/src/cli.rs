@@ -155,6 +155,17 @@ pub enum Command {
     /// unless ABSURD_API_TOKEN is set; clients then send `Authorization: Bearer <token>` on
     /// every route except /api/absurd/health. Runs until SIGTERM or SIGINT.
     Serve(ServeArgs),
+    /// Delete finished tasks and consumed events by retention (one pass), in bounded batches.
+    ///
+    /// Retention per final state comes from the flags, else from the [maintenance] section of
+    /// the --config file. `--dry-run` counts what would go and changes nothing. To maintain
+    /// continuously, enable [maintenance] in the workers' configuration instead: one worker
+    /// per database is elected to do it.
+    #[command(
+        after_help = "Examples:\n  absurd-host maintain --completed-days 7 --failed-days 30 --dry-run\n  \
+absurd-host maintain --config /etc/absurd-host/absurd-host.toml --json"
+    )]
+    Maintain(crate::maintain::MaintainArgs),
     /// Print the detailed health report of `GET /api/absurd/health/detailed`: database
     /// latency, queue depth, oldest pending age, workers, alerts and warnings. Exits 1 when
     /// the status is `critical` or `down`.
@@ -488,7 +499,11 @@ pub async fn run_admin(cli: Cli, config: AbsurdConfig) -> Result<()> {
                 bail!("health is {status}");
             }
         }
-        Command::Dev(_) | Command::Demo(_) | Command::Check(_) | Command::Bench(_) => {
+        Command::Dev(_)
+        | Command::Demo(_)
+        | Command::Check(_)
+        | Command::Bench(_)
+        | Command::Maintain(_) => {
             unreachable!("started by main")
         }
         Command::Event(EventCmd::Emit {
@@ -664,6 +679,7 @@ async fn task_cmd(
                 enqueued_after: args.since,
                 enqueued_before: args.until,
                 search: args.search,
+                retrying: false,
             };
             let page = client.list_tasks(&filter).await?;
             if json_out {
@@ -858,14 +874,35 @@ pub async fn run_worker(
         }
     }
     let scheduler = start_scheduler(args, &client, &schedules, &settings, &shutdown).await?;
+    let counters = absurd_engine::metrics::Counters::default();
+    // Maintenance: a candidate for the database's one maintaining worker, if configured.
+    let maintenance = crate::maintain::Settings::load(args.config.as_ref())?;
+    let maintainer = maintenance.enabled.then(|| {
+        tokio::spawn(crate::maintain::lead_when_elected(
+            client.clone(),
+            maintenance,
+            settings.worker_id.clone(),
+            counters.clone(),
+            shutdown.clone(),
+        ))
+    });
     if !args.api {
-        let worker = absurd_engine::worker::run(client, registry, settings, shutdown.clone()).await;
+        let worker = absurd_engine::worker::run_with_counters(
+            client,
+            registry,
+            settings,
+            counters,
+            shutdown.clone(),
+        )
+        .await;
         shutdown.cancel();
+        if let Some(m) = maintainer {
+            let _ = m.await;
+        }
         if let Some(s) = scheduler {
             s.await.context("scheduler task panicked")?;
         }
-        worker?;
-        return Ok(());
+        return worker.map(|_| ());
     }
     // The API: its own small pool, the worker's counters, stopped with the worker.
     let mut api_settings = api_settings(&args.api_args, &config)?;
@@ -874,7 +911,6 @@ pub async fn run_worker(
         .push(("worker".into(), client.pool().clone()));
     let listener = crate::api::bind(&api_settings).await?;
     let api_client = Client::new(crate::api::lazy_pool(&url, api_settings.statement_timeout)?);
-    let counters = absurd_engine::metrics::Counters::default();
     let api = tokio::spawn(crate::api::serve_on(
         listener,
         api_client,
@@ -892,6 +928,9 @@ pub async fn run_worker(
     .await;
     shutdown.cancel();
     let served = api.await;
+    if let Some(m) = maintainer {
+        let _ = m.await;
+    }
     if let Some(s) = scheduler {
         s.await.context("scheduler task panicked")?;
     }

@@ -871,20 +871,9 @@ impl Inner {
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
             };
-            let exists: bool =
-                sqlx::query_scalar("select exists(select 1 from pg_database where datname = $1)")
-                    .bind(DATABASE)
-                    .fetch_one(&mut conn)
-                    .await
-                    .map_err(|e| setup(format!("cannot query the embedded PostgreSQL: {e}")))?;
-            if !exists {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "create database \"{DATABASE}\""
-                )))
-                .execute(&mut conn)
+            absurd_client::db::create_database_if_missing(&mut conn, DATABASE)
                 .await
                 .map_err(|e| setup(format!("cannot create database {DATABASE}: {e}")))?;
-            }
             let _ = conn.close().await;
             Ok(())
         })

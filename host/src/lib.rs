@@ -28,3 +28,4 @@ pub mod cli;
 pub mod config;
 pub mod devmode;
 pub mod embedded;
+pub mod maintain;

@@ -26,6 +26,7 @@ async fn main() -> std::process::ExitCode {
             tokio::spawn(on_signals(shutdown.clone()));
             absurd_host::cli::run_serve(&cli.global, args, shutdown).await
         }
+        Command::Maintain(args) => absurd_host::maintain::run_command(&cli.global, args).await,
         Command::Dev(args) => absurd_host::devmode::run_dev(&cli.global, args).await,
         Command::Demo(args) => absurd_host::devmode::run_demo(&cli.global, args).await,
         Command::Bench(args) => match absurd_host::bench::run(&cli.global, args).await {

@@ -838,7 +838,10 @@ async fn listing_has_real_totals_and_cursor_pages() {
     let v = get(addr, "/api/absurd/tasks?status=completed").await.json();
     assert_eq!(v["total"], 0);
 
-    assert!(get(addr, "/api/absurd/tasks?status=claimed")
+    // The seed's `claimed` is `running` (issue 17); a state that exists nowhere is refused.
+    let v = get(addr, "/api/absurd/tasks?status=claimed").await.json();
+    assert_eq!(v["total"], 0);
+    assert!(get(addr, "/api/absurd/tasks?status=done")
         .await
         .detail(400)
         .contains("status"));
@@ -1210,24 +1213,11 @@ async fn stats_metrics_and_health_after_a_known_workload() {
     assert_eq!(t["worker_id"], "w-api");
     assert!(t["claimed_at"].is_string() && t["completed_at"].is_string());
 
-    // The worker's counters, served by the same process; dead-lettering is asynchronous.
-    let metrics = wait_for(
-        "the dead-letter counter",
-        Duration::from_secs(20),
-        || async {
-            let r = get(a, "/metrics").await;
-            assert_eq!(r.status, 200);
-            assert_eq!(
-                r.header("content-type"),
-                Some("text/plain; version=0.0.4; charset=utf-8")
-            );
-            let text = r.text();
-            text.contains("absurd_tasks_dead_lettered_total{queue=\"work\",task_name=\"boom\"} 2\n")
-                .then_some(text)
-        },
-    )
-    .await;
-    for line in [
+    // The worker's counters, served by the same process. They are counted after the database
+    // answers (a task is visible as finished a moment before its counters move), and
+    // dead-lettering is asynchronous: wait until every expected line is there.
+    let expected = [
+        "absurd_tasks_dead_lettered_total{queue=\"work\",task_name=\"boom\"} 2\n",
         "absurd_tasks_spawned_total{queue=\"work\",task_name=\"echo\"} 5\n",
         "absurd_tasks_spawned_total{queue=\"work\",task_name=\"boom\"} 2\n",
         "absurd_tasks_claimed_total{queue=\"work\",task_name=\"echo\"} 5\n",
@@ -1241,7 +1231,26 @@ async fn stats_metrics_and_health_after_a_known_workload() {
         "# TYPE absurd_subprocess_exits_total counter\n",
         "absurd_db_pool_max_connections{pool=\"api\"} 8\n",
         "absurd_db_pool_max_connections{pool=\"worker\"}",
-    ] {
+    ];
+    let metrics = wait_for(
+        "the worker's counters for the workload",
+        Duration::from_secs(20),
+        || async {
+            let r = get(a, "/metrics").await;
+            assert_eq!(r.status, 200);
+            assert_eq!(
+                r.header("content-type"),
+                Some("text/plain; version=0.0.4; charset=utf-8")
+            );
+            let text = r.text();
+            expected
+                .iter()
+                .all(|line| text.contains(line))
+                .then_some(text)
+        },
+    )
+    .await;
+    for line in expected {
         assert!(metrics.contains(line), "metrics lack {line:?}:\n{metrics}");
     }
     let seed_path = get(a, "/api/absurd/metrics/prometheus").await;
@@ -1684,7 +1693,8 @@ async fn openapi_document_lists_exactly_the_routes() {
     for (method, path) in &documented {
         let concrete = path
             .replace("{task_id}", &Uuid::now_v7().to_string())
-            .replace("{queue_name}", "jobs");
+            .replace("{queue_name}", "jobs")
+            .replace("{worker_id}", "w-1");
         let body = (method == "POST").then_some(&b"{}"[..]);
         let r = request(
             a,
@@ -2050,4 +2060,838 @@ async fn api_5xx_responses_carry_no_database_text() {
     let r = get(a, "/api/absurd/health/detailed").await;
     assert_eq!(r.status, 503, "{}", r.text());
     assert_no_database_text(&r.text(), &["os error", &format!("127.0.0.1:{port}")]);
+}
+
+// ---- the seed's contract (issue 17, part 1) ----------------------------------------------------
+
+/// The keys of a JSON object.
+fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .cloned()
+        .collect();
+    k.sort();
+    k
+}
+
+fn assert_has_keys(v: &Value, wanted: &[&str]) {
+    let have = keys(v);
+    for k in wanted {
+        assert!(have.iter().any(|h| h == k), "no {k:?} in {v}");
+    }
+}
+
+/// The 25 fields of the seed's `GET /metrics`.
+const SEED_METRICS: [&str; 25] = [
+    "total_spawned",
+    "total_claimed",
+    "total_completed",
+    "total_failed",
+    "total_cancelled",
+    "total_timed_out",
+    "current_pending",
+    "current_claimed",
+    "avg_wait_time_sec",
+    "avg_execution_time_sec",
+    "p50_wait_time_sec",
+    "p95_wait_time_sec",
+    "p99_wait_time_sec",
+    "p50_execution_time_sec",
+    "p95_execution_time_sec",
+    "p99_execution_time_sec",
+    "throughput_1min",
+    "throughput_5min",
+    "throughput_15min",
+    "success_rate_1min",
+    "success_rate_5min",
+    "success_rate_15min",
+    "error_rate_1min",
+    "error_rate_5min",
+    "error_rate_15min",
+];
+
+/// The requests of the seed's README, quick start and `test_absurd_connection.py`, as the
+/// pipeline's clients send them, against `absurd-host serve` (a real process).
+#[tokio::test]
+async fn the_seeds_own_requests_get_the_seeds_answers() {
+    let (db, _client) = setup(&["dsa110-pipeline"]).await;
+    let s = Server::serve(&db.url);
+    let a = &s.addr;
+
+    // README: spawn_task(queue_name, task_name="calibrate", params={"ms_path": ...}).
+    let r = post_json(
+        a,
+        "/api/absurd/tasks",
+        &json!({"queue_name": "dsa110-pipeline", "task_name": "calibrate",
+                "params": {"ms_path": "/path/to/data.ms"}}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let calibrate = r.json()["task_id"].as_str().unwrap().to_string();
+    // README: get_task(task_id) → task['status'].
+    let t = get(a, &task_path(&calibrate)).await.json();
+    assert_eq!(t["status"], "pending");
+    assert_eq!(t["task_name"], "calibrate");
+    assert_eq!(t["params"], json!({"ms_path": "/path/to/data.ms"}));
+    assert_eq!(t["priority"], 0);
+    assert_eq!(t["claimed_at"], Value::Null);
+    assert_eq!(t["completed_at"], Value::Null);
+    assert_has_keys(
+        &t,
+        &[
+            "task_id",
+            "queue_name",
+            "task_name",
+            "params",
+            "priority",
+            "status",
+            "created_at",
+            "claimed_at",
+            "completed_at",
+            "result",
+            "error",
+            "retry_count",
+        ],
+    );
+
+    // The quick start: "calibrate" with priority 5 (accepted, with a warning).
+    let r = post_json(
+        a,
+        "/api/absurd/tasks",
+        &json!({"queue_name": "dsa110-pipeline", "task_name": "calibrate",
+                "params": {"ms_path": "/data/b.ms"}, "priority": 5}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("priority"));
+
+    // test_absurd_connection.py: spawn, get, list (limit 5), queue stats.
+    let r = post_json(
+        a,
+        "/api/absurd/tasks",
+        &json!({"queue_name": "dsa110-pipeline", "task_name": "test-connection",
+                "params": {"message": "Hello from Absurd!", "timestamp": "now"}, "priority": 0}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json().get("warnings").is_none(), "{}", r.text());
+    let probe = r.json()["task_id"].as_str().unwrap().to_string();
+    assert_eq!(get(a, &task_path(&probe)).await.json()["status"], "pending");
+    let list = get(a, "/api/absurd/tasks?queue_name=dsa110-pipeline&limit=5")
+        .await
+        .json();
+    assert_eq!(list["total"], 3);
+    let first = &list["tasks"][0];
+    assert_eq!(first["task_id"], probe.as_str(), "newest first: {list}");
+    assert_eq!(
+        first["params"],
+        json!({"message": "Hello from Absurd!", "timestamp": "now"})
+    );
+    for item in list["tasks"].as_array().unwrap() {
+        assert_has_keys(
+            item,
+            &[
+                "params",
+                "priority",
+                "claimed_at",
+                "completed_at",
+                "result",
+                "error",
+            ],
+        );
+    }
+    let stats = get(a, "/api/absurd/queues/dsa110-pipeline/stats")
+        .await
+        .json();
+    assert_has_keys(
+        &stats,
+        &[
+            "queue_name",
+            "pending",
+            "claimed",
+            "completed",
+            "failed",
+            "cancelled",
+            "total",
+        ],
+    );
+    assert_eq!((&stats["pending"], &stats["total"]), (&json!(3), &json!(3)));
+
+    // README: DELETE /tasks/{task_id}.
+    let r = delete(a, &task_path(&probe)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["message"], format!("Task {probe} cancelled"));
+
+    // README: health.
+    let h = get(a, "/api/absurd/health").await.json();
+    assert_eq!(
+        (&h["status"], &h["message"], &h["queue"]),
+        (
+            &json!("healthy"),
+            &json!("Absurd is operational"),
+            &json!("dsa110-pipeline")
+        )
+    );
+
+    // The seed's extra routes.
+    assert!(get(a, "/api/absurd/queues")
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .contains(&json!("dsa110-pipeline")));
+    assert_has_keys(
+        &get(a, "/api/absurd/queues/stats").await.json()[0],
+        &["queue_name", "pending", "claimed", "total"],
+    );
+    assert_has_keys(
+        &get(a, "/api/absurd/health/detailed").await.json(),
+        &[
+            "status",
+            "message",
+            "queue_depth",
+            "database_available",
+            "worker_pool_healthy",
+            "alerts",
+            "warnings",
+        ],
+    );
+    let m = get(a, "/api/absurd/metrics").await;
+    assert_eq!(m.status, 200, "{}", m.text());
+    let m = m.json();
+    for f in SEED_METRICS {
+        assert!(m[f].is_number(), "{f} in {m}");
+    }
+    assert_eq!(m["total_spawned"], 3);
+    assert_eq!(m["current_pending"], 2);
+    assert_eq!(m["total_cancelled"], 1);
+    let r = post_json(
+        a,
+        &format!("/api/absurd/workers/py-worker-1/heartbeat?task_id={calibrate}"),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({"status": "ok", "worker_id": "py-worker-1"})
+    );
+    let w = get(a, "/api/absurd/workers").await.json();
+    assert_has_keys(
+        &w,
+        &["workers", "total", "active", "idle", "stale", "crashed"],
+    );
+    assert_has_keys(
+        &w["workers"][0],
+        &[
+            "worker_id",
+            "state",
+            "task_count",
+            "current_task_id",
+            "first_seen",
+            "last_seen",
+            "uptime_seconds",
+        ],
+    );
+    assert_eq!(w["workers"][0]["worker_id"], "py-worker-1");
+    assert_eq!(w["workers"][0]["state"], "active");
+    assert_eq!(w["workers"][0]["current_task_id"], calibrate.as_str());
+    assert_eq!((&w["total"], &w["active"]), (&json!(1), &json!(1)));
+    let wm = get(a, "/api/absurd/workers/metrics").await.json();
+    assert_has_keys(
+        &wm,
+        &[
+            "total_workers",
+            "active_workers",
+            "idle_workers",
+            "crashed_workers",
+            "timed_out_workers",
+            "avg_tasks_per_worker",
+            "avg_worker_uptime_sec",
+        ],
+    );
+    assert_eq!(wm["total_workers"], 1);
+    let p = get(a, "/api/absurd/metrics/prometheus").await;
+    assert_eq!(p.status, 200);
+    assert!(p.header("content-type").unwrap().contains("version=0.0.4"));
+    let text = p.text();
+    for line in [
+        "absurd_tasks_total{status=\"spawned\"} 3\n",
+        "absurd_tasks_total{status=\"cancelled\"} 1\n",
+        "absurd_tasks_current{status=\"pending\"} 2\n",
+        "absurd_tasks_current{status=\"claimed\"} 0\n",
+        "absurd_wait_time_seconds{quantile=\"0.95\"} ",
+        "absurd_execution_time_seconds{quantile=\"0.5\"} ",
+        "absurd_throughput_per_minute{window=\"5m\"} 0",
+        "absurd_success_rate{window=\"1m\"} 1",
+        "absurd_error_rate{window=\"15m\"} 0",
+        "absurd_task_metrics_up 1\n",
+        // Ours are still there.
+        "# TYPE absurd_tasks_spawned_total counter\n",
+    ] {
+        assert!(text.contains(line), "lacks {line:?}:\n{text}");
+    }
+    // The bare /metrics stays process-only.
+    assert!(!get(a, "/metrics")
+        .await
+        .text()
+        .contains("absurd_tasks_current"));
+}
+
+/// `status=claimed` is `running`, `status=retrying` the tasks waiting for their next attempt;
+/// list items carry the last run's times and worker, and small params.
+#[tokio::test]
+async fn listing_speaks_the_seeds_states_and_fields() {
+    let (db, client) = setup(&["q"]).await;
+    let a = &in_process(&db);
+    let spawn = |name: &'static str, strategy: RetryStrategy| {
+        let client = client.clone();
+        async move {
+            client
+                .spawn(
+                    "q",
+                    name,
+                    &json!({"name": name}),
+                    &SpawnOptions {
+                        max_attempts: Some(3),
+                        retry_strategy: Some(strategy),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap()
+                .task_id
+        }
+    };
+    let claim_one = |expected: Uuid| {
+        let client = client.clone();
+        async move {
+            let run = client.claim("q", "w-test", 60, 1).await.unwrap().remove(0);
+            assert_eq!(run.task_id, expected);
+            run
+        }
+    };
+    // Done: completed. Busy: running. Again: failed once, retry now (pending, attempt 2, not
+    // started). Later: failed once, retry in an hour (sleeping, attempt 2). Fresh: pending,
+    // attempt 1.
+    let done = spawn("done", RetryStrategy::none()).await;
+    let run = claim_one(done).await;
+    client
+        .complete_run("q", run.run_id, &json!({"ok": true}))
+        .await
+        .unwrap();
+    let busy = spawn("busy", RetryStrategy::none()).await;
+    claim_one(busy).await;
+    let again = spawn("again", RetryStrategy::fixed(0.0)).await;
+    let later = spawn("later", RetryStrategy::fixed(3600.0)).await;
+    let runs = client.claim("q", "w-test", 60, 2).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    for run in &runs {
+        assert!([again, later].contains(&run.task_id));
+        client
+            .fail_run(
+                "q",
+                run.run_id,
+                &json!({"name": "Boom", "message": "x"}),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let fresh = spawn("fresh", RetryStrategy::none()).await;
+
+    let ids = |path: &str| {
+        let path = path.to_string();
+        async move {
+            let r = get(a, &path).await;
+            assert_eq!(r.status, 200, "{path}: {}", r.text());
+            let v = r.json();
+            let mut got: Vec<Uuid> = v["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["task_id"].as_str().unwrap().parse().unwrap())
+                .collect();
+            got.sort();
+            assert_eq!(v["total"], got.len(), "{path}: {v}");
+            got
+        }
+    };
+    let sorted = |mut v: Vec<Uuid>| {
+        v.sort();
+        v
+    };
+    assert_eq!(ids("/api/absurd/tasks?status=claimed").await, vec![busy]);
+    assert_eq!(
+        ids("/api/absurd/tasks?status=claimed").await,
+        ids("/api/absurd/tasks?status=running").await
+    );
+    assert_eq!(
+        ids("/api/absurd/tasks?status=retrying").await,
+        sorted(vec![again, later])
+    );
+    assert_eq!(
+        ids("/api/absurd/tasks?status=retrying&queue_name=q&task_name=later").await,
+        vec![later]
+    );
+    assert_eq!(
+        ids("/api/absurd/tasks?status=pending").await,
+        sorted(vec![again, fresh])
+    );
+    assert_eq!(ids("/api/absurd/tasks?status=sleeping").await, vec![later]);
+    let d = get(a, "/api/absurd/tasks?status=done").await.detail(400);
+    assert!(
+        d.contains("status") && d.contains("claimed") && d.contains("retrying"),
+        "{d}"
+    );
+
+    // The fields of list items: the last run's times and worker.
+    let list = get(a, "/api/absurd/tasks?queue_name=q").await.json();
+    let item = |id: Uuid| {
+        list["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["task_id"] == id.to_string())
+            .cloned()
+            .unwrap()
+    };
+    let d = item(done);
+    assert!(
+        d["claimed_at"].is_string() && d["completed_at"].is_string(),
+        "{d}"
+    );
+    assert_eq!(d["worker_id"], "w-test");
+    assert_eq!(d["params"], json!({"name": "done"}));
+    assert_eq!(d["priority"], 0);
+    assert_eq!(d["result"], Value::Null, "results stay out of listings");
+    let b = item(busy);
+    assert!(
+        b["claimed_at"].is_string() && b["completed_at"].is_null(),
+        "{b}"
+    );
+    let l = item(later);
+    // Its current attempt has not started.
+    assert!(l["claimed_at"].is_null() && l["worker_id"].is_null(), "{l}");
+    assert_eq!(l["attempts"], 2);
+    // The task page agrees with the listing.
+    let page = get(a, &task_path(&done.to_string())).await.json();
+    for f in [
+        "claimed_at",
+        "completed_at",
+        "worker_id",
+        "params",
+        "priority",
+    ] {
+        assert_eq!(page[f], d[f], "{f}");
+    }
+
+    // Params over 16 KiB are left out of listings, with their size.
+    let big = "x".repeat(20_000);
+    let id = client
+        .spawn("q", "big", &json!({"blob": big}), &SpawnOptions::default())
+        .await
+        .unwrap()
+        .task_id;
+    let v = get(a, "/api/absurd/tasks?task_name=big").await.json();
+    let t = &v["tasks"][0];
+    assert_eq!(t["params"], Value::Null, "{t}");
+    assert!(t["params_bytes"].as_i64().unwrap() > 20_000, "{t}");
+    assert_eq!(
+        get(a, &task_path(&id.to_string())).await.json()["params"]["blob"]
+            .as_str()
+            .unwrap()
+            .len(),
+        20_000
+    );
+    assert!(item(done).get("params_bytes").is_none());
+}
+
+/// `GET /metrics` from a known set of runs: counts, rates, and percentiles over known times.
+#[tokio::test]
+async fn task_metrics_are_computed_from_the_queue_tables() {
+    let (db, client) = setup(&["m", "other"]).await;
+    let a = &in_process(&db);
+    let opts = SpawnOptions {
+        max_attempts: Some(1),
+        ..Default::default()
+    };
+    // Three completed runs, one failed for the time limit, one pending; one task elsewhere.
+    let mut finished = vec![];
+    for i in 0..3 {
+        let id = client
+            .spawn("m", "work", &json!({"i": i}), &opts)
+            .await
+            .unwrap()
+            .task_id;
+        let run = client.claim("m", "w-m", 60, 1).await.unwrap().remove(0);
+        assert_eq!(run.task_id, id);
+        client
+            .complete_run("m", run.run_id, &json!({}))
+            .await
+            .unwrap();
+        finished.push(run.run_id);
+    }
+    client.spawn("m", "slow", &json!({}), &opts).await.unwrap();
+    let run = client.claim("m", "w-m", 60, 1).await.unwrap().remove(0);
+    client
+        .fail_run(
+            "m",
+            run.run_id,
+            &json!({"name": "$Timeout", "message": "timed out"}),
+            None,
+        )
+        .await
+        .unwrap();
+    client.spawn("m", "work", &json!({}), &opts).await.unwrap();
+    client
+        .spawn("other", "work", &json!({}), &opts)
+        .await
+        .unwrap();
+    // Known times: the three completed runs waited 1, 2 and 3 s and ran 10, 20 and 30 s; the
+    // failed one waited 4 s and ran 40 s.
+    let mut all = finished.clone();
+    all.push(run.run_id);
+    for (i, run_id) in all.iter().enumerate() {
+        let n = (i + 1) as f64;
+        sqlx::query(
+            "update absurd.\"r_m\" set
+               created_at = now() - make_interval(secs => 200),
+               started_at = now() - make_interval(secs => 200 - $2),
+               completed_at = case when state = 'completed' then now() - make_interval(secs => 200 - $2 - 10 * $2) end,
+               failed_at = case when state = 'failed' then now() - make_interval(secs => 200 - $2 - 10 * $2) end
+             where run_id = $1",
+        )
+        .bind(run_id)
+        .bind(n)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    let m = get(a, "/api/absurd/metrics?queue_name=m").await;
+    assert_eq!(m.status, 200, "{}", m.text());
+    let m = m.json();
+    let f = |k: &str| m[k].as_f64().unwrap_or_else(|| panic!("{k} in {m}"));
+    assert_eq!(m["queue_name"], "m");
+    assert_eq!(
+        (
+            f("total_spawned"),
+            f("total_claimed"),
+            f("total_completed"),
+            f("total_failed"),
+            f("total_timed_out"),
+            f("current_pending"),
+            f("current_claimed"),
+        ),
+        (5.0, 4.0, 3.0, 1.0, 1.0, 1.0, 0.0),
+        "{m}"
+    );
+    assert_eq!((f("wait_samples"), f("execution_samples")), (4.0, 4.0));
+    let close = |k: &str, want: f64| {
+        assert!(
+            (f(k) - want).abs() < 1e-6,
+            "{k} = {}, want {want}: {m}",
+            f(k)
+        );
+    };
+    close("avg_wait_time_sec", 2.5);
+    close("p50_wait_time_sec", 2.5);
+    close("p95_wait_time_sec", 3.85);
+    close("avg_execution_time_sec", 25.0);
+    close("p50_execution_time_sec", 25.0);
+    close("p99_execution_time_sec", 39.7);
+    // The runs finished 189, 178, 167 and 156 s ago: all in the last 5 minutes, none in the
+    // last one.
+    close("throughput_1min", 0.0);
+    close("throughput_5min", 3.0 / 300.0);
+    close("throughput_15min", 3.0 / 900.0);
+    close("success_rate_1min", 1.0);
+    close("success_rate_5min", 0.75);
+    close("error_rate_1min", 0.0);
+    close("error_rate_15min", 0.25);
+    // Every queue: the other queue's task is counted too.
+    let all = get(a, "/api/absurd/metrics").await.json();
+    assert_eq!(all["total_spawned"], 6);
+    assert_eq!(all["queue_name"], Value::Null);
+    assert!(get(a, "/api/absurd/metrics?queue_name=nope")
+        .await
+        .detail(404)
+        .contains("nope"));
+    assert!(get(a, "/api/absurd/metrics?queue_name=")
+        .await
+        .detail(400)
+        .contains("queue_name"));
+    let text = get(a, "/api/absurd/metrics/prometheus").await.text();
+    for line in [
+        "absurd_tasks_total{status=\"timed_out\"} 1\n",
+        "absurd_tasks_total{status=\"completed\"} 3\n",
+        "absurd_throughput_per_minute{window=\"5m\"} 0.6\n",
+        "absurd_success_rate{window=\"5m\"} 0.75\n",
+        "absurd_execution_time_seconds{quantile=\"0.5\"} 25.0\n",
+        "absurd_wait_time_seconds_avg 2.5\n",
+    ] {
+        assert!(text.contains(line), "lacks {line:?}:\n{text}");
+    }
+}
+
+/// Heartbeats register external workers; states follow the seed's thresholds; the table is
+/// bounded; health applies the seed's worker checks while tasks wait.
+#[tokio::test]
+async fn heartbeats_register_workers_with_the_seeds_states_and_bounds() {
+    let (db, client) = setup(&["hb"]).await;
+    let a = &in_process(&db);
+    let beat = |id: &str, task: Option<Uuid>| {
+        let path = match task {
+            Some(t) => format!("/api/absurd/workers/{id}/heartbeat?task_id={t}"),
+            None => format!("/api/absurd/workers/{id}/heartbeat"),
+        };
+        async move { request(a, "POST", &path, &[], None).await }
+    };
+    let t1 = Uuid::now_v7();
+    let t2 = Uuid::now_v7();
+    for task in [Some(t1), Some(t1), Some(t2), None] {
+        let r = beat("py-1", task).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let r = beat("py-2", None).await;
+    assert_eq!(r.json(), json!({"status": "ok", "worker_id": "py-2"}));
+    let w = get(a, "/api/absurd/workers").await.json();
+    let py1 = w["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["worker_id"] == "py-1")
+        .cloned()
+        .unwrap();
+    assert_eq!(py1["state"], "active");
+    assert_eq!(py1["heartbeats"], 4);
+    assert_eq!(py1["task_count"], 2, "two distinct tasks reported: {py1}");
+    assert_eq!(
+        py1["current_task_id"],
+        Value::Null,
+        "the last beat named none"
+    );
+
+    // States by the age of the last heartbeat: 30 s idle, 120 s stale, 600 s crashed.
+    let age = |id: &'static str, secs: i32| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query(
+                "update absurd.worker_heartbeats set last_seen = now() - make_interval(secs => $2),
+                   first_seen = now() - interval '20 minutes' where worker_id = $1",
+            )
+            .bind(id)
+            .bind(secs as f64)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    for (secs, state) in [
+        (30, "idle"),
+        (120, "stale"),
+        (600, "crashed"),
+        (5, "active"),
+    ] {
+        age("py-1", secs).await;
+        age("py-2", 0).await;
+        let w = get(a, "/api/absurd/workers").await.json();
+        let py1 = w["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["worker_id"] == "py-1")
+            .cloned()
+            .unwrap();
+        assert_eq!(py1["state"], state, "{secs} s: {w}");
+        assert_eq!(w[state], if state == "active" { 2 } else { 1 }, "{w}");
+    }
+    age("py-2", 600).await;
+    let wm = get(a, "/api/absurd/workers/metrics").await.json();
+    assert_eq!(
+        (
+            &wm["total_workers"],
+            &wm["active_workers"],
+            &wm["crashed_workers"]
+        ),
+        (&json!(2), &json!(1), &json!(1)),
+        "{wm}"
+    );
+    assert!(
+        wm["avg_worker_uptime_sec"].as_f64().unwrap() > 500.0,
+        "{wm}"
+    );
+    // Outside the window: not listed.
+    age("py-2", 7200).await;
+    assert_eq!(get(a, "/api/absurd/workers").await.json()["total"], 1);
+
+    // Bad input.
+    let long = "w".repeat(256);
+    let d = beat(&long, None).await.detail(400);
+    assert!(d.contains("worker_id") && d.contains("255"), "{d}");
+    let r = request(
+        a,
+        "POST",
+        "/api/absurd/workers/py-1/heartbeat?task_id=nope",
+        &[],
+        None,
+    )
+    .await;
+    assert!(r.detail(400).contains("task_id"));
+
+    // The table is bounded: with 10,000 workers heard from lately a new one is refused,
+    // naming the limit; a known one is still recorded; old ones are forgotten.
+    sqlx::query(
+        "insert into absurd.worker_heartbeats (worker_id, first_seen, last_seen)
+         select 'filler-' || i, now(), now() from generate_series(1, 10000 - 2) i",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let d = beat("one-too-many", None).await.detail(429);
+    assert!(d.contains("10000") && d.contains("one-too-many"), "{d}");
+    assert_eq!(beat("py-1", None).await.status, 200);
+    sqlx::query("update absurd.worker_heartbeats set last_seen = now() - interval '2 days' where worker_id like 'filler-%'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(beat("one-too-many", None).await.status, 200);
+    let left: i64 = sqlx::query_scalar("select count(*) from absurd.worker_heartbeats")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 3, "py-1, py-2 and the new one");
+
+    // Health: tasks pending for two minutes and no worker active → the seed's alert.
+    sqlx::query("update absurd.worker_heartbeats set last_seen = now() - interval '10 minutes'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let id = client
+        .spawn("hb", "echo", &json!({}), &SpawnOptions::default())
+        .await
+        .unwrap()
+        .task_id;
+    sqlx::query(
+        "update absurd.\"t_hb\" set enqueue_at = now() - interval '2 minutes' where task_id = $1",
+    )
+    .bind(id)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let v = get(a, "/api/absurd/health/detailed").await.json();
+    assert_eq!(v["status"], "critical", "{v}");
+    assert_eq!(v["worker_pool_healthy"], false);
+    assert_eq!(
+        v["worker_pool_message"],
+        "No active workers (tasks pending)"
+    );
+    assert!(
+        v["alerts"].as_array().unwrap().iter().any(|x| x["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("No active workers but tasks are pending")),
+        "{v}"
+    );
+    assert_eq!(v["workers"]["registered"], 3);
+    // One of three active (after the 2 s health cache): the seed's warning, not an alert.
+    assert_eq!(beat("py-1", None).await.status, 200);
+    tokio::time::sleep(absurd_host::api::health::CACHE_FOR).await;
+    let v = get(a, "/api/absurd/health/detailed").await.json();
+    assert_eq!(v["worker_pool_healthy"], true, "{v}");
+    assert!(
+        v["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Only 1/3 workers active")),
+        "{v}"
+    );
+}
+
+/// `ABSURD_ENABLED=false`: the seed's 503 on every route but health, which says `disabled`.
+#[tokio::test]
+async fn absurd_enabled_false_answers_as_the_seed() {
+    let (db, _client) = setup(&["dsa110-pipeline"]).await;
+    let s = Server::start(
+        &[
+            "serve",
+            "--database-url",
+            &db.url,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[("ABSURD_ENABLED", "false")],
+    );
+    let a = &s.addr;
+    let nil = task_path(&Uuid::nil().to_string());
+    for (method, path) in [
+        ("GET", "/api/absurd/tasks"),
+        ("GET", "/api/absurd/queues"),
+        ("GET", "/api/absurd/queues/dsa110-pipeline/stats"),
+        ("GET", "/api/absurd/metrics"),
+        ("GET", "/api/absurd/metrics/prometheus"),
+        ("GET", "/api/absurd/workers"),
+        ("POST", "/api/absurd/workers/w/heartbeat"),
+        ("DELETE", nil.as_str()),
+    ] {
+        let r = request(a, method, path, &[], None).await;
+        assert_eq!(
+            r.detail(503),
+            "Absurd workflow manager is not enabled",
+            "{method} {path}"
+        );
+    }
+    let r = post_json(
+        a,
+        "/api/absurd/tasks",
+        &json!({"queue_name": "dsa110-pipeline", "task_name": "calibrate"}),
+    )
+    .await;
+    assert_eq!(r.detail(503), "Absurd workflow manager is not enabled");
+    let h = get(a, "/api/absurd/health").await;
+    assert_eq!(h.status, 200);
+    assert_eq!(
+        (&h.json()["status"], &h.json()["message"]),
+        (&json!("disabled"), &json!("Absurd is not enabled"))
+    );
+    let h = get(a, "/api/absurd/health/detailed").await;
+    assert_eq!(h.status, 200);
+    assert_eq!(h.json()["status"], "disabled");
+    assert_eq!(h.json()["alerts"], json!([]));
+    assert_eq!(get(a, "/api/absurd/openapi.json").await.status, 200);
+    assert_eq!(get(a, "/metrics").await.status, 200);
+    // Nothing was spawned.
+    let n: i64 = sqlx::query_scalar("select count(*) from absurd.\"t_dsa110-pipeline\"")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+
+    // A value that is not a boolean stops the server, naming it.
+    let (mut cmd, log) = command(
+        &[
+            "serve",
+            "--database-url",
+            &db.url,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[("ABSURD_ENABLED", "ture")],
+    );
+    let status = cmd.status().unwrap();
+    assert!(!status.success());
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(
+        text.contains("ABSURD_ENABLED") && text.contains("ture"),
+        "{text}"
+    );
 }

@@ -304,6 +304,17 @@ async fn dashboard_shows_queues_tasks_and_acts_from_the_page() {
         .tasks[0]
         .task_id;
 
+    // A recorded maintenance pass, shown on the overview.
+    client
+        .record_maintenance_run(
+            chrono::Utc::now(),
+            "maintain:4242",
+            &json!({"totals": {"completed": 4, "failed": 1, "cancelled": 0, "events": 2}}),
+            None,
+        )
+        .await
+        .unwrap();
+
     // The static files are served, without the API's JSON errors.
     let (status, ctype, body) = get(&db, "/").await;
     assert_eq!(status, StatusCode::OK);
@@ -336,6 +347,7 @@ async fn dashboard_shows_queues_tasks_and_acts_from_the_page() {
         wait(count_is("pending", 0)),
         wait(count_is("total", 6)),
         wait(has_text("#dead-letters", "2")),
+        wait(has_text("#maintenance", "5 tasks and 2 events deleted, by maintain:4242")),
         wait(has_text("#view", "work-dlq")),
         wait(has_text("#health", "Health:")),
         // The sparkline: the last hour per minute, from the throughput endpoint.

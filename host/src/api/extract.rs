@@ -164,6 +164,20 @@ impl<S: Send + Sync> FromRequestParts<S> for QueueName {
     }
 }
 
+/// The `{worker_id}` of a worker route: 1 to 255 bytes, no NUL.
+#[derive(Debug, Clone)]
+pub struct WorkerIdPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for WorkerIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &S) -> Result<Self, ApiError> {
+        let raw = path_param(parts, st).await?;
+        absurd_client::monitor::check_worker_id(&raw)?;
+        Ok(WorkerIdPath(raw))
+    }
+}
+
 async fn path_param<S: Send + Sync>(parts: &mut Parts, st: &S) -> Result<String, ApiError> {
     Path::<String>::from_request_parts(parts, st)
         .await

@@ -15,6 +15,7 @@ use super::model::{
     Health, HealthDetailed, HealthItem, HealthLevel, HealthStatus, QueueHealth, WorkersSeen,
 };
 use super::{ApiSettings, AppState};
+use absurd_client::monitor::{WorkerRegistry, WorkerState, ACTIVE_SECS};
 use absurd_client::{Client, ClientError};
 
 /// Detailed results are reused for this long (the DSA-110 pipeline cached them for 10 s).
@@ -32,6 +33,8 @@ const AGE_WARN_S: f64 = 600.0;
 const STALL_S: f64 = 300.0;
 /// Pending this long with no worker claiming anything means no worker is serving the queue.
 const NO_WORKER_S: f64 = 60.0;
+/// The window of the worker registry the worker checks use (as `GET /workers`'s default).
+const REGISTRY_MINUTES: i64 = 60;
 
 #[derive(Default)]
 pub struct Cache {
@@ -48,9 +51,14 @@ pub struct Cache {
     responses((status = 200, description = "Always healthy while the process serves", body = Health))
 )]
 pub(crate) async fn health(State(st): State<AppState>) -> Json<Health> {
+    let (status, message) = if st.settings.enabled {
+        ("healthy", "Absurd is operational")
+    } else {
+        ("disabled", "Absurd is not enabled")
+    };
     Json(Health {
-        status: "healthy".into(),
-        message: "Absurd is operational".into(),
+        status: status.into(),
+        message: message.into(),
         queue: st.settings.default_queue.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
         uptime_seconds: st.started.elapsed().as_secs_f64().floor(),
@@ -65,11 +73,24 @@ pub(crate) async fn health(State(st): State<AppState>) -> Json<Health> {
     operation_id = "healthDetailed",
     tag = "health",
     responses(
-        (status = 200, description = "healthy, degraded or critical", body = HealthDetailed),
+        (status = 200, description = "healthy, degraded or critical; disabled with ABSURD_ENABLED=false", body = HealthDetailed),
         (status = 503, description = "down: the database is unreachable", body = HealthDetailed),
     )
 )]
 pub(crate) async fn detailed(State(st): State<AppState>) -> Response {
+    if !st.settings.enabled {
+        let now = Utc::now();
+        let (_, mut body) = unusable(
+            &st.settings,
+            HealthStatus::Disabled,
+            "Absurd is not enabled".into(),
+            None,
+            now,
+        );
+        body.alerts.clear();
+        body.worker_pool_message = "Absurd is not enabled".into();
+        return (StatusCode::OK, Json(body)).into_response();
+    }
     let mut last = st.health.last.lock().await;
     if let Some((at, code, body)) = last.as_ref() {
         if at.elapsed() < CACHE_FOR {
@@ -115,6 +136,7 @@ fn unusable(
             oldest_pending_age_seconds: None,
             dead_letters_pending: None,
             worker_pool_healthy: false,
+            worker_pool_message: "Cannot determine (database unusable)".into(),
             workers: None,
             queues: vec![],
             alerts: vec![item(HealthLevel::Alert, message, now)],
@@ -176,22 +198,21 @@ pub async fn report(client: &Client, settings: &ApiSettings) -> (StatusCode, Hea
                 now,
             )
         }
-        Ok(Ok((queues, active, recent, dead_letters))) => (
-            StatusCode::OK,
-            assess(
-                settings,
-                now,
-                latency_ms,
-                &queues,
-                &active,
-                &recent,
-                dead_letters,
-            ),
-        ),
+        Ok(Ok(g)) => (StatusCode::OK, assess(settings, now, latency_ms, &g)),
     }
 }
 
-type Gathered = (Vec<QueueFigures>, BTreeSet<String>, BTreeSet<String>, i64);
+/// What the report is made of.
+struct Gathered {
+    queues: Vec<QueueFigures>,
+    /// Workers holding a live claim.
+    active: BTreeSet<String>,
+    /// Those, and the workers that started a run in the last 5 minutes.
+    recent: BTreeSet<String>,
+    dead_letters: i64,
+    /// The worker registry of `GET /workers` over [`REGISTRY_MINUTES`].
+    registry: WorkerRegistry,
+}
 
 async fn gather(client: &Client, settings: &ApiSettings) -> Result<Gathered, ClientError> {
     let mut queues = vec![];
@@ -222,18 +243,30 @@ async fn gather(client: &Client, settings: &ApiSettings) -> Result<Gathered, Cli
             expired_claims: live.expired,
         });
     }
-    Ok((queues, active, recent, dead_letters))
+    let registry = client.worker_registry(REGISTRY_MINUTES).await?;
+    Ok(Gathered {
+        queues,
+        active,
+        recent,
+        dead_letters,
+        registry,
+    })
 }
 
 fn assess(
     settings: &ApiSettings,
     now: DateTime<Utc>,
     latency_ms: f64,
-    queues: &[QueueFigures],
-    active: &BTreeSet<String>,
-    recent: &BTreeSet<String>,
-    dead_letters: i64,
+    g: &Gathered,
 ) -> HealthDetailed {
+    let Gathered {
+        queues,
+        active,
+        recent,
+        dead_letters,
+        registry,
+    } = g;
+    let dead_letters = *dead_letters;
     let mut alerts = vec![];
     let mut warnings = vec![];
     if latency_ms > LATENCY_ALERT_MS {
@@ -309,12 +342,40 @@ fn assess(
             ));
         }
     }
+    // The seed's worker checks, on the registry of `GET /workers` (runs and heartbeats), only
+    // while tasks have been waiting for a worker: an idle fleet of absurd-host workers sends
+    // no heartbeats, so it alone raises nothing.
+    let registered = registry.workers.len();
+    let registered_active = registry.count(WorkerState::Active).max(active.len());
+    let waiting = pending > 0 && oldest.is_some_and(|a| a > NO_WORKER_S);
     let mut worker_pool_healthy = true;
-    if pending > 0 && active.is_empty() && oldest.is_some_and(|a| a > NO_WORKER_S) {
+    let mut worker_pool_message = format!("{registered_active} active workers");
+    if waiting && registered == 0 {
         worker_pool_healthy = false;
+        worker_pool_message = "No workers registered".into();
         alerts.push(item(
             HealthLevel::Alert,
-            format!("No workers available: {pending} task(s) pending and no worker holds a claim"),
+            format!(
+                "No workers available: {pending} task(s) pending and no worker seen in the last {} minutes",
+                REGISTRY_MINUTES
+            ),
+            now,
+        ));
+    } else if waiting && registered_active == 0 {
+        worker_pool_healthy = false;
+        worker_pool_message = "No active workers (tasks pending)".into();
+        alerts.push(item(
+            HealthLevel::Alert,
+            format!(
+                "No active workers but tasks are pending: {pending} task(s) pending; {registered} worker(s) seen \
+                 in the last {REGISTRY_MINUTES} minutes, none heard from in the last {ACTIVE_SECS} s or holding a claim"
+            ),
+            now,
+        ));
+    } else if waiting && (registered_active as f64) < registered as f64 * 0.5 {
+        warnings.push(item(
+            HealthLevel::Warning,
+            format!("Only {registered_active}/{registered} workers active while {pending} task(s) are pending"),
             now,
         ));
     }
@@ -340,10 +401,13 @@ fn assess(
         oldest_pending_age_seconds: oldest,
         dead_letters_pending: Some(dead_letters),
         worker_pool_healthy,
+        worker_pool_message,
         workers: Some(WorkersSeen {
             active: active.len(),
             recent: recent.len(),
             ids: recent.iter().cloned().collect(),
+            registered,
+            registered_active,
         }),
         queues: queues
             .iter()

@@ -19,7 +19,9 @@
 pub mod error;
 mod extract;
 pub mod health;
+mod maintenance;
 pub mod model;
+mod monitor;
 pub mod openapi;
 pub mod prometheus;
 mod schedules;
@@ -81,8 +83,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/absurd/schedules/{name}"),
     ("PUT", "/api/absurd/schedules/{name}"),
     ("DELETE", "/api/absurd/schedules/{name}"),
+    ("GET", "/api/absurd/workers/metrics"),
+    ("POST", "/api/absurd/workers/{worker_id}/heartbeat"),
+    ("GET", "/api/absurd/metrics"),
     ("GET", "/api/absurd/health"),
     ("GET", "/api/absurd/health/detailed"),
+    ("GET", "/api/absurd/maintenance"),
     ("GET", "/api/absurd/metrics/prometheus"),
     ("GET", "/api/absurd/openapi.json"),
     ("GET", "/metrics"),
@@ -108,6 +114,10 @@ pub struct ApiSettings {
     /// Every query of the API's pool is cancelled by PostgreSQL after this long (its
     /// `statement_timeout`), so that no request can hold a connection or a lock for long.
     pub statement_timeout: Duration,
+    /// False with `ABSURD_ENABLED=false`: the `/api/absurd` routes then answer as the
+    /// DSA-110 pipeline's API did when disabled (503 `Absurd workflow manager is not
+    /// enabled`; health `disabled`).
+    pub enabled: bool,
 }
 
 impl ApiSettings {
@@ -127,6 +137,7 @@ impl ApiSettings {
             listen,
             token: token.filter(|t| !t.trim().is_empty()),
             statement_timeout: statement_timeout_from_env()?,
+            enabled: enabled_from_env()?,
             ..ApiSettings::for_config(config)
         })
     }
@@ -146,6 +157,7 @@ impl ApiSettings {
             dlq_queue: config.dlq_enabled.then(|| config.dlq_queue_name.clone()),
             extra_pools: Vec::new(),
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            enabled: true,
         }
     }
 
@@ -191,6 +203,24 @@ fn parse_statement_timeout(raw: Option<&str>) -> anyhow::Result<Duration> {
     Ok(d)
 }
 
+const ENABLED_VAR: &str = "ABSURD_ENABLED";
+
+/// Whether the API serves: `ABSURD_ENABLED` unset or empty is enabled (absurd-host serves
+/// unless told not to; the DSA-110 pipeline's default was off), else the boolean it holds.
+fn enabled_from_env() -> anyhow::Result<bool> {
+    parse_enabled(std::env::var(ENABLED_VAR).ok().as_deref())
+}
+
+fn parse_enabled(raw: Option<&str>) -> anyhow::Result<bool> {
+    match raw.map(str::trim).filter(|r| !r.is_empty()) {
+        None => Ok(true),
+        Some(r) => Ok(crate::config::parse_bool(ENABLED_VAR, r)?),
+    }
+}
+
+/// The DSA-110 pipeline's answer on every `/api/absurd` route while it is disabled.
+pub const DISABLED_DETAIL: &str = "Absurd workflow manager is not enabled";
+
 /// Parses `host:port` (`localhost` is accepted and means 127.0.0.1).
 pub fn parse_listen(raw: &str) -> anyhow::Result<SocketAddr> {
     if let Ok(a) = raw.parse::<SocketAddr>() {
@@ -208,33 +238,21 @@ pub fn parse_listen(raw: &str) -> anyhow::Result<SocketAddr> {
 /// reports `down`) while the database is unreachable. Requests wait at most 3 s for a
 /// connection, then answer 503.
 ///
-/// Every connection gets `statement_timeout` set when it opens (a `SET`, not a startup
-/// option, so that it also works through PgBouncer): an API request can never keep a query,
-/// and the locks it holds, running longer than that.
+/// Every connection gets `statement_timeout` set when it opens: an API request can never
+/// keep a query, and the locks it holds, running longer than that.
 pub fn lazy_pool(url: &str, statement_timeout: Duration) -> anyhow::Result<PgPool> {
-    let opts: sqlx::postgres::PgConnectOptions = url.parse().with_context(|| {
+    absurd_client::db::lazy_pool_with_statement_timeout(
+        url,
+        8,
+        Duration::from_secs(3),
+        statement_timeout,
+    )
+    .with_context(|| {
         format!(
             "invalid database URL {}",
             absurd_client::db::redact_url(url)
         )
-    })?;
-    let set = format!(
-        "set statement_timeout = {}",
-        statement_timeout.as_millis().clamp(1, i32::MAX as u128)
-    );
-    Ok(sqlx::postgres::PgPoolOptions::new()
-        .max_connections(8)
-        .acquire_timeout(Duration::from_secs(3))
-        .after_connect(move |conn, _meta| {
-            let set = set.clone();
-            Box::pin(async move {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(set))
-                    .execute(conn)
-                    .await
-                    .map(|_| ())
-            })
-        })
-        .connect_lazy_with(opts))
+    })
 }
 
 #[derive(Clone)]
@@ -247,6 +265,10 @@ pub(crate) struct AppState {
 }
 
 fn method_router(method: &str, path: &str) -> MethodRouter<AppState> {
+    // The seed's JSON metrics; the bare `/metrics` below is Prometheus.
+    if (method, path) == ("GET", "/api/absurd/metrics") {
+        return get(monitor::task_metrics);
+    }
     let full = (method, path.strip_prefix(PREFIX).unwrap_or(path));
     match full {
         ("POST", "/tasks") => post(tasks::spawn),
@@ -265,8 +287,11 @@ fn method_router(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/schedules/{name}") => get(schedules::get_one),
         ("PUT", "/schedules/{name}") => put(schedules::replace),
         ("DELETE", "/schedules/{name}") => delete(schedules::delete),
+        ("GET", "/workers/metrics") => get(monitor::worker_metrics),
+        ("POST", "/workers/{worker_id}/heartbeat") => post(monitor::heartbeat),
         ("GET", "/health") => get(health::health),
         ("GET", "/health/detailed") => get(health::detailed),
+        ("GET", "/maintenance") => get(maintenance::runs),
         ("GET", "/metrics/prometheus") => get(prometheus::metrics_seed_path),
         ("GET", "/metrics") => get(prometheus::metrics),
         ("GET", "/openapi.json") => get(openapi::serve_document),
@@ -294,6 +319,10 @@ pub fn router(client: Client, settings: ApiSettings, counters: Counters) -> Rout
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            when_disabled,
+        ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
         .with_state(state)
@@ -416,6 +445,21 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
     resp
 }
 
+/// With `ABSURD_ENABLED=false`, every `/api/absurd` route but the health checks and the
+/// OpenAPI document answers 503 as the DSA-110 pipeline did; the health checks say `disabled`.
+async fn when_disabled(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if !st.settings.enabled {
+        let path = req.uri().path();
+        let open = path == HEALTH_PATH
+            || path == "/api/absurd/health/detailed"
+            || path == "/api/absurd/openapi.json";
+        if path.starts_with("/api/absurd/") && !open {
+            return ApiError::unavailable(DISABLED_DETAIL).into_response();
+        }
+    }
+    next.run(req).await
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
@@ -533,6 +577,17 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn absurd_enabled_is_on_unless_set_false() {
+        assert!(parse_enabled(None).unwrap());
+        assert!(parse_enabled(Some(" ")).unwrap());
+        assert!(parse_enabled(Some("true")).unwrap());
+        assert!(!parse_enabled(Some("false")).unwrap());
+        assert!(!parse_enabled(Some("0")).unwrap());
+        let e = format!("{:#}", parse_enabled(Some("ture")).unwrap_err());
+        assert!(e.contains("ABSURD_ENABLED") && e.contains("ture"), "{e}");
     }
 
     #[test]

@@ -581,6 +581,48 @@ impl QueryValue for TaskState {
     }
 }
 
+/// The `status` filter of `GET /tasks`: a task state, or one of the DSA-110 pipeline's names
+/// for them. `claimed` is `running`; `retrying` is a task waiting for its next attempt
+/// (pending or sleeping, past its first attempt, the attempt not started yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusFilter {
+    Pending,
+    Running,
+    Sleeping,
+    Completed,
+    Failed,
+    Cancelled,
+    /// The seed's name for `running`.
+    Claimed,
+    /// Waiting for a retry.
+    Retrying,
+}
+
+impl StatusFilter {
+    /// The state filter and the "waiting for a retry" filter it stands for.
+    pub fn to_client(self) -> (Option<client::State>, bool) {
+        match self {
+            StatusFilter::Pending => (Some(client::State::Pending), false),
+            StatusFilter::Running | StatusFilter::Claimed => (Some(client::State::Running), false),
+            StatusFilter::Sleeping => (Some(client::State::Sleeping), false),
+            StatusFilter::Completed => (Some(client::State::Completed), false),
+            StatusFilter::Failed => (Some(client::State::Failed), false),
+            StatusFilter::Cancelled => (Some(client::State::Cancelled), false),
+            StatusFilter::Retrying => (None, true),
+        }
+    }
+}
+
+impl QueryValue for StatusFilter {
+    const EXPECTED: &'static str =
+        "a task state (pending, running, sleeping, completed, failed, cancelled) \
+         or one of the DSA-110 pipeline's names (claimed, retrying)";
+    fn parse(raw: &str) -> Option<Self> {
+        serde_json::from_value(Value::String(raw.to_string())).ok()
+    }
+}
+
 impl QueryValue for DateTime<Utc> {
     const EXPECTED: &'static str = "an RFC 3339 time (e.g. 2025-01-01T00:00:00Z)";
     fn parse(raw: &str) -> Option<Self> {
@@ -624,9 +666,11 @@ pub struct ListTasksQuery {
         nullable = false
     )]
     pub queue_name: Option<String>,
+    /// A task state, or the DSA-110 pipeline's `claimed` (= `running`) or `retrying`
+    /// (waiting for the next attempt).
     #[serde(default, deserialize_with = "query_strict")]
     #[param(inline, nullable = false)]
-    pub status: Option<TaskState>,
+    pub status: Option<StatusFilter>,
     /// Only tasks of this name.
     #[serde(default, deserialize_with = "query_opt")]
     #[param(pattern = "^[^\\u0000]*$", nullable = false)]
@@ -673,9 +717,11 @@ impl ListTasksQuery {
                 return Err(ApiError::bad_request("q must not contain NUL characters"));
             }
         }
+        let (state, retrying) = self.status.map_or((None, false), StatusFilter::to_client);
         Ok(client::TaskFilter {
             queue: self.queue_name.clone(),
-            state: self.status.map(client::State::from),
+            state,
+            retrying,
             task_name: self.task_name.clone(),
             limit: Some(limit),
             cursor: self.cursor.map(|c| c.to_string()),
@@ -771,6 +817,23 @@ pub struct TaskSummary {
     #[serde(serialize_with = "rfc3339::option::serialize")]
     pub cancelled_at: Option<DateTime<Utc>>,
     pub idempotency_key: Option<String>,
+    /// The task's input. In a listing it is null when its JSON text is over 16 KiB
+    /// (`params_bytes` then gives its size; `GET /tasks/{task_id}` has it whole).
+    #[schema(value_type = Value)]
+    pub params: Option<Value>,
+    /// In listings, the size of `params` as JSON text, when they were left out for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params_bytes: Option<i64>,
+    /// Always 0: the DSA-110 pipeline's field, kept for its clients; Absurd has no priorities.
+    pub priority: i32,
+    /// When the last run started (was claimed by a worker); null until it starts.
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    pub claimed_at: Option<DateTime<Utc>>,
+    /// When the last run completed or failed.
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    pub completed_at: Option<DateTime<Utc>>,
+    /// The last run's worker.
+    pub worker_id: Option<String>,
     /// The result of a completed task (always null in listings).
     #[schema(value_type = Value)]
     pub result: Option<Value>,
@@ -792,6 +855,15 @@ impl From<&client::TaskSummary> for TaskSummary {
             first_started_at: s.first_started_at,
             cancelled_at: s.cancelled_at,
             idempotency_key: s.idempotency_key.clone(),
+            params: s.params.clone(),
+            params_bytes: match (&s.params, s.params_bytes) {
+                (None, Some(n)) if n > client::MAX_LISTED_PARAMS_BYTES => Some(n),
+                _ => None,
+            },
+            priority: 0,
+            claimed_at: s.claimed_at,
+            completed_at: s.completed_at,
+            worker_id: s.worker_id.clone(),
             result: None,
             error: None,
         }
@@ -898,21 +970,11 @@ pub struct TaskDetails {
     #[serde(flatten)]
     pub summary: TaskSummary,
     #[schema(value_type = Value)]
-    pub params: Value,
-    #[schema(value_type = Value)]
     pub headers: Option<Value>,
     #[schema(value_type = Value)]
     pub retry_strategy: Option<Value>,
     #[schema(value_type = Value)]
     pub cancellation: Option<Value>,
-    /// The last run's start.
-    #[serde(serialize_with = "rfc3339::option::serialize")]
-    pub claimed_at: Option<DateTime<Utc>>,
-    /// The last run's completion or failure.
-    #[serde(serialize_with = "rfc3339::option::serialize")]
-    pub completed_at: Option<DateTime<Utc>>,
-    /// The last run's worker.
-    pub worker_id: Option<String>,
     pub runs: Vec<Run>,
     pub checkpoints: Vec<Checkpoint>,
     pub waits: Vec<Wait>,
@@ -939,15 +1001,16 @@ impl From<&client::TaskDetails> for TaskDetails {
             client::State::Completed => None,
             _ => last.and_then(|r| r.failure_reason.as_ref()).map(error_text),
         };
+        summary.params = Some(t.params.clone());
+        summary.params_bytes = None;
+        summary.claimed_at = last.and_then(|r| r.started_at);
+        summary.completed_at = last.and_then(|r| r.completed_at.or(r.failed_at));
+        summary.worker_id = last.and_then(|r| r.claimed_by.clone());
         TaskDetails {
             summary,
-            params: t.params.clone(),
             headers: t.headers.clone(),
             retry_strategy: t.retry_strategy.clone(),
             cancellation: t.cancellation.clone(),
-            claimed_at: last.and_then(|r| r.started_at),
-            completed_at: last.and_then(|r| r.completed_at.or(r.failed_at)),
-            worker_id: last.and_then(|r| r.claimed_by.clone()),
             runs: t.runs.iter().map(Run::from).collect(),
             checkpoints: t.checkpoints.iter().map(Checkpoint::from).collect(),
             waits: t.waits.iter().map(Wait::from).collect(),
@@ -1123,13 +1186,52 @@ pub struct Throughput {
     pub buckets: Vec<ThroughputBucket>,
 }
 
-/// What a worker did in the window, from the runs it claimed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// A worker's state, from how long ago it was last heard from: `active` within 10 s (or
+/// while it holds a live lease), `idle` within 60 s, `stale` within 180 s, else `crashed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerStateName {
+    Active,
+    Idle,
+    Stale,
+    Crashed,
+}
+
+impl From<client::monitor::WorkerState> for WorkerStateName {
+    fn from(s: client::monitor::WorkerState) -> WorkerStateName {
+        use client::monitor::WorkerState as S;
+        match s {
+            S::Active => WorkerStateName::Active,
+            S::Idle => WorkerStateName::Idle,
+            S::Stale => WorkerStateName::Stale,
+            S::Crashed => WorkerStateName::Crashed,
+        }
+    }
+}
+
+/// A worker seen in the window: from the runs it claimed and the heartbeats it sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Worker {
     pub worker_id: String,
-    /// The latest start, completion or failure of its runs.
+    pub state: WorkerStateName,
+    /// The last time it was heard from: its latest heartbeat, run start, completion or
+    /// failure, or now while it holds a live lease.
     #[serde(serialize_with = "rfc3339::option::serialize")]
     pub last_seen: Option<DateTime<Utc>>,
+    /// The first time it was seen in the window (first heartbeat or first run start).
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    pub first_seen: Option<DateTime<Utc>>,
+    /// `last_seen - first_seen`, in seconds (0 when either is unknown).
+    pub uptime_seconds: f64,
+    /// Its runs in the window (running, completed, failed), or the tasks its heartbeats
+    /// reported, whichever is more.
+    pub task_count: i64,
+    /// The task of its latest running run, else the task its last heartbeat reported.
+    pub current_task_id: Option<Uuid>,
+    /// It holds running runs whose lease expired (it stopped renewing them).
+    pub timed_out: bool,
+    /// Heartbeats received (`POST /workers/{worker_id}/heartbeat`); 0 for a worker that sends none.
+    pub heartbeats: i64,
     pub running: i64,
     pub completed: i64,
     pub failed: i64,
@@ -1141,36 +1243,60 @@ pub struct Worker {
     pub timeouts: i64,
 }
 
-impl From<&client::WorkerActivity> for Worker {
-    fn from(w: &client::WorkerActivity) -> Worker {
+impl From<&client::monitor::RegisteredWorker> for Worker {
+    fn from(w: &client::monitor::RegisteredWorker) -> Worker {
+        let a = w.activity.as_ref();
+        let uptime_seconds = match (w.first_seen, w.last_activity) {
+            (Some(f), Some(l)) if l > f => (l - f).num_milliseconds() as f64 / 1000.0,
+            _ => 0.0,
+        };
         Worker {
             worker_id: w.worker_id.clone(),
-            last_seen: w.last_seen,
-            running: w.running,
-            completed: w.completed,
-            failed: w.failed,
-            sandbox_failures: w.sandbox_failures,
-            subprocess_failures: w.subprocess_failures,
-            timeouts: w.timeouts,
+            state: w.state.into(),
+            last_seen: w.last_activity,
+            first_seen: w.first_seen,
+            uptime_seconds,
+            task_count: w.task_count,
+            current_task_id: w.current_task_id,
+            timed_out: w.timed_out,
+            heartbeats: w.heartbeat.as_ref().map_or(0, |h| h.heartbeats),
+            running: a.map_or(0, |a| a.running),
+            completed: a.map_or(0, |a| a.completed),
+            failed: a.map_or(0, |a| a.failed),
+            sandbox_failures: a.map_or(0, |a| a.sandbox_failures),
+            subprocess_failures: a.map_or(0, |a| a.subprocess_failures),
+            timeouts: a.map_or(0, |a| a.timeouts),
         }
     }
 }
 
-/// Workers seen in the window, most recently seen first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// Workers seen in the window, most recently heard from first, with the count per state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WorkerList {
     pub minutes: i64,
     pub workers: Vec<Worker>,
+    /// Workers listed.
+    pub total: usize,
+    pub active: usize,
+    pub idle: usize,
+    pub stale: usize,
+    pub crashed: usize,
     /// For each failure count of a worker (`sandbox_failures`, `subprocess_failures`,
     /// `timeouts`), the failure names it counts.
     pub failure_names: BTreeMap<String, Vec<String>>,
 }
 
 impl WorkerList {
-    pub fn new(minutes: i64, workers: &[client::WorkerActivity]) -> WorkerList {
+    pub fn new(registry: &client::monitor::WorkerRegistry) -> WorkerList {
+        use client::monitor::WorkerState as S;
         WorkerList {
-            minutes,
-            workers: workers.iter().map(Worker::from).collect(),
+            minutes: registry.minutes,
+            workers: registry.workers.iter().map(Worker::from).collect(),
+            total: registry.workers.len(),
+            active: registry.count(S::Active),
+            idle: registry.count(S::Idle),
+            stale: registry.count(S::Stale),
+            crashed: registry.count(S::Crashed),
             failure_names: client::WorkerActivity::counted_failures()
                 .into_iter()
                 .map(|(field, category): (&str, FailureCategory)| {
@@ -1184,12 +1310,190 @@ impl WorkerList {
     }
 }
 
+/// `GET /workers/metrics`: the worker pool in figures (the DSA-110 pipeline's shape).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerMetrics {
+    pub minutes: i64,
+    pub total_workers: usize,
+    pub active_workers: usize,
+    pub idle_workers: usize,
+    pub stale_workers: usize,
+    pub crashed_workers: usize,
+    /// Workers holding running runs whose lease expired.
+    pub timed_out_workers: usize,
+    pub avg_tasks_per_worker: f64,
+    pub avg_worker_uptime_sec: f64,
+}
+
+impl WorkerMetrics {
+    pub fn new(list: &WorkerList) -> WorkerMetrics {
+        let n = list.workers.len();
+        let avg = |f: &dyn Fn(&Worker) -> f64| {
+            if n == 0 {
+                0.0
+            } else {
+                list.workers.iter().map(f).sum::<f64>() / n as f64
+            }
+        };
+        WorkerMetrics {
+            minutes: list.minutes,
+            total_workers: n,
+            active_workers: list.active,
+            idle_workers: list.idle,
+            stale_workers: list.stale,
+            crashed_workers: list.crashed,
+            timed_out_workers: list.workers.iter().filter(|w| w.timed_out).count(),
+            avg_tasks_per_worker: avg(&|w| w.task_count as f64),
+            avg_worker_uptime_sec: avg(&|w| w.uptime_seconds),
+        }
+    }
+}
+
+/// The optional `task_id` of `POST /workers/{worker_id}/heartbeat`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HeartbeatQuery {
+    /// The task the worker is running now (omitted: none).
+    #[serde(default, deserialize_with = "query_strict")]
+    #[param(nullable = false)]
+    pub task_id: Option<Uuid>,
+}
+
+/// A recorded heartbeat, as the DSA-110 pipeline answered it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatResponse {
+    /// Always `ok`.
+    pub status: String,
+    pub worker_id: String,
+}
+
+/// The optional `queue_name` of `GET /metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MetricsQuery {
+    /// Only this queue (default: every queue).
+    #[serde(default, deserialize_with = "query_strict")]
+    #[param(
+        min_length = 1,
+        max_length = 57,
+        pattern = "^[^\\u0000]*$",
+        nullable = false
+    )]
+    pub queue_name: Option<String>,
+}
+
+/// `GET /metrics`: the DSA-110 pipeline's 25 task metrics, computed from the queue tables, and
+/// what they were computed over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskMetrics {
+    /// Tasks in the tables (every task spawned and not yet cleaned up).
+    pub total_spawned: i64,
+    /// Tasks that have started at least once.
+    pub total_claimed: i64,
+    pub total_completed: i64,
+    pub total_failed: i64,
+    pub total_cancelled: i64,
+    /// Runs created in the last `window_hours` that failed for the run time limit.
+    pub total_timed_out: i64,
+    pub current_pending: i64,
+    /// Running tasks (the seed's `claimed`).
+    pub current_claimed: i64,
+    /// Seconds from a run's creation to its start, over `wait_samples` runs (0 with none).
+    pub avg_wait_time_sec: f64,
+    pub p50_wait_time_sec: f64,
+    pub p95_wait_time_sec: f64,
+    pub p99_wait_time_sec: f64,
+    /// Seconds from a run's start to its completion or failure, over `execution_samples` runs.
+    pub avg_execution_time_sec: f64,
+    pub p50_execution_time_sec: f64,
+    pub p95_execution_time_sec: f64,
+    pub p99_execution_time_sec: f64,
+    /// Runs completed per second over the last 1, 5 and 15 minutes.
+    pub throughput_1min: f64,
+    pub throughput_5min: f64,
+    pub throughput_15min: f64,
+    /// Completed runs over completed and failed runs in the window (1.0 with none).
+    pub success_rate_1min: f64,
+    pub success_rate_5min: f64,
+    pub success_rate_15min: f64,
+    /// Failed runs over completed and failed runs in the window (0.0 with none).
+    pub error_rate_1min: f64,
+    pub error_rate_5min: f64,
+    pub error_rate_15min: f64,
+    /// The queue, or null for every queue.
+    pub queue_name: Option<String>,
+    /// Tasks sleeping (waiting for a timer, an event or a retry's delay).
+    pub current_sleeping: i64,
+    /// Runs created this many hours back at most are looked at (rates, timeouts, samples).
+    pub window_hours: i64,
+    /// The runs the wait percentiles are over (the latest started, at most 1,000).
+    pub wait_samples: i64,
+    /// Those of them that finished, which the execution percentiles are over.
+    pub execution_samples: i64,
+    #[serde(serialize_with = "rfc3339::serialize")]
+    pub computed_at: DateTime<Utc>,
+}
+
+impl TaskMetrics {
+    pub fn new(m: &client::monitor::TaskMetrics, queue_name: Option<String>) -> TaskMetrics {
+        let per_sec = |n: i64, secs: f64| n as f64 / secs;
+        let success = |c: i64, f: i64| {
+            if c + f == 0 {
+                1.0
+            } else {
+                c as f64 / (c + f) as f64
+            }
+        };
+        let error = |c: i64, f: i64| {
+            if c + f == 0 {
+                0.0
+            } else {
+                f as f64 / (c + f) as f64
+            }
+        };
+        let z = |v: Option<f64>| v.unwrap_or(0.0);
+        TaskMetrics {
+            total_spawned: m.total,
+            total_claimed: m.started,
+            total_completed: m.completed,
+            total_failed: m.failed,
+            total_cancelled: m.cancelled,
+            total_timed_out: m.timed_out,
+            current_pending: m.pending,
+            current_claimed: m.running,
+            avg_wait_time_sec: z(m.avg_wait_secs),
+            p50_wait_time_sec: z(m.p50_wait_secs),
+            p95_wait_time_sec: z(m.p95_wait_secs),
+            p99_wait_time_sec: z(m.p99_wait_secs),
+            avg_execution_time_sec: z(m.avg_execution_secs),
+            p50_execution_time_sec: z(m.p50_execution_secs),
+            p95_execution_time_sec: z(m.p95_execution_secs),
+            p99_execution_time_sec: z(m.p99_execution_secs),
+            throughput_1min: per_sec(m.completed_1m, 60.0),
+            throughput_5min: per_sec(m.completed_5m, 300.0),
+            throughput_15min: per_sec(m.completed_15m, 900.0),
+            success_rate_1min: success(m.completed_1m, m.failed_1m),
+            success_rate_5min: success(m.completed_5m, m.failed_5m),
+            success_rate_15min: success(m.completed_15m, m.failed_15m),
+            error_rate_1min: error(m.completed_1m, m.failed_1m),
+            error_rate_5min: error(m.completed_5m, m.failed_5m),
+            error_rate_15min: error(m.completed_15m, m.failed_15m),
+            queue_name,
+            current_sleeping: m.sleeping,
+            window_hours: client::monitor::METRICS_RUN_WINDOW_HOURS,
+            wait_samples: m.wait_samples,
+            execution_samples: m.execution_samples,
+            computed_at: m.now,
+        }
+    }
+}
+
 // ---- responses: health ---------------------------------------------------------------------
 
 /// `GET /health`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Health {
-    /// Always `healthy` while the process serves.
+    /// `healthy` while the process serves; `disabled` with `ABSURD_ENABLED=false`.
     pub status: String,
     pub message: String,
     /// `ABSURD_QUEUE_NAME`.
@@ -1210,6 +1514,8 @@ pub enum HealthStatus {
     Critical,
     /// The database is unreachable (503).
     Down,
+    /// `ABSURD_ENABLED=false`: nothing is checked (200, as the DSA-110 pipeline answered).
+    Disabled,
 }
 
 impl HealthStatus {
@@ -1219,6 +1525,7 @@ impl HealthStatus {
             HealthStatus::Degraded => "degraded",
             HealthStatus::Critical => "critical",
             HealthStatus::Down => "down",
+            HealthStatus::Disabled => "disabled",
         }
     }
 }
@@ -1239,7 +1546,7 @@ pub struct HealthItem {
     pub timestamp: DateTime<Utc>,
 }
 
-/// Workers seen from the runs table (Absurd has no heartbeats).
+/// Workers seen from the runs tables and from their heartbeats.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct WorkersSeen {
     /// Distinct workers holding a live claim.
@@ -1248,6 +1555,10 @@ pub struct WorkersSeen {
     pub recent: usize,
     /// The ids of `recent`.
     pub ids: Vec<String>,
+    /// The worker registry of `GET /workers` (its last hour): workers seen, and those
+    /// `active` (heard from in the last 10 s or holding a live lease).
+    pub registered: usize,
+    pub registered_active: usize,
 }
 
 /// One queue in `GET /health/detailed`.
@@ -1281,6 +1592,8 @@ pub struct HealthDetailed {
     /// Tasks in the dead-letter queue (no worker claims them).
     pub dead_letters_pending: Option<i64>,
     pub worker_pool_healthy: bool,
+    /// Why the worker pool is (not) healthy, as the DSA-110 pipeline said it.
+    pub worker_pool_message: String,
     pub workers: Option<WorkersSeen>,
     pub queues: Vec<QueueHealth>,
     pub alerts: Vec<HealthItem>,
@@ -1681,5 +1994,41 @@ mod tests {
         assert_eq!(v["minute"], "2025-01-01T12:00:00.500+00:00");
         let back: ThroughputBucket = serde_json::from_value(v).unwrap();
         assert_eq!(back, b);
+    }
+}
+
+/// `GET /maintenance`: the newest maintenance passes (`absurd-host maintain`, or the elected
+/// worker's), newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MaintenanceRuns {
+    pub runs: Vec<MaintenanceRun>,
+}
+
+/// One recorded maintenance pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MaintenanceRun {
+    pub run_id: i64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// The worker that ran it (`maintain:<pid>` for the one-shot command).
+    pub worker_id: String,
+    /// What was deleted: `queues` (per queue: `completed`, `failed`, `cancelled`, `events`),
+    /// `totals`, `retention_seconds`, `unfinished`.
+    #[schema(value_type = Object)]
+    pub report: Value,
+    /// Why the pass failed, if it did.
+    pub error: Option<String>,
+}
+
+impl From<client::maintenance::MaintenanceRun> for MaintenanceRun {
+    fn from(r: client::maintenance::MaintenanceRun) -> MaintenanceRun {
+        MaintenanceRun {
+            run_id: r.run_id,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            worker_id: r.worker_id,
+            report: r.report,
+            error: r.error,
+        }
     }
 }

@@ -6,7 +6,8 @@
 //! The responses that any route may give whatever its input are added here once, by
 //! [`CommonResponses`]: 401 (a token is configured and the request lacks it; not for
 //! `/health`), 403 (a foreign `Host` or a cross-origin write without a token), 405 for a
-//! method the path does not serve, and for the routes that read the database 500 and 503.
+//! method the path does not serve, for the routes that read the database 500 and 503, and 503
+//! for every `/api/absurd` route but health and this document (`ABSURD_ENABLED=false`).
 
 use std::sync::OnceLock;
 
@@ -19,7 +20,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
-use super::{health, prometheus, schedules, tasks};
+use super::{health, maintenance, monitor, prometheus, schedules, tasks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -47,8 +48,12 @@ needs `Authorization: Bearer <token>`.",
         schedules::create,
         schedules::replace,
         schedules::delete,
+        monitor::worker_metrics,
+        monitor::heartbeat,
+        monitor::task_metrics,
         health::health,
         health::detailed,
+        maintenance::runs,
         prometheus::metrics,
         prometheus::metrics_seed_path,
         serve_document,
@@ -58,10 +63,11 @@ needs `Authorization: Bearer <token>`.",
     tags(
         (name = "tasks", description = "Spawn, list, inspect, cancel and retry tasks"),
         (name = "events", description = "Wake tasks waiting for an event"),
-        (name = "queues", description = "Queues, their statistics and throughput, and the workers serving them"),
+        (name = "queues", description = "Queues, their statistics and throughput"),
+        (name = "workers", description = "The workers serving the queues: seen from their runs and their heartbeats"),
         (name = "schedules", description = "Cron schedules that spawn tasks, each tick once across every worker"),
         (name = "health", description = "Liveness and the detailed health report"),
-        (name = "meta", description = "Prometheus metrics and this document"),
+        (name = "meta", description = "Task metrics (JSON), Prometheus metrics and this document"),
     )
 )]
 struct ApiDoc;
@@ -123,7 +129,17 @@ impl Modify for CommonResponses {
                 add("403", "Without a token: a Host that is not a loopback name, or a write from another Origin");
                 if reads_database {
                     add("500", "An unexpected database error; the detail gives the id of its server log line");
-                    add("503", "The database is unreachable or busy (statement timeout), or has no absurd schema");
+                    add("503", "The database is unreachable or busy (statement timeout), or has no absurd schema; \
+                         or ABSURD_ENABLED=false (`Absurd workflow manager is not enabled`)");
+                }
+                let can_be_disabled = path.starts_with("/api/absurd/")
+                    && !path.ends_with("/openapi.json")
+                    && !path.starts_with("/api/absurd/health");
+                if can_be_disabled {
+                    add(
+                        "503",
+                        "ABSURD_ENABLED=false: `Absurd workflow manager is not enabled`",
+                    );
                 }
             }
         }

@@ -10,31 +10,41 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use sqlx::PgPool;
 
+use super::model::TaskMetrics;
 use super::AppState;
 use absurd_engine::metrics::process::ProcessCollector;
 use absurd_engine::metrics::Counters;
 
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-/// The same metrics at the DSA-110 pipeline's path.
+/// The same metrics at the DSA-110 pipeline's path, and the DSA-110 pipeline's own metric
+/// names, computed from the queue tables as `GET /api/absurd/metrics` computes them.
 #[utoipa::path(
     get,
     path = "/api/absurd/metrics/prometheus",
     operation_id = "metricsSeedPath",
     tag = "meta",
     responses(
-        (status = 200, description = "Text exposition format 0.0.4 (the same as /metrics)", body = String, content_type = "text/plain"),
+        (status = 200, description = "Text exposition format 0.0.4: those of /metrics, and the DSA-110 pipeline's absurd_tasks_total, absurd_tasks_current, absurd_wait_time_seconds, absurd_execution_time_seconds, absurd_throughput_per_minute, absurd_success_rate, absurd_error_rate (absurd_task_metrics_up is 0 when the database could not be read)", body = String, content_type = "text/plain"),
         (status = 500, description = "The metrics could not be encoded", body = String, content_type = "text/plain"),
     )
 )]
-pub(crate) async fn metrics_seed_path(st: State<AppState>) -> Response {
-    metrics(st).await
+pub(crate) async fn metrics_seed_path(State(st): State<AppState>) -> Response {
+    let seed = match st.client.task_metrics(None).await {
+        Ok(m) => Some(TaskMetrics::new(&m, None)),
+        Err(e) => {
+            tracing::warn!(error = %e, "the DSA-110 task metrics could not be read; scraping without them");
+            None
+        }
+    };
+    respond(&st, Some(seed))
 }
 
 /// Prometheus metrics: task counters by queue and task name, run duration and pickup latency
@@ -51,9 +61,20 @@ pub(crate) async fn metrics_seed_path(st: State<AppState>) -> Response {
     )
 )]
 pub(crate) async fn metrics(State(st): State<AppState>) -> Response {
+    respond(&st, None)
+}
+
+/// The exposition as a response; `seed` is `Some` on the DSA-110 pipeline's path (with the
+/// figures, or `None` when they could not be read).
+fn respond(st: &AppState, seed: Option<Option<TaskMetrics>>) -> Response {
     let mut pools: Vec<(String, PgPool)> = vec![("api".to_string(), st.client.pool().clone())];
     pools.extend(st.settings.extra_pools.iter().cloned());
-    match render(&st.counters, pools, st.started.elapsed().as_secs_f64()) {
+    match render_with(
+        &st.counters,
+        pools,
+        st.started.elapsed().as_secs_f64(),
+        seed,
+    ) {
         Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "could not encode the metrics");
@@ -72,7 +93,20 @@ pub fn render(
     pools: Vec<(String, PgPool)>,
     uptime_secs: f64,
 ) -> Result<String, std::fmt::Error> {
+    render_with(counters, pools, uptime_secs, None)
+}
+
+/// The whole exposition, with the DSA-110 pipeline's metrics when `seed` is `Some`.
+fn render_with(
+    counters: &Counters,
+    pools: Vec<(String, PgPool)>,
+    uptime_secs: f64,
+    seed: Option<Option<TaskMetrics>>,
+) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
+    if let Some(seed) = seed {
+        registry.register_collector(Box::new(SeedMetrics(seed)));
+    }
     counters.register(&mut registry);
     registry.register_collector(Box::new(Pools(pools)));
     registry.register(
@@ -124,6 +158,139 @@ impl Collector for Pools {
             ConstGauge::new(max).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
+    }
+}
+
+/// The DSA-110 pipeline's metric names, from [`TaskMetrics`] (`None`: the database could not
+/// be read, and only `absurd_task_metrics_up 0` is written).
+#[derive(Debug)]
+struct SeedMetrics(Option<TaskMetrics>);
+
+impl Collector for SeedMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let up = encoder.encode_descriptor(
+            "absurd_task_metrics_up",
+            "1 when the DSA-110 task metrics below were read from the database, 0 when not.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(self.0.is_some())).encode(up)?;
+        let Some(m) = &self.0 else {
+            return Ok(());
+        };
+        // Tasks by state from the tables (a task cleaned up is no longer counted, so this
+        // "counter" can go down; the DSA-110 pipeline typed it so).
+        let mut family = encoder.encode_descriptor(
+            "absurd_tasks",
+            "Tasks by status, from the queue tables (the DSA-110 pipeline's names).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (status, n) in [
+            ("spawned", m.total_spawned),
+            ("claimed", m.total_claimed),
+            ("completed", m.total_completed),
+            ("failed", m.total_failed),
+            ("cancelled", m.total_cancelled),
+            ("timed_out", m.total_timed_out),
+        ] {
+            let labels = [("status", status)];
+            ConstCounter::new(n.max(0) as u64).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "absurd_tasks_current",
+            "Tasks pending, claimed (running) and sleeping now.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (status, n) in [
+            ("pending", m.current_pending),
+            ("claimed", m.current_claimed),
+            ("sleeping", m.current_sleeping),
+        ] {
+            let labels = [("status", status)];
+            ConstGauge::new(n).encode(family.encode_family(&labels)?)?;
+        }
+        let quantiles = |encoder: &mut DescriptorEncoder,
+                         name: &str,
+                         help: &str,
+                         values: [(&str, f64); 3],
+                         avg: f64|
+         -> Result<(), std::fmt::Error> {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (q, v) in values {
+                let labels = [("quantile", q)];
+                ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+            }
+            let avg_name = format!("{name}_avg");
+            let family = encoder.encode_descriptor(
+                &avg_name,
+                "The mean of the same.",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(avg).encode(family)
+        };
+        quantiles(
+            &mut encoder,
+            "absurd_wait_time_seconds",
+            "Seconds from a run's creation to its start, by quantile (latest 1,000 started runs of the last 24 hours).",
+            [
+                ("0.5", m.p50_wait_time_sec),
+                ("0.95", m.p95_wait_time_sec),
+                ("0.99", m.p99_wait_time_sec),
+            ],
+            m.avg_wait_time_sec,
+        )?;
+        quantiles(
+            &mut encoder,
+            "absurd_execution_time_seconds",
+            "Seconds from a run's start to its completion or failure, by quantile (the same runs, those finished).",
+            [
+                ("0.5", m.p50_execution_time_sec),
+                ("0.95", m.p95_execution_time_sec),
+                ("0.99", m.p99_execution_time_sec),
+            ],
+            m.avg_execution_time_sec,
+        )?;
+        let windows = |encoder: &mut DescriptorEncoder,
+                       name: &str,
+                       help: &str,
+                       values: [f64; 3]|
+         -> Result<(), std::fmt::Error> {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (w, v) in ["1m", "5m", "15m"].into_iter().zip(values) {
+                let labels = [("window", w)];
+                ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+            }
+            Ok(())
+        };
+        windows(
+            &mut encoder,
+            "absurd_throughput_per_minute",
+            "Runs completed per minute over the window.",
+            [
+                m.throughput_1min * 60.0,
+                m.throughput_5min * 60.0,
+                m.throughput_15min * 60.0,
+            ],
+        )?;
+        windows(
+            &mut encoder,
+            "absurd_success_rate",
+            "Completed runs over finished runs in the window (0-1; 1 with none).",
+            [
+                m.success_rate_1min,
+                m.success_rate_5min,
+                m.success_rate_15min,
+            ],
+        )?;
+        windows(
+            &mut encoder,
+            "absurd_error_rate",
+            "Failed runs over finished runs in the window (0-1; 0 with none).",
+            [m.error_rate_1min, m.error_rate_5min, m.error_rate_15min],
+        )
     }
 }
 

@@ -313,16 +313,17 @@ pub(crate) async fn queue_stats(
     )))
 }
 
-/// Workers seen in the window (claimed runs started in it or running now, over all queues)
-/// with their runs by state and failure kind.
+/// Workers seen in the window: the runs they claimed (started in it or running now, over all
+/// queues) and the heartbeats they sent, with their state now and their runs by state and
+/// failure kind.
 #[utoipa::path(
     get,
     path = "/api/absurd/workers",
     operation_id = "listWorkers",
-    tag = "queues",
+    tag = "workers",
     params(WindowQuery),
     responses(
-        (status = 200, description = "Workers, most recently seen first", body = WorkerList),
+        (status = 200, description = "Workers, most recently heard from first", body = WorkerList),
         (status = 400, description = "`minutes` is not an integer from 1 to 1440", body = ErrorBody),
     )
 )]
@@ -331,8 +332,8 @@ pub(crate) async fn workers(
     ApiQuery(q): ApiQuery<WindowQuery>,
 ) -> ApiResult<WorkerList> {
     let minutes = q.minutes()?;
-    let workers = st.client.worker_activity(minutes).await?;
-    Ok(Json(WorkerList::new(minutes, &workers)))
+    let registry = st.client.worker_registry(minutes).await?;
+    Ok(Json(WorkerList::new(&registry)))
 }
 
 /// Completed and failed runs per minute over the window, oldest first, zero-filled (the last

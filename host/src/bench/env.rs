@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use sqlx::PgPool;
 
-use absurd_client::client::table;
-use absurd_client::Client;
+use absurd_client::{measure, Client};
 
 /// The PostgreSQL server under test; every scenario gets its own fresh database on it.
 pub struct Server {
@@ -46,8 +45,7 @@ impl Server {
     }
 
     pub async fn version(&self) -> String {
-        sqlx::query_scalar("select current_setting('server_version')")
-            .fetch_one(&self.admin)
+        absurd_client::db::server_version(&self.admin)
             .await
             .unwrap_or_else(|_| "unknown".into())
     }
@@ -55,8 +53,7 @@ impl Server {
     async fn create(&self, label: &str) -> Result<String> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let name = format!("absurd_bench_{}_{n}_{label}", std::process::id());
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database \"{name}\"")))
-            .execute(&self.admin)
+        absurd_client::db::create_database(&self.admin, &name)
             .await
             .with_context(|| {
                 format!("cannot create database {name} (the benchmark needs CREATEDB)")
@@ -111,25 +108,16 @@ impl Server {
 
     pub async fn drop_db(&self, db: BenchDb) {
         db.pool.close().await;
-        let sql = format!("drop database if exists \"{}\" with (force)", db.name);
-        if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&self.admin)
-            .await
-        {
+        if let Err(e) = absurd_client::db::drop_database(&self.admin, &db.name).await {
             eprintln!("bench: could not drop database {}: {e}", db.name);
         }
     }
 
     /// CPU seconds used so far by each backend connected to `db` as `app`.
     pub async fn backend_cpu(&self, db: &str, app: &str) -> HashMap<i32, f64> {
-        let pids: Vec<i32> = sqlx::query_scalar(
-            "select pid from pg_stat_activity where datname = $1 and application_name = $2",
-        )
-        .bind(db)
-        .bind(app)
-        .fetch_all(&self.admin)
-        .await
-        .unwrap_or_default();
+        let pids = measure::backend_pids(&self.admin, db, app)
+            .await
+            .unwrap_or_default();
         pids.into_iter()
             .filter_map(|p| proc_cpu_secs(p as u32).map(|s| (p, s)))
             .collect()
@@ -191,17 +179,9 @@ pub async fn spawn_bulk(pool: &PgPool, queue: &str, task: &str, n: usize) -> Res
     let mut start = 0usize;
     while start < n {
         let end = (start + 1000).min(n);
-        sqlx::query(
-            "select count(*) from (select absurd.spawn_task($1, $2, jsonb_build_object('i', g), '{}'::jsonb)
-             from generate_series($3::int, $4::int) g) s",
-        )
-        .bind(queue)
-        .bind(task)
-        .bind(start as i32)
-        .bind(end as i32 - 1)
-        .execute(pool)
-        .await
-        .context("spawning the benchmark's tasks")?;
+        measure::spawn_numbered(pool, queue, task, start as i32, end as i32 - 1)
+            .await
+            .context("spawning the benchmark's tasks")?;
         start = end;
     }
     Ok(())
@@ -209,25 +189,12 @@ pub async fn spawn_bulk(pool: &PgPool, queue: &str, task: &str, n: usize) -> Res
 
 /// Completed runs of the queue.
 pub async fn completed(pool: &PgPool, queue: &str) -> Result<i64> {
-    let sql = format!(
-        "select count(*) from {} where state = 'completed'",
-        table("r", queue)
-    );
-    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .fetch_one(pool)
-        .await?)
+    runs_in_state(pool, queue, "completed").await
 }
 
 /// Runs of the queue in `state`.
 pub async fn runs_in_state(pool: &PgPool, queue: &str, state: &str) -> Result<i64> {
-    let sql = format!(
-        "select count(*) from {} where state = $1",
-        table("r", queue)
-    );
-    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(state)
-        .fetch_one(pool)
-        .await?)
+    Ok(measure::runs_in_state(pool, queue, state).await?)
 }
 
 /// Waits until at least `n` runs of the queue are completed; fails after `limit`, or at once
@@ -264,15 +231,7 @@ pub async fn wait_completed(
 /// starting with `worker_prefix`) divided by the time from the first claim to the last
 /// completion. Returns (tasks, seconds).
 pub async fn drain_rate(pool: &PgPool, queue: &str, worker_prefix: &str) -> Result<(i64, f64)> {
-    let sql = format!(
-        "select count(*), extract(epoch from max(completed_at) - min(started_at))::float8
-         from {} where state = 'completed' and claimed_by like $1 || '%'",
-        table("r", queue)
-    );
-    let (n, secs): (i64, Option<f64>) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(worker_prefix)
-        .fetch_one(pool)
-        .await?;
+    let (n, secs) = measure::drain_rate(pool, queue, worker_prefix).await?;
     Ok((n, secs.unwrap_or(f64::NAN)))
 }
 
@@ -364,14 +323,7 @@ impl Drop for WorkerProc {
 pub async fn wait_listening(server: &Server, db: &str, app: &str, limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
     loop {
-        let n: i64 = sqlx::query_scalar(
-            "select count(*) from pg_stat_activity
-             where datname = $1 and application_name = $2 and query ilike 'listen%'",
-        )
-        .bind(db)
-        .bind(app)
-        .fetch_one(&server.admin)
-        .await?;
+        let n = measure::listening_backends(&server.admin, db, app).await?;
         if n > 0 {
             return Ok(());
         }

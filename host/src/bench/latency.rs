@@ -134,13 +134,5 @@ async fn pickup_once(
     )
     .await?;
     drop(workers);
-    let sql = format!(
-        "select extract(epoch from r.started_at - t.enqueue_at)::float8 * 1000
-         from {} r join {} t using (task_id) where r.attempt = 1",
-        absurd_client::client::table("r", QUEUE),
-        absurd_client::client::table("t", QUEUE)
-    );
-    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .fetch_all(&db.pool)
-        .await?)
+    Ok(absurd_client::measure::first_run_waits_ms(&db.pool, QUEUE).await?)
 }

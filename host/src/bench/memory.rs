@@ -60,13 +60,14 @@ async fn blocked(server: &Server, plan: &Plan, db: &env::BenchDb, n: usize) -> R
     env::wait_listening(server, &db.name, "absurd-bench", Duration::from_secs(30)).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = env::proc_rss_mib(w.pid()).unwrap_or(f64::NAN);
-    let sql = "select count(*) from (select absurd.spawn_task($1, 'block', '{\"mode\": \"block-poll\"}'::jsonb, '{}'::jsonb)
-               from generate_series(1, $2::int)) s";
-    sqlx::query(sql)
-        .bind(QUEUE)
-        .bind(n as i32)
-        .execute(&db.pool)
-        .await?;
+    absurd_client::measure::spawn_copies(
+        &db.pool,
+        QUEUE,
+        "block",
+        &serde_json::json!({"mode": "block-poll"}),
+        n as i32,
+    )
+    .await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while env::runs_in_state(&db.pool, QUEUE, "running").await? < n as i64 {
         if Instant::now() > deadline {

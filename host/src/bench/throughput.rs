@@ -272,21 +272,10 @@ pub async fn backlog(server: &Server, plan: &Plan) -> Result<Vec<Figure>> {
 
 async fn backlog_once(server: &Server, plan: &Plan, db: &BenchDb, b: usize) -> Result<(f64, f64)> {
     env::spawn_bulk(&db.pool, QUEUE, "sleeper", 1000).await?;
-    // Put the sleepers to sleep for a year, as a durable sleep would (runs first, then tasks).
-    let (r, t) = (
-        absurd_client::client::table("r", QUEUE),
-        absurd_client::client::table("t", QUEUE),
-    );
-    let sql = format!(
-        "update {r} set state = 'sleeping', available_at = now() + interval '1 year' \
-         where task_id in (select task_id from {t} where task_name = 'sleeper');
-         update {t} set state = 'sleeping' where task_name = 'sleeper'"
-    );
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .execute(&db.pool)
-        .await?;
+    // Put the sleepers to sleep for a year, as a durable sleep would.
+    absurd_client::measure::put_to_sleep(&db.pool, QUEUE, "sleeper", 365.0 * 86_400.0).await?;
     env::spawn_bulk(&db.pool, QUEUE, "noop", b).await?;
-    sqlx::raw_sql("vacuum analyze").execute(&db.pool).await?;
+    absurd_client::measure::refresh_statistics(&db.pool).await?;
 
     // One at a time: the per-claim cost.
     let measured = (b / 2).min(if plan.quick { 300 } else { 2000 }) as i64;

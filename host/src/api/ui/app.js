@@ -225,7 +225,11 @@ function isDlq(name, health) {
 }
 
 async function overview(gen) {
-  const [names, health] = await Promise.all([api("/queues"), loadHealth()]);
+  const [names, health, maintenance] = await Promise.all([
+    api("/queues"),
+    loadHealth(),
+    api("/maintenance").catch(() => null),
+  ]);
   const [stats, throughput] = await Promise.all([
     Promise.all(names.map((q) => api(`/queues/${encodeURIComponent(q)}/stats`).catch(() => null))),
     Promise.all(names.map((q) => api(`/queues/${encodeURIComponent(q)}/throughput?minutes=${SPARK_MINUTES}`).catch(() => null))),
@@ -253,6 +257,7 @@ async function overview(gen) {
       h("div", { class: "card" }, h("h3", {}, "Oldest pending"), h("p", { class: "big" }, duration(health.oldest_pending_age_seconds))),
     );
   }
+  cards.push(maintenanceCard(maintenance));
   const issues = health ? [...(health.alerts || []), ...(health.warnings || [])] : [];
   setView(
     "Overview",
@@ -265,6 +270,18 @@ async function overview(gen) {
       "No queues yet: a worker creates its queues at start, or run `absurd-host queue create`.",
     ),
   );
+}
+
+// The last maintenance pass (`absurd-host maintain`, or the worker elected by [maintenance]).
+function maintenanceCard(m) {
+  const last = m && m.runs && m.runs[0];
+  if (!last) {
+    return h("div", { class: "card", id: "maintenance" }, h("h3", {}, "Last maintenance"), h("p", { class: "big" }, "never"), h("p", { class: "muted" }, "set [maintenance] in absurd-host.toml, or run absurd-host maintain"));
+  }
+  const t = (last.report && last.report.totals) || {};
+  const tasks = (t.completed || 0) + (t.failed || 0) + (t.cancelled || 0);
+  const what = last.error ? `failed: ${last.error}` : `${tasks} tasks and ${t.events || 0} events deleted, by ${last.worker_id}`;
+  return h("div", { class: "card", id: "maintenance" }, h("h3", {}, "Last maintenance"), h("p", { class: "big" }, ago(last.finished_at)), h("p", { class: last.error ? "issue-alert" : "muted" }, what));
 }
 
 // ---- task list -------------------------------------------------------------------------------
@@ -460,6 +477,13 @@ async function taskPage(gen, id) {
 
 // ---- workers ---------------------------------------------------------------------------------
 
+// A worker's state as the API derives it (active/idle/stale/crashed), and whether it runs tasks.
+const WORKER_STATE_CLASS = { active: "state-running", idle: "state-idle", stale: "state-sleeping", crashed: "state-failed" };
+function workerState(info, busy) {
+  const state = info ? info.state : busy ? "active" : "idle";
+  return h("span", { class: `state ${WORKER_STATE_CLASS[state] || "state-idle"}`, "data-worker-state": state }, busy ? `${state}, busy` : state);
+}
+
 async function workers(gen) {
   const [activity, queues] = await Promise.all([api(`/workers?minutes=${WORKER_MINUTES}`), api("/queues"), loadHealth()]);
   // In-flight tasks: running tasks of every queue, with their worker from the task details.
@@ -480,7 +504,7 @@ async function workers(gen) {
   };
   const rows = [...byWorker.entries()].map(([w, { info, tasks }]) => [
     h("span", { class: "mono" }, w),
-    tasks.length || (info && info.running) ? h("span", { class: "state state-running" }, "busy") : h("span", { class: "state state-idle" }, "idle"),
+    workerState(info, tasks.length > 0 || Boolean(info && info.running)),
     info ? when(info.last_seen) : h("span", { class: "muted" }, "–"),
     String(tasks.length),
     count(w, "completed", info),
@@ -497,7 +521,7 @@ async function workers(gen) {
   const countHeader = (key, label) => h("abbr", { title: `Failed runs named ${namesOf(key)}`, "data-failure-names": key }, label);
   setView(
     "Workers",
-    h("p", { class: "muted" }, `Workers are seen from task runs (Absurd has no heartbeats): those that started a run in the last ${WORKER_MINUTES} minutes or are running one now. Counts are of those runs; sandbox failures are traps, fuel, memory, limit and result errors of WebAssembly tasks, subprocess failures are native programs that failed, were killed, reported no result or could not start. An idle fleet shows no workers.`),
+    h("p", { class: "muted" }, `Workers are seen from task runs (those that started a run in the last ${WORKER_MINUTES} minutes or are running one now) and from the heartbeats they send (POST /api/absurd/workers/{id}/heartbeat, for workers such as the pipeline's Python ones). Status: active if heard from in the last 10 s or holding a live lease, idle within 60 s, stale within 180 s, else crashed; an absurd-host worker with nothing to do sends nothing, so it turns crashed three minutes after its last run. Counts are of its runs; sandbox failures are traps, fuel, memory, limit and result errors of WebAssembly tasks, subprocess failures are native programs that failed, were killed, reported no result or could not start. An idle fleet that sends no heartbeats shows no workers after the window.`),
     h(
       "details",
       { class: "muted" },

@@ -1,0 +1,375 @@
+//! Maintenance without pg_cron: `absurd-host maintain` (retention per final state, dry run,
+//! bounded batches) against a moved clock (`absurd.fake_now`, given to the command through
+//! `PGOPTIONS`) and the real one, and the elected maintaining worker with its take-over.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{setup, temp_file, wait_for, WorkerProc};
+use serde_json::Value;
+use sqlx::PgPool;
+
+fn maintain(db_url: &str, args: &[&str], fake_now: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_absurd-host"));
+    cmd.arg("maintain")
+        .arg("--database-url")
+        .arg(db_url)
+        .args(args)
+        .env_remove("ABSURD_DATABASE_URL")
+        .env_remove("ABSURD_HOST_CONFIG")
+        .env_remove("PGOPTIONS");
+    if let Some(t) = fake_now {
+        cmd.env("PGOPTIONS", format!("-c absurd.fake_now={t}"));
+    }
+    cmd.output().expect("run absurd-host maintain")
+}
+
+fn json_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "maintain failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("maintain --json prints JSON")
+}
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_string()))
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn tasks_in_state(pool: &PgPool, queue: &str, state: &str) -> i64 {
+    count(
+        pool,
+        &format!("select count(*) from absurd.\"t_{queue}\" where state = '{state}'"),
+    )
+    .await
+}
+
+/// The database's time `days` from now, as `absurd.fake_now` takes it.
+async fn days_from_now(pool: &PgPool, days: i64) -> String {
+    sqlx::query_scalar(
+        "select to_char((now() + make_interval(days => $1::int)) at time zone 'UTC',
+                        'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )
+    .bind(days as i32)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// `completed` completed, `failed` failed and `cancelled` cancelled tasks, one pending, and
+/// `events` emitted events, all finished at the real time now.
+async fn workload(
+    pool: &PgPool,
+    queue: &str,
+    completed: usize,
+    failed: usize,
+    cancelled: usize,
+    events: usize,
+) {
+    for i in 0..completed + failed {
+        sqlx::query(
+            "select absurd.spawn_task($1, 'job', jsonb_build_object('i', $2::int), '{\"max_attempts\": 1}')",
+        )
+        .bind(queue)
+        .bind(i as i32)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    let runs: Vec<uuid::Uuid> =
+        sqlx::query_scalar("select run_id from absurd.claim_task($1, 'test-worker', 60, $2::int)")
+            .bind(queue)
+            .bind((completed + failed) as i32)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(runs.len(), completed + failed);
+    for (i, run) in runs.iter().enumerate() {
+        let sql = if i < completed {
+            "select absurd.complete_run($1, $2, '{\"ok\": true}')"
+        } else {
+            "select absurd.fail_run($1, $2, '{\"name\": \"boom\", \"message\": \"x\"}', null)"
+        };
+        sqlx::query(sql)
+            .bind(queue)
+            .bind(run)
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    for _ in 0..cancelled {
+        let id: uuid::Uuid =
+            sqlx::query_scalar("select task_id from absurd.spawn_task($1, 'job', '{}', '{}')")
+                .bind(queue)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        sqlx::query("select absurd.cancel_task($1, $2)")
+            .bind(queue)
+            .bind(id)
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query("select absurd.spawn_task($1, 'waiting', '{}', '{}')")
+        .bind(queue)
+        .execute(pool)
+        .await
+        .unwrap();
+    for i in 0..events {
+        sqlx::query("select absurd.emit_event($1, $2, '{}')")
+            .bind(queue)
+            .bind(format!("ev-{i}"))
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn retention_per_state_on_a_moved_clock_with_a_dry_run_first() {
+    let (db, _client) = setup("mq").await;
+    let pool = &db.pool;
+    workload(pool, "mq", 5, 3, 2, 2).await;
+    assert_eq!(tasks_in_state(pool, "mq", "completed").await, 5);
+    assert_eq!(tasks_in_state(pool, "mq", "failed").await, 3);
+    assert_eq!(tasks_in_state(pool, "mq", "cancelled").await, 2);
+    let runs_before = count(pool, "select count(*) from absurd.\"r_mq\"").await;
+
+    // Two days later: completed tasks (1 day) are due, failed ones (3 days) are not yet.
+    let in_two_days = days_from_now(pool, 2).await;
+    let dry = json_of(&maintain(
+        &db.url,
+        &[
+            "--completed-days",
+            "1",
+            "--failed-days",
+            "3",
+            "--dry-run",
+            "--json",
+        ],
+        Some(&in_two_days),
+    ));
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["queues"]["mq"]["completed"], 5, "{dry}");
+    assert_eq!(dry["queues"]["mq"]["failed"], 0, "{dry}");
+    assert_eq!(
+        dry["totals"]["cancelled"], 0,
+        "no retention given for them: {dry}"
+    );
+    // Nothing changed, and nothing was recorded.
+    assert_eq!(tasks_in_state(pool, "mq", "completed").await, 5);
+    assert_eq!(
+        count(pool, "select count(*) from absurd.\"r_mq\"").await,
+        runs_before
+    );
+    assert_eq!(
+        count(pool, "select count(*) from absurd.maintenance_runs").await,
+        0
+    );
+
+    // The real pass, in batches of 2 (three statements for five tasks).
+    let done = json_of(&maintain(
+        &db.url,
+        &[
+            "--completed-days",
+            "1",
+            "--failed-days",
+            "3",
+            "--batch-size",
+            "2",
+            "--json",
+        ],
+        Some(&in_two_days),
+    ));
+    assert_eq!(done["dry_run"], false);
+    assert_eq!(done["totals"]["completed"], 5, "{done}");
+    assert_eq!(done["totals"]["failed"], 0, "{done}");
+    assert_eq!(done["unfinished"], serde_json::json!([]));
+    assert_eq!(tasks_in_state(pool, "mq", "completed").await, 0);
+    assert_eq!(tasks_in_state(pool, "mq", "failed").await, 3);
+    // Their runs went with them.
+    assert_eq!(
+        count(pool, "select count(*) from absurd.\"r_mq\"").await,
+        runs_before - 5
+    );
+    let recorded: Value = sqlx::query_scalar("select report from absurd.maintenance_runs")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded["totals"]["completed"], 5);
+
+    // Four days later, with every kind given: the failed, cancelled and events go; the
+    // pending task stays whatever its age.
+    let in_four_days = days_from_now(pool, 4).await;
+    let out = maintain(
+        &db.url,
+        &[
+            "--failed-days",
+            "3",
+            "--cancelled-days",
+            "3",
+            "--events-days",
+            "3",
+        ],
+        Some(&in_four_days),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("deleted: 5 tasks (0 completed, 3 failed, 2 cancelled) and 2 events"),
+        "{text}"
+    );
+    assert_eq!(tasks_in_state(pool, "mq", "failed").await, 0);
+    assert_eq!(tasks_in_state(pool, "mq", "cancelled").await, 0);
+    assert_eq!(tasks_in_state(pool, "mq", "pending").await, 1);
+    assert_eq!(count(pool, "select count(*) from absurd.\"e_mq\"").await, 0);
+}
+
+#[tokio::test]
+async fn max_batches_bounds_one_pass_and_the_next_goes_on() {
+    let (db, _client) = setup("mb").await;
+    let pool = &db.pool;
+    workload(pool, "mb", 7, 0, 0, 0).await;
+    let config = temp_file(
+        "absurd-host.toml",
+        "[maintenance]\nbatch_size = 2\nmax_batches = 2\n[maintenance.retention]\ncompleted = 0\n",
+    );
+    let args = ["--config", config.to_str().unwrap(), "--json"];
+    let first = json_of(&maintain(&db.url, &args, None));
+    assert_eq!(first["totals"]["completed"], 4, "{first}");
+    assert_eq!(first["unfinished"], serde_json::json!(["mb: completed"]));
+    assert_eq!(tasks_in_state(pool, "mb", "completed").await, 3);
+    let second = json_of(&maintain(&db.url, &args, None));
+    assert_eq!(second["totals"]["completed"], 3, "{second}");
+    assert_eq!(second["unfinished"], serde_json::json!([]));
+    assert_eq!(tasks_in_state(pool, "mb", "completed").await, 0);
+}
+
+#[tokio::test]
+async fn bad_retention_is_refused_by_name_and_changes_nothing() {
+    let (db, _client) = setup("mbad").await;
+    workload(&db.pool, "mbad", 2, 0, 0, 0).await;
+    for (args, needle) in [
+        (&["--completed-days", "seven"][..], "\"seven\""),
+        (&["--completed-days", "-1"][..], "-1"),
+        (
+            &["--completed-days", "0", "--batch-size", "0"][..],
+            "batch_size = 0",
+        ),
+        (&[][..], "no retention given"),
+    ] {
+        let out = maintain(&db.url, args, None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let config = temp_file(
+        "absurd-host.toml",
+        "[maintenance]\n[maintenance.retention]\ncompleted = \"7d\"\n",
+    );
+    let out = maintain(&db.url, &["--config", config.to_str().unwrap()], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[maintenance]") && err.contains("7d"), "{err}");
+    assert_eq!(tasks_in_state(&db.pool, "mbad", "completed").await, 2);
+}
+
+/// On a schema `absurdctl init` installed, the command says what to do instead.
+#[tokio::test]
+async fn an_upstream_schema_is_refused_with_the_way_out() {
+    let db = common::TestDb::upstream().await;
+    let out = maintain(&db.url, &["--completed-days", "1"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("absurdctl cleanup") && err.contains("0018"),
+        "{err}"
+    );
+}
+
+/// Two workers are candidates: exactly one maintains at a time; when it dies, the other
+/// takes over.
+#[tokio::test]
+async fn one_worker_maintains_and_another_takes_over_when_it_dies() {
+    let (db, client) = setup("lead").await;
+    let pool = &db.pool;
+    let config = temp_file(
+        "absurd-host.toml",
+        "[tasks.echo]\nkind = \"builtin\"\n\n\
+         [maintenance]\nenabled = true\ninterval = 1\n[maintenance.retention]\ncompleted = 0\n",
+    );
+    let start = |id: &str| {
+        WorkerProc::start(
+            &db.url,
+            &config,
+            &["--queue", "lead", "--worker-id", id, "--concurrency", "2"],
+        )
+    };
+    let mut a = start("worker-a");
+    let mut b = start("worker-b");
+    let leader = wait_for("a maintenance pass", Duration::from_secs(60), || async {
+        sqlx::query_scalar::<_, String>(
+            "select worker_id from absurd.maintenance_runs order by run_id limit 1",
+        )
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    // Several passes later, every one was the same worker's.
+    wait_for("three passes", Duration::from_secs(60), || async {
+        (count(pool, "select count(*) from absurd.maintenance_runs").await >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        count(
+            pool,
+            "select count(distinct worker_id) from absurd.maintenance_runs"
+        )
+        .await,
+        1
+    );
+    // Completed tasks are deleted by the leader's passes, in every queue (this one has no
+    // worker, so that the workload's own claims are not raced).
+    client.create_queue("ldata").await.unwrap();
+    workload(pool, "ldata", 3, 0, 0, 0).await;
+    wait_for(
+        "completed tasks deleted",
+        Duration::from_secs(60),
+        || async { (tasks_in_state(pool, "ldata", "completed").await == 0).then_some(()) },
+    )
+    .await;
+
+    // Kill the leader outright (no clean release): its session ends, the other takes over.
+    let (dead, survivor) = if leader == "worker-a" {
+        (&mut a, "worker-b")
+    } else {
+        (&mut b, "worker-a")
+    };
+    dead.signal(9);
+    assert!(dead.wait_exit(Duration::from_secs(10)).is_some());
+    wait_for(
+        "the other worker's pass",
+        Duration::from_secs(90),
+        || async {
+            (count(
+                pool,
+                &format!(
+                    "select count(*) from absurd.maintenance_runs where worker_id = '{survivor}'"
+                ),
+            )
+            .await
+                > 0)
+            .then_some(())
+        },
+    )
+    .await;
+}
