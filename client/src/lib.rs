@@ -51,6 +51,7 @@
 //! * [`dead_letter`]: the reads behind a dead-letter queue;
 //! * [`listen`]: wake-up notifications (`LISTEN absurd_wakeup`);
 //! * [`analytics`]: statistics and health figures for dashboards;
+//! * [`schedules`]: schedule definitions (`absurd.schedules`), and firing a tick exactly once;
 //! * [`monitor`]: the DSA-110 pipeline's task metrics and worker registry (with the heartbeats
 //!   workers report);
 //! * [`maintenance`]: retention by final state in bounded batches, the record of each pass,
@@ -88,6 +89,7 @@ pub mod maintenance;
 pub mod measure;
 pub mod monitor;
 pub mod protocol;
+pub mod schedules;
 pub mod seed;
 pub mod types;
 pub mod vocab;

@@ -42,6 +42,9 @@ pub struct HostConfig {
     /// `crate::execute::native`.
     #[serde(default)]
     pub native: toml::Table,
+    /// Schedules (`[[schedules]]`), read by [`crate::schedule`].
+    #[serde(default)]
+    pub schedules: Vec<crate::schedule::ScheduleConfig>,
     /// Retention and the maintenance leader (`[maintenance]`), read by the host's
     /// `maintain` module; the engine does not look at it.
     #[serde(default)]

@@ -11,6 +11,8 @@
 //! * [`lease`]: renewing the claims of running tasks and noticing lost ones;
 //! * [`worker`]: the loop that ties them together, with graceful shutdown.
 //!
+//! Beside the data path, [`schedule`]: cron ticks that spawn tasks, exactly once across workers.
+//!
 //! Around them: [`limits`] (what a run may make the host hold or the database store) and
 //! [`metrics`] (the counters and histograms behind `/metrics`).
 //!
@@ -22,5 +24,6 @@ pub mod execute;
 pub mod lease;
 pub mod limits;
 pub mod metrics;
+pub mod schedule;
 pub mod settle;
 pub mod worker;

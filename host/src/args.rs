@@ -118,6 +118,10 @@ pub struct WorkerArgs {
     /// Do not create the queues at start (by default missing queues are created).
     #[arg(long)]
     pub no_create_queues: bool,
+    /// Do not run the scheduler in this worker (the `[[schedules]]` of --config are still
+    /// stored). Any number of workers may run it; each tick is spawned once.
+    #[arg(long)]
+    pub no_scheduler: bool,
     /// Also serve the HTTP API from this process (see `absurd-host serve`); its /metrics then
     /// shows this worker's counters.
     #[arg(long)]

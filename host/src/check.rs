@@ -234,6 +234,20 @@ fn check_host_config(report: &mut Report, path: Option<&Path>) {
             "correct the [sandbox] table (see engine/src/execute/wasm/config.rs for its keys)",
         );
     }
+    if !config.schedules.is_empty() {
+        // The queue a schedule without `queue_name` takes does not change whether it is valid.
+        match absurd_engine::schedule::from_config(
+            &config.schedules,
+            crate::config::DEFAULT_QUEUE_NAME,
+        ) {
+            Ok(s) => report.ok("schedules", format!("{} schedule(s) declared", s.len())),
+            Err(e) => report.fail(
+                "schedules",
+                e,
+                "correct the [[schedules]] entry (README.md, \"Schedules\", lists its keys)",
+            ),
+        }
+    }
     if let Some(table) = &config.maintenance {
         match crate::maintain::Settings::from_table(table) {
             Ok(m) if m.enabled => report.ok(

@@ -974,6 +974,7 @@ pub async fn run_worker(
     let config = args.config(global)?;
     let settings = args.settings(&config)?;
     let registry = absurd_engine::dispatch::Registry::load(args.config.as_ref())?;
+    let schedules = config_schedules(args, &config)?;
     if registry.is_empty() {
         tracing::warn!(
             "no task types are configured (see --config); every task will be deferred for other workers"
@@ -997,6 +998,7 @@ pub async fn run_worker(
             client.ensure_queue(q).await?;
         }
     }
+    let scheduler = start_scheduler(args, &client, &schedules, &settings, &shutdown).await?;
     let counters = absurd_engine::metrics::Counters::default();
     // Maintenance: a candidate for the database's one maintaining worker, if configured.
     let maintenance = crate::maintain::Settings::load(args.config.as_ref())?;
@@ -1021,6 +1023,9 @@ pub async fn run_worker(
         shutdown.cancel();
         if let Some(m) = maintainer {
             let _ = m.await;
+        }
+        if let Some(s) = scheduler {
+            s.await.context("scheduler task panicked")?;
         }
         return worker.map(|_| ());
     }
@@ -1051,9 +1056,83 @@ pub async fn run_worker(
     if let Some(m) = maintainer {
         let _ = m.await;
     }
+    if let Some(s) = scheduler {
+        s.await.context("scheduler task panicked")?;
+    }
     worker?;
     served.context("API task panicked")??;
     Ok(())
+}
+
+/// The `[[schedules]]` of the worker's configuration file, checked (a schedule without
+/// `queue_name` goes to the worker's first queue).
+fn config_schedules(
+    args: &WorkerArgs,
+    config: &AbsurdConfig,
+) -> Result<Vec<absurd_engine::schedule::Schedule>> {
+    let Some(path) = &args.config else {
+        return Ok(Vec::new());
+    };
+    let file = absurd_engine::dispatch::HostConfig::load(path)?;
+    absurd_engine::schedule::from_config(&file.schedules, &config.queue_name)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Stores the file's schedules and starts the scheduler loop (unless `--no-scheduler`). A
+/// database without the schedules table (a schema installed by `absurdctl init`) runs no
+/// scheduler; a file with schedules is then refused.
+async fn start_scheduler(
+    args: &WorkerArgs,
+    client: &Client,
+    schedules: &[absurd_engine::schedule::Schedule],
+    settings: &absurd_engine::worker::WorkerSettings,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    if !client.schedules_supported().await? {
+        if !schedules.is_empty() {
+            bail!(
+                "the configuration file has [[schedules]], but the database's absurd schema has no \
+                 schedules table (absurd-host's migration 0017): run `absurd-host migrate` if \
+                 absurd-host installed the schema; a schema installed by `absurdctl init` has no \
+                 schedules, so remove the [[schedules]] to run on it"
+            );
+        }
+        tracing::info!("no schedules table in this database (run `absurd-host migrate` for schedules); scheduler not started");
+        return Ok(None);
+    }
+    if !args.no_create_queues {
+        for s in schedules {
+            client.ensure_queue(&s.queue_name).await?;
+        }
+    }
+    absurd_engine::schedule::install_config(client, schedules).await?;
+    let in_file: std::collections::HashSet<&str> =
+        schedules.iter().map(|s| s.name.as_str()).collect();
+    for row in client
+        .list_schedules(absurd_engine::schedule::MAX_SCHEDULES)
+        .await?
+    {
+        if row.source == "config" && !in_file.contains(row.schedule_name.as_str()) {
+            tracing::info!(
+                schedule = %row.schedule_name,
+                "schedule from a configuration file that this worker's file does not define; \
+                 if it is obsolete, delete it (DELETE /api/absurd/schedules/{{name}})"
+            );
+        }
+    }
+    if args.no_scheduler {
+        tracing::info!("--no-scheduler: this worker fires no schedule");
+        return Ok(None);
+    }
+    let sched_settings = absurd_engine::schedule::SchedulerSettings::new(
+        settings.poll_interval,
+        settings.default_max_attempts,
+    );
+    Ok(Some(tokio::spawn(absurd_engine::schedule::run(
+        client.clone(),
+        sched_settings,
+        shutdown.clone(),
+    ))))
 }
 
 fn api_settings(args: &ApiArgs, config: &AbsurdConfig) -> Result<crate::api::ApiSettings> {

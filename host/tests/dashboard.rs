@@ -255,6 +255,27 @@ async fn dashboard_shows_queues_tasks_and_acts_from_the_page() {
         .unwrap()
         .task_id;
 
+    // A schedule made through the API, yearly in Berlin (so that the worker's scheduler spawns
+    // nothing while the test counts tasks): the page shows its next run.
+    client
+        .create_schedule(
+            &absurd_client::schedules::ScheduleDefinition {
+                schedule_name: "dash-yearly".into(),
+                cron: "0 0 1 1 *".into(),
+                timezone: "Europe/Berlin".into(),
+                task_name: "echo".into(),
+                queue_name: "work".into(),
+                params: json!({}),
+                catch_up: "skip".into(),
+                enabled: true,
+            },
+            absurd_client::schedules::ScheduleSource::Api,
+            1000,
+        )
+        .await
+        .unwrap()
+        .expect("the schedule is created");
+
     let config = temp_file("absurd-host.toml", CONFIG);
     let worker = WorkerProc::start(
         &db.url,
@@ -417,6 +438,13 @@ async fn dashboard_shows_queues_tasks_and_acts_from_the_page() {
             &subprocess_names,
         )),
         shot("workers.png"),
+        // Schedules: the next run (within the hour) and the last one (none yet).
+        url("/schedules"),
+        wait(has_text("#view table", "dash-yearly")),
+        wait(has_text("[data-next-run=\"dash-yearly\"]", "UTC")),
+        wait(has_text("[data-last-run=\"dash-yearly\"]", "never")),
+        wait(has_text("#view table", "Europe/Berlin")),
+        shot("schedules.png"),
     ]);
     drive(&steps, &out_dir);
 
@@ -473,7 +501,13 @@ async fn dashboard_shows_queues_tasks_and_acts_from_the_page() {
     drive(&steps, &out_dir);
     drop(serve);
 
-    for name in ["overview.png", "tasks.png", "task.png", "workers.png"] {
+    for name in [
+        "overview.png",
+        "tasks.png",
+        "task.png",
+        "workers.png",
+        "schedules.png",
+    ] {
         let len = std::fs::metadata(out_dir.join(name)).unwrap().len();
         assert!(len > 10_000, "{name} is only {len} bytes");
     }

@@ -659,6 +659,8 @@ fn deploy_files_are_usable() {
     for name in ["calibration-solve (native)", "calibration-apply (native)"] {
         assert!(stdout.contains(&format!("✓ task {name}")), "{stdout}");
     }
+    // The pipeline's housekeeping runs hourly.
+    assert!(stdout.contains("1 schedule(s) declared"), "{stdout}");
 
     let unit = std::fs::read_to_string(root.join("deploy/absurd-host-worker.service")).unwrap();
     let value = |key: &str| -> String {

@@ -24,6 +24,7 @@ pub mod model;
 mod monitor;
 pub mod openapi;
 pub mod prometheus;
+mod schedules;
 mod seed;
 mod tasks;
 mod ui;
@@ -37,7 +38,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, MethodRouter};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -78,6 +79,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/absurd/queues/{queue_name}/stats"),
     ("GET", "/api/absurd/queues/{queue_name}/throughput"),
     ("GET", "/api/absurd/workers"),
+    ("GET", "/api/absurd/schedules"),
+    ("POST", "/api/absurd/schedules"),
+    ("GET", "/api/absurd/schedules/{name}"),
+    ("PUT", "/api/absurd/schedules/{name}"),
+    ("DELETE", "/api/absurd/schedules/{name}"),
     ("GET", "/api/absurd/workers/metrics"),
     ("POST", "/api/absurd/workers/{worker_id}/heartbeat"),
     ("GET", "/api/absurd/metrics"),
@@ -279,6 +285,11 @@ fn method_router(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/queues/{queue_name}/stats") => get(tasks::queue_stats),
         ("GET", "/queues/{queue_name}/throughput") => get(tasks::queue_throughput),
         ("GET", "/workers") => get(tasks::workers),
+        ("GET", "/schedules") => get(schedules::list),
+        ("POST", "/schedules") => post(schedules::create),
+        ("GET", "/schedules/{name}") => get(schedules::get_one),
+        ("PUT", "/schedules/{name}") => put(schedules::replace),
+        ("DELETE", "/schedules/{name}") => delete(schedules::delete),
         ("GET", "/workers/metrics") => get(monitor::worker_metrics),
         ("POST", "/workers/{worker_id}/heartbeat") => post(monitor::heartbeat),
         ("GET", "/seed/tasks") => get(seed::list),

@@ -1823,6 +1823,314 @@ impl SeedTasksQuery {
     }
 }
 
+// ---- schedules -----------------------------------------------------------------------------
+
+/// The pattern of a schedule name (it appears in URLs and idempotency keys).
+pub const SCHEDULE_NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$";
+
+/// What the scheduler does with ticks it missed (no worker was running, or the schedule was
+/// disabled): `skip` spawns a tick only on time (at most 60 s late), `one` spawns the latest
+/// missed tick, `all` spawns every missed tick, oldest first (at most 100 per schedule per pass).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CatchUpPolicy {
+    #[default]
+    Skip,
+    One,
+    All,
+}
+
+impl CatchUpPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CatchUpPolicy::Skip => "skip",
+            CatchUpPolicy::One => "one",
+            CatchUpPolicy::All => "all",
+        }
+    }
+    fn parse(s: &str) -> CatchUpPolicy {
+        match s {
+            "one" => CatchUpPolicy::One,
+            "all" => CatchUpPolicy::All,
+            _ => CatchUpPolicy::Skip,
+        }
+    }
+}
+
+/// Where a schedule was defined: a worker's `absurd-host.toml` (`config`; change it there) or
+/// this API (`api`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleOrigin {
+    Config,
+    Api,
+}
+
+/// The schema `TimeZone`: an IANA time zone name, one of those absurd-host knows.
+pub struct TimeZoneName;
+
+impl utoipa::PartialSchema for TimeZoneName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "An IANA time zone name; the cron fields are local time there (daylight-saving aware)",
+            ))
+            .enum_values(Some(absurd_engine::schedule::timezone_names()))
+            .into()
+    }
+}
+
+impl ToSchema for TimeZoneName {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "TimeZone".into()
+    }
+}
+
+/// `POST /schedules`: a new schedule. Unknown fields are refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleCreate {
+    /// Unique; letters, digits, `.`, `_` and `-`.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+    )]
+    pub name: String,
+    /// Five fields separated by spaces, minute (0-59) hour (0-23) day-of-month (1-31) month
+    /// (1-12) day-of-week (0-7, 0 and 7 are Sunday), each a comma list of `*`, `*/S`, `N`,
+    /// `N-M` or `N-M/S` (a range may wrap, as `22-2`), or `@hourly`, `@daily`, `@midnight`,
+    /// `@weekly`, `@monthly`, `@yearly`, `@annually`. `0 * * * *` is hourly.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^(?:(?:\*(?:/[1-9][0-9]?)?|[0-5]?[0-9](?:-[0-5]?[0-9](?:/[1-9][0-9]?)?)?)(?:,(?:\*(?:/[1-9][0-9]?)?|[0-5]?[0-9](?:-[0-5]?[0-9](?:/[1-9][0-9]?)?)?))* +(?:\*(?:/[1-9][0-9]?)?|(?:[01]?[0-9]|2[0-3])(?:-(?:[01]?[0-9]|2[0-3])(?:/[1-9][0-9]?)?)?)(?:,(?:\*(?:/[1-9][0-9]?)?|(?:[01]?[0-9]|2[0-3])(?:-(?:[01]?[0-9]|2[0-3])(?:/[1-9][0-9]?)?)?))* +(?:\*(?:/[1-9][0-9]?)?|(?:0?[1-9]|[12][0-9]|3[01])(?:-(?:0?[1-9]|[12][0-9]|3[01])(?:/[1-9][0-9]?)?)?)(?:,(?:\*(?:/[1-9][0-9]?)?|(?:0?[1-9]|[12][0-9]|3[01])(?:-(?:0?[1-9]|[12][0-9]|3[01])(?:/[1-9][0-9]?)?)?))* +(?:\*(?:/[1-9][0-9]?)?|(?:0?[1-9]|1[0-2])(?:-(?:0?[1-9]|1[0-2])(?:/[1-9][0-9]?)?)?)(?:,(?:\*(?:/[1-9][0-9]?)?|(?:0?[1-9]|1[0-2])(?:-(?:0?[1-9]|1[0-2])(?:/[1-9][0-9]?)?)?))* +(?:\*(?:/[1-9][0-9]?)?|[0-7](?:-[0-7](?:/[1-9][0-9]?)?)?)(?:,(?:\*(?:/[1-9][0-9]?)?|[0-7](?:-[0-7](?:/[1-9][0-9]?)?)?))*|@(?:hourly|daily|midnight|weekly|monthly|yearly|annually))$"
+    )]
+    pub cron: String,
+    /// Default `UTC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<TimeZoneName>)]
+    pub timezone: Option<String>,
+    /// The task each tick spawns.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\u0000]*\\S[^\\u0000]*$"
+    )]
+    pub task_name: String,
+    /// The queue it is spawned into; it must exist.
+    #[schema(min_length = 1, max_length = 57, pattern = "^[^\\u0000]*$")]
+    pub queue_name: String,
+    /// The task's input: a JSON object of at most 256 KiB (default `{}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<JsonObject>)]
+    pub params: Option<Map<String, Value>>,
+    /// Default `skip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<CatchUpPolicy>,
+    /// Default `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+impl ScheduleCreate {
+    /// The name and the definition's fields apart.
+    pub fn split(self) -> (String, ScheduleSpec) {
+        (
+            self.name,
+            ScheduleSpec {
+                cron: self.cron,
+                timezone: self.timezone,
+                task_name: self.task_name,
+                queue_name: self.queue_name,
+                params: self.params,
+                catch_up: self.catch_up,
+                enabled: self.enabled,
+            },
+        )
+    }
+}
+
+/// A schedule's definition: `PUT /schedules/{name}` replaces it whole (fields left out take
+/// their defaults). Unknown fields are refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSpec {
+    /// Five fields separated by spaces, minute (0-59) hour (0-23) day-of-month (1-31) month
+    /// (1-12) day-of-week (0-7, 0 and 7 are Sunday), each a comma list of `*`, `*/S`, `N`,
+    /// `N-M` or `N-M/S` (a range may wrap, as `22-2`), or `@hourly`, `@daily`, `@midnight`,
+    /// `@weekly`, `@monthly`, `@yearly`, `@annually`. `0 * * * *` is hourly.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^(?:(?:\*(?:/[1-9][0-9]?)?|[0-5]?[0-9](?:-[0-5]?[0-9](?:/[1-9][0-9]?)?)?)(?:,(?:\*(?:/[1-9][0-9]?)?|[0-5]?[0-9](?:-[0-5]?[0-9](?:/[1-9][0-9]?)?)?))* +(?:\*(?:/[1-9][0-9]?)?|(?:[01]?[0-9]|2[0-3])(?:-(?:[01]?[0-9]|2[0-3])(?:/[1-9][0-9]?)?)?)(?:,(?:\*(?:/[1-9][0-9]?)?|(?:[01]?[0-9]|2[0-3])(?:-(?:[01]?[0-9]|2[0-3])(?:/[1-9][0-9]?)?)?))* +(?:\*(?:/[1-9][0-9]?)?|(?:0?[1-9]|[12][0-9]|3[01])(?:-(?:0?[1-9]|[12][0-9]|3[01])(?:/[1-9][0-9]?)?)?)(?:,(?:\*(?:/[1-9][0-9]?)?|(?:0?[1-9]|[12][0-9]|3[01])(?:-(?:0?[1-9]|[12][0-9]|3[01])(?:/[1-9][0-9]?)?)?))* +(?:\*(?:/[1-9][0-9]?)?|(?:0?[1-9]|1[0-2])(?:-(?:0?[1-9]|1[0-2])(?:/[1-9][0-9]?)?)?)(?:,(?:\*(?:/[1-9][0-9]?)?|(?:0?[1-9]|1[0-2])(?:-(?:0?[1-9]|1[0-2])(?:/[1-9][0-9]?)?)?))* +(?:\*(?:/[1-9][0-9]?)?|[0-7](?:-[0-7](?:/[1-9][0-9]?)?)?)(?:,(?:\*(?:/[1-9][0-9]?)?|[0-7](?:-[0-7](?:/[1-9][0-9]?)?)?))*|@(?:hourly|daily|midnight|weekly|monthly|yearly|annually))$"
+    )]
+    pub cron: String,
+    /// Default `UTC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<TimeZoneName>)]
+    pub timezone: Option<String>,
+    /// The task each tick spawns.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\u0000]*\\S[^\\u0000]*$"
+    )]
+    pub task_name: String,
+    /// The queue it is spawned into; it must exist.
+    #[schema(min_length = 1, max_length = 57, pattern = "^[^\\u0000]*$")]
+    pub queue_name: String,
+    /// The task's input: a JSON object of at most 256 KiB (default `{}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<JsonObject>)]
+    pub params: Option<Map<String, Value>>,
+    /// Default `skip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<CatchUpPolicy>,
+    /// Default `true`; a disabled schedule fires nothing (its missed ticks follow `catch_up`
+    /// once enabled again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+impl ScheduleSpec {
+    /// The definition, with the defaults, checked: errors name the field and the value.
+    pub fn check(
+        &self,
+        name: &str,
+    ) -> Result<absurd_client::schedules::ScheduleDefinition, ApiError> {
+        let def = absurd_client::schedules::ScheduleDefinition {
+            schedule_name: name.to_string(),
+            cron: self.cron.clone(),
+            timezone: self.timezone.clone().unwrap_or_else(|| "UTC".into()),
+            task_name: self.task_name.clone(),
+            queue_name: self.queue_name.clone(),
+            params: Value::Object(self.params.clone().unwrap_or_default()),
+            catch_up: self.catch_up.unwrap_or_default().as_str().to_string(),
+            enabled: self.enabled.unwrap_or(true),
+        };
+        match absurd_engine::schedule::Schedule::new(&def) {
+            Ok(s) => Ok(s.definition()),
+            Err(e) if e.field == "params" && e.message.contains("limit") => Err(ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                e.message,
+            )),
+            Err(e) => Err(ApiError::bad_request(e.message)),
+        }
+    }
+}
+
+/// A schedule with its last and next runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ScheduleInfo {
+    pub name: String,
+    pub cron: String,
+    pub timezone: String,
+    pub task_name: String,
+    pub queue_name: String,
+    #[schema(value_type = JsonObject)]
+    pub params: Value,
+    pub catch_up: CatchUpPolicy,
+    pub enabled: bool,
+    pub source: ScheduleOrigin,
+    /// Bumped by every change of the definition.
+    pub revision: i64,
+    /// Every tick at or before this time has been handled (spawned or skipped by `catch_up`).
+    #[serde(serialize_with = "rfc3339::serialize")]
+    pub last_tick: DateTime<Utc>,
+    /// The tick of the last task spawned.
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// The last task spawned (in `queue_name` as it was then).
+    pub last_task_id: Option<Uuid>,
+    /// When it was spawned (by the database clock).
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    pub last_spawned_at: Option<DateTime<Utc>>,
+    /// The next tick that will spawn a task; null when disabled. In the past when it is due
+    /// and no scheduler has fired it yet (no worker running).
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    pub next_run_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "rfc3339::serialize")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339::serialize")]
+    pub updated_at: DateTime<Utc>,
+    /// What is odd about the schedule: a cron expression that no date matches never fires.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl ScheduleInfo {
+    /// The row as the API shows it; `now` (the database clock) places the next run.
+    pub fn new(row: &absurd_client::schedules::ScheduleRow, now: DateTime<Utc>) -> ScheduleInfo {
+        use absurd_engine::schedule::{CatchUp, Schedule, SKIP_GRACE};
+        let checked = Schedule::from_row(row).ok();
+        let warnings = match &checked {
+            Some(s) if s.never_fires() => vec![format!(
+                "cron {:?} never fires: no date matches it",
+                row.cron
+            )],
+            _ => vec![],
+        };
+        let next_run_at = checked.filter(|s| s.enabled).and_then(|s| {
+            let from = match s.catch_up {
+                // A tick later than the grace is skipped: the next is after that.
+                CatchUp::Skip => row
+                    .last_tick
+                    .max(now - chrono::Duration::from_std(SKIP_GRACE).unwrap_or_default()),
+                CatchUp::One => match s.latest_at_or_before(now) {
+                    Some(t) if t > row.last_tick => return Some(t),
+                    _ => row.last_tick,
+                },
+                CatchUp::All => row.last_tick,
+            };
+            s.next_after(from)
+        });
+        ScheduleInfo {
+            name: row.schedule_name.clone(),
+            cron: row.cron.clone(),
+            timezone: row.timezone.clone(),
+            task_name: row.task_name.clone(),
+            queue_name: row.queue_name.clone(),
+            params: row.params.clone(),
+            catch_up: CatchUpPolicy::parse(&row.catch_up),
+            enabled: row.enabled,
+            source: if row.source == "config" {
+                ScheduleOrigin::Config
+            } else {
+                ScheduleOrigin::Api
+            },
+            revision: row.revision,
+            last_tick: row.last_tick,
+            last_run_at: row.last_spawned_tick,
+            last_task_id: row.last_task_id,
+            last_spawned_at: row.last_spawned_at,
+            next_run_at,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            warnings,
+        }
+    }
+}
+
+/// `GET /schedules`: every schedule, by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ScheduleList {
+    pub schedules: Vec<ScheduleInfo>,
+    pub total: i64,
+    /// The database clock when listed (what `next_run_at` is relative to).
+    #[serde(serialize_with = "rfc3339::serialize")]
+    pub now: DateTime<Utc>,
+}
+
+/// `DELETE /schedules/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ScheduleDeleted {
+    pub name: String,
+    pub deleted: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1833,6 +2141,18 @@ mod tests {
             let ours = TaskState::from(s);
             assert_eq!(client::State::from(ours), s);
             assert_eq!(serde_json::to_value(ours).unwrap(), s.as_str());
+        }
+    }
+
+    #[test]
+    fn the_documented_cron_pattern_is_the_parsers() {
+        let doc = crate::api::openapi::document();
+        for schema in ["ScheduleCreate", "ScheduleSpec"] {
+            assert_eq!(
+                doc["components"]["schemas"][schema]["properties"]["cron"]["pattern"],
+                absurd_engine::schedule::cron_pattern(),
+                "{schema}"
+            );
         }
     }
 

@@ -20,7 +20,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
-use super::{health, maintenance, monitor, prometheus, seed, tasks};
+use super::{health, maintenance, monitor, prometheus, schedules, seed, tasks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -43,6 +43,11 @@ needs `Authorization: Bearer <token>`.",
         tasks::queue_stats,
         tasks::queue_throughput,
         tasks::workers,
+        schedules::list,
+        schedules::get_one,
+        schedules::create,
+        schedules::replace,
+        schedules::delete,
         monitor::worker_metrics,
         monitor::heartbeat,
         monitor::task_metrics,
@@ -62,6 +67,7 @@ needs `Authorization: Bearer <token>`.",
         (name = "events", description = "Wake tasks waiting for an event"),
         (name = "queues", description = "Queues, their statistics and throughput"),
         (name = "workers", description = "The workers serving the queues: seen from their runs and their heartbeats"),
+        (name = "schedules", description = "Cron schedules that spawn tasks, each tick once across every worker"),
         (name = "health", description = "Liveness and the detailed health report"),
         (name = "meta", description = "Task metrics (JSON), Prometheus metrics and this document"),
     )
@@ -101,8 +107,12 @@ fn error_response(description: &str) -> RefOr<Response> {
 impl Modify for CommonResponses {
     fn modify(&self, doc: &mut Document) {
         for (path, item) in doc.paths.paths.iter_mut() {
-            let ops: [&mut Option<Operation>; 3] =
-                [&mut item.get, &mut item.post, &mut item.delete];
+            let ops: [&mut Option<Operation>; 4] = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+            ];
             for op in ops.into_iter().flatten() {
                 let free = op.operation_id.as_deref() == Some("health");
                 let reads_database = path.starts_with("/api/absurd/")

@@ -147,6 +147,7 @@ function currentView() {
   const { path } = hashQuery();
   if (path.startsWith("/tasks")) return "tasks";
   if (path.startsWith("/workers")) return "workers";
+  if (path.startsWith("/schedules")) return "schedules";
   return "overview";
 }
 
@@ -544,6 +545,35 @@ async function workers(gen) {
   );
 }
 
+// ---- schedules -------------------------------------------------------------------------------
+
+async function schedules(gen) {
+  const [list] = await Promise.all([api("/schedules"), loadHealth()]);
+  if (gen !== generation) return;
+  const rows = list.schedules.map((s) => [
+    h("span", { class: "mono", "data-schedule": s.name }, s.name),
+    h("span", { class: "mono" }, s.cron),
+    s.timezone,
+    h("span", {}, s.task_name, h("span", { class: "muted" }, ` (${s.queue_name})`)),
+    s.catch_up,
+    s.enabled ? h("span", { class: "state state-running" }, "enabled") : h("span", { class: "state state-idle" }, "disabled"),
+    h("span", { "data-next-run": s.name }, when(s.next_run_at)),
+    h("span", { "data-last-run": s.name }, s.last_run_at ? when(s.last_run_at) : h("span", { class: "muted" }, "never")),
+    s.last_task_id ? taskLink(s.last_task_id, s.last_task_id.slice(0, 8)) : h("span", { class: "muted" }, "–"),
+    s.source === "config" ? "absurd-host.toml" : "API",
+  ]);
+  setView(
+    "Schedules",
+    h("p", { class: "muted" }, `Cron schedules fired by the workers' scheduler (each tick once, whatever the number of workers). Times by the database clock, ${utc(list.now)}. A next run in the past is due: no worker has fired it yet.`),
+    table(
+      "Schedules, by name",
+      ["Name", "Cron", "Time zone", "Task (queue)", "Catch-up", "Status", "Next run", "Last run", "Last task", "Defined in"],
+      rows,
+      "No schedules. Define them with [[schedules]] in absurd-host.toml or POST /api/absurd/schedules.",
+    ),
+  );
+}
+
 // ---- routing ---------------------------------------------------------------------------------
 
 function refreshLater() {
@@ -560,6 +590,7 @@ async function render() {
     if (path.startsWith("/tasks/")) await taskPage(gen, decodeURIComponent(path.slice("/tasks/".length)));
     else if (path.startsWith("/tasks")) await taskList(gen, params);
     else if (path.startsWith("/workers")) await workers(gen);
+    else if (path.startsWith("/schedules")) await schedules(gen);
     else await overview(gen);
     if (path.startsWith("/tasks")) await loadHealth();
     if (gen === generation) {
