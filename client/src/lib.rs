@@ -50,6 +50,7 @@
 //!   [`ReadLimits`], so that one unreadable row costs only its own run;
 //! * [`dead_letter`]: the reads behind a dead-letter queue;
 //! * [`listen`]: wake-up notifications (`LISTEN absurd_wakeup`);
+//! * [`live`]: live-update notifications of task state changes (`LISTEN absurd_live`);
 //! * [`analytics`]: statistics and health figures for dashboards;
 //! * [`db`]: connecting, and the schema's migrations (the repository's `migrations/`,
 //!   embedded at build time);
@@ -75,6 +76,7 @@ pub mod error;
 pub mod failure;
 pub mod jsonb;
 pub mod listen;
+pub mod live;
 pub mod protocol;
 pub mod types;
 pub mod vocab;
