@@ -73,6 +73,8 @@ const IDLE_STOP: Duration = Duration::from_secs(30);
 const READY_WAIT: Duration = Duration::from_secs(5);
 /// Back-off after the database failed the pump.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// The shortest polling and ping interval (a zero one would spin).
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
 /// The most WebSocket frame a client may send us (we expect only pings and a close).
 const MAX_INCOMING_BYTES: usize = 4096;
 
@@ -339,14 +341,26 @@ impl Hub {
         }
     }
 
-    /// True when nobody subscribed for [`IDLE_STOP`].
+    /// True when nobody subscribed for [`IDLE_STOP`]: the pump then forgets itself (under
+    /// the lock [`Hub::ensure_pump`] takes, so a subscriber arriving meanwhile either keeps it
+    /// going or starts a new one) and must return.
     fn stop_when_idle(&self, idle_since: &mut Option<Instant>) -> bool {
         if !self.idle() {
             *idle_since = None;
             return false;
         }
         let since = *idle_since.get_or_insert_with(Instant::now);
-        since.elapsed() >= IDLE_STOP
+        if since.elapsed() < IDLE_STOP {
+            return false;
+        }
+        let mut pump = self.pump.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.idle() {
+            *idle_since = None;
+            return false;
+        }
+        *pump = None;
+        let _ = self.mode.send(Mode::Starting);
+        true
     }
 
     /// The notification loop; `Ok(())` when it stops for good (shutdown or idle).
@@ -457,7 +471,7 @@ impl Hub {
     async fn poll(&self, idle_since: &mut Option<Instant>) -> absurd_client::Result<()> {
         let _ = self.mode.send(Mode::Polling);
         let mut last: HashMap<String, Value> = HashMap::new();
-        let mut tick = tokio::time::interval(self.settings.poll_interval);
+        let mut tick = tokio::time::interval(self.settings.poll_interval.max(MIN_INTERVAL));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -736,7 +750,7 @@ async fn serve_socket(hub: Arc<Hub>, mut feed: Feed, mut socket: WebSocket) {
     ) {
         return;
     }
-    let mut ping = tokio::time::interval(hub.settings.ping_interval);
+    let mut ping = tokio::time::interval(hub.settings.ping_interval.max(MIN_INTERVAL));
     ping.reset();
     let mut unanswered = false;
     let reason = loop {
