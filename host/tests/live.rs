@@ -328,16 +328,7 @@ async fn a_subscriber_that_stops_reading_is_dropped_and_the_others_keep_receivin
         ws_next(&mut reader, Duration::from_secs(10)).await.unwrap()["type"],
         "connected"
     );
-    let (reader_tx, mut reader_rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
-    let reader_task = tokio::spawn(async move {
-        while let Some(Ok(m)) = reader.next().await {
-            if let Message::Text(t) = m {
-                if reader_tx.send(serde_json::from_str(&t).unwrap()).is_err() {
-                    break;
-                }
-            }
-        }
-    });
+    let mut reader_rx = spawn_reader(reader);
 
     // The limit: a third subscriber is refused, with the limit named.
     match ws_connect(server.addr, None).await {
@@ -459,7 +450,6 @@ async fn a_subscriber_that_stops_reading_is_dropped_and_the_others_keep_receivin
         }
     }
     server.stop().await;
-    reader_task.await.unwrap();
 }
 
 #[tokio::test]
@@ -500,7 +490,7 @@ async fn without_the_triggers_statistics_are_polled() {
 
 #[tokio::test]
 async fn the_triggers_notify_only_while_someone_listens() {
-    let (_db, client) = setup(QUEUE).await;
+    let (db, client) = setup(QUEUE).await;
     let mut listener = client.live_listener().await.unwrap();
     listener.listen().await.unwrap();
     // Nobody holds the lease: a spawn sends nothing.
@@ -554,4 +544,170 @@ async fn the_triggers_notify_only_while_someone_listens() {
             break;
         }
     }
+    // An update that changes no task's state is no news.
+    let touched = sqlx::query("update absurd.\"t_live-q\" set attempts = attempts")
+        .execute(&db.pool)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert!(touched > 200);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), listener.recv())
+            .await
+            .is_err(),
+        "an update that changed no state was notified"
+    );
+}
+
+/// Reads a WebSocket in a task of its own (so that it always answers pings) into a channel.
+fn spawn_reader(mut ws: Ws) -> tokio::sync::mpsc::UnboundedReceiver<Value> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Text(t) = m {
+                if tx.send(serde_json::from_str(&t).unwrap()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+#[tokio::test]
+async fn tasks_run_by_the_python_sdk_and_by_an_absurd_host_worker_are_reported() {
+    let (db, client) = setup(QUEUE).await;
+    let server = Server::start(&db, LiveSettings::default()).await;
+    let mut ws = ws_connect(server.addr, None).await.unwrap();
+    assert_eq!(
+        ws_next(&mut ws, Duration::from_secs(10)).await.unwrap()["source"],
+        "notifications"
+    );
+    let mut rx = spawn_reader(ws);
+
+    // The Python absurd-sdk's own worker runs two tasks.
+    let py_echo = client
+        .spawn(QUEUE, "echo", &json!({"hello": "py"}), &no_backoff(1))
+        .await
+        .unwrap()
+        .task_id;
+    let py_fail = client
+        .spawn(
+            QUEUE,
+            "fail",
+            &json!({"message": "py says no"}),
+            &no_backoff(1),
+        )
+        .await
+        .unwrap()
+        .task_id;
+    let out = tokio::process::Command::new(common::venv_bin("python"))
+        .arg(common::repo_root().join("tests/interop/sdk_worker.py"))
+        .args([
+            "--url",
+            &db.url,
+            "--queue",
+            QUEUE,
+            "--worker-id",
+            "py-live-1",
+        ])
+        .args([
+            "--task-id",
+            &format!("{py_echo},{py_fail}"),
+            "--deadline",
+            "30",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the Python worker failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // An absurd-host worker process runs one.
+    let config = common::temp_file(
+        "live-absurd-host.toml",
+        "[tasks.echo]\nkind = \"builtin\"\n",
+    );
+    let ours = client
+        .spawn(QUEUE, "echo", &json!({"hello": "rust"}), &no_backoff(1))
+        .await
+        .unwrap()
+        .task_id;
+    let _worker = common::WorkerProc::start(
+        &db.url,
+        &config,
+        &["--queue", QUEUE, "--worker-id", "rust-live-1"],
+    );
+
+    let mut seen = std::collections::HashMap::new();
+    let done = |seen: &std::collections::HashMap<Uuid, Seen>| {
+        [
+            (py_echo, "completed"),
+            (py_fail, "failed"),
+            (ours, "completed"),
+        ]
+        .iter()
+        .all(|(id, s)| {
+            seen.get(id)
+                .is_some_and(|x| x.statuses.last().unwrap() == s)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done(&seen) {
+        assert!(Instant::now() < deadline, "timed out; seen {seen:?}");
+        record(&mut seen, &next_of(&mut rx).await);
+    }
+    let e = &seen[&py_echo];
+    assert_eq!(e.statuses, ["pending", "processing", "completed"], "{e:?}");
+    assert_eq!(e.last["worker_id"], "py-live-1", "{e:?}");
+    assert_eq!(e.last["result"], json!({"hello": "py"}), "{e:?}");
+    let f = &seen[&py_fail];
+    assert!(
+        f.last["error"].as_str().unwrap().contains("py says no"),
+        "{f:?}"
+    );
+    let o = &seen[&ours];
+    assert_eq!(o.statuses, ["pending", "processing", "completed"], "{o:?}");
+    assert_eq!(o.last["worker_id"], "rust-live-1", "{o:?}");
+    assert_eq!(o.last["result"]["hello"], "rust", "{o:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn queues_created_before_the_migration_get_the_triggers() {
+    // The schema up to migration 14, a queue, then migration 15.
+    let db = TestDb::empty().await;
+    let full = absurd_client::db::migrator();
+    let mut before = absurd_client::db::migrator();
+    before.migrations =
+        std::borrow::Cow::Owned(full.iter().filter(|m| m.version < 15).cloned().collect());
+    before.run(&db.pool).await.unwrap();
+    let client = Client::new(db.pool.clone());
+    client.create_queue(QUEUE).await.unwrap();
+    assert!(!client.live_updates_supported().await.unwrap());
+    let report = absurd_client::db::migrate(&db.pool).await.unwrap();
+    assert!(report.applied.iter().any(|(v, _)| *v == 15), "{report:?}");
+    assert!(client.live_updates_supported().await.unwrap());
+
+    let mut listener = client.live_listener().await.unwrap();
+    listener.listen().await.unwrap();
+    client.renew_live_updates(60).await.unwrap();
+    let t = client
+        .spawn(QUEUE, "noop", &json!({}), &SpawnOptions::default())
+        .await
+        .unwrap();
+    let p = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .expect("a notification for the old queue")
+        .unwrap()
+        .unwrap();
+    let n = absurd_client::live::LiveNotice::parse(&p).unwrap();
+    assert_eq!(
+        (n.queue.as_str(), n.changes),
+        (QUEUE, vec![(t.task_id, absurd_client::State::Pending)])
+    );
 }
