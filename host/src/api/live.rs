@@ -228,7 +228,6 @@ impl Hub {
         let (end_tx, end_rx) = watch::channel(None);
         let hub = self.clone();
         tokio::spawn(async move {
-            let _slot = slot;
             let end = loop {
                 tokio::select! {
                     m = brx.recv() => match m {
@@ -245,6 +244,8 @@ impl Hub {
                     _ = hub.shutdown.cancelled() => break End::Shutdown,
                 }
             };
+            // The slot is given back before the subscriber hears why it ends.
+            drop(slot);
             if end == End::Lagged {
                 hub.dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
@@ -960,6 +961,65 @@ mod tests {
         assert_eq!(first[0].1.len(), 150);
         assert_eq!(first[0].1[0].0, Uuid::from_u128(0));
         assert_eq!(p.changes.len(), MAX_PENDING_CHANGES - 150);
+    }
+
+    /// The hub alone, its database unreachable (the pump keeps retrying meanwhile).
+    fn hub(settings: LiveSettings) -> Arc<Hub> {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .unwrap();
+        Arc::new(Hub::new(
+            Client::new(pool),
+            settings,
+            CancellationToken::new(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_feed_nobody_reads_is_dropped_and_gives_its_slot_back() {
+        let hub = hub(LiveSettings {
+            max_subscribers: 2,
+            subscriber_buffer: 8,
+            ..LiveSettings::default()
+        });
+        let mut reader = hub.subscribe().unwrap();
+        let mut stalled = hub.subscribe().unwrap();
+        let refused = hub.subscribe().err().unwrap();
+        assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            refused.detail.contains(MAX_SUBSCRIBERS_VAR) && refused.detail.contains('2'),
+            "{}",
+            refused.detail
+        );
+        // The reader gets every message, in order, while the other reads none.
+        for i in 0..100 {
+            hub.publish(i.to_string());
+            let got = tokio::time::timeout(Duration::from_secs(5), reader.rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&*got, i.to_string());
+        }
+        let end = tokio::time::timeout(
+            Duration::from_secs(5),
+            stalled.end.wait_for(|e| e.is_some()),
+        )
+        .await
+        .expect("the stalled feed ends")
+        .unwrap()
+        .unwrap();
+        assert_eq!(end, End::Lagged);
+        assert_eq!(hub.dropped.load(Ordering::Relaxed), 1);
+        // At most its buffer was held for it.
+        let mut held = 0;
+        while stalled.rx.try_recv().is_ok() {
+            held += 1;
+        }
+        assert!(held <= 8, "{held}");
+        // Its slot is free again.
+        assert_eq!(hub.subscribers.load(Ordering::SeqCst), 1);
+        let _again = hub.subscribe().unwrap();
+        hub.shutdown.cancel();
     }
 
     #[test]
