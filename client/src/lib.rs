@@ -50,6 +50,7 @@
 //!   [`ReadLimits`], so that one unreadable row costs only its own run;
 //! * [`dead_letter`]: the reads behind a dead-letter queue;
 //! * [`listen`]: wake-up notifications (`LISTEN absurd_wakeup`);
+//! * [`live`]: live-update notifications of task state changes (`LISTEN absurd_live`);
 //! * [`analytics`]: statistics and health figures for dashboards;
 //! * [`schedules`]: schedule definitions (`absurd.schedules`), and firing a tick exactly once;
 //! * [`monitor`]: the DSA-110 pipeline's task metrics and worker registry (with the heartbeats
@@ -85,6 +86,7 @@ pub mod failure;
 pub mod headers;
 pub mod jsonb;
 pub mod listen;
+pub mod live;
 pub mod maintenance;
 pub mod measure;
 pub mod monitor;

@@ -501,6 +501,25 @@ async fn dashboard_shows_queues_tasks_and_acts_from_the_page() {
     drive(&steps, &out_dir);
     drop(serve);
 
+    // Live updates: while its stream is up the page polls only every 60 s, so a task that the
+    // worker finishes while its page stays open shows within 30 s only through the stream.
+    let nap2 = spawn("nap", json!({"seconds": 8})).await;
+    wait_state(&client, "work", nap2, State::Sleeping).await;
+    let live_steps = json!([
+        url(&format!("/tasks/{nap2}")),
+        wait("document.body.dataset.live === 'stream'".to_string()),
+        wait(has_text("#live", "Live updates on")),
+        wait(has_text("#view .facts", "sleeping")),
+        {"wait": has_text("#view .facts", "completed"), "timeout_ms": 30000},
+    ]);
+    let dir = out_dir.clone();
+    let page = tokio::task::spawn_blocking(move || drive(&live_steps, &dir));
+    wait_for("the nap to end", Duration::from_secs(40), || async {
+        (state_of(&client, "work", nap2).await == Some(State::Completed)).then_some(())
+    })
+    .await;
+    page.await.unwrap();
+
     for name in [
         "overview.png",
         "tasks.png",

@@ -19,6 +19,7 @@
 pub mod error;
 mod extract;
 pub mod health;
+pub mod live;
 mod maintenance;
 pub mod model;
 mod monitor;
@@ -121,6 +122,8 @@ pub struct ApiSettings {
     /// DSA-110 pipeline's API did when disabled (503 `Absurd workflow manager is not
     /// enabled`; health `disabled`).
     pub enabled: bool,
+    /// The live updates of `/api/absurd/ws` and `/api/absurd/stream`: their bounds.
+    pub live: live::LiveSettings,
 }
 
 impl ApiSettings {
@@ -141,6 +144,7 @@ impl ApiSettings {
             token: token.filter(|t| !t.trim().is_empty()),
             statement_timeout: statement_timeout_from_env()?,
             enabled: enabled_from_env()?,
+            live: live::LiveSettings::from_env()?,
             ..ApiSettings::for_config(config)
         })
     }
@@ -161,6 +165,7 @@ impl ApiSettings {
             extra_pools: Vec::new(),
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
             enabled: true,
+            live: live::LiveSettings::default(),
         }
     }
 
@@ -265,6 +270,7 @@ pub(crate) struct AppState {
     pub settings: Arc<ApiSettings>,
     pub health: Arc<health::Cache>,
     pub started: Instant,
+    pub live: Arc<live::Hub>,
 }
 
 fn method_router(method: &str, path: &str) -> MethodRouter<AppState> {
@@ -306,7 +312,24 @@ fn method_router(method: &str, path: &str) -> MethodRouter<AppState> {
 
 /// The router, with the security layers.
 pub fn router(client: Client, settings: ApiSettings, counters: Counters) -> Router {
+    router_until(client, settings, counters, CancellationToken::new())
+}
+
+/// [`router`], whose live-update streams end when `shutdown` is cancelled (so that a graceful
+/// shutdown does not wait for them).
+pub fn router_until(
+    client: Client,
+    settings: ApiSettings,
+    counters: Counters,
+    shutdown: CancellationToken,
+) -> Router {
+    let live = Arc::new(live::Hub::new(
+        client.clone(),
+        settings.live.clone(),
+        shutdown,
+    ));
     let state = AppState {
+        live,
         client,
         counters,
         health: Arc::new(health::Cache::default()),
@@ -317,6 +340,9 @@ pub fn router(client: Client, settings: ApiSettings, counters: Counters) -> Rout
     for (method, path) in ROUTES {
         r = r.route(path, method_router(method, path));
     }
+    // The live-update streams: not in ROUTES nor the OpenAPI document (see `live`).
+    r = r.route(live::WS_PATH, get(live::websocket));
+    r = r.route(live::SSE_PATH, get(live::sse));
     for (path, _, _) in ui::FILES {
         r = r.route(path, get(ui::serve));
     }
@@ -369,7 +395,7 @@ pub async fn serve_on(
         "loopback only, no token"
     };
     tracing::info!("API listening on http://{addr} ({auth})");
-    let app = router(client, settings, counters);
+    let app = router_until(client, settings, counters, shutdown.child_token());
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -1,6 +1,9 @@
 //! Postgres cost: backend CPU time per completed task, for our schema and for the upstream
 //! schema that `absurdctl init` installs, with the same worker (this host) claiming one at a
-//! time (concurrency 1) and in batches (concurrency 100).
+//! time (concurrency 1) and in batches (concurrency 100). `ours_listened` is our schema while
+//! an API has live-update subscribers (migration 0015's triggers then `NOTIFY absurd_live` on
+//! every state change; a listener drains them): the cost of live updates to the worker's
+//! backends. (The listener's own backend is not counted.)
 //!
 //! The CPU is read from `/proc/<pid>/stat` of the backends serving the worker's connections,
 //! so it needs the server on this machine (as a local URL or the embedded cluster) and
@@ -24,7 +27,7 @@ pub async fn pg_cost(
 ) -> Result<Vec<Figure>> {
     let n = if plan.quick { 400 } else { 4000 };
     let mut figures = Vec::new();
-    let mut schemas = vec!["ours"];
+    let mut schemas = vec!["ours", "ours_listened"];
     if absurdctl.is_some() {
         schemas.push("upstream");
     }
@@ -36,7 +39,7 @@ pub async fn pg_cost(
                     ("upstream", Some(ctl)) => server.upstream(ctl, "pgcost_up", QUEUE).await?,
                     _ => server.fresh("pgcost", QUEUE).await?,
                 };
-                let r = cost_once(server, plan, &db, n, conc).await;
+                let r = cost_once(server, plan, &db, n, conc, schema == "ours_listened").await;
                 server.drop_db(db).await;
                 values.push(r?);
             }
@@ -60,7 +63,19 @@ async fn cost_once(
     db: &BenchDb,
     n: usize,
     conc: usize,
+    listened: bool,
 ) -> Result<f64> {
+    let _listener = if listened {
+        db.client.renew_live_updates(3600).await?;
+        let mut l = db.client.live_listener().await?;
+        l.listen().await?;
+        // Drained as they come, as the API does.
+        Some(AbortOnDrop(tokio::spawn(async move {
+            while l.recv().await.is_ok() {}
+        })))
+    } else {
+        None
+    };
     // Spawned first, like the backlog scenario: a claim that runs beside a big uncommitted
     // spawn steps over its invisible index entries, which measures the spawner, not the claim.
     env::spawn_bulk(&db.pool, QUEUE, "noop", n).await?;
@@ -88,4 +103,13 @@ async fn cost_once(
         return Ok(f64::NAN);
     }
     Ok(1e6 * after.values().sum::<f64>() / n as f64)
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

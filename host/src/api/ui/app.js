@@ -5,7 +5,10 @@
 
 const API = "/api/absurd";
 const STATES = ["pending", "running", "sleeping", "completed", "failed", "cancelled"];
-const REFRESH_MS = 5000;
+const REFRESH_MS = 5000; // polling, while the live stream is down
+const LIVE_FALLBACK_MS = 60000; // polling as a safety net while the live stream is up
+const LIVE_MIN_MS = 1000; // at most one refresh per second from live updates
+const LIVE_RETRY_MAX_MS = 60000;
 const TOKEN_KEY = "absurd-api-token";
 const SPARK_MINUTES = 60; // the overview's sparkline: per-minute counts over the last hour
 const WORKER_MINUTES = 60; // the Workers view's window
@@ -572,6 +575,84 @@ async function schedules(gen) {
       "No schedules. Define them with [[schedules]] in absurd-host.toml or POST /api/absurd/schedules.",
     ),
   );
+// ---- live updates ----------------------------------------------------------------------------
+// The server's Server-Sent Events stream (/api/absurd/stream) says when tasks change, whichever
+// worker changed them; each update refreshes the view (at most once a second). It is read with
+// fetch, not EventSource, so that it can send the token. While it is down the page polls every
+// REFRESH_MS and reconnects with a growing delay; while it is up, it still polls, rarely.
+
+const live = { up: false, retryMs: 2000, lastRefresh: 0, pending: null };
+
+function liveStatus() {
+  document.body.dataset.live = live.up ? "stream" : "polling";
+  const el = document.getElementById("live");
+  if (el) el.textContent = live.up ? "Live updates on." : `Live updates off: refreshing every ${REFRESH_MS / 1000} s.`;
+}
+
+function pollEvery() {
+  return live.up ? LIVE_FALLBACK_MS : REFRESH_MS;
+}
+
+function relevant(msg) {
+  if (msg.type !== "task_update" && msg.type !== "queue_stats_update") return false;
+  const { path } = hashQuery();
+  if (path.startsWith("/tasks/")) {
+    return msg.type === "task_update" && msg.task_id === decodeURIComponent(path.slice("/tasks/".length));
+  }
+  return true;
+}
+
+function liveRefresh() {
+  if (live.pending) return;
+  const wait = Math.max(0, live.lastRefresh + LIVE_MIN_MS - Date.now());
+  live.pending = setTimeout(() => {
+    live.pending = null;
+    live.lastRefresh = Date.now();
+    refreshLater();
+  }, wait);
+}
+
+async function liveConnect() {
+  const headers = { Accept: "text/event-stream" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  try {
+    const resp = await fetch(`${API}/stream`, { headers, cache: "no-store" });
+    if (!resp.ok || !resp.body) throw new Error(`${resp.status}`);
+    const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += value;
+      let nl;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, nl).replace(/\r$/, "");
+        buf = buf.slice(nl + 1);
+        if (!line.startsWith("data:")) continue;
+        let msg;
+        try {
+          msg = JSON.parse(line.slice(5));
+        } catch (_) {
+          continue;
+        }
+        if (msg.type === "connected") {
+          live.up = true;
+          live.retryMs = 2000;
+          liveStatus();
+        } else if (relevant(msg)) {
+          liveRefresh();
+        }
+      }
+      if (buf.length > 1 << 20) break; // a line this long is not ours
+    }
+  } catch (_) {
+    // Refused (too many subscribers, no token yet) or dropped: poll, and try again later.
+  }
+  live.up = false;
+  liveStatus();
+  setTimeout(liveConnect, live.retryMs);
+  live.retryMs = Math.min(live.retryMs * 2, LIVE_RETRY_MAX_MS);
 }
 
 // ---- routing ---------------------------------------------------------------------------------
@@ -579,8 +660,10 @@ async function schedules(gen) {
 function refreshLater() {
   const busy = document.activeElement && ["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement.tagName);
   const open = document.querySelector("#view details[open], .confirm:not([hidden])");
-  if (busy || open || !document.getElementById("token").hidden) timer = setTimeout(refreshLater, REFRESH_MS);
-  else render();
+  if (busy || open || !document.getElementById("token").hidden) {
+    clearTimeout(timer);
+    timer = setTimeout(refreshLater, Math.min(pollEvery(), REFRESH_MS));
+  } else render();
 }
 
 async function render() {
@@ -605,7 +688,7 @@ async function render() {
   }
   clearTimeout(timer);
   // Auto-refresh, but not while the user types, has details open or is confirming.
-  timer = setTimeout(refreshLater, REFRESH_MS);
+  timer = setTimeout(refreshLater, pollEvery());
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -621,5 +704,7 @@ document.addEventListener("DOMContentLoaded", () => {
     render();
     document.getElementById("main").focus({ preventScroll: true });
   });
+  liveStatus();
   render();
+  liveConnect();
 });
