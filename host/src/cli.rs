@@ -320,8 +320,9 @@ pub struct ListArgs {
     /// Only this queue (default: every queue).
     #[arg(long, short = 'q')]
     pub queue: Option<String>,
-    /// Only tasks in this state.
-    #[arg(long, short = 's', value_parser = ["pending", "running", "sleeping", "completed", "failed", "cancelled"])]
+    /// Only tasks in this state; also the DSA-110 pipeline's names: `claimed` (= running) and
+    /// `retrying` (waiting for its next attempt).
+    #[arg(long, short = 's', value_parser = ["pending", "running", "sleeping", "completed", "failed", "cancelled", "claimed", "retrying"])]
     pub state: Option<String>,
     /// Only tasks with this name.
     #[arg(long, short = 'n')]
@@ -792,16 +793,22 @@ async fn task_cmd(
             }
         }
         TaskCmd::List(args) => {
+            let (state, retrying) = match args.state {
+                None => (None, false),
+                Some(s) => {
+                    serde_json::from_value::<model::StatusFilter>(Value::String(s))?.to_client()
+                }
+            };
             let filter = TaskFilter {
                 queue: args.queue,
-                state: args.state.as_deref().map(str::parse::<State>).transpose()?,
+                state,
                 task_name: args.task_name,
                 limit: Some(args.limit),
                 cursor: args.cursor,
                 enqueued_after: args.since,
                 enqueued_before: args.until,
                 search: args.search,
-                retrying: false,
+                retrying,
             };
             let page = client.list_tasks(&filter).await?;
             if json_out {

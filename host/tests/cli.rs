@@ -493,6 +493,12 @@ async fn task_and_event_commands_cover_a_task_lifecycle() {
     // A worker's part, done by hand: claim and fail for good, then retry from the CLI.
     let client = absurd_client::Client::new(db.pool.clone());
     let run = client.claim("jobs", "w", 30, 1).await.unwrap().remove(0);
+    // The DSA-110 pipeline's name for a running task.
+    let claimed = json(url, &["task", "list", "-q", "jobs", "--state", "claimed"]);
+    assert_eq!(claimed["total"], 1, "{claimed}");
+    assert_eq!(claimed["tasks"][0]["task_id"], id.as_str());
+    let retrying = json(url, &["task", "list", "-q", "jobs", "--state", "retrying"]);
+    assert_eq!(retrying["total"], 0, "{retrying}");
     sqlx::query("update absurd.t_jobs set max_attempts = 1")
         .execute(&db.pool)
         .await

@@ -575,6 +575,8 @@ async function schedules(gen) {
       "No schedules. Define them with [[schedules]] in absurd-host.toml or POST /api/absurd/schedules.",
     ),
   );
+}
+
 // ---- live updates ----------------------------------------------------------------------------
 // The server's Server-Sent Events stream (/api/absurd/stream) says when tasks change, whichever
 // worker changed them; each update refreshes the view (at most once a second). It is read with
