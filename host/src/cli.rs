@@ -15,7 +15,7 @@ use crate::api::model;
 use crate::args::{ApiArgs, GlobalArgs, WorkerArgs};
 use crate::config::{AbsurdConfig, DEFAULT_DATABASE_URL};
 use absurd_client::{
-    Cancellation, Client, RetryOptions, RetryStrategy, SpawnOptions, State, TaskDetails, TaskFilter,
+    Cancellation, Client, RetryOptions, RetryStrategy, SpawnOptions, TaskDetails, TaskFilter,
 };
 
 #[derive(Debug, Parser)]
