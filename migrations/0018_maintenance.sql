@@ -25,7 +25,9 @@ declare
     v_q   text := absurd.validate_queue_name(p_queue_name);
     v_ids uuid[];
 begin
-    perform absurd._check_cleanup_args(p_state, p_ttl_seconds, p_limit);
+    perform absurd._check_cleanup_state(p_state);
+    perform absurd._check_cleanup_retention(p_ttl_seconds);
+    perform absurd._check_cleanup_batch(p_limit);
     -- The time a task reached its final state: the last run's completion or failure, or the
     -- task's cancellation. The same expression orders the batch, oldest first.
     execute format($sql$
@@ -75,7 +77,8 @@ declare
     v_q     text := absurd.validate_queue_name(p_queue_name);
     v_count bigint;
 begin
-    perform absurd._check_cleanup_args(p_state, p_ttl_seconds, 1);
+    perform absurd._check_cleanup_state(p_state);
+    perform absurd._check_cleanup_retention(p_ttl_seconds);
     execute format($sql$
         select count(*)
         from absurd.%1$I t
@@ -100,7 +103,7 @@ declare
     v_q     text := absurd.validate_queue_name(p_queue_name);
     v_count bigint;
 begin
-    perform absurd._check_cleanup_args('completed', p_ttl_seconds, 1);
+    perform absurd._check_cleanup_retention(p_ttl_seconds);
     execute format('select count(*) from absurd.%I e where e.emitted_at < $1', 'e_' || v_q)
         into v_count
         using absurd.current_time() - make_interval(secs => p_ttl_seconds);
@@ -108,8 +111,8 @@ begin
 end;
 $$;
 
--- The arguments' checks, in one place, with messages that name the bad value.
-create function absurd._check_cleanup_args(p_state text, p_ttl_seconds integer, p_limit integer)
+-- The arguments' checks, one per argument, with messages that name the bad value.
+create function absurd._check_cleanup_state(p_state text)
 returns void
 language plpgsql
 immutable
@@ -119,11 +122,29 @@ begin
         raise exception 'cleanup state must be completed, failed or cancelled, not %',
             coalesce(quote_literal(p_state), 'null');
     end if;
+end;
+$$;
+
+create function absurd._check_cleanup_retention(p_ttl_seconds integer)
+returns void
+language plpgsql
+immutable
+as $$
+begin
     if p_ttl_seconds is null or p_ttl_seconds < 0 then
         raise exception 'retention must be a non-negative number of seconds, not %',
             coalesce(p_ttl_seconds::text, 'null');
     end if;
-    -- A batch is one statement holding its row locks: keep it short on a busy queue.
+end;
+$$;
+
+-- A batch is one statement holding its row locks: keep it short on a busy queue.
+create function absurd._check_cleanup_batch(p_limit integer)
+returns void
+language plpgsql
+immutable
+as $$
+begin
     if p_limit is null or p_limit < 1 or p_limit > 100000 then
         raise exception 'cleanup batch size must be between 1 and 100000, not %',
             coalesce(p_limit::text, 'null');

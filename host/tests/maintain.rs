@@ -282,6 +282,45 @@ async fn bad_retention_is_refused_by_name_and_changes_nothing() {
     assert_eq!(tasks_in_state(&db.pool, "mbad", "completed").await, 2);
 }
 
+/// The SQL functions check their own arguments too (for other clients), naming the value.
+#[tokio::test]
+async fn the_sql_functions_refuse_bad_arguments_by_name() {
+    let (db, _client) = setup("msql").await;
+    for (sql, needle) in [
+        (
+            "select absurd.cleanup_tasks_in_state('msql', 'pending', 0, 10)",
+            "not 'pending'",
+        ),
+        (
+            "select absurd.cleanup_tasks_in_state('msql', 'failed', -5, 10)",
+            "not -5",
+        ),
+        (
+            "select absurd.cleanup_tasks_in_state('msql', 'failed', 0, 100001)",
+            "not 100001",
+        ),
+        (
+            "select absurd.count_cleanup_candidates('msql', null, 0)",
+            "not null",
+        ),
+        (
+            "select absurd.count_event_cleanup_candidates('msql', -1)",
+            "not -1",
+        ),
+    ] {
+        let err = sqlx::query(sql).execute(&db.pool).await.unwrap_err();
+        assert!(err.to_string().contains(needle), "{sql}: {err}");
+    }
+    assert_eq!(
+        count(
+            &db.pool,
+            "select absurd.count_event_cleanup_candidates('msql', 0)"
+        )
+        .await,
+        0
+    );
+}
+
 /// On a schema `absurdctl init` installed, the command says what to do instead.
 #[tokio::test]
 async fn an_upstream_schema_is_refused_with_the_way_out() {
