@@ -121,6 +121,51 @@ impl Client {
             .map_err(|e| ClientError::from_sqlx(e, None))
     }
 
+    /// Registers the listener `holder` (renewing it when it is already registered) for the
+    /// next `seconds` (at most an hour), and makes sure the triggers exist on every queue
+    /// (migration 0025: they exist only while someone listens). Returns until when
+    /// notifications will be sent. Call it again well before then to keep them coming.
+    pub async fn hold_live_updates(&self, holder: &str, seconds: i32) -> Result<DateTime<Utc>> {
+        sqlx::query_scalar("select absurd.live_updates_hold($1, $2)")
+            .bind(holder)
+            .bind(seconds)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| ClientError::from_sqlx(e, None))
+    }
+
+    /// Unregisters the listener `holder`; when it was the last one, notifications stop and the
+    /// triggers are dropped, so that task tables nobody watches pay nothing for them. Returns
+    /// whether nobody listens any more.
+    pub async fn release_live_updates(&self, holder: &str) -> Result<bool> {
+        sqlx::query_scalar("select absurd.live_updates_release($1)")
+            .bind(holder)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| ClientError::from_sqlx(e, None))
+    }
+
+    /// Drops the live-update triggers left behind by listeners that died without releasing,
+    /// once their lease has run out. Returns `None` while someone listens (the triggers are
+    /// meant to be there), otherwise how many task tables still have them because their lock
+    /// could not be had within 100 ms (a later call retries). Does nothing, and returns
+    /// `Some(0)`, on a schema without migration 0025.
+    pub async fn retire_live_triggers(&self) -> Result<Option<i32>> {
+        let present: bool = sqlx::query_scalar(
+            "select to_regprocedure('absurd.live_updates_retire()') is not null",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| ClientError::from_sqlx(e, None))?;
+        if !present {
+            return Ok(Some(0));
+        }
+        sqlx::query_scalar("select absurd.live_updates_retire()")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| ClientError::from_sqlx(e, None))
+    }
+
     /// Opens a connection of its own for live-update notifications; [`LiveListener::listen`]
     /// then subscribes it.
     pub async fn live_listener(&self) -> Result<LiveListener> {

@@ -305,6 +305,20 @@ pub async fn run_once(client: &Client, settings: &Settings, dry_run: bool) -> Re
         report.totals.add(&deleted);
         report.queues.insert(queue, deleted);
     }
+    if !dry_run {
+        // Live-update triggers a dead API left behind (migration 0025); they cost every claim
+        // and completion while nobody listens. Not part of the report: nothing is deleted.
+        match client.retire_live_triggers().await {
+            Ok(Some(n)) if n > 0 => {
+                tracing::info!(
+                    tables = n,
+                    "live-update triggers left on busy tables; the next pass retries"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not retire idle live-update triggers"),
+        }
+    }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -711,3 +711,111 @@ async fn queues_created_before_the_migration_get_the_triggers() {
         (QUEUE, vec![(t.task_id, absurd_client::State::Pending)])
     );
 }
+
+/// How many of the two live-update triggers the queue's task table has.
+async fn live_triggers(db: &TestDb, queue: &str) -> i64 {
+    sqlx::query_scalar(
+        "select count(*) from pg_trigger g \
+         where g.tgrelid = to_regclass(format('absurd.%I', 't_' || $1)) \
+           and g.tgname in ('absurd_live_insert', 'absurd_live_update')",
+    )
+    .bind(queue)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_triggers_exist_only_while_someone_listens() {
+    // Migration 0025: a task table nobody watches has no trigger to pay for.
+    let (db, client) = setup(QUEUE).await;
+    let other = "live q \"3\"";
+    assert_eq!(live_triggers(&db, QUEUE).await, 0);
+
+    // The first listener installs them on every queue, and queues made meanwhile get them.
+    client.hold_live_updates("api a", 60).await.unwrap();
+    assert_eq!(live_triggers(&db, QUEUE).await, 2);
+    client.create_queue(other).await.unwrap();
+    assert_eq!(live_triggers(&db, other).await, 2);
+    assert_eq!(client.retire_live_triggers().await.unwrap(), None);
+
+    // Two listeners: the first to leave keeps them for the other.
+    client.hold_live_updates("api b", 60).await.unwrap();
+    assert!(!client.release_live_updates("api a").await.unwrap());
+    assert_eq!(live_triggers(&db, QUEUE).await, 2);
+    assert!(client.release_live_updates("api b").await.unwrap());
+    assert_eq!(live_triggers(&db, QUEUE).await, 0);
+    assert_eq!(live_triggers(&db, other).await, 0);
+
+    // And nothing is sent any more.
+    let mut listener = client.live_listener().await.unwrap();
+    listener.listen().await.unwrap();
+    client
+        .spawn(QUEUE, "noop", &json!({}), &SpawnOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), listener.recv())
+            .await
+            .is_err(),
+        "a notification was sent after the last listener left"
+    );
+
+    // A listener that died without releasing: its lease runs out (here at once), and
+    // retiring then drops what it left.
+    client.hold_live_updates("api c", 0).await.unwrap();
+    assert_eq!(live_triggers(&db, QUEUE).await, 2);
+    assert_eq!(client.retire_live_triggers().await.unwrap(), Some(0));
+    assert_eq!(live_triggers(&db, QUEUE).await, 0);
+    assert_eq!(live_triggers(&db, other).await, 0);
+
+    // A table whose lock is taken is skipped, not waited for: the others get their triggers
+    // at once, and the busy one at the next renewal after its writer finished.
+    let mut writer = db.pool.begin().await.unwrap();
+    sqlx::query("lock table absurd.\"t_live-q\" in row exclusive mode")
+        .execute(&mut *writer)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    client.hold_live_updates("api d", 60).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the renewal waited for the busy table ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(live_triggers(&db, QUEUE).await, 0);
+    assert_eq!(live_triggers(&db, other).await, 2);
+    writer.commit().await.unwrap();
+    client.hold_live_updates("api d", 60).await.unwrap();
+    assert_eq!(live_triggers(&db, QUEUE).await, 2);
+
+    // Holder names are bounded.
+    let err = client
+        .hold_live_updates(&"x".repeat(129), 60)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("1 to 128 characters"), "{err}");
+}
+
+#[tokio::test]
+async fn an_api_installs_the_triggers_while_it_streams_and_drops_them_when_it_stops() {
+    let (db, _client) = setup(QUEUE).await;
+    assert_eq!(live_triggers(&db, QUEUE).await, 0);
+    let server = Server::start(&db, LiveSettings::default()).await;
+    let mut ws = ws_connect(server.addr, None).await.unwrap();
+    let hello = ws_next(&mut ws, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(hello["type"], "connected", "{hello}");
+    wait_for(
+        "the API to install the triggers",
+        Duration::from_secs(20),
+        || async { (live_triggers(&db, QUEUE).await == 2).then_some(()) },
+    )
+    .await;
+    server.stop().await;
+    wait_for(
+        "the stopped API to drop the triggers",
+        Duration::from_secs(20),
+        || async { (live_triggers(&db, QUEUE).await == 0).then_some(()) },
+    )
+    .await;
+}

@@ -166,6 +166,8 @@ pub(crate) struct Hub {
     dropped: AtomicU64,
     mode: watch::Sender<Mode>,
     pump: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// This API's name among the database's live-update listeners (migration 0025).
+    holder: String,
 }
 
 /// A subscriber's slot; given back when dropped.
@@ -205,6 +207,7 @@ impl Hub {
             dropped: AtomicU64::new(0),
             mode,
             pump: Mutex::new(None),
+            holder: format!("api pid {} {}", std::process::id(), Uuid::new_v4()),
         }
     }
 
@@ -364,11 +367,32 @@ impl Hub {
         true
     }
 
-    /// The notification loop; `Ok(())` when it stops for good (shutdown or idle).
+    /// The notification loop; `Ok(())` when it stops for good (shutdown or idle), and then
+    /// this API lets go of the lease, so that the triggers are dropped unless another API
+    /// still listens (migration 0025).
     async fn listen(&self, idle_since: &mut Option<Instant>) -> absurd_client::Result<()> {
+        self.listen_until_done(idle_since).await?;
+        match self.client.release_live_updates(&self.holder).await {
+            Ok(true) => {
+                tracing::info!("live updates: released; the live-update triggers are dropped")
+            }
+            Ok(false) => tracing::debug!("live updates: released; another API still listens"),
+            // Not an error of the stream: the lease runs out within LEASE_SECS, and the next
+            // `maintain` or worker start drops the triggers then.
+            Err(e) => tracing::warn!(error = %e, "live updates: could not release the lease"),
+        }
+        Ok(())
+    }
+
+    async fn listen_until_done(
+        &self,
+        idle_since: &mut Option<Instant>,
+    ) -> absurd_client::Result<()> {
         let mut listener = self.client.live_listener().await?;
         listener.listen().await?;
-        self.client.renew_live_updates(LEASE_SECS).await?;
+        self.client
+            .hold_live_updates(&self.holder, LEASE_SECS)
+            .await?;
         let _ = self.mode.send(Mode::Notifications);
         tracing::info!("live updates: listening to PostgreSQL notifications (absurd_live)");
         let mut pending = Pending::default();
@@ -409,7 +433,7 @@ impl Hub {
                     }
                 }
                 _ = renew.tick() => {
-                    self.client.renew_live_updates(LEASE_SECS).await?;
+                    self.client.hold_live_updates(&self.holder, LEASE_SECS).await?;
                 }
                 _ = self.shutdown.cancelled() => return Ok(()),
             }
