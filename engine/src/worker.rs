@@ -724,6 +724,21 @@ impl WarnedNames {
     }
 }
 
+/// Drops the live-update triggers an API that died left on the task tables, once its lease ran
+/// out (migration 0025): they cost every claim and completion while nobody listens. Best effort,
+/// once at start; `absurd-host maintain` does it too.
+async fn retire_live_triggers(client: Client) {
+    match client.retire_live_triggers().await {
+        Ok(None) => debug!("live updates: an API listens; its triggers stay"),
+        Ok(Some(0)) => {}
+        Ok(Some(n)) => debug!(
+            tables = n,
+            "live updates: some idle triggers were busy; left for later"
+        ),
+        Err(e) => debug!(error = %e, "live updates: could not retire idle triggers"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -767,20 +782,5 @@ mod tests {
         assert_eq!(f.details["timeout_seconds"], 60.0);
         assert_eq!(f.details["timeout_sec_requested"], 600);
         assert_eq!(f.details["timeout_sec_clamped"], true);
-    }
-}
-
-/// Drops the live-update triggers an API that died left on the task tables, once its lease ran
-/// out (migration 0025): they cost every claim and completion while nobody listens. Best effort,
-/// once at start; `absurd-host maintain` does it too.
-async fn retire_live_triggers(client: Client) {
-    match client.retire_live_triggers().await {
-        Ok(None) => debug!("live updates: an API listens; its triggers stay"),
-        Ok(Some(0)) => {}
-        Ok(Some(n)) => debug!(
-            tables = n,
-            "live updates: some idle triggers were busy; left for later"
-        ),
-        Err(e) => debug!(error = %e, "live updates: could not retire idle triggers"),
     }
 }
