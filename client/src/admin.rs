@@ -58,11 +58,13 @@ impl Client {
         // Sessions creating the same queue at once (workers dead-lettering at the same moment
         // into a DLQ that does not exist yet) can deadlock on the DDL's locks (40P01) or trip
         // over each other's catalog rows (23505, 42P07); PostgreSQL aborts all but one.
-        // `create_queue` is idempotent, so an aborted call tries again, and then finds the
-        // queue made by the one that went through.
+        // So our own callers take turns: a transaction-scoped advisory lock on the queue's
+        // name serialises them, and the later ones find the queue made. Other clients (the
+        // Absurd SDKs) do not take it; for them `create_queue` being idempotent is enough: an
+        // aborted call tries again, and then finds the queue made by the one that went through.
         let mut retries = 0;
         loop {
-            match self.create_queue(queue).await {
+            match self.create_queue_in_turn(queue).await {
                 Err(ClientError::Database(sqlx::Error::Database(ref db)))
                     if retries < 5
                         && matches!(db.code().as_deref(), Some("40P01" | "23505" | "42P07")) =>
@@ -73,6 +75,26 @@ impl Client {
                 done => return done,
             }
         }
+    }
+
+    /// `create_queue` under an advisory lock on the queue's name, held until it commits.
+    async fn create_queue_in_turn(&self, queue: &str) -> Result<()> {
+        check_queue_name(queue)?;
+        let on = |e: sqlx::Error| ClientError::from_sqlx(e, Some(queue));
+        let mut tx = self.pool.begin().await.map_err(on)?;
+        sqlx::query(
+            "select pg_advisory_xact_lock(hashtextextended('absurd.create_queue ' || $1, 0))",
+        )
+        .bind(queue)
+        .execute(&mut *tx)
+        .await
+        .map_err(on)?;
+        sqlx::query("select absurd.create_queue($1)")
+            .bind(queue)
+            .execute(&mut *tx)
+            .await
+            .map_err(on)?;
+        tx.commit().await.map_err(on)
     }
 
     pub async fn drop_queue(&self, queue: &str) -> Result<()> {

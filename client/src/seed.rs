@@ -382,8 +382,9 @@ async fn carry_unfinished(
         .await?;
 
         // Number the next attempt after the seed's, keep its creation time, and keep the
-        // seed's claim order: Absurd claims by (available_at, run_id), and these were all made
-        // at the same moment, so each is made available a microsecond after the one before.
+        // seed's claim order: Absurd claims by (available_at, run_id), so each is made available
+        // a microsecond after the one before, counted from the earliest of them (their spawns'
+        // own times differ by more than that on a busy machine, and not always in rank order).
         let made: Vec<&CarriedRow> = rows.iter().filter(|r| r.created).collect();
         let ids: Vec<Uuid> = made.iter().map(|r| r.new_id).collect();
         let runs: Vec<Uuid> = made.iter().map(|r| r.new_run).collect();
@@ -402,11 +403,12 @@ async fn carry_unfinished(
         .execute(&mut *conn)
         .await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "update {} r set attempt = v.n, \
-                 available_at = r.available_at + v.rank * interval '1 microsecond' \
-             from unnest($1::uuid[], $2::int[], $3::bigint[]) as v(id, n, rank) \
+            "update {r} r set attempt = v.n, \
+                 available_at = b.base + v.rank * interval '1 microsecond' \
+             from unnest($1::uuid[], $2::int[], $3::bigint[]) as v(id, n, rank), \
+                  (select min(available_at) as base from {r} where run_id = any($1)) b \
              where r.run_id = v.id",
-            table("r", &queue)
+            r = table("r", &queue)
         )))
         .bind(&runs)
         .bind(&next)
