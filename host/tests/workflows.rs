@@ -26,11 +26,13 @@ fn deploy_config() -> std::path::PathBuf {
 /// The API as `absurd-host serve --config deploy/absurd-host.toml` builds it, with `queue` as
 /// its default queue.
 fn router(db: &TestDb, queue: &str) -> Router {
-    let mut settings = ApiSettings::default();
-    settings.default_queue = queue.to_string();
-    settings.workflows = std::sync::Arc::new(
-        Workflows::load(Some(&deploy_config())).expect("deploy/absurd-host.toml's workflows"),
-    );
+    let settings = ApiSettings {
+        default_queue: queue.to_string(),
+        workflows: std::sync::Arc::new(
+            Workflows::load(Some(&deploy_config())).expect("deploy/absurd-host.toml's workflows"),
+        ),
+        ..ApiSettings::default()
+    };
     let pool = absurd_host::api::lazy_pool(&db.url, settings.statement_timeout).unwrap();
     absurd_host::api::router(Client::new(pool), settings, Counters::default())
 }

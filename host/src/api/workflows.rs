@@ -297,10 +297,12 @@ pub async fn submit_group(
     let first = std::path::Path::new(&req.file_paths[0]);
     let input_path = match first.parent().map(|d| d.to_string_lossy().into_owned()) {
         Some(d) if !d.is_empty() => d,
-        _ => return Err(ApiError::bad_request(format!(
+        _ => {
+            return Err(ApiError::bad_request(format!(
             "file_paths[0] {:?} has no directory: input_path is the directory of the first file",
             req.file_paths[0]
-        ))),
+        )))
+        }
     };
     let t = match &req.observed_at {
         Some(raw) => parse_time(raw).ok_or_else(|| {

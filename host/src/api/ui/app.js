@@ -471,7 +471,7 @@ function workflowView(w) {
       h("span", { class: `state state-${n.state}` }, n.state),
       n.optional ? h("span", { class: "muted" }, " optional") : null,
       h("br"),
-      n.task_id ? taskLink(n.task_id, `task ${n.task_id.slice(0, 8)}…`) : h("span", { class: "muted" }, "not spawned"),
+      n.task_id ? taskLink(n.task_id, `task …${n.task_id.slice(-12)}`) : h("span", { class: "muted" }, "not spawned"),
       n.queue_name !== w.queue_name ? h("span", { class: "muted" }, ` in ${n.queue_name}`) : null,
       n.depends_on.length ? h("div", { class: "muted" }, `after ${n.depends_on.join(", ")}`) : null,
       n.error ? h("div", { class: "issue-alert" }, n.error) : null,
