@@ -52,19 +52,24 @@ pub struct NodeSpec {
     #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.-]+$")]
     pub id: String,
     /// The task name the node spawns.
-    #[schema(min_length = 1, max_length = 255)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\u0000]*\\S[^\\u0000]*$"
+    )]
     pub task: String,
     /// The child's queue; default: the workflow task's own queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 57)]
+    #[schema(min_length = 1, max_length = 57, pattern = "^[^\\u0000]*$")]
     pub queue: Option<String>,
     /// The child's params template; the runner sets its `config`, `inputs`, `outputs` and
     /// `chain_name` keys (the DSA-110 chain contract).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub params: Option<Map<String, Value>>,
-    /// Ids of the nodes that must complete first (at most 32).
+    /// Ids of the nodes that must complete first (at most 32, each once).
     #[serde(default)]
+    #[schema(max_items = 32)]
     pub depends_on: Vec<String>,
     /// A failure of an optional node does not fail the workflow.
     #[serde(default)]

@@ -377,8 +377,8 @@ async fn a_group_starts_its_workflow_once() {
             "file_paths must not be empty",
         ),
         (
-            json!({"group_id": "2025-10-17T15:00:00", "file_paths": ["x.hdf5"]}),
-            "file_paths[0] \"x.hdf5\" has no directory",
+            json!({"group_id": "2025-10-17T15:00:00", "file_paths": ["/d/a.hdf5", "x.hdf5"]}),
+            "file_paths[1] \"x.hdf5\" is not an absolute path",
         ),
         (
             json!({"group_id": "x".repeat(250), "file_paths": ["/d/x.hdf5"]}),

@@ -2213,10 +2213,34 @@ pub use crate::workflow::NodeSpec;
 
 /// The longest `group_id` of `POST /groups` (its idempotency key is `group:<group_id>`).
 pub const MAX_GROUP_ID_BYTES: usize = MAX_NAME_BYTES - "group:".len();
-/// The most `file_paths` of one group.
-pub const MAX_GROUP_FILES: usize = 1024;
-/// The longest file path of a group, in bytes (Linux's `PATH_MAX`).
-pub const MAX_PATH_BYTES: usize = 4096;
+/// The most `file_paths` of one group (a DSA-110 group has 16 subband files). With
+/// [`MAX_PATH_CHARS`] it keeps a group's inputs well under the workflow's 256 KiB of params.
+pub const MAX_GROUP_FILES: usize = 64;
+/// The longest file path of a group, in characters.
+pub const MAX_PATH_CHARS: usize = 1024;
+
+/// The schema `AbsolutePath`: a file path starting with `/`, at most 1024 characters, without
+/// U+0000.
+pub struct AbsolutePath;
+
+impl utoipa::PartialSchema for AbsolutePath {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("An absolute file path"))
+            .min_length(Some(1))
+            .max_length(Some(MAX_PATH_CHARS))
+            .pattern(Some("^/[^\\u0000]*$"))
+            .into()
+    }
+}
+
+impl ToSchema for AbsolutePath {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "AbsolutePath".into()
+    }
+}
 
 /// `POST /workflows`: a workflow of the server's configuration by `name`, or an inline DAG
 /// (`nodes`). Unknown fields are refused.
@@ -2230,6 +2254,7 @@ pub struct WorkflowStartRequest {
     pub name: Option<String>,
     /// An inline DAG: 1 to 256 nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1, max_items = 256)]
     pub nodes: Option<Vec<NodeSpec>>,
     /// Passed to every node as `inputs`, over the definition's inputs (key by key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -2270,6 +2295,7 @@ pub struct WorkflowStartRequest {
 #[serde(deny_unknown_fields)]
 pub struct WithDepsRequest {
     /// 1 to 256 tasks.
+    #[schema(min_items = 1, max_items = 256)]
     pub tasks: Vec<WithDepsTask>,
     /// A name to show for the workflow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -2306,7 +2332,11 @@ pub struct WithDepsTask {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.-]+$")]
     pub id: Option<String>,
-    #[schema(min_length = 1, max_length = 255)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\u0000]*\\S[^\\u0000]*$"
+    )]
     pub task_name: String,
     /// The task's params; the workflow sets their `config`, `inputs`, `outputs` (the merged
     /// `outputs` of the tasks it depends on) and `chain_name`.
@@ -2317,8 +2347,9 @@ pub struct WithDepsTask {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(min_length = 1, max_length = 57, pattern = "^[^\\u0000]*$")]
     pub queue_name: Option<String>,
-    /// Ids of the tasks that must complete first (at most 32).
+    /// Ids of the tasks that must complete first (at most 32, each once).
     #[serde(default)]
+    #[schema(max_items = 32)]
     pub depends_on: Vec<String>,
     /// Its failure does not fail the others (those depending on it are skipped).
     #[serde(default)]
@@ -2363,8 +2394,9 @@ pub struct GroupRequest {
         pattern = "^[^\\u0000]*\\S[^\\u0000]*$"
     )]
     pub group_id: String,
-    /// The group's HDF5 files (1 to 1024); `input_path` is the directory of the first.
-    #[schema(min_items = 1, max_items = 1024)]
+    /// The group's HDF5 files (1 to 64 absolute paths); `input_path` is the directory of
+    /// the first.
+    #[schema(value_type = Vec<AbsolutePath>, min_items = 1, max_items = 64)]
     pub file_paths: Vec<String>,
     /// Run the `calibrator` workflow instead of `standard-pipeline`.
     #[serde(default)]

@@ -22,7 +22,7 @@ use super::extract::{ApiJson, ApiQuery, TaskId};
 use super::model::{
     check_queue_name, ErrorBody, GroupRequest, GroupSubmitted, NodeSpec, NodeState, TaskQueueQuery,
     WithDepsRequest, WorkflowNode, WorkflowStartRequest, WorkflowStarted, WorkflowView,
-    MAX_ATTEMPTS, MAX_GROUP_FILES, MAX_GROUP_ID_BYTES, MAX_NAME_BYTES, MAX_PATH_BYTES,
+    MAX_ATTEMPTS, MAX_GROUP_FILES, MAX_GROUP_ID_BYTES, MAX_NAME_BYTES, MAX_PATH_CHARS,
 };
 use super::{ApiSettings, AppState};
 use crate::workflow::{check_id, check_nodes, task_params, Names};
@@ -247,6 +247,16 @@ pub async fn start(
     })
 }
 
+/// The directory part of an absolute path, as Python's `os.path.dirname` (which the bridge
+/// used) gives it: everything before the last `/`, without trailing slashes (`/` stays `/`).
+fn directory_of(path: &str) -> String {
+    let head = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+    match head.trim_end_matches('/') {
+        "" => head.chars().take(1).collect(),
+        dir => dir.to_string(),
+    }
+}
+
 /// An observation time: RFC 3339, or `YYYY-MM-DDTHH:MM:SS[.f]` (or with a space) in UTC.
 fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
     let raw = raw.trim();
@@ -287,23 +297,19 @@ pub async fn submit_group(
         )));
     }
     for (i, p) in req.file_paths.iter().enumerate() {
-        if p.is_empty() || p.len() > MAX_PATH_BYTES || p.contains('\0') {
+        let n = p.chars().count();
+        if n > MAX_PATH_CHARS || p.contains('\0') {
             return Err(ApiError::bad_request(format!(
-                "file_paths[{i}] must be 1 to {MAX_PATH_BYTES} bytes without NUL characters, got {} bytes",
-                p.len()
+                "file_paths[{i}] must be at most {MAX_PATH_CHARS} characters without NUL characters, got {n}"
+            )));
+        }
+        if !p.starts_with('/') {
+            return Err(ApiError::bad_request(format!(
+                "file_paths[{i}] {p:?} is not an absolute path: the workers that read it may run anywhere"
             )));
         }
     }
-    let first = std::path::Path::new(&req.file_paths[0]);
-    let input_path = match first.parent().map(|d| d.to_string_lossy().into_owned()) {
-        Some(d) if !d.is_empty() => d,
-        _ => {
-            return Err(ApiError::bad_request(format!(
-            "file_paths[0] {:?} has no directory: input_path is the directory of the first file",
-            req.file_paths[0]
-        )))
-        }
-    };
+    let input_path = directory_of(&req.file_paths[0]);
     let t = match &req.observed_at {
         Some(raw) => parse_time(raw).ok_or_else(|| {
             ApiError::bad_request(format!(
@@ -671,6 +677,15 @@ pub(crate) async fn submit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_input_path_is_the_first_files_directory() {
+        assert_eq!(directory_of("/data/in/x.hdf5"), "/data/in");
+        assert_eq!(directory_of("/x.hdf5"), "/");
+        assert_eq!(directory_of("/data//x.hdf5"), "/data");
+        assert_eq!(directory_of("/data/in/"), "/data/in");
+        assert_eq!(directory_of("/"), "/");
+    }
 
     #[test]
     fn observation_times_parse() {
