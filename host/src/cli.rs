@@ -1230,6 +1230,8 @@ pub async fn run_worker(
     let settings = args.settings(&config)?;
     let registry = absurd_engine::dispatch::Registry::load(args.config.as_ref())?;
     let schedules = config_schedules(args, &config)?;
+    // The file's workflows are checked at start, whether or not this worker serves the API.
+    let workflows = std::sync::Arc::new(crate::workflow::Workflows::load(args.config.as_deref())?);
     if registry.is_empty() {
         tracing::warn!(
             "no task types are configured (see --config); every task will be deferred for other workers"
@@ -1286,8 +1288,7 @@ pub async fn run_worker(
     }
     // The API: its own small pool, the worker's counters, stopped with the worker.
     let mut api_settings = api_settings(&args.api_args, &config)?;
-    api_settings.workflows =
-        std::sync::Arc::new(crate::workflow::Workflows::load(args.config.as_deref())?);
+    api_settings.workflows = workflows;
     api_settings
         .extra_pools
         .push(("worker".into(), client.pool().clone()));

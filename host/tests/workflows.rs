@@ -652,6 +652,18 @@ async fn the_command_line_starts_shows_and_submits_workflows() {
     );
     assert_eq!(task_count(&client, q).await, 2);
 
+    // A worker refuses to start with it, naming the section.
+    let mut worker = common::WorkerProc::start(&db.url, &bad, &["--queue", q]);
+    let status = worker.wait_exit(std::time::Duration::from_secs(60));
+    assert!(
+        status.is_some_and(|s| !s.success())
+            && worker
+                .log_text()
+                .contains("[workflows.loop]: nodes[0].depends_on"),
+        "{status:?}: {}",
+        worker.log_text()
+    );
+
     // `check` reports the definitions, and fails on a bad one.
     let out = Command::new(env!("CARGO_BIN_EXE_absurd-host"))
         .args(["check", "--no-database", "--config", config])
