@@ -347,7 +347,48 @@ async fn a_group_starts_its_workflow_once() {
     assert_eq!(s, 200, "{again}");
     assert_eq!(again["task_id"], first["task_id"]);
     assert_eq!(again["created"], false);
-    assert_eq!(task_count(&client, q).await, 1);
+    assert_eq!(again["inputs"], inputs);
+    // Submitted again as a science group, another time: still its first workflow, said so.
+    let (s, third) = call(
+        &api,
+        "POST",
+        "/api/absurd/groups",
+        Some(json!({"group_id": "2025-10-17T14:40:09", "file_paths": ["/elsewhere/y.hdf5"], "observed_at": "2025-10-18T00:00:00Z"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{third}");
+    assert_eq!(third["task_id"], first["task_id"]);
+    assert_eq!(third["workflow"], "calibrator");
+    assert_eq!(third["inputs"], inputs);
+    assert!(
+        third["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("submitted before, as \"calibrator\""),
+        "{third}"
+    );
+    // A key taken by a task that is not a workflow is a conflict, not that task.
+    client
+        .spawn(
+            q,
+            "echo",
+            &json!({}),
+            &SpawnOptions {
+                idempotency_key: Some("group:taken".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let d = refused(
+        &api,
+        "/api/absurd/groups",
+        json!({"group_id": "taken", "file_paths": ["/d/x.hdf5"], "observed_at": "2025-10-17T15:00:00Z"}),
+        409,
+    )
+    .await;
+    assert!(d.contains("a \"echo\" task, not a workflow"), "{d}");
+    assert_eq!(task_count(&client, q).await, 2);
     let id: Uuid = serde_json::from_value(first["task_id"].clone()).unwrap();
     let (name, params, _) = params_of(&client, q, id).await;
     assert_eq!(name, "workflow");
@@ -388,7 +429,7 @@ async fn a_group_starts_its_workflow_once() {
         let d = refused(&api, "/api/absurd/groups", body, 400).await;
         assert!(d.contains(want), "want {want:?} in {d:?}");
     }
-    assert_eq!(task_count(&client, q).await, 2);
+    assert_eq!(task_count(&client, q).await, 3);
 }
 
 #[tokio::test]

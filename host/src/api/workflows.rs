@@ -235,6 +235,19 @@ pub async fn start(
     let s = client
         .spawn(&plan.queue, WORKFLOW_TASK, &params, &options)
         .await?;
+    let (name, nodes) = if s.created {
+        (plan.name, plan.nodes.len() as i64)
+    } else {
+        // The workflow the key already had: what it runs, not what was asked this time.
+        let e = existing(
+            client,
+            &plan.queue,
+            s.task_id,
+            plan.idempotency_key.as_deref(),
+        )
+        .await?;
+        (e.name, e.nodes.len() as i64)
+    };
     Ok(WorkflowStarted {
         task_id: s.task_id,
         run_id: s.run_id,
@@ -242,8 +255,34 @@ pub async fn start(
         created: s.created,
         queue_name: plan.queue,
         task_name: WORKFLOW_TASK.to_string(),
-        name: plan.name,
-        nodes: plan.nodes.len() as i64,
+        name,
+        nodes,
+    })
+}
+
+/// The params of the workflow an idempotency key already named; 409 when the key belongs to a
+/// task that is not a workflow.
+async fn existing(
+    client: &Client,
+    queue: &str,
+    task_id: Uuid,
+    key: Option<&str>,
+) -> Result<StoredParams, ApiError> {
+    let t = client
+        .workflow_task(queue, task_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Task {task_id} not found")))?;
+    if t.task_name != WORKFLOW_TASK {
+        return Err(ApiError::conflict(format!(
+            "idempotency_key {:?} belongs to task {task_id} in queue {queue:?}, a {:?} task, not a workflow",
+            key.unwrap_or_default(),
+            t.task_name
+        )));
+    }
+    serde_json::from_value(t.params.unwrap_or(Value::Null)).map_err(|e| {
+        ApiError::conflict(format!(
+            "Task {task_id} is a workflow task whose params are not a workflow definition: {e}"
+        ))
     })
 }
 
@@ -357,15 +396,28 @@ pub async fn submit_group(
         settings,
     )?;
     let started = start(client, settings, plan).await?;
+    let (workflow, inputs) = if started.created {
+        (workflow.to_string(), Value::Object(inputs))
+    } else {
+        // Submitted before: its workflow and inputs as they were then.
+        let e = existing(client, &started.queue_name, started.task_id, Some(&key)).await?;
+        let first = e.name.unwrap_or_default();
+        if first != workflow {
+            warnings.push(format!(
+                "the group was submitted before, as {first:?}; is_calibrator does not change it"
+            ));
+        }
+        (first, e.inputs.unwrap_or(Value::Null))
+    };
     Ok(GroupSubmitted {
         group_id: g.clone(),
-        workflow: workflow.to_string(),
+        workflow,
         task_id: started.task_id,
         run_id: started.run_id,
         created: started.created,
         queue_name: started.queue_name,
         idempotency_key: key,
-        inputs: Value::Object(inputs),
+        inputs,
         warnings,
     })
 }
@@ -582,6 +634,7 @@ fn count_spawn(st: &AppState, w: &WorkflowStarted) {
         (status = 200, description = "Started: its `workflow` task (or the existing one for the idempotency key, `created: false`)", body = WorkflowStarted),
         (status = 400, description = "Invalid input: `detail` names the field and the value (an unknown dependency, a cycle, over 256 nodes, ...)", body = ErrorBody),
         (status = 404, description = "No workflow of that name in the server's configuration, or a queue does not exist", body = ErrorBody),
+        (status = 409, description = "The idempotency key belongs to a task that is not a workflow", body = ErrorBody),
         (status = 413, description = "The body is over 1 MiB, or the workflow's params over 256 KiB", body = ErrorBody),
         (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
     )
@@ -632,6 +685,7 @@ pub(crate) async fn get_workflow(
         (status = 200, description = "Started: the `workflow` task that runs them", body = WorkflowStarted),
         (status = 400, description = "Invalid input: `detail` names the field and the value (an unknown dependency, a cycle, over 256 tasks, ...)", body = ErrorBody),
         (status = 404, description = "A queue does not exist", body = ErrorBody),
+        (status = 409, description = "The idempotency key belongs to a task that is not a workflow", body = ErrorBody),
         (status = 413, description = "The body is over 1 MiB, or the workflow's params over 256 KiB", body = ErrorBody),
         (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
     )
@@ -658,6 +712,7 @@ pub(crate) async fn with_deps(
         (status = 200, description = "The group's workflow: started, or the one it already had (`created: false`)", body = GroupSubmitted),
         (status = 400, description = "Invalid input: `detail` names the field and the value", body = ErrorBody),
         (status = 404, description = "The workflow is not in the server's configuration, or a queue does not exist", body = ErrorBody),
+        (status = 409, description = "The idempotency key belongs to a task that is not a workflow", body = ErrorBody),
         (status = 413, description = "The body is over 1 MiB, or the workflow's params over 256 KiB", body = ErrorBody),
         (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
     )
