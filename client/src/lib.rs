@@ -95,6 +95,7 @@ pub mod schedules;
 pub mod seed;
 pub mod types;
 pub mod vocab;
+pub mod workflows;
 
 pub use claimed::{Claimed, LoadedCheckpoints, ReadLimits};
 pub use client::Client;

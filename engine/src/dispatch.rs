@@ -49,6 +49,10 @@ pub struct HostConfig {
     /// `maintain` module; the engine does not look at it.
     #[serde(default)]
     pub maintenance: Option<toml::Table>,
+    /// Named workflows (`[workflows.<name>]`), read by the host's `workflow` module (the API
+    /// and the CLI start them); the engine does not look at them.
+    #[serde(default)]
+    pub workflows: toml::Table,
 }
 
 /// One `[tasks.<name>]` table: the keys every kind shares, plus the kind's own keys.

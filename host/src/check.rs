@@ -248,6 +248,9 @@ fn check_host_config(report: &mut Report, path: Option<&Path>) {
             ),
         }
     }
+    if !config.workflows.is_empty() {
+        check_workflows(report, &config);
+    }
     if let Some(table) = &config.maintenance {
         match crate::maintain::Settings::from_table(table) {
             Ok(m) if m.enabled => report.ok(
@@ -286,6 +289,73 @@ fn check_host_config(report: &mut Report, path: Option<&Path>) {
             ),
         };
         report.ok("native containment", message);
+    }
+}
+
+/// The `[workflows.<name>]` sections: each checked against the runner's limits, with its
+/// nodes shown, and the task names this file gives no handler (another worker must run them).
+fn check_workflows(report: &mut Report, config: &HostConfig) {
+    let workflows = match crate::workflow::Workflows::from_table(&config.workflows) {
+        Ok(w) => w,
+        Err(e) => {
+            report.fail(
+                "workflows",
+                e,
+                "correct the section: `chain` (task names) or `nodes` (id, task, depends_on, ...); \
+                 README.md, \"Workflows\", lists the keys",
+            );
+            return;
+        }
+    };
+    report.ok(
+        "workflows",
+        format!("{} workflow(s) declared", workflows.len()),
+    );
+    for w in workflows.iter() {
+        let linear = w.nodes.iter().enumerate().all(|(i, n)| match i {
+            0 => n.depends_on.is_empty(),
+            _ => n.depends_on == [w.nodes[i - 1].id.clone()],
+        });
+        let shape = if linear {
+            w.nodes
+                .iter()
+                .map(|n| n.id.as_str())
+                .collect::<Vec<_>>()
+                .join(" → ")
+        } else {
+            format!("a DAG of {} nodes", w.nodes.len())
+        };
+        let mut elsewhere: Vec<&str> = w
+            .nodes
+            .iter()
+            .map(|n| n.task.as_str())
+            .filter(|t| !config.tasks.contains_key(*t))
+            .collect();
+        elsewhere.sort();
+        elsewhere.dedup();
+        let name = format!("workflow {}", w.name);
+        if elsewhere.is_empty() {
+            report.ok(name, shape);
+        } else {
+            report.warn(
+                name,
+                format!(
+                    "{shape}; no [tasks.<name>] here for {}",
+                    elsewhere.join(", ")
+                ),
+                "declare those task types, or run workers that have them on the nodes' queues",
+            );
+        }
+    }
+    if !config
+        .tasks
+        .contains_key(absurd_client::workflows::WORKFLOW_TASK)
+    {
+        report.warn(
+            "workflow runner",
+            "no [tasks.workflow]: this worker does not run workflows",
+            "declare [tasks.workflow] (the workflow component), or run a worker that has it",
+        );
     }
 }
 

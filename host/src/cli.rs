@@ -156,6 +156,16 @@ pub enum Command {
     /// Emit events that wake waiting tasks.
     #[command(subcommand)]
     Event(EventCmd),
+    /// Start workflows (DAGs of tasks run by a `workflow` task) and show their nodes.
+    #[command(subcommand)]
+    Workflow(WorkflowCmd),
+    /// Submit an observation group, as the streaming bridge's `submit_group`: starts the
+    /// `calibrator` (--calibrator) or `standard-pipeline` workflow of --config, once per group
+    /// (idempotency key `group:<GROUP_ID>`; submitting again prints the same task).
+    #[command(
+        after_help = "Example:\n  absurd-host submit-group 2025-10-17T14:40:09 /data/incoming/2025-10-17T14:40:09_sb*.hdf5 \\\n    --config /etc/absurd-host/absurd-host.toml"
+    )]
+    SubmitGroup(SubmitGroupArgs),
     /// Run tasks: claim them from the queue(s) and execute them with the configured handlers.
     ///
     /// Runs until SIGTERM or SIGINT, then stops claiming, lets running tasks finish within
@@ -209,6 +219,70 @@ absurd-host maintain --config /etc/absurd-host/absurd-host.toml --json"
 pub struct ServeArgs {
     #[command(flatten)]
     pub api: ApiArgs,
+    /// Host configuration file (absurd-host.toml): its `[workflows.<name>]` are the workflows
+    /// `POST /api/absurd/workflows` and `POST /api/absurd/groups` start by name.
+    #[arg(long, env = "ABSURD_HOST_CONFIG", value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCmd {
+    /// Start a workflow of the --config file's `[workflows.<NAME>]`.
+    #[command(
+        after_help = "Example:\n  absurd-host workflow start quick-imaging --config deploy/absurd-host.toml \\\n    --inputs '{\"input_path\": \"/data/incoming\", \"start_time\": \"2025-10-17T14:39:39\", \"end_time\": \"2025-10-17T14:45:09\"}'"
+    )]
+    Start(WorkflowStartArgs),
+    /// Show a workflow: its nodes, their states and child tasks.
+    Show(TaskRef),
+}
+
+#[derive(Debug, Args)]
+pub struct WorkflowStartArgs {
+    /// The workflow's name (`[workflows.<NAME>]` of --config).
+    pub name: String,
+    /// The host configuration file that defines it.
+    #[arg(long, env = "ABSURD_HOST_CONFIG", value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
+    /// Inputs for every node, as a JSON object (over the definition's inputs).
+    #[arg(long, value_name = "JSON")]
+    pub inputs: Option<String>,
+    /// The pipeline configuration for every node, as JSON (replaces the definition's).
+    #[arg(long, value_name = "JSON")]
+    pub workflow_config: Option<String>,
+    /// The workflow task's queue [default: the definition's `queue`, else ABSURD_QUEUE_NAME].
+    #[arg(long, short = 'q')]
+    pub queue: Option<String>,
+    /// Starting twice with the same key prints the first workflow.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// The workflow task's max_attempts [default: ABSURD_MAX_RETRIES + 1].
+    #[arg(long)]
+    pub max_attempts: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitGroupArgs {
+    /// The group id (the bridge uses the observation time, YYYY-MM-DDTHH:MM:SS).
+    pub group_id: String,
+    /// The group's files; `input_path` is the directory of the first.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<String>,
+    /// A calibrator transit: run the `calibrator` workflow, not `standard-pipeline`.
+    #[arg(long)]
+    pub calibrator: bool,
+    /// The observation time t (RFC 3339, or YYYY-MM-DDTHH:MM:SS in UTC): start_time = t - 30 s,
+    /// end_time = t + 5 min [default: GROUP_ID read as a time].
+    #[arg(long, value_name = "TIME")]
+    pub observed_at: Option<String>,
+    /// The host configuration file that defines the workflows.
+    #[arg(long, env = "ABSURD_HOST_CONFIG", value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
+    /// The pipeline configuration for every node, as JSON.
+    #[arg(long, value_name = "JSON")]
+    pub workflow_config: Option<String>,
+    /// The workflow task's queue [default: the definition's `queue`, else ABSURD_QUEUE_NAME].
+    #[arg(long, short = 'q')]
+    pub queue: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -517,6 +591,8 @@ pub async fn run_admin(cli: Cli, config: AbsurdConfig) -> Result<()> {
         }
         Command::Queue(cmd) => queue_cmd(&client, cmd, json_out).await?,
         Command::Task(cmd) => task_cmd(&client, cmd, &config, json_out).await?,
+        Command::Workflow(cmd) => workflow_cmd(&client, cmd, &config, json_out).await?,
+        Command::SubmitGroup(args) => submit_group_cmd(&client, &args, &config, json_out).await?,
         Command::Worker(_) => unreachable!("the worker is started by main"),
         Command::Serve(_) => unreachable!("the API server is started by main"),
         Command::Health => {
@@ -909,6 +985,178 @@ async fn task_cmd(
     Ok(())
 }
 
+/// The API's settings for `config`, with the workflows of the file at `path`.
+fn workflow_settings(
+    config: &AbsurdConfig,
+    path: Option<&std::path::Path>,
+) -> Result<crate::api::ApiSettings> {
+    let mut s = crate::api::ApiSettings::for_config(config);
+    s.workflows = std::sync::Arc::new(crate::workflow::Workflows::load(path)?);
+    Ok(s)
+}
+
+fn api_err(e: crate::api::error::ApiError) -> anyhow::Error {
+    anyhow::anyhow!("{}", e.detail)
+}
+
+fn json_object(flag: &str, raw: &str) -> Result<serde_json::Map<String, Value>> {
+    match parse_json(flag, raw)? {
+        Value::Object(m) => Ok(m),
+        other => bail!("{flag} must be a JSON object, got {other}"),
+    }
+}
+
+async fn workflow_cmd(
+    client: &Client,
+    cmd: WorkflowCmd,
+    config: &AbsurdConfig,
+    json_out: bool,
+) -> Result<()> {
+    use crate::api::workflows;
+    match cmd {
+        WorkflowCmd::Start(a) => {
+            let settings = workflow_settings(config, a.config.as_deref())?;
+            let req = model::WorkflowStartRequest {
+                name: Some(a.name.clone()),
+                inputs: a
+                    .inputs
+                    .as_deref()
+                    .map(|raw| json_object("--inputs", raw))
+                    .transpose()?,
+                config: a
+                    .workflow_config
+                    .as_deref()
+                    .map(|raw| parse_json("--workflow-config", raw))
+                    .transpose()?,
+                queue_name: a.queue.clone(),
+                idempotency_key: a.idempotency_key.clone(),
+                max_attempts: a.max_attempts,
+                nodes: None,
+            };
+            let plan = workflows::Plan::from_request(req, &settings).map_err(api_err)?;
+            let w = workflows::start(client, &settings, plan)
+                .await
+                .map_err(api_err)?;
+            if json_out {
+                emit(&w);
+            } else if w.created {
+                println!(
+                    "started workflow {}: task {} in queue {} ({} nodes)",
+                    a.name, w.task_id, w.queue_name, w.nodes
+                );
+            } else {
+                println!(
+                    "workflow {} was already started with this idempotency key: task {} in queue {}",
+                    a.name, w.task_id, w.queue_name
+                );
+            }
+        }
+        WorkflowCmd::Show(t) => {
+            let v = workflows::show(client, t.task_id, t.queue.as_deref())
+                .await
+                .map_err(api_err)?;
+            if json_out {
+                emit(&v);
+            } else {
+                print_workflow(&v);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_workflow(v: &model::WorkflowView) {
+    println!(
+        "workflow {}  task {}  queue {}  {}  attempt {}",
+        v.name.as_deref().unwrap_or("(inline)"),
+        v.task_id,
+        v.queue_name,
+        word(&v.status),
+        v.attempts
+    );
+    if let Some(e) = &v.error {
+        println!("  error: {e}");
+    }
+    let width = v.nodes.iter().map(|n| n.id.len()).max().unwrap_or(4).max(4);
+    println!(
+        "  {:width$}  {:10}  {:36}  depends on",
+        "node", "state", "child task"
+    );
+    for n in &v.nodes {
+        let child = n
+            .task_id
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "–".into());
+        let deps = if n.depends_on.is_empty() {
+            "–".to_string()
+        } else {
+            n.depends_on.join(", ")
+        };
+        let task = if n.task == n.id {
+            String::new()
+        } else {
+            format!("  (task {})", n.task)
+        };
+        println!(
+            "  {:width$}  {:10}  {:36}  {deps}{task}{}",
+            n.id,
+            word(&n.state),
+            child,
+            if n.optional { "  (optional)" } else { "" }
+        );
+        if let Some(e) = &n.error {
+            println!("  {:width$}  error: {e}", "");
+        }
+    }
+}
+
+/// The word the API writes for a state (`running`, `skipped`, ...).
+fn word<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+async fn submit_group_cmd(
+    client: &Client,
+    a: &SubmitGroupArgs,
+    config: &AbsurdConfig,
+    json_out: bool,
+) -> Result<()> {
+    let settings = workflow_settings(config, a.config.as_deref())?;
+    let req = model::GroupRequest {
+        group_id: a.group_id.clone(),
+        file_paths: a.files.clone(),
+        is_calibrator: a.calibrator,
+        observed_at: a.observed_at.clone(),
+        config: a
+            .workflow_config
+            .as_deref()
+            .map(|raw| parse_json("--workflow-config", raw))
+            .transpose()?,
+        queue_name: a.queue.clone(),
+        priority: None,
+    };
+    let g = crate::api::workflows::submit_group(client, &settings, req)
+        .await
+        .map_err(api_err)?;
+    if json_out {
+        emit(&g);
+    } else if g.created {
+        println!(
+            "group {}: started workflow {} as task {} in queue {}",
+            g.group_id, g.workflow, g.task_id, g.queue_name
+        );
+    } else {
+        println!(
+            "group {} was already submitted: workflow {} is task {} in queue {}",
+            g.group_id, g.workflow, g.task_id, g.queue_name
+        );
+    }
+    Ok(())
+}
+
 fn print_task(t: &TaskDetails) {
     let s = &t.summary;
     println!(
@@ -982,6 +1230,8 @@ pub async fn run_worker(
     let settings = args.settings(&config)?;
     let registry = absurd_engine::dispatch::Registry::load(args.config.as_ref())?;
     let schedules = config_schedules(args, &config)?;
+    // The file's workflows are checked at start, whether or not this worker serves the API.
+    let workflows = std::sync::Arc::new(crate::workflow::Workflows::load(args.config.as_deref())?);
     if registry.is_empty() {
         tracing::warn!(
             "no task types are configured (see --config); every task will be deferred for other workers"
@@ -1038,6 +1288,7 @@ pub async fn run_worker(
     }
     // The API: its own small pool, the worker's counters, stopped with the worker.
     let mut api_settings = api_settings(&args.api_args, &config)?;
+    api_settings.workflows = workflows;
     api_settings
         .extra_pools
         .push(("worker".into(), client.pool().clone()));
@@ -1157,7 +1408,9 @@ pub async fn run_serve(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<()> {
     let config = AbsurdConfig::from_env()?;
-    let settings = api_settings(&args.api, &config)?;
+    let mut settings = api_settings(&args.api, &config)?;
+    settings.workflows =
+        std::sync::Arc::new(crate::workflow::Workflows::load(args.config.as_deref())?);
     let url = global
         .database_url
         .clone()

@@ -288,6 +288,10 @@ async fn start_api(
             Err(e) => return ApiStatus::Unavailable(format!("{e:#}")),
         };
     settings.default_queue = host.settings.queues[0].clone();
+    match crate::workflow::Workflows::load(host.config_path.as_deref()) {
+        Ok(w) => settings.workflows = std::sync::Arc::new(w),
+        Err(e) => return ApiStatus::Unavailable(format!("{e:#}")),
+    }
     settings
         .extra_pools
         .push(("worker".into(), host.client.pool().clone()));

@@ -19,6 +19,8 @@
 //!   is given;
 //! * [`check`]: `absurd-host check`, validating a worker's configuration without running it;
 //! * [`bench`]: `absurd-host bench`, the benchmark.
+//! * [`workflow`]: workflow definitions (`[workflows.<name>]` and inline DAGs), checked
+//!   before the API or `absurd-host workflow` spawns a `workflow` task.
 
 pub mod api;
 pub mod args;
@@ -29,3 +31,4 @@ pub mod config;
 pub mod devmode;
 pub mod embedded;
 pub mod maintain;
+pub mod workflow;

@@ -532,3 +532,120 @@ async fn dashboard_shows_queues_tasks_and_acts_from_the_page() {
     }
     drop(worker);
 }
+
+/// A workflow's page shows its DAG with each node's state and a link to its child; a child's
+/// page links back to its workflow. The workflow task and its children are made here as the
+/// workflow runner makes them (the contract's params, headers and idempotency keys), served by
+/// `absurd-host serve`.
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_shows_a_workflow_dag_and_links_parent_and_children() {
+    use absurd_client::workflows::{NODE_HEADER, PARENT_HEADER};
+    require_browser();
+
+    let db = TestDb::migrated().await;
+    let client = Client::new(db.pool.clone());
+    client.create_queue("flow").await.unwrap();
+    let params = json!({"name": "demo-dag", "nodes": [
+        {"id": "convert", "task": "convert-uvh5-to-ms", "queue": "flow-kids", "depends_on": [], "optional": false},
+        {"id": "solve", "task": "calibration-solve", "depends_on": ["convert"], "optional": false},
+        {"id": "qa", "task": "validation", "depends_on": ["convert"], "optional": true},
+        {"id": "image", "task": "imaging", "depends_on": ["solve", "qa"], "optional": false},
+    ]});
+    let wf = client
+        .spawn("flow", "workflow", &params, &SpawnOptions::default())
+        .await
+        .unwrap()
+        .task_id;
+    let child = |node: &str| SpawnOptions {
+        headers: Some(json!({PARENT_HEADER: wf.to_string(), NODE_HEADER: node})),
+        idempotency_key: Some(format!("{wf}:{node}")),
+        ..Default::default()
+    };
+    // `convert` ran and completed (claimed from the child queue, so not the workflow task).
+    client.create_queue("flow-kids").await.unwrap();
+    let convert = client
+        .spawn(
+            "flow-kids",
+            "convert-uvh5-to-ms",
+            &json!({}),
+            &child("convert"),
+        )
+        .await
+        .unwrap()
+        .task_id;
+    let run = client
+        .claim("flow-kids", "w", 60, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    client
+        .complete_run(
+            "flow-kids",
+            run.run_id,
+            &json!({"outputs": {"ms_path": "/x.ms"}}),
+        )
+        .await
+        .unwrap();
+    // Nodes without a queue run in the workflow's: `solve` is spawned, `qa` and `image` not yet.
+    let solve = client
+        .spawn("flow", "calibration-solve", &json!({}), &child("solve"))
+        .await
+        .unwrap()
+        .task_id;
+
+    let log = temp_file("serve-flow.log", "");
+    let serve = ServeProc {
+        child: Command::new(env!("CARGO_BIN_EXE_absurd-host"))
+            .args([
+                "serve",
+                "--database-url",
+                &db.url,
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .env_remove("ABSURD_API_TOKEN")
+            .env_remove("ABSURD_API_LISTEN")
+            .env_remove("ABSURD_DATABASE_URL")
+            .env_remove("ABSURD_HOST_CONFIG")
+            .env("ABSURD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start absurd-host serve"),
+        log,
+    };
+    let addr = wait_for("serve to listen", Duration::from_secs(30), || async {
+        listening_on(&serve.log_text())
+    })
+    .await;
+    let out_dir = repo_root().join("target/test-output/dashboard");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let node = |id: &str, state: &str| json!({"wait": format!("document.querySelector('[data-node=\"{id}\"]')?.dataset.state === '{state}'")});
+    let steps = json!([
+        {"goto": format!("http://{addr}/#/tasks/{wf}")},
+        {"wait": has_text("#workflow h3", "Workflow demo-dag: 4 nodes")},
+        node("convert", "completed"),
+        {"wait": format!("!!document.querySelector('[data-node=\"convert\"] a[href=\"#/tasks/{convert}\"]')")},
+        {"wait": has_text("[data-node=\"convert\"]", "in flow-kids")},
+        node("solve", "pending"),
+        node("qa", "pending"),
+        node("image", "pending"),
+        {"wait": format!("!!document.querySelector('[data-node=\"solve\"] a[href=\"#/tasks/{solve}\"]')")},
+        {"wait": has_text("[data-node=\"qa\"]", "not spawned")},
+        {"wait": has_text("[data-node=\"image\"]", "after solve, qa")},
+        // Columns by depth: convert, then solve and qa, then image.
+        {"wait": "[...document.querySelectorAll('.dag-col')].map(c => c.querySelectorAll('.dag-node').length).join() === '1,2,1'"},
+        {"screenshot": out_dir.join("workflow.png")},
+        {"click": "[data-node=\"solve\"] a"},
+        {"wait": has_text("#parent-workflow", &format!("{wf} (node solve)"))},
+        {"click": "#parent-workflow a"},
+        {"wait": has_text("#workflow h3", "Workflow demo-dag")},
+    ]);
+    drive(&steps, &out_dir);
+    drop(serve);
+    let len = std::fs::metadata(out_dir.join("workflow.png"))
+        .unwrap()
+        .len();
+    assert!(len > 10_000, "workflow.png is only {len} bytes");
+}

@@ -29,6 +29,7 @@ mod schedules;
 mod seed;
 mod tasks;
 mod ui;
+pub mod workflows;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,6 +75,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/absurd/tasks/{task_id}"),
     ("DELETE", "/api/absurd/tasks/{task_id}"),
     ("POST", "/api/absurd/tasks/{task_id}/retry"),
+    ("POST", "/api/absurd/tasks/with-deps"),
+    ("POST", "/api/absurd/workflows"),
+    ("GET", "/api/absurd/workflows/{task_id}"),
+    ("POST", "/api/absurd/groups"),
     ("POST", "/api/absurd/events"),
     ("GET", "/api/absurd/queues"),
     ("GET", "/api/absurd/queues/stats"),
@@ -124,6 +129,9 @@ pub struct ApiSettings {
     pub enabled: bool,
     /// The live updates of `/api/absurd/ws` and `/api/absurd/stream`: their bounds.
     pub live: live::LiveSettings,
+    /// The named workflows `POST /workflows` and `POST /groups` start (`[workflows.<name>]`
+    /// of the configuration file given with `--config`).
+    pub workflows: Arc<crate::workflow::Workflows>,
 }
 
 impl ApiSettings {
@@ -166,6 +174,7 @@ impl ApiSettings {
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
             enabled: true,
             live: live::LiveSettings::default(),
+            workflows: Arc::default(),
         }
     }
 
@@ -285,6 +294,10 @@ fn method_router(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/tasks/{task_id}") => get(tasks::get_one),
         ("DELETE", "/tasks/{task_id}") => delete(tasks::cancel),
         ("POST", "/tasks/{task_id}/retry") => post(tasks::retry),
+        ("POST", "/tasks/with-deps") => post(workflows::with_deps),
+        ("POST", "/workflows") => post(workflows::start_workflow),
+        ("GET", "/workflows/{task_id}") => get(workflows::get_workflow),
+        ("POST", "/groups") => post(workflows::submit),
         ("POST", "/events") => post(tasks::emit_event),
         ("GET", "/queues") => get(tasks::list_queues),
         ("GET", "/queues/stats") => get(tasks::all_queue_stats),

@@ -2206,3 +2206,324 @@ impl From<client::maintenance::MaintenanceRun> for MaintenanceRun {
         }
     }
 }
+
+// ---- workflows -----------------------------------------------------------------------------
+
+pub use crate::workflow::NodeSpec;
+
+/// The longest `group_id` of `POST /groups` (its idempotency key is `group:<group_id>`).
+pub const MAX_GROUP_ID_BYTES: usize = MAX_NAME_BYTES - "group:".len();
+/// The most `file_paths` of one group (a DSA-110 group has 16 subband files). With
+/// [`MAX_PATH_CHARS`] it keeps a group's inputs well under the workflow's 256 KiB of params.
+pub const MAX_GROUP_FILES: usize = 64;
+/// The longest file path of a group, in characters.
+pub const MAX_PATH_CHARS: usize = 1024;
+
+/// The schema `AbsolutePath`: a file path starting with `/`, at most 1024 characters, without
+/// U+0000.
+pub struct AbsolutePath;
+
+impl utoipa::PartialSchema for AbsolutePath {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("An absolute file path"))
+            .min_length(Some(1))
+            .max_length(Some(MAX_PATH_CHARS))
+            .pattern(Some("^/[^\\u0000]*$"))
+            .into()
+    }
+}
+
+impl ToSchema for AbsolutePath {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "AbsolutePath".into()
+    }
+}
+
+/// `POST /workflows`: a workflow of the server's configuration by `name`, or an inline DAG
+/// (`nodes`). Unknown fields are refused.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowStartRequest {
+    /// Without `nodes`: the `[workflows.<name>]` of the server's `absurd-host.toml` to start.
+    /// With `nodes`: a name to show for the inline DAG.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.-]+$")]
+    pub name: Option<String>,
+    /// An inline DAG: 1 to 256 nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1, max_items = 256)]
+    pub nodes: Option<Vec<NodeSpec>>,
+    /// Passed to every node as `inputs`, over the definition's inputs (key by key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<JsonObject>)]
+    pub inputs: Option<Map<String, Value>>,
+    /// Passed to every node as `config` (the pipeline's configuration); replaces the
+    /// definition's. `null` is kept (the pipeline then reads its environment).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Json)]
+    pub config: Option<Value>,
+    /// The workflow task's queue; default: the definition's `queue`, else `ABSURD_QUEUE_NAME`.
+    /// Nodes without a queue of their own run there too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 57, pattern = "^[^\\u0000]*$")]
+    pub queue_name: Option<String>,
+    /// With a key already used in the queue, the existing workflow is returned
+    /// (`created: false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 255, pattern = "^[^\\u0000]*$")]
+    pub idempotency_key: Option<String>,
+    /// The workflow task's `max_attempts` (default `ABSURD_MAX_RETRIES + 1`); a retried
+    /// workflow finds the children it already spawned.
+    #[serde(
+        default,
+        deserialize_with = "int",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_attempts: Option<i64>,
+}
+
+/// `POST /tasks/with-deps`: tasks with dependencies, run as one inline workflow.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WithDepsRequest {
+    /// 1 to 256 tasks.
+    #[schema(min_items = 1, max_items = 256)]
+    pub tasks: Vec<WithDepsTask>,
+    /// A name to show for the workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.-]+$")]
+    pub name: Option<String>,
+    /// The workflow task's queue, and that of every task without a `queue_name`; default
+    /// `ABSURD_QUEUE_NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 57, pattern = "^[^\\u0000]*$")]
+    pub queue_name: Option<String>,
+    /// Passed to every task as `inputs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<JsonObject>)]
+    pub inputs: Option<Map<String, Value>>,
+    /// Passed to every task as `config`.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Json)]
+    pub config: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 255, pattern = "^[^\\u0000]*$")]
+    pub idempotency_key: Option<String>,
+}
+
+/// One task of `POST /tasks/with-deps`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WithDepsTask {
+    /// The id other tasks name in `depends_on`; default: `task_name` (1 to 64 characters of
+    /// `[A-Za-z0-9_.-]`, unique).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.-]+$")]
+    pub id: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\u0000]*\\S[^\\u0000]*$"
+    )]
+    pub task_name: String,
+    /// The task's params; the workflow sets their `config`, `inputs`, `outputs` (the merged
+    /// `outputs` of the tasks it depends on) and `chain_name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<JsonObject>)]
+    pub params: Option<Map<String, Value>>,
+    /// Default: the request's `queue_name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 57, pattern = "^[^\\u0000]*$")]
+    pub queue_name: Option<String>,
+    /// Ids of the tasks that must complete first (at most 32, each once).
+    #[serde(default)]
+    #[schema(max_items = 32)]
+    pub depends_on: Vec<String>,
+    /// Its failure does not fail the others (those depending on it are skipped).
+    #[serde(default)]
+    pub optional: bool,
+    #[serde(
+        default,
+        deserialize_with = "int",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_attempts: Option<i64>,
+}
+
+/// A started workflow (or the existing one for its idempotency key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WorkflowStarted {
+    /// The `workflow` task; `GET /workflows/{task_id}` shows its DAG.
+    pub task_id: Uuid,
+    pub run_id: Uuid,
+    pub attempt: i32,
+    /// `false` when an existing workflow was returned for the idempotency key.
+    pub created: bool,
+    pub queue_name: String,
+    /// Always `workflow`.
+    pub task_name: String,
+    /// The definition's name, if it has one.
+    pub name: Option<String>,
+    /// How many nodes it runs.
+    pub nodes: i64,
+}
+
+/// `POST /groups`: the streaming bridge's `submit_group`. Starts the `calibrator` workflow
+/// (`is_calibrator`) or `standard-pipeline` once per group.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupRequest {
+    /// The group (1 to 249 bytes): the workflow's idempotency key is `group:<group_id>`. The
+    /// DSA-110 bridge uses the observation time, e.g. `2025-10-17T14:40:09`.
+    #[schema(
+        min_length = 1,
+        max_length = 249,
+        pattern = "^[^\\u0000]*\\S[^\\u0000]*$"
+    )]
+    pub group_id: String,
+    /// The group's HDF5 files (1 to 64 absolute paths); `input_path` is the directory of
+    /// the first.
+    #[schema(value_type = Vec<AbsolutePath>, min_items = 1, max_items = 64)]
+    pub file_paths: Vec<String>,
+    /// Run the `calibrator` workflow instead of `standard-pipeline`.
+    #[serde(default)]
+    pub is_calibrator: bool,
+    /// The observation time `t` (RFC 3339, or `YYYY-MM-DDTHH:MM:SS` in UTC): `start_time` is
+    /// `t - 30 s` and `end_time` `t + 5 min`. Default: `group_id` read as a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<String>,
+    /// Passed to every node as `config`.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Json)]
+    pub config: Option<Value>,
+    /// The workflow task's queue; default: the definition's, else `ABSURD_QUEUE_NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 57, pattern = "^[^\\u0000]*$")]
+    pub queue_name: Option<String>,
+    /// Accepted for the bridge's callers and ignored (Absurd has no priorities).
+    #[serde(
+        default,
+        deserialize_with = "int",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = -2147483648i64, maximum = 2147483647)]
+    pub priority: Option<i64>,
+}
+
+/// A submitted group: its workflow task, new or the one the group already had.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GroupSubmitted {
+    pub group_id: String,
+    /// `calibrator` or `standard-pipeline`.
+    pub workflow: String,
+    pub task_id: Uuid,
+    pub run_id: Uuid,
+    /// `false`: the group had been submitted already; this is its workflow.
+    pub created: bool,
+    pub queue_name: String,
+    /// `group:<group_id>`.
+    pub idempotency_key: String,
+    /// The inputs every node gets: `input_path`, `file_list`, `group_id`, `start_time`,
+    /// `end_time`.
+    #[schema(value_type = Object)]
+    pub inputs: Value,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The state of a workflow's node: its child task's state, `pending` before it is spawned,
+/// or `skipped` (a node it depends on failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    Pending,
+    Running,
+    Sleeping,
+    Completed,
+    Failed,
+    Cancelled,
+    Skipped,
+}
+
+impl From<client::State> for NodeState {
+    fn from(s: client::State) -> NodeState {
+        match s {
+            client::State::Pending => NodeState::Pending,
+            client::State::Running => NodeState::Running,
+            client::State::Sleeping => NodeState::Sleeping,
+            client::State::Completed => NodeState::Completed,
+            client::State::Failed => NodeState::Failed,
+            client::State::Cancelled => NodeState::Cancelled,
+        }
+    }
+}
+
+/// One node of a workflow, with its child task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkflowNode {
+    pub id: String,
+    /// The task name it runs.
+    pub task: String,
+    /// The child's queue.
+    pub queue_name: String,
+    pub depends_on: Vec<String>,
+    pub optional: bool,
+    /// The finished workflow's word for it when it has one, else its child's state.
+    pub state: NodeState,
+    /// The child task, once spawned.
+    pub task_id: Option<Uuid>,
+    pub attempts: Option<i32>,
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    pub created_at: Option<DateTime<Utc>>,
+    /// `"<name>: <message>"` of the child's last failure (the message cut at 2,000
+    /// characters).
+    pub error: Option<String>,
+    /// The node's `outputs`, from the finished workflow's result.
+    #[schema(value_type = Value)]
+    pub outputs: Option<Value>,
+}
+
+/// `GET /workflows/{task_id}`: a workflow task and its DAG.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkflowView {
+    pub task_id: Uuid,
+    pub queue_name: String,
+    /// The definition's name, if it has one.
+    pub name: Option<String>,
+    /// The workflow task's state.
+    pub status: TaskState,
+    pub attempts: i32,
+    #[serde(serialize_with = "rfc3339::serialize")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    pub finished_at: Option<DateTime<Utc>>,
+    pub idempotency_key: Option<String>,
+    /// The nodes, in the definition's order.
+    pub nodes: Vec<WorkflowNode>,
+    #[schema(value_type = Json)]
+    pub inputs: Value,
+    #[schema(value_type = Json)]
+    pub config: Value,
+    /// The workflow task's result, once completed.
+    #[schema(value_type = Json)]
+    pub result: Option<Value>,
+    /// `"<name>: <message>"` of the workflow task's last failure.
+    pub error: Option<String>,
+}

@@ -20,7 +20,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
-use super::{health, maintenance, monitor, prometheus, schedules, seed, tasks};
+use super::{health, maintenance, monitor, prometheus, schedules, seed, tasks, workflows};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -43,6 +43,10 @@ needs `Authorization: Bearer <token>`.",
         tasks::queue_stats,
         tasks::queue_throughput,
         tasks::workers,
+        workflows::start_workflow,
+        workflows::get_workflow,
+        workflows::with_deps,
+        workflows::submit,
         schedules::list,
         schedules::get_one,
         schedules::create,
@@ -67,6 +71,7 @@ needs `Authorization: Bearer <token>`.",
         (name = "events", description = "Wake tasks waiting for an event"),
         (name = "queues", description = "Queues, their statistics and throughput"),
         (name = "workers", description = "The workers serving the queues: seen from their runs and their heartbeats"),
+        (name = "workflows", description = "DAGs of tasks run by a `workflow` task: named or inline workflows, tasks with dependencies, observation groups"),
         (name = "schedules", description = "Cron schedules that spawn tasks, each tick once across every worker"),
         (name = "health", description = "Liveness and the detailed health report"),
         (name = "meta", description = "Task metrics (JSON), Prometheus metrics and this document"),

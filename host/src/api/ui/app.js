@@ -14,6 +14,9 @@ const SPARK_MINUTES = 60; // the overview's sparkline: per-minute counts over th
 const WORKER_MINUTES = 60; // the Workers view's window
 let timer = null;
 let generation = 0; // bumps on every navigation so that stale renders are dropped
+let showingWorkflow = false; // a workflow's page: its children's updates refresh it too
+const PARENT_HEADER = "absurd_host.parent_task_id"; // set on a workflow's children
+const NODE_HEADER = "absurd_host.workflow_node";
 
 // ---- helpers ---------------------------------------------------------------------------------
 
@@ -443,9 +446,56 @@ function actions(t) {
   return box;
 }
 
+// A workflow's DAG: one column per depth (a node's depth is one more than its deepest
+// dependency), each node with its state and a link to its child task.
+function workflowView(w) {
+  const depth = new Map();
+  const byId = new Map(w.nodes.map((n) => [n.id, n]));
+  const depthOf = (n, seen = new Set()) => {
+    if (depth.has(n.id)) return depth.get(n.id);
+    if (seen.has(n.id)) return 0; // a cycle: the API refuses them, but never loop
+    seen.add(n.id);
+    const d = n.depends_on.reduce((m, id) => (byId.has(id) ? Math.max(m, depthOf(byId.get(id), seen) + 1) : m), 0);
+    depth.set(n.id, d);
+    return d;
+  };
+  const columns = [];
+  for (const n of w.nodes) (columns[depthOf(n)] ||= []).push(n);
+  const card = (n) =>
+    h(
+      "li",
+      { class: `dag-node dag-${n.state}`, "data-node": n.id, "data-state": n.state },
+      h("strong", { class: "mono" }, n.id),
+      n.task !== n.id ? h("span", { class: "muted" }, ` (${n.task})`) : null,
+      " ",
+      h("span", { class: `state state-${n.state}` }, n.state),
+      n.optional ? h("span", { class: "muted" }, " optional") : null,
+      h("br"),
+      n.task_id ? taskLink(n.task_id, `task …${n.task_id.slice(-12)}`) : h("span", { class: "muted" }, "not spawned"),
+      n.queue_name !== w.queue_name ? h("span", { class: "muted" }, ` in ${n.queue_name}`) : null,
+      n.depends_on.length ? h("div", { class: "muted" }, `after ${n.depends_on.join(", ")}`) : null,
+      n.error ? h("div", { class: "issue-alert" }, n.error) : null,
+    );
+  const counts = {};
+  for (const n of w.nodes) counts[n.state] = (counts[n.state] || 0) + 1;
+  return h(
+    "section",
+    { id: "workflow", "aria-labelledby": "wf-h" },
+    h("h3", { id: "wf-h" }, `Workflow ${w.name || "(inline)"}: ${w.nodes.length} node${w.nodes.length === 1 ? "" : "s"}`),
+    h("p", { class: "muted" }, Object.entries(counts).map(([k, v]) => `${v} ${k}`).join(", "), ". Columns run left to right: a node starts when those it comes after have completed."),
+    h("div", { class: "dag" }, columns.map((col, i) => h("ol", { class: "dag-col", "aria-label": `Step ${i + 1}` }, col.map(card)))),
+  );
+}
+
 async function taskPage(gen, id) {
   const t = await api(`/tasks/${encodeURIComponent(id)}`);
+  let wf = null;
+  if (t.task_name === "workflow") {
+    wf = await api(`/workflows/${encodeURIComponent(t.task_id)}?queue_name=${encodeURIComponent(t.queue_name)}`).catch((e) => ({ failed: e.detail || e.message }));
+  }
   if (gen !== generation) return;
+  showingWorkflow = Boolean(wf);
+  const parent = t.headers && typeof t.headers[PARENT_HEADER] === "string" ? t.headers[PARENT_HEADER] : null;
   const dl = h("dl", { class: "facts" });
   const fact = (k, v) => dl.append(h("dt", {}, k), h("dd", {}, v));
   fact("State", stateBadge(t.status));
@@ -461,14 +511,16 @@ async function taskPage(gen, id) {
   if (t.cancelled_at) fact("Cancelled", when(t.cancelled_at));
   if (t.idempotency_key) fact("Idempotency key", h("span", { class: "mono" }, t.idempotency_key));
   if (t.params && t.params.original_task_id) fact("Original task", taskLink(t.params.original_task_id));
+  if (parent) fact("Workflow", h("span", { id: "parent-workflow" }, taskLink(parent), t.headers[NODE_HEADER] ? ` (node ${t.headers[NODE_HEADER]})` : ""));
   const runs = (t.runs || []).map((r) => [String(r.attempt), stateBadge(r.state), r.worker_id || "–", when(r.started_at), when(r.completed_at || r.failed_at), r.wake_event || (r.available_at && r.state === "sleeping" ? `until ${utc(r.available_at)}` : "–"), failureView(r.failure_reason)]);
   const cps = (t.checkpoints || []).map((c) => [c.checkpoint_name, c.status || "–", when(c.updated_at), json(c.state)]);
   const waits = (t.waits || []).map((w) => [w.event_name, w.step_name || "–", when(w.timeout_at)]);
   setView(
     `Task ${t.task_name}`,
-    h("p", {}, h("a", { href: "#/tasks" }, "← All tasks")),
+    h("p", {}, h("a", { href: "#/tasks" }, "← All tasks"), parent ? [" · ", h("a", { href: `#/tasks/${encodeURIComponent(parent)}` }, "↑ Its workflow")] : null),
     actions(t),
     dl,
+    wf && wf.failed ? h("p", { class: "flash flash-error" }, `Workflow: ${wf.failed}`) : wf ? workflowView(wf) : null,
     t.error ? h("section", { class: "error-box", "aria-labelledby": "err-h" }, h("h3", { id: "err-h" }, "Error"), h("p", { id: "task-error" }, t.error)) : null,
     h("section", {}, h("h3", {}, "Runs"), table("Runs, oldest first", ["Attempt", "State", "Worker", "Started", "Ended", "Waiting for", "Failure"], runs, "No runs.")),
     h("section", {}, h("h3", {}, "Checkpoints"), table("Checkpoints", ["Name", "Status", "Updated", "State (JSON)"], cps, "No checkpoints.")),
@@ -599,6 +651,7 @@ function relevant(msg) {
   if (msg.type !== "task_update" && msg.type !== "queue_stats_update") return false;
   const { path } = hashQuery();
   if (path.startsWith("/tasks/")) {
+    if (showingWorkflow) return msg.type === "task_update";
     return msg.type === "task_update" && msg.task_id === decodeURIComponent(path.slice("/tasks/".length));
   }
   return true;
