@@ -186,7 +186,7 @@ async fn spawn_creates_a_task_within_the_grants() {
         ],
     );
     let _w = WorkerProc::start(&db.url, &cfg, &["--queue", "ctl"]);
-    let (_, r) = run_one(&client, "ctl", "spawner", json!({"child": "child"}), 1).await;
+    let (parent, r) = run_one(&client, "ctl", "spawner", json!({"child": "child"}), 1).await;
     assert_eq!(r.state, State::Completed, "{r:?}");
     let child: Uuid = r.result.unwrap()["child"]["task_id"]
         .as_str()
@@ -195,7 +195,8 @@ async fn spawn_creates_a_task_within_the_grants() {
         .unwrap();
     let c = terminal(&client, "ctl", child, Duration::from_secs(60)).await;
     assert_eq!(c.state, State::Completed, "{c:?}");
-    assert_eq!(c.result.unwrap()["echo"]["from"].as_str().is_some(), true);
+    // The child got the params the program gave it.
+    assert_eq!(c.result.unwrap()["echo"]["from"], parent.to_string());
 
     // A native type not granted by name: the run fails, naming the grant.
     let (_, r) = run_one(
