@@ -118,10 +118,11 @@ pub struct TaskType {
     /// (`status_error_fails`; a native handler does it itself, with the program's details).
     pub status_error_fails: bool,
     /// What a run may make the host hold or the database store (`[sandbox]` and the type's
-    /// own keys for wasm; the defaults for the other kinds).
+    /// own keys for wasm; `[native]` and the type's own keys for native; the defaults for
+    /// builtins).
     pub limits: RunLimits,
-    /// What a run may touch outside itself; `None` for builtins and native programs, which
-    /// make no such calls of their own choosing.
+    /// What a run may touch outside itself (a wasm guest's or a native program's control
+    /// requests); `None` for builtins, which make no such calls of their own choosing.
     pub grants: Option<Arc<Grants>>,
 }
 
@@ -215,8 +216,27 @@ impl Registry {
                     })?)
                 }
                 HandlerKind::Native => {
-                    crate::execute::native::build(name, &t.rest, &config.native, &base_dir)
-                        .map_err(err)?
+                    let b = crate::execute::native::build(name, &t.rest, &config.native, &base_dir)
+                        .map_err(err)?;
+                    let (wasm_types, native_types) = config.kinds();
+                    let grants = Grants {
+                        wasm_types,
+                        native_types,
+                        ..b.grants
+                    };
+                    types.insert(
+                        name.clone(),
+                        TaskType {
+                            handler: b.handler,
+                            timeout,
+                            max_attempts: t.max_attempts,
+                            // Native handlers apply the convention themselves.
+                            status_error_fails: false,
+                            limits: b.limits,
+                            grants: Some(Arc::new(grants)),
+                        },
+                    );
+                    continue;
                 }
                 // Built below, all together, because they share one engine.
                 HandlerKind::Wasm => continue,
@@ -227,9 +247,7 @@ impl Registry {
                     handler,
                     timeout,
                     max_attempts: t.max_attempts,
-                    // Native handlers apply the convention themselves.
-                    status_error_fails: t.kind == HandlerKind::Builtin
-                        && t.status_error_fails == Some(true),
+                    status_error_fails: t.status_error_fails == Some(true),
                     limits: RunLimits::default(),
                     grants: None,
                 },

@@ -187,6 +187,91 @@ impl RunLimits {
     }
 }
 
+/// Bounds on a native program's control channel (`execute::native::control`): keys of
+/// `[native]` and of a native task type's table. What the requests carry (checkpoints, spawns,
+/// events, log lines) is bounded by the [`RunLimits`] as for wasm; these bound the channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlLimits {
+    /// One request line, newline excluded. Default: room for the largest value the run limits
+    /// allow, escaped ([`ControlLimits::for_run`]).
+    pub max_control_line_bytes: u64,
+    /// Connections open at once; each is served one request at a time, so this is also the
+    /// number of requests in flight.
+    pub max_control_connections: u64,
+    /// Requests per execution of the program.
+    pub max_control_requests: u64,
+    /// Sustained requests per second, with a burst of ten seconds' worth.
+    pub max_control_requests_per_second: u64,
+}
+
+/// The keys of [`ControlLimits`].
+pub const CONTROL_KEYS: &[&str] = &[
+    "max_control_line_bytes",
+    "max_control_connections",
+    "max_control_requests",
+    "max_control_requests_per_second",
+];
+
+impl ControlLimits {
+    /// The defaults for a run with `run` limits: the line fits the largest checkpoint, spawn or
+    /// event payload twice over (JSON escaping) plus 64 KiB for the rest of the request.
+    pub fn for_run(run: &RunLimits) -> ControlLimits {
+        let largest = run
+            .max_checkpoint_bytes
+            .max(run.max_spawn_params_bytes + run.max_spawn_headers_bytes)
+            .max(run.max_event_payload_bytes)
+            .max(run.max_log_line_bytes);
+        ControlLimits {
+            max_control_line_bytes: largest.saturating_mul(2).saturating_add(64 * KIB),
+            max_control_connections: 16,
+            max_control_requests: 100_000,
+            max_control_requests_per_second: 1_000,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<u64> {
+        Some(match key {
+            "max_control_line_bytes" => self.max_control_line_bytes,
+            "max_control_connections" => self.max_control_connections,
+            "max_control_requests" => self.max_control_requests,
+            "max_control_requests_per_second" => self.max_control_requests_per_second,
+            _ => return None,
+        })
+    }
+
+    /// Applies the control keys found in `table` (others are left alone).
+    pub fn overridden(&self, table: &toml::Table) -> Result<ControlLimits, String> {
+        let mut out = *self;
+        for key in CONTROL_KEYS {
+            let Some(value) = table.get(*key) else {
+                continue;
+            };
+            let n = match value.as_integer() {
+                Some(n) if n >= 1 => n as u64,
+                _ => return Err(format!("{key} must be a whole number >= 1, got {value}")),
+            };
+            let slot = match *key {
+                "max_control_line_bytes" => &mut out.max_control_line_bytes,
+                "max_control_connections" => &mut out.max_control_connections,
+                "max_control_requests" => &mut out.max_control_requests,
+                _ => &mut out.max_control_requests_per_second,
+            };
+            *slot = n;
+        }
+        Ok(out)
+    }
+
+    /// Checks a count against the limit `key` (see [`RunLimits::check`]).
+    pub fn check(&self, key: &str, what: &str, actual: u64) -> Result<(), Failure> {
+        let limit = self.get(key).expect("a known control limit key");
+        if actual > limit {
+            Err(exceeded(key, limit, what, actual))
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// The failure of an exceeded limit: permanent, since the same run would exceed it again.
 pub fn exceeded(key: &str, limit: u64, what: &str, actual: u64) -> Failure {
     let message = if key.ends_with("_bytes") {

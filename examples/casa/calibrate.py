@@ -1,59 +1,57 @@
-"""DSA-110 calibration tasks for the absurd-host `native` handler kind, with modular CASA.
+"""DSA-110 calibration tasks for the absurd-host `native` handler kind, with modular CASA, run by
+absurd-native (python/absurd_native.py):
 
-    run-casa calibrate.py solve PARAMS_JSON [--noconfig]
-    run-casa calibrate.py apply PARAMS_JSON [--noconfig]
+    run-casa -m absurd_native calibrate:solve [PARAMS_JSON] [--noconfig]
+    run-casa -m absurd_native calibrate:apply [PARAMS_JSON] [--noconfig]
 
-PARAMS_JSON is the host's params.json: {"params": P, "task": {...}}, where P has the DSA-110
-shape {"config": ..., "inputs": {"ms_path", "calibration_params"}, "outputs": {...}}. The
-result is written to result.json in the current directory (the run's work directory):
-{"status": "success"|"error", "outputs": {"ms_path", "calibration_tables": [...]}, "message"}.
+The params have the DSA-110 shape {"config": ..., "inputs": {"ms_path", "calibration_params"},
+"outputs": {...}}. The result (written to result.json by absurd-native) is
+{"status": "success", "outputs": {"ms_path", "calibration_tables": [...]}, "message", "metrics"}.
 
-solve (`calibration-solve`): takes the MS's calibration lock, removes calibration tables a
-failed earlier attempt may have left (never the MS), fills MODEL_DATA with the calibrator's
-flux (setjy, manual), solves a bandpass (B, solnorm) and phase-only gains (G, calmode p) on
-top of it, and checks each table: it exists, has rows, not all flagged, and holds solutions
-for the reference antenna. Tables: <ms without .ms>_<field>_bpcal and ..._gpcal next to the MS.
+solve (`calibration-solve`): takes the MS's calibration lock, fills MODEL_DATA with the
+calibrator's flux (setjy, manual), solves an optional delay (K, `solve_delay`), a bandpass
+(B, solnorm) and phase-only gains (G, calmode p), and checks each table: it exists, has rows,
+is not all flagged, and holds solutions for the reference antenna. Tables:
+<ms without .ms>_<field>_kcal, _bpcal and _gpcal next to the MS.
+
+Each solve is a checkpointed step (`ctx.step`): a retry (the worker killed, CASA crashed)
+resumes after the last completed table, which it keeps, and solves only what is left. A solve
+that has no checkpoint starts from a clean slate: a table a failed attempt left behind under its
+name is removed first, and a solve that fails removes its own partial table. The MS is never
+removed.
 
 apply (`calibration-apply`): takes the lock, applies the tables (applycal) and checks that
 CORRECTED_DATA is populated and the MS is not mostly flagged.
 
-Exit status: 0 with a result ("status": "error" and "retryable": false for invalid params),
-7 for a calibration failure (the DSA-110 CALIBRATION code) with an error result, 6 when the
-lock cannot be taken in time. CASA solvers often fail without raising, hence the checks.
+Failures: invalid params fail permanently (`InvalidParams` is a `PermanentError`); a calibration
+failure exits 7 (the DSA-110 CALIBRATION code) and a lock not taken in time exits 6, each after
+writing its error report. CASA solvers often fail without raising, hence the checks.
 """
-import argparse
 import errno
 import fcntl
-import json
 import os
 import shutil
-import sys
 import time
-import traceback
 
 import casa_env
+from absurd_native import PermanentError
 
 EXIT_RESOURCE = 6
 EXIT_CALIBRATION = 7
 
 
-class InvalidParams(Exception):
+class InvalidParams(PermanentError):
     """The params cannot work, whatever the number of attempts."""
 
 
 class CalibrationError(Exception):
     """A solve or apply did not produce what it must."""
 
+    exit_code = EXIT_CALIBRATION
+
 
 class LockTimeout(Exception):
-    pass
-
-
-def write_result(result):
-    tmp = "result.json.tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, "result.json")
+    exit_code = EXIT_RESOURCE
 
 
 def log(msg):
@@ -138,7 +136,7 @@ def remove_table(path, ms):
     if (
         path == ms
         or os.path.dirname(path) != os.path.dirname(ms)
-        or not path.endswith(("_bpcal", "_gpcal"))
+        or not path.endswith(("_kcal", "_bpcal", "_gpcal"))
     ):
         raise RuntimeError(f"refusing to remove {path}: not a calibration table of {ms}")
     if os.path.lexists(path):
@@ -184,19 +182,28 @@ def check_caltable(tb, path, refant_id, kind):
         raise CalibrationError(f"{kind} table {path} is entirely flagged (no usable solution)")
     if refant_id not in ant1:
         raise CalibrationError(f"{kind} table {path} has no solutions for the reference antenna {refant_id}")
-    return {"table": path, "rows": int(nrows), "flagged_fraction": round(flagged, 4), "viscal": viscal}
+    return {
+        "table": path,
+        "rows": int(nrows),
+        "flagged_fraction": round(flagged, 4),
+        "viscal": viscal,
+        "table_dat_mtime_ns": os.stat(os.path.join(path, "table.dat")).st_mtime_ns,
+    }
 
 
 # ---- tasks ---------------------------------------------------------------------------------
 
 
-def solve(params):
+def solve(params, ctx):
+    casa_env.prepare(os.getcwd())
+    params = checked_params(params)
     ms = ms_from(params)
     cp = (params.get("inputs") or {}).get("calibration_params") or {}
     if not isinstance(cp, dict):
         raise InvalidParams("Validation failed: inputs.calibration_params must be an object")
     field = str(cp.get("field", "0"))
     flux = float(cp.get("cal_flux_jy", cp.get("flux_jy", 1.0)))
+    solve_delay = bool(cp.get("solve_delay", False))
     bp_minsnr = float(cp.get("bp_minsnr", 3.0))
     gain_minsnr = float(cp.get("gain_minsnr", 3.0))
     gain_solint = str(cp.get("gain_solint", "int"))
@@ -204,6 +211,7 @@ def solve(params):
     # Tables live next to the MS (a table_prefix may only choose their base name).
     stem = os.path.basename(ms)[:-3] if ms.endswith(".ms") else os.path.basename(ms)
     prefix = os.path.join(os.path.dirname(ms), os.path.basename(str(cp.get("table_prefix") or f"{stem}_{field}")))
+    k_table = f"{prefix}_kcal"
     bp_table = f"{prefix}_bpcal"
     gp_table = f"{prefix}_gpcal"
 
@@ -218,62 +226,111 @@ def solve(params):
     if len(names) < 5:
         raise InvalidParams(f"Validation failed: {len(names)} antennas; bandpass needs at least 5 (minblperant=4)")
 
-    with CalLock(ms, lock_timeout):
-        # A retry starts from a clean slate: tables a failed attempt left are removed first.
-        for t in (bp_table, gp_table):
-            remove_table(t, ms)
-        try:
-            if cp.get("flag_autocorr", True):
-                flagdata(vis=ms, mode="manual", autocorr=True, flagbackup=False)
-            # MODEL_DATA: a point source of the calibrator's flux at the phase centre.
-            setjy(vis=ms, field=field, standard="manual", fluxdensity=[flux, 0, 0, 0], usescratch=True)
-            log(f"bandpass -> {bp_table} (refant {refant})")
-            bandpass(
-                vis=ms,
-                caltable=bp_table,
-                field=field,
-                solint="inf",
-                refant=refant,
-                combine="scan",
-                solnorm=True,
-                bandtype="B",
-                minsnr=bp_minsnr,
-            )
-            bp = check_caltable(tb, bp_table, refant_id, "bandpass")
-            log(f"gaincal (phase-only) -> {gp_table}")
-            gaincal(
-                vis=ms,
-                caltable=gp_table,
-                field=field,
-                solint=gain_solint,
-                refant=refant,
-                gaintype="G",
-                calmode="p",
-                gaintable=[bp_table],
-                interp=["nearest"],
-                minsnr=gain_minsnr,
-            )
-            gp = check_caltable(tb, gp_table, refant_id, "gain")
-        except BaseException:
-            # Never leave partial tables behind (the MS itself is never removed).
-            for t in (bp_table, gp_table):
+    def solved(step, table, kind, run_solver):
+        """One checkpointed solve. Done in an earlier attempt: its table is kept and checked
+        again. Otherwise: a clean slate, the solver, the checks; a failure removes the partial
+        table before the exception goes on."""
+        fresh = []
+
+        def once():
+            fresh.append(True)
+            remove_table(table, ms)
+            try:
+                run_solver()
+                metrics = check_caltable(tb, table, refant_id, kind)
+            except BaseException:
                 try:
-                    remove_table(t, ms)
+                    remove_table(table, ms)
                 except Exception as e:  # noqa: BLE001
-                    log(f"could not remove {t}: {e}")
-            raise
+                    log(f"could not remove {table}: {e}")
+                raise
+            metrics["attempt"] = ctx.attempt
+            return metrics
+
+        metrics = ctx.step(step, once)
+        if not fresh:
+            if not os.path.exists(os.path.join(table, "table.dat")):
+                raise PermanentError(
+                    f"{kind} table {table} was solved in attempt {metrics.get('attempt')} but is gone; "
+                    "spawn the task again to solve from the start"
+                )
+            log(f"{kind}: kept {table} from attempt {metrics.get('attempt')} (checkpoint {step})")
+        return metrics
+
+    def model():
+        if cp.get("flag_autocorr", True):
+            flagdata(vis=ms, mode="manual", autocorr=True, flagbackup=False)
+        # MODEL_DATA: a point source of the calibrator's flux at the phase centre.
+        setjy(vis=ms, field=field, standard="manual", fluxdensity=[flux, 0, 0, 0], usescratch=True)
+        return {"flux_jy": flux, "field": field}
+
+    def solve_k():
+        log(f"gaincal (delay, K) -> {k_table} (refant {refant})")
+        gaincal(vis=ms, caltable=k_table, field=field, solint="inf", refant=refant, gaintype="K", minsnr=bp_minsnr)
+
+    def solve_bp():
+        log(f"bandpass -> {bp_table} (refant {refant})")
+        bandpass(
+            vis=ms,
+            caltable=bp_table,
+            field=field,
+            solint="inf",
+            refant=refant,
+            combine="scan",
+            solnorm=True,
+            bandtype="B",
+            minsnr=bp_minsnr,
+            gaintable=[k_table] if solve_delay else [],
+        )
+
+    def solve_gp():
+        log(f"gaincal (phase-only) -> {gp_table}")
+        pre = ([k_table] if solve_delay else []) + [bp_table]
+        gaincal(
+            vis=ms,
+            caltable=gp_table,
+            field=field,
+            solint=gain_solint,
+            refant=refant,
+            gaintype="G",
+            calmode="p",
+            gaintable=pre,
+            interp=["nearest"] * len(pre),
+            minsnr=gain_minsnr,
+        )
+
+    metrics = {"refant": refant}
+    with CalLock(ms, lock_timeout):
+        ctx.step("model", model)
+        tables = []
+        if solve_delay:
+            metrics["delay"] = solved("solve-delay", k_table, "delay", solve_k)
+            tables.append(k_table)
+        metrics["bandpass"] = solved("solve-bandpass", bp_table, "bandpass", solve_bp)
+        metrics["gain"] = solved("solve-gain", gp_table, "gain", solve_gp)
+        tables += [bp_table, gp_table]
 
     outputs = dict(params.get("outputs") or {})
-    outputs.update({"ms_path": ms, "calibration_tables": [bp_table, gp_table]})
+    outputs.update({"ms_path": ms, "calibration_tables": tables})
     return {
         "status": "success",
         "outputs": outputs,
-        "message": f"Calibration solved: {os.path.basename(bp_table)}, {os.path.basename(gp_table)}",
-        "metrics": {"bandpass": bp, "gain": gp, "refant": refant},
+        "message": "Calibration solved: " + ", ".join(os.path.basename(t) for t in tables),
+        "metrics": metrics,
     }
 
 
-def apply(params):
+def checked_params(params):
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise InvalidParams("Validation failed: params must be an object")
+    return params
+
+
+def apply(params, ctx):
+    casa_env.prepare(os.getcwd())
+    params = checked_params(params)
     ms = ms_from(params)
     inputs = params.get("inputs") or {}
     outputs = params.get("outputs") or {}
@@ -321,38 +378,3 @@ def apply(params):
         "message": f"Applied {len(tables)} calibration tables to {os.path.basename(ms)}",
         "metrics": {"corrected_nonzero_fraction": round(nonzero, 4), "flagged_fraction": round(flagged, 4)},
     }
-
-
-def main(argv):
-    ap = argparse.ArgumentParser(description="DSA-110 calibration tasks (CASA)")
-    ap.add_argument("action", choices=["solve", "apply"])
-    ap.add_argument("params_file")
-    # casaconfig parses --noconfig/--configfile/--nositeconfig from sys.argv itself.
-    args, _ = ap.parse_known_args(argv)
-    casa_env.prepare(os.getcwd())
-    with open(args.params_file) as f:
-        doc = json.load(f)
-    params = doc.get("params") if isinstance(doc, dict) and "task" in doc else doc
-    params = params or {}
-    try:
-        if not isinstance(params, dict):
-            raise InvalidParams("Validation failed: params must be an object")
-        result = solve(params) if args.action == "solve" else apply(params)
-    except InvalidParams as e:
-        write_result({"status": "error", "message": str(e), "errors": [str(e)], "retryable": False})
-        return 0
-    except LockTimeout as e:
-        write_result({"status": "error", "message": str(e), "errors": [str(e)]})
-        return EXIT_RESOURCE
-    except Exception as e:  # noqa: BLE001
-        traceback.print_exc()
-        message = f"{type(e).__name__}: {e}"
-        write_result({"status": "error", "message": message, "errors": [message]})
-        return EXIT_CALIBRATION
-    write_result(result)
-    log(result["message"])
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -359,8 +359,9 @@ fn check_workflows(report: &mut Report, config: &HostConfig) {
     }
 }
 
-/// What a wasm task type may touch outside its run, and the limits that differ from the
-/// defaults, so that an operator sees them before the first run does.
+/// What a wasm or native task type may touch outside its run (a guest's imports, a program's
+/// control requests), and the limits that differ from the defaults, so that an operator sees
+/// them before the first run does.
 fn report_grants(report: &mut Report, config: &HostConfig, task: &str, t: &TaskTypeConfig) {
     let mut table = t.rest.clone();
     let Ok(mut grants) = absurd_engine::execute::grants::Grants::take_from(task, &mut table) else {
@@ -369,8 +370,14 @@ fn report_grants(report: &mut Report, config: &HostConfig, task: &str, t: &TaskT
     (grants.wasm_types, grants.native_types) = config.kinds();
     report.ok(format!("task {task} grants"), grants.describe().join("; "));
     let defaults = absurd_engine::limits::RunLimits::default();
-    let limits = absurd_engine::execute::wasm::config::SandboxDefaults::from_table(&config.sandbox)
-        .and_then(|d| d.limits.take_from(&mut table));
+    let limits = if t.kind == HandlerKind::Native {
+        defaults
+            .take_from(&mut config.native.clone())
+            .and_then(|d| d.take_from(&mut table))
+    } else {
+        absurd_engine::execute::wasm::config::SandboxDefaults::from_table(&config.sandbox)
+            .and_then(|d| d.limits.take_from(&mut table))
+    };
     if let Ok(limits) = limits {
         let changed: Vec<String> = absurd_engine::limits::KEYS
             .iter()
@@ -427,7 +434,7 @@ fn check_task(
                 HandlerKind::Builtin => format!("builtin {}", t.builtin.as_deref().unwrap_or(task)),
             };
             report.ok(name, msg);
-            if t.kind == HandlerKind::Wasm {
+            if t.kind != HandlerKind::Builtin {
                 report_grants(report, config, task, t);
             }
         }

@@ -249,3 +249,89 @@ async fn casa_calibration_solve_then_apply_through_the_queue() {
     drop(w);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn casa_calibration_solve_resumes_after_its_last_completed_table() {
+    let Some(venv) = casa_or_skip("casa_calibration_solve_resumes_after_its_last_completed_table")
+    else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("absurd-casa-resume-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ms = dir.join("sim.ms");
+    run_script(
+        &venv,
+        &dir,
+        &["simulate_ms.py", "--out", ms.to_str().unwrap()],
+    );
+
+    // calibrate:solve, killed (SIGKILL) on attempt 1 right after the bandpass checkpoint.
+    let fixtures = repo_root().join("host/tests/fixtures/native");
+    let config = common::temp_file(
+        "absurd-host.toml",
+        &format!(
+            r#"
+[native]
+grace = 10
+env = {{ CASA_LOGFILE = "{{workdir}}/casa.log", MPLBACKEND = "Agg", PYTHONUNBUFFERED = "1", OMP_NUM_THREADS = "2", PYTHONPATH = "{fixtures}" }}
+
+[tasks.calibration-solve]
+kind = "native"
+program = "{run_casa}"
+args = ["-m", "absurd_native", "casa_crash:solve", "{{params}}", "--noconfig"]
+timeout = 600
+max_attempts = 2
+"#,
+            fixtures = fixtures.display(),
+            run_casa = example_dir().join("run-casa").display(),
+        ),
+    );
+    let db = TestDb::migrated().await;
+    let client = Client::new(db.pool.clone());
+    client.create_queue("dsa110").await.unwrap();
+    let w = WorkerProc::start(
+        &db.url,
+        &config,
+        &["--queue", "dsa110", "--dlq-enabled", "false"],
+    );
+    let (id, r) = run_task(
+        &client,
+        "calibration-solve",
+        json!({"config": null, "inputs": {"ms_path": ms, "calibration_params": {"field": "0", "refant": "DSA-000", "crash_after": "solve-bandpass"}}, "outputs": {}}),
+        2,
+    )
+    .await;
+    assert_eq!(r.state, State::Completed, "{r:?}\n{}", w.log_text());
+    let solved = r.result.unwrap();
+    let m = &solved["metrics"];
+    // The bandpass table is attempt 1's, untouched since; only the gains were solved again.
+    assert_eq!(m["bandpass"]["attempt"], 1, "{solved}");
+    assert_eq!(m["gain"]["attempt"], 2, "{solved}");
+    let bp = dir.join("sim_0_bpcal");
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(bp.join("table.dat")).unwrap();
+    let mtime_ns = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
+    assert_eq!(
+        m["bandpass"]["table_dat_mtime_ns"].as_i64().unwrap() as i128,
+        mtime_ns,
+        "the bandpass table was not written again"
+    );
+    assert!(table_rows(&venv, &dir, dir.join("sim_0_gpcal").to_str().unwrap()) > 0);
+    let task = client.get_task("dsa110", id).await.unwrap().unwrap();
+    assert_eq!(task.runs.len(), 2);
+    assert_eq!(
+        task.runs[0].failure_reason.as_ref().unwrap()["name"],
+        "$ProgramKilled"
+    );
+    let names: Vec<&str> = task
+        .checkpoints
+        .iter()
+        .map(|c| c.checkpoint_name.as_str())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    for n in ["model", "solve-bandpass", "solve-gain"] {
+        assert!(names.contains(&n), "{names:?}");
+    }
+    drop(w);
+    let _ = std::fs::remove_dir_all(&dir);
+}

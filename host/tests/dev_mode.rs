@@ -656,8 +656,24 @@ fn deploy_files_are_usable() {
         Duration::from_secs(120),
     );
     assert!(status.success(), "{stdout}");
-    for name in ["calibration-solve (native)", "calibration-apply (native)"] {
-        assert!(stdout.contains(&format!("✓ task {name}")), "{stdout}");
+    // Every stage name of the DSA-110 adapter is a native task through absurd-native.
+    for name in [
+        "catalog-setup",
+        "convert-uvh5-to-ms",
+        "calibration-solve",
+        "calibration-apply",
+        "imaging",
+        "validation",
+        "crossmatch",
+        "photometry",
+        "organize-files",
+        "housekeeping",
+        "create-mosaic",
+    ] {
+        assert!(
+            stdout.contains(&format!("✓ task {name} (native)")),
+            "{name}: {stdout}"
+        );
     }
     // The pipeline's housekeeping runs hourly.
     assert!(stdout.contains("1 schedule(s) declared"), "{stdout}");

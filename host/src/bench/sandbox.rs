@@ -460,7 +460,8 @@ async fn native_overshoots(
     let mut defaults = toml::Table::new();
     defaults.insert("workdir_root".into(), root.display().to_string().into());
     let handler = absurd_engine::execute::native::build("bench-native", &task, &defaults, scratch)
-        .map_err(|e| anyhow!(e))?;
+        .map_err(|e| anyhow!(e))?
+        .handler;
     let d = counts.native_deadline;
     let mut out = Vec::new();
     for _ in 0..counts.timeout_trials {

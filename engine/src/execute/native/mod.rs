@@ -24,6 +24,7 @@
 
 pub mod cgroup;
 pub mod config;
+pub mod control;
 pub mod lock;
 mod logs;
 mod outcome;
@@ -41,8 +42,10 @@ use self::config::{NativeConfig, Vars};
 use self::logs::{Drained, Stream};
 use self::outcome::{classify, keep_end, read_result, ResultError};
 use self::supervise::{Exit, Guard, Spec, StopReport};
+use super::grants::Grants;
 use super::reported::{bounded, reported_error, reported_failure};
 use super::{BoxFuture, Failure, FailureName, Handler, TaskContext, TaskError};
+use crate::limits::{ControlLimits, RunLimits, CONTROL_KEYS};
 
 pub use self::lock::{cal_lock_path, CalLock};
 
@@ -50,25 +53,56 @@ pub use self::lock::{cal_lock_path, CalLock};
 /// that escaped the group may still hold them).
 const DRAIN_WAIT: Duration = Duration::from_secs(10);
 
+/// A native task type as built from its configuration: the handler, and the limits and grants
+/// its program's control requests are held to (the same keys as a wasm task type's).
+pub struct Built {
+    pub handler: Arc<dyn Handler>,
+    pub limits: RunLimits,
+    pub grants: Grants,
+}
+
 /// Builds the handler of a `kind = "native"` task type from its `[tasks.<name>]` keys and the
-/// `[native]` defaults.
+/// `[native]` defaults. Besides the keys of [`config::KEYS`], both tables may set the
+/// [`RunLimits`] keys and the control channel's ([`ControlLimits`]); the task's table may set
+/// the grant keys ([`grants::KEYS`](super::grants::KEYS)).
 pub fn build(
     task_name: &str,
     table: &toml::Table,
     defaults: &toml::Table,
     base_dir: &Path,
-) -> Result<Arc<dyn Handler>, String> {
-    let config = NativeConfig::from_tables(table, defaults, base_dir)?;
-    Ok(Arc::new(NativeHandler {
-        task_name: task_name.to_string(),
-        config: Arc::new(config),
-    }))
+) -> Result<Built, String> {
+    let mut table = table.clone();
+    let mut defaults = defaults.clone();
+    let grants = Grants::take_from(task_name, &mut table)?;
+    let limits = RunLimits::default()
+        .take_from(&mut defaults)
+        .map_err(|e| format!("[native]: {e}"))?
+        .take_from(&mut table)?;
+    let control = ControlLimits::for_run(&limits)
+        .overridden(&defaults)
+        .map_err(|e| format!("[native]: {e}"))?
+        .overridden(&table)?;
+    for key in CONTROL_KEYS {
+        defaults.remove(*key);
+        table.remove(*key);
+    }
+    let config = NativeConfig::from_tables(&table, &defaults, base_dir)?;
+    Ok(Built {
+        handler: Arc::new(NativeHandler {
+            task_name: task_name.to_string(),
+            config: Arc::new(config),
+            control,
+        }),
+        limits,
+        grants,
+    })
 }
 
 /// A native task type.
 pub struct NativeHandler {
     task_name: String,
     config: Arc<NativeConfig>,
+    control: ControlLimits,
 }
 
 impl NativeHandler {
@@ -77,6 +111,10 @@ impl NativeHandler {
     }
     pub fn task_name(&self) -> &str {
         &self.task_name
+    }
+    /// The bounds of the program's control channel.
+    pub fn control_limits(&self) -> &ControlLimits {
+        &self.control
     }
 }
 
@@ -87,7 +125,8 @@ impl Handler for NativeHandler {
 
     fn run(&self, ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
         let config = self.config.clone();
-        Box::pin(async move { run(&config, &ctx).await.map_err(TaskError::Failed) })
+        let control = self.control;
+        Box::pin(async move { run(&config, control, &ctx).await })
     }
 }
 
@@ -162,7 +201,11 @@ fn stop_times(started_at: Instant, deadline: Instant, grace: Duration) -> (Insta
     (deadline.checked_sub(grace).unwrap_or(deadline), deadline)
 }
 
-async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
+async fn run(
+    cfg: &NativeConfig,
+    control: ControlLimits,
+    ctx: &TaskContext,
+) -> Result<Value, TaskError> {
     let run = ctx.run();
     let started_at = Instant::now();
     let deadline = ctx.deadline().map(|d| d.into_std());
@@ -197,8 +240,24 @@ async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
         return Err(Failure::new(
             FailureName::WorkdirError,
             format!("cannot write {}: {e}", params_path.display()),
-        ));
+        )
+        .into());
     }
+    // The control channel, bound before the program starts so that it is there at once.
+    let mut channel = match control::Channel::open(&workdir, ctx.clone(), control) {
+        Ok(c) => c,
+        Err(e) => {
+            remove_workdir(&workdir);
+            return Err(Failure::new(
+                FailureName::WorkdirError,
+                format!(
+                    "cannot create the control socket in {}: {e}",
+                    workdir.display()
+                ),
+            )
+            .into());
+        }
+    };
 
     let vars = Vars {
         params: params_path.clone(),
@@ -223,6 +282,10 @@ async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
         ("ABSURD_WORKDIR", workdir.clone().into_os_string()),
         ("ABSURD_PARAMS_FILE", params_path.clone().into_os_string()),
         ("ABSURD_RESULT_FILE", result_path.clone().into_os_string()),
+        (
+            "ABSURD_CONTROL_SOCKET",
+            channel.path().to_path_buf().into_os_string(),
+        ),
     ] {
         env.push((k.to_string(), v));
     }
@@ -250,13 +313,13 @@ async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
                 FailureName::SpawnFailed,
                 format!("cannot start {}: {e}", cfg.program.display()),
             )
-            .with_details(
-                json!({"program": cfg.program, "workdir": workdir, "workdir_kept": kept}),
-            ));
+            .with_details(json!({"program": cfg.program, "workdir": workdir, "workdir_kept": kept}))
+            .into());
         }
     };
     let pid = started.pid;
     info!(pid, program = %cfg.program.display(), workdir = %workdir.display(), "started the program");
+    channel.serve(pid);
 
     // From here on, dropping this future (timeout, cancellation, lost lease, shutdown) stops
     // the whole process group: SIGTERM, `grace` (never past the deadline), SIGKILL, reap.
@@ -310,19 +373,22 @@ async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
             return Err(Failure::new(
                 FailureName::HostError,
                 format!("cannot start the log drains: {e}"),
-            ));
+            )
+            .into());
         }
     };
 
-    let waited = wait_exit(
-        started.exited,
-        &started.group,
-        pid,
-        started_at,
-        deadline,
-        cfg.grace,
-    )
-    .await;
+    let mut exited = started.exited;
+    let waited = tokio::select! {
+        w = wait_exit(&mut exited, &started.group, pid, started_at, deadline, cfg.grace) => w,
+        _ = channel.ended() => {
+            // A control request ended the run (a suspension, a failure): the program was told
+            // to exit, and gets `grace` to do it before its group is stopped.
+            let exit = exit_after_end(&mut exited, &started.group, pid, cfg.grace, deadline).await;
+            Waited { exit, timed_out: None }
+        }
+    };
+    let end = channel.close();
     let exit = waited.exit;
     // The program is done: remove what it left in its group, then let it be reaped.
     let report = started
@@ -353,9 +419,26 @@ async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
 
     // Warned of the deadline, the program may still finish in time; anything else is the
     // timeout's doing.
-    let outcome = match (decide(cfg, exit, &class, &result_path), &waited.timed_out) {
-        (Err(_), Some(t)) => Err(t.failure()),
-        (outcome, _) => outcome,
+    let outcome = match end {
+        // Whatever the program did after it was told the run is suspended or over.
+        Some(control::End::Suspended) => {
+            if !cfg.keep_workdir.keep(false) {
+                remove_workdir(&workdir);
+            }
+            info!(pid, "the run is suspended; it runs again when it wakes");
+            return Err(TaskError::Suspended);
+        }
+        Some(control::End::Lost(e)) => {
+            if !cfg.keep_workdir.keep(true) {
+                remove_workdir(&workdir);
+            }
+            return Err(TaskError::RunLost(e));
+        }
+        Some(control::End::Failed(f)) => Err(f),
+        None => match (decide(cfg, exit, &class, &result_path), &waited.timed_out) {
+            (Err(_), Some(t)) => Err(t.failure()),
+            (outcome, _) => outcome,
+        },
     };
     let failed = outcome.is_err();
     let kept = cfg.keep_workdir.keep(failed);
@@ -411,7 +494,36 @@ async fn run(cfg: &NativeConfig, ctx: &TaskContext) -> Result<Value, Failure> {
     if !kept {
         remove_workdir(&workdir);
     }
-    result
+    result.map_err(TaskError::Failed)
+}
+
+/// Waits for the program to exit after the control channel ended its run: `grace` for it to
+/// exit by itself, then SIGTERM and `grace` more, then SIGKILL (never past the deadline).
+async fn exit_after_end(
+    exited: &mut tokio::sync::oneshot::Receiver<Exit>,
+    group: &supervise::Group,
+    pid: i32,
+    grace: Duration,
+    deadline: Option<Instant>,
+) -> Exit {
+    if let Ok(r) =
+        tokio::time::timeout(supervise::grace_before(grace, deadline), &mut *exited).await
+    {
+        return r.unwrap_or(Exit::Unknown);
+    }
+    group.terminate_early();
+    info!(
+        pid,
+        "the program did not exit after its run ended; sent SIGTERM to its group"
+    );
+    if let Ok(r) =
+        tokio::time::timeout(supervise::grace_before(grace, deadline), &mut *exited).await
+    {
+        return r.unwrap_or(Exit::Unknown);
+    }
+    group.kill_now();
+    warn!(pid, "sent SIGKILL to the program's group");
+    exited.await.unwrap_or(Exit::Unknown)
 }
 
 /// How the wait for the program ended.
@@ -462,7 +574,7 @@ fn secs(d: Duration) -> f64 {
 /// SIGTERM to the group `grace` before it ([`stop_times`]), SIGKILL at it. If this future is
 /// dropped meanwhile, the [`Guard`] stops the group.
 async fn wait_exit(
-    mut exited: tokio::sync::oneshot::Receiver<Exit>,
+    exited: &mut tokio::sync::oneshot::Receiver<Exit>,
     group: &supervise::Group,
     pid: i32,
     started_at: Instant,
@@ -471,13 +583,13 @@ async fn wait_exit(
 ) -> Waited {
     let Some(deadline) = deadline else {
         return Waited {
-            exit: exited.await.unwrap_or(Exit::Unknown),
+            exit: (&mut *exited).await.unwrap_or(Exit::Unknown),
             timed_out: None,
         };
     };
     let (term_at, kill_at) = stop_times(started_at, deadline, grace);
     tokio::select! {
-        r = &mut exited => return Waited { exit: r.unwrap_or(Exit::Unknown), timed_out: None },
+        r = &mut *exited => return Waited { exit: r.unwrap_or(Exit::Unknown), timed_out: None },
         _ = tokio::time::sleep_until(term_at.into()) => {}
     }
     group.terminate_early();
@@ -494,7 +606,7 @@ async fn wait_exit(
         killed: false,
     };
     let exit = tokio::select! {
-        r = &mut exited => r.unwrap_or(Exit::Unknown),
+        r = &mut *exited => r.unwrap_or(Exit::Unknown),
         _ = tokio::time::sleep_until(kill_at.into()) => {
             // The hard stop. The caller's stop of the group makes sure all of it is gone.
             group.kill_now();
