@@ -24,9 +24,13 @@
 -- cancellation policy), the same trigger cancels its children that have not finished, and
 -- theirs in turn. A parent that finishes otherwise forgets its children (they run on).
 --
--- Cost on the hot path: no row-level trigger. One statement-level trigger per queue, which
--- returns after two index probes of (usually empty) registries when nobody in the queue waits
--- for a result or has children; otherwise it looks only at the statement's terminal rows.
+-- Cost on the hot path: none for a queue whose tasks nobody ever waited for and that never
+-- had children. The statement-level trigger is installed on a queue's task table the first
+-- time a run waits for one of its tasks (await_task_result) or a task of it spawns a child
+-- (spawn_child_task); from then on it costs one call per statement that updates the table,
+-- which returns after two index probes of the registries when no task of the queue has
+-- waiters or children, and otherwise looks only at the statement's terminal rows. Installing
+-- it takes the table's SHARE ROW EXCLUSIVE lock once, for the rest of that short transaction.
 --
 -- Both registries are bounded by what runs may do (the host's max_awaits and max_spawns per
 -- run) and emptied as tasks finish. A schema installed by `absurdctl init` has none of this:
@@ -138,6 +142,9 @@ begin
 end;
 $$;
 
+-- Installs the trigger on a queue's task table when it lacks it (checked first: CREATE
+-- TRIGGER locks the table against writes). Two transactions racing to install it: the second
+-- waits for the first's lock, then finds the trigger there.
 create function absurd._host_install_task_done_trigger(p_queue_name text) returns void
 language plpgsql
 as $$
@@ -149,9 +156,13 @@ begin
         return;
     end if;
     if not exists (select 1 from pg_trigger g where g.tgrelid = v_t and g.tgname = 'absurd_task_done') then
-        execute format('create trigger absurd_task_done after update on %s '
-                       'referencing new table as done_new for each statement '
-                       'execute function absurd._host_task_done(%L)', v_t, v_q);
+        begin
+            execute format('create trigger absurd_task_done after update on %s '
+                           'referencing new table as done_new for each statement '
+                           'execute function absurd._host_task_done(%L)', v_t, v_q);
+        exception when duplicate_object then
+            null;
+        end;
     end if;
 end;
 $$;
@@ -193,15 +204,23 @@ begin
     if to_regclass(format('absurd.%I', 't_' || v_cq)) is null then
         raise exception 'Queue "%" does not exist', v_cq;
     end if;
+    perform absurd._host_install_task_done_trigger(v_cq);
     insert into absurd.task_result_waiters (child_queue, child_task_id, waiter_queue)
     values (v_cq, p_child_task_id, v_q)
     on conflict do nothing;
-    execute format('select t.state, t.completed_payload, r.failure_reason from absurd.%I t '
-                   'left join absurd.%I r on r.run_id = t.last_attempt_run and t.state = ''failed'' '
-                   'where t.task_id = $1 for share of t', 't_' || v_cq, 'r_' || v_cq)
-        into v_state, v_result, v_failure using p_child_task_id;
+    -- The lock first, alone: a row locked after waiting is re-read at its latest version, but
+    -- a table joined in the same statement would keep its older one (a failed task with the
+    -- failure of its run still running). The next statement reads both at a fresh snapshot.
+    execute format('select t.state from absurd.%I t where t.task_id = $1 for share', 't_' || v_cq)
+        into v_state using p_child_task_id;
     if v_state is null then
         raise exception 'Task "%" not found in queue "%"', p_child_task_id, v_cq;
+    end if;
+    if v_state in ('completed', 'failed') then
+        execute format('select t.completed_payload, r.failure_reason from absurd.%I t '
+                       'left join absurd.%I r on r.run_id = t.last_attempt_run and t.state = ''failed'' '
+                       'where t.task_id = $1', 't_' || v_cq, 'r_' || v_cq)
+            into v_result, v_failure using p_child_task_id;
     end if;
     v_outcome := absurd._host_task_outcome(v_state, v_result, v_failure);
     if v_outcome is not null then
@@ -239,6 +258,7 @@ declare
     v_state text;
     v_s     record;
 begin
+    perform absurd._host_install_task_done_trigger(v_pq);
     execute format('select t.state from absurd.%I t where t.task_id = $1 for share', 't_' || v_pq)
         into v_state using p_parent_task_id;
     if v_state is null then
@@ -255,32 +275,5 @@ begin
         on conflict do nothing;
     end if;
     return query select v_s.task_id, v_s.run_id, v_s.attempt, v_s.created;
-end;
-$$;
-
--- ensure_queue_tables (migration 0015's wrapper) gains the trigger, wrapped under a name no
--- other migration uses.
-alter function absurd.ensure_queue_tables(text) rename to _host_ensure_queue_tables_before_task_done;
-create function absurd.ensure_queue_tables(p_queue_name text) returns void
-language plpgsql
-as $$
-begin
-    perform absurd._host_ensure_queue_tables_before_task_done(p_queue_name);
-    perform absurd._host_install_task_done_trigger(p_queue_name);
-end;
-$$;
-
--- Queues that exist already (one whose tables cannot take the trigger keeps working without).
-do $$
-declare
-    v_q text;
-begin
-    for v_q in select q.queue_name from absurd.queues q order by q.queue_name loop
-        begin
-            perform absurd._host_install_task_done_trigger(v_q);
-        exception when others then
-            raise notice 'queue %: no task-done trigger (%)', v_q, sqlerrm;
-        end;
-    end loop;
 end;
 $$;
