@@ -77,6 +77,7 @@
 
 pub mod admin;
 pub mod analytics;
+pub mod children;
 pub mod claimed;
 pub mod client;
 pub mod db;

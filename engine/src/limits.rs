@@ -40,6 +40,8 @@ pub struct RunLimits {
     pub max_spawns: u64,
     /// `emit-event` calls per run.
     pub max_emits: u64,
+    /// `await-task-result` calls per run (each may register the run as a waiter).
+    pub max_awaits: u64,
     /// One `log` call's message (checked before it is copied out of guest memory).
     pub max_log_line_bytes: u64,
     /// The message of a failure a task returns.
@@ -62,6 +64,7 @@ impl Default for RunLimits {
             max_spawn_headers_bytes: 64 * KIB,
             max_spawns: 1000,
             max_emits: 1000,
+            max_awaits: 1000,
             max_log_line_bytes: 64 * KIB,
             max_failure_message_bytes: 64 * KIB,
             max_failure_details_bytes: MIB,
@@ -81,6 +84,7 @@ pub const KEYS: &[&str] = &[
     "max_spawn_headers_bytes",
     "max_spawns",
     "max_emits",
+    "max_awaits",
     "max_log_line_bytes",
     "max_failure_message_bytes",
     "max_failure_details_bytes",
@@ -100,6 +104,7 @@ impl RunLimits {
             "max_spawn_headers_bytes" => self.max_spawn_headers_bytes,
             "max_spawns" => self.max_spawns,
             "max_emits" => self.max_emits,
+            "max_awaits" => self.max_awaits,
             "max_log_line_bytes" => self.max_log_line_bytes,
             "max_failure_message_bytes" => self.max_failure_message_bytes,
             "max_failure_details_bytes" => self.max_failure_details_bytes,
@@ -139,6 +144,7 @@ impl RunLimits {
                 "max_spawn_headers_bytes" => &mut out.max_spawn_headers_bytes,
                 "max_spawns" => &mut out.max_spawns,
                 "max_emits" => &mut out.max_emits,
+                "max_awaits" => &mut out.max_awaits,
                 "max_log_line_bytes" => &mut out.max_log_line_bytes,
                 "max_failure_message_bytes" => &mut out.max_failure_message_bytes,
                 "max_failure_details_bytes" => &mut out.max_failure_details_bytes,

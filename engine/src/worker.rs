@@ -83,6 +83,8 @@ struct Shared {
     claim_with_completion: bool,
     /// Whether the schema fails a run in one call (`fail_run_outcome`); asked at first need.
     fail_in_one_call: tokio::sync::OnceCell<bool>,
+    /// Whether the schema has migration 0019 (task results and children); asked once.
+    task_results: std::sync::Arc<tokio::sync::OnceCell<bool>>,
     /// Wakes a queue's claimer to recompute its timer (after a run went to sleep here).
     wakeups: Wakeups,
     unknown_logged: WarnedNames,
@@ -135,6 +137,7 @@ pub async fn run_with_counters(
         shutdown: shutdown.clone(),
         claim_with_completion: settings.queues.len() == 1,
         fail_in_one_call: tokio::sync::OnceCell::new(),
+        task_results: Default::default(),
         wakeups: wakeups.clone(),
         unknown_logged: WarnedNames::default(),
     });
@@ -388,6 +391,7 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) -> Option<C
             limits: task_type.limits,
             grants: task_type.grants.clone(),
             dlq: shared.settings.dlq.clone(),
+            task_results: shared.task_results.clone(),
         };
         // A run whose data cannot be used fails here, alone (see absurd_client::claimed).
         let limits = &shared.registry.read_limits();

@@ -69,7 +69,91 @@ pub struct SpawnOptions {
     pub idempotency_key: Option<String>,
     /// A JSON object.
     pub headers: Option<serde_json::Value>,
+    /// How failed attempts are retried. Default: the host's.
+    #[cfg(not(feature = "wit-0-1"))]
+    pub retry_strategy: Option<RetryStrategy>,
+    /// When the task is cancelled by itself. Default: never.
+    #[cfg(not(feature = "wit-0-1"))]
+    pub cancellation: Option<Cancellation>,
 }
+
+/// Absurd's retry strategy for a spawned task's failed attempts.
+#[cfg(not(feature = "wit-0-1"))]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RetryStrategy {
+    /// Retry at once.
+    None,
+    /// Wait `base_seconds` between attempts.
+    Fixed { base_seconds: f64 },
+    /// Wait `base_seconds * factor^(attempt - 1)`, at most `max_seconds`.
+    Exponential {
+        base_seconds: f64,
+        factor: f64,
+        max_seconds: f64,
+    },
+}
+
+/// Absurd's cancellation policy: cancel a task that has not started within `max_delay`
+/// seconds of being spawned, or that has run for `max_duration` seconds since it started.
+#[cfg(not(feature = "wit-0-1"))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cancellation {
+    pub max_delay: Option<u64>,
+    pub max_duration: Option<u64>,
+}
+
+/// How an awaited task ended.
+#[cfg(not(feature = "wit-0-1"))]
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskOutcome {
+    /// It completed with this result.
+    Completed(serde_json::Value),
+    /// It failed for good with this failure (`{"name", "message", …}`).
+    Failed(serde_json::Value),
+    /// It was cancelled.
+    Cancelled,
+}
+
+#[cfg(not(feature = "wit-0-1"))]
+impl TaskOutcome {
+    /// The result decoded as `T`; a failed or cancelled task (or a result that is not a `T`)
+    /// is a permanent [`TaskError`] naming `what`.
+    pub fn into_result<T: DeserializeOwned>(self, what: &str) -> Result<T, TaskError> {
+        match self {
+            TaskOutcome::Completed(v) => serde_json::from_value(v).map_err(|e| {
+                TaskError::permanent(
+                    CHILD_FAILED,
+                    format!("the result of {what} does not match the expected type: {e}"),
+                )
+            }),
+            TaskOutcome::Failed(f) => {
+                let message = f
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("(no message)")
+                    .to_string();
+                Err(
+                    TaskError::permanent(CHILD_FAILED, format!("{what} failed: {message}"))
+                        .with_details(serde_json::json!({ "failure": f })),
+                )
+            }
+            TaskOutcome::Cancelled => Err(TaskError::permanent(
+                CHILD_FAILED,
+                format!("{what} was cancelled"),
+            )),
+        }
+    }
+
+    /// Whether the task completed.
+    pub fn is_completed(&self) -> bool {
+        matches!(self, TaskOutcome::Completed(_))
+    }
+}
+
+/// The failure name of [`TaskOutcome::into_result`] and [`Context::spawn_and_wait`] for a
+/// child that did not complete.
+#[cfg(not(feature = "wit-0-1"))]
+pub const CHILD_FAILED: &str = "$ChildFailed";
 
 impl SpawnOptions {
     pub fn new() -> Self {
@@ -89,6 +173,16 @@ impl SpawnOptions {
     }
     pub fn headers(mut self, headers: serde_json::Value) -> Self {
         self.headers = Some(headers);
+        self
+    }
+    #[cfg(not(feature = "wit-0-1"))]
+    pub fn retry_strategy(mut self, strategy: RetryStrategy) -> Self {
+        self.retry_strategy = Some(strategy);
+        self
+    }
+    #[cfg(not(feature = "wit-0-1"))]
+    pub fn cancellation(mut self, policy: Cancellation) -> Self {
+        self.cancellation = Some(policy);
         self
     }
 }
@@ -190,10 +284,7 @@ impl Context {
         step_name: Option<&str>,
         timeout: Option<Duration>,
     ) -> Result<Option<T>, TaskError> {
-        let timeout_seconds = timeout.map(|t| {
-            let secs = t.as_secs() + u64::from(t.subsec_nanos() > 0);
-            u32::try_from(secs).unwrap_or(u32::MAX)
-        });
+        let timeout_seconds = timeout.map(whole_seconds);
         match durable::await_event(event, step_name, timeout_seconds) {
             None => Ok(None),
             Some(payload) => json::decode(&payload).map(Some).map_err(|e| {
@@ -230,6 +321,42 @@ impl Context {
     ) -> Result<String, TaskError> {
         let params = serde_json::to_string(params)?;
         let headers = options.headers.as_ref().map(|h| h.to_string());
+        #[cfg(not(feature = "wit-0-1"))]
+        let options = durable::SpawnOptions {
+            queue: options.queue,
+            max_attempts: options.max_attempts,
+            idempotency_key: options.idempotency_key,
+            headers,
+            retry_strategy: options.retry_strategy.map(|r| match r {
+                RetryStrategy::None => durable::RetryStrategy {
+                    kind: durable::RetryKind::None,
+                    base_seconds: None,
+                    factor: None,
+                    max_seconds: None,
+                },
+                RetryStrategy::Fixed { base_seconds } => durable::RetryStrategy {
+                    kind: durable::RetryKind::Fixed,
+                    base_seconds: Some(base_seconds),
+                    factor: None,
+                    max_seconds: None,
+                },
+                RetryStrategy::Exponential {
+                    base_seconds,
+                    factor,
+                    max_seconds,
+                } => durable::RetryStrategy {
+                    kind: durable::RetryKind::Exponential,
+                    base_seconds: Some(base_seconds),
+                    factor: Some(factor),
+                    max_seconds: Some(max_seconds),
+                },
+            }),
+            cancellation: options.cancellation.map(|c| durable::CancellationPolicy {
+                max_delay: c.max_delay,
+                max_duration: c.max_duration,
+            }),
+        };
+        #[cfg(feature = "wit-0-1")]
         let options = durable::SpawnOptions {
             queue: options.queue,
             max_attempts: options.max_attempts,
@@ -239,6 +366,123 @@ impl Context {
         durable::spawn(task_name, &params, &options).map_err(|e| {
             TaskError::retryable(HOST_ERROR, format!("spawning `{task_name}` failed: {e}"))
         })
+    }
+
+    /// Waits for the task `task_id` (of `queue`, default this task's queue) to end and returns
+    /// how it ended, or `None` if `timeout` passed first. Until it ends the run is suspended,
+    /// holding no worker slot (so waiting for a task of the same queue is fine), and re-run
+    /// when it does; the outcome then replays from the checkpoint
+    /// `$awaitTaskResult:<task_id>`. Timeouts are whole seconds (rounded up).
+    #[cfg(not(feature = "wit-0-1"))]
+    pub fn await_task_result(
+        &self,
+        task_id: &str,
+        queue: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> Option<TaskOutcome> {
+        let options = durable::AwaitOptions {
+            queue: queue.map(str::to_string),
+            step_name: None,
+            timeout_seconds: timeout.map(whole_seconds),
+        };
+        durable::await_task_result(task_id, &options).map(|o| match o {
+            durable::TaskOutcome::Completed(r) => {
+                TaskOutcome::Completed(serde_json::from_str(&r).unwrap_or(serde_json::Value::Null))
+            }
+            durable::TaskOutcome::Failed(f) => {
+                TaskOutcome::Failed(serde_json::from_str(&f).unwrap_or(serde_json::Value::Null))
+            }
+            durable::TaskOutcome::Cancelled => TaskOutcome::Cancelled,
+        })
+    }
+
+    /// Spawns `task_name` and waits for its result, decoded as `R`. The spawn is replay-safe:
+    /// its task id is a checkpointed step (`$spawn:<task_name>`), and without an idempotency
+    /// key in `options` one is made from this task's id and that step's checkpoint name. A
+    /// child that fails or is cancelled fails this run permanently (`$ChildFailed`).
+    #[cfg(not(feature = "wit-0-1"))]
+    pub fn spawn_and_wait<P, R>(
+        &self,
+        task_name: &str,
+        params: &P,
+        options: SpawnOptions,
+    ) -> Result<R, TaskError>
+    where
+        P: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let queue = options.queue.clone();
+        let task_id = self.spawn_once(task_name, params, options)?;
+        let outcome = self
+            .await_task_result(&task_id, queue.as_deref(), None)
+            .ok_or_else(|| {
+                TaskError::retryable(
+                    HOST_ERROR,
+                    format!("waiting for {task_name} ({task_id}) returned no outcome"),
+                )
+            })?;
+        outcome.into_result(&format!("task {task_name} ({task_id})"))
+    }
+
+    /// Spawns `task_name` as the checkpointed step `$spawn:<task_name>` (see
+    /// [`Context::spawn_and_wait`]): replays return the same task id, never a second task.
+    #[cfg(not(feature = "wit-0-1"))]
+    pub fn spawn_once<P: Serialize + ?Sized>(
+        &self,
+        task_name: &str,
+        params: &P,
+        mut options: SpawnOptions,
+    ) -> Result<String, TaskError> {
+        let step = durable::begin_step(&format!("$spawn:{task_name}"));
+        if let Some(stored) = step.value {
+            return json::decode::<String>(&stored).map_err(|e| {
+                TaskError::permanent(
+                    CHECKPOINT_MISMATCH,
+                    format!(
+                        "stored value of step `{}` is not a task id: {}",
+                        step.checkpoint_name,
+                        e.describe()
+                    ),
+                )
+            });
+        }
+        if options.idempotency_key.is_none() {
+            options.idempotency_key =
+                Some(format!("{}:{}", self.info.task_id, step.checkpoint_name));
+        }
+        let id = self.spawn(task_name, params, options)?;
+        let text = serde_json::to_string(&id)?;
+        durable::complete_step(&step.checkpoint_name, &text).map_err(|e| {
+            TaskError::retryable(
+                HOST_ERROR,
+                format!("step `{}` could not be stored: {e}", step.checkpoint_name),
+            )
+        })?;
+        Ok(id)
+    }
+
+    /// Waits for every task of `task_ids` (all of `queue`, default this task's queue) and
+    /// returns their outcomes in the same order: fan-in after a fan-out of spawns. The run is
+    /// suspended while any of them is still going, and re-run as they end; outcomes already
+    /// known replay from their checkpoints.
+    #[cfg(not(feature = "wit-0-1"))]
+    pub fn join_all<S: AsRef<str>>(
+        &self,
+        task_ids: &[S],
+        queue: Option<&str>,
+    ) -> Result<Vec<TaskOutcome>, TaskError> {
+        task_ids
+            .iter()
+            .map(|id| {
+                self.await_task_result(id.as_ref(), queue, None)
+                    .ok_or_else(|| {
+                        TaskError::retryable(
+                            HOST_ERROR,
+                            format!("waiting for task {} returned no outcome", id.as_ref()),
+                        )
+                    })
+            })
+            .collect()
     }
 
     /// Extends the run's lease by `seconds` (default: the claim timeout). The host renews
@@ -251,4 +495,10 @@ impl Context {
     pub fn log(&self, level: Level, message: impl AsRef<str>) {
         log(level, message.as_ref());
     }
+}
+
+/// A timeout in whole seconds, rounded up.
+fn whole_seconds(t: Duration) -> u32 {
+    let secs = t.as_secs() + u64::from(t.subsec_nanos() > 0);
+    u32::try_from(secs).unwrap_or(u32::MAX)
 }

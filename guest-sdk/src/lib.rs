@@ -24,7 +24,10 @@
 //! ```
 //!
 //! Build with `cargo build --release --target wasm32-wasip2` (crate type `cdylib`); the
-//! `.wasm` cargo writes is already a component targeting `absurd:task/task@0.1.0`.
+//! `.wasm` cargo writes is already a component targeting `absurd:task/task@0.2.0`
+//! (`wit/0.2.0/task.wit`), which adds waiting for other tasks ([`Context::await_task_result`],
+//! [`Context::spawn_and_wait`], [`Context::join_all`]). With the feature `wit-0-1` it targets
+//! `absurd:task/task@0.1.0` instead, without those.
 //! See the crate's README for registering it with absurd-host.
 
 mod context;
@@ -32,6 +35,8 @@ mod error;
 pub mod json;
 
 pub use context::{log, Context, Level, SpawnOptions, TaskInfo};
+#[cfg(not(feature = "wit-0-1"))]
+pub use context::{Cancellation, RetryStrategy, TaskOutcome, CHILD_FAILED};
 pub use error::{
     ErrorKind, TaskError, CHECKPOINT_MISMATCH, GUEST_ERROR, HOST_ERROR, INVALID_EVENT_PAYLOAD,
     INVALID_PARAMS,
@@ -45,6 +50,22 @@ pub use serde_json;
 /// safe API above instead; these are public because [`export_task!`] expands to them.
 #[doc(hidden)]
 #[allow(clippy::all, unused)]
+#[cfg(not(feature = "wit-0-1"))]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "task",
+        path: "../wit/0.2.0",
+        pub_export_macro: true,
+        export_macro_name: "__absurd_export_world",
+        default_bindings_module: "absurd_guest::bindings",
+    });
+}
+
+/// The raw bindings of the `absurd:task@0.1.0` world (`wit/task.wit`), with the feature
+/// `wit-0-1`.
+#[doc(hidden)]
+#[allow(clippy::all, unused)]
+#[cfg(feature = "wit-0-1")]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "task",

@@ -465,19 +465,25 @@ fn task_fix(task: &str, kind: HandlerKind, msg: &str) -> String {
              relative to the configuration file; scripts/build-examples --examples builds the examples)"
             )
         }
-        HandlerKind::Wasm if msg.contains("cannot run as task") || msg.contains("does not export") => {
-            "the component does not match the absurd:task/task world this host provides: rebuild it \
-             against wit/task.wit with the current guest SDK (guest-sdk/README.md), importing only \
-             WASI and absurd:task interfaces"
+        HandlerKind::Wasm
+            if msg.contains("cannot run as task") || msg.contains("does not export") =>
+        {
+            "the component does not match an absurd:task/task world this host provides (0.1.0 or \
+             0.2.0): rebuild it against wit/0.2.0/task.wit with the current guest SDK \
+             (guest-sdk/README.md), importing only WASI and absurd:task interfaces"
                 .into()
         }
         HandlerKind::Native if msg.contains("not an executable") => format!(
             "make the program executable (chmod +x), or correct `program` in [tasks.{task}]"
         ),
-        HandlerKind::Native if msg.contains("does not exist") || msg.contains("not found on PATH") => format!(
+        HandlerKind::Native
+            if msg.contains("does not exist") || msg.contains("not found on PATH") =>
+        {
+            format!(
             "install the program, or correct `program` in [tasks.{task}] (an absolute path, a path \
              relative to the configuration file, or a name on the worker's PATH)"
-        ),
+        )
+        }
         _ => format!("correct [tasks.{task}] in the configuration file"),
     }
 }

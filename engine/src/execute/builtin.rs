@@ -11,6 +11,11 @@
 //! | `steps`  | runs `params.count` checkpointed steps, returning their values         |
 //! | `ledger` | like `steps`, but records every execution in a `ledger` table (below)   |
 //! | `panic`  | panics in host code with `params.message` (for the containment tests)  |
+//! | `stage`  | a pipeline stage of the DSA-110 chain contract, for workflow tests (below) |
+//!
+//! `stage` returns `{"status": "success", "outputs": <params.outputs merged with
+//! params.produce>, "params": <its params>}`, or `{"status": "error", "message":
+//! params.message}` (the DSA-110 convention for a failed stage) when `params.error` is true.
 //!
 //! `ledger` is for the reliability suite (`host/tests/chaos.rs`): it INSERTs one row into
 //! `ledger (task_id uuid, run_id uuid, attempt int, worker_id text, step text)` (a table the
@@ -36,6 +41,7 @@ pub const NAMES: &[&str] = &[
     "steps",
     "ledger",
     "panic",
+    "stage",
 ];
 
 /// A builtin handler, by name.
@@ -189,6 +195,26 @@ impl Handler for Builtin {
                         .unwrap_or("the panic builtin always panics")
                         .to_string();
                     panic!("{message}")
+                }
+                "stage" => {
+                    let p = ctx.params();
+                    if p.get("error").and_then(Value::as_bool) == Some(true) {
+                        let message = p
+                            .get("message")
+                            .cloned()
+                            .unwrap_or_else(|| json!("the stage failed"));
+                        return Ok(json!({"status": "error", "message": message}));
+                    }
+                    let mut outputs = match p.get("outputs") {
+                        Some(Value::Object(o)) => o.clone(),
+                        _ => serde_json::Map::new(),
+                    };
+                    if let Some(Value::Object(add)) = p.get("produce") {
+                        for (k, v) in add {
+                            outputs.insert(k.clone(), v.clone());
+                        }
+                    }
+                    Ok(json!({"status": "success", "outputs": outputs, "params": p}))
                 }
                 other => unreachable!("unknown builtin {other}"),
             }

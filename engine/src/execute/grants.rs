@@ -74,6 +74,19 @@ impl Grants {
         })
     }
 
+    /// May a run from `own_queue` wait for the result of a task in `queue`? Its own queue,
+    /// and the queues it may spawn into (`spawn_queues`).
+    pub fn check_await_task(&self, own_queue: &str, queue: &str) -> Result<(), Failure> {
+        if queue == own_queue || self.spawn_queues.iter().any(|p| glob(p, queue)) {
+            return Ok(());
+        }
+        Err(self.refused(
+            "spawn_queues",
+            &format!("waiting for a task of queue {queue:?}"),
+            "a task type may wait for tasks of its own queue, and of the queues its spawn_queues lists",
+        ))
+    }
+
     /// May a run from `own_queue` spawn `task_name` into `queue`? `dlq` is the worker's
     /// dead-letter queue.
     pub fn check_spawn(

@@ -164,6 +164,9 @@ pub struct ContextSettings {
     pub grants: Option<Arc<Grants>>,
     /// The worker's dead-letter queue (never spawned into unless granted by name).
     pub dlq: Option<String>,
+    /// Whether the schema has migration 0019 (waits for task results, children), shared by
+    /// the worker's runs and asked once; unset, the first run that needs it asks.
+    pub task_results: Arc<tokio::sync::OnceCell<bool>>,
 }
 
 /// What one run has used of its limits so far.
@@ -175,6 +178,7 @@ struct Usage {
     checkpoint_bytes: u64,
     spawns: u64,
     emits: u64,
+    awaits: u64,
 }
 
 struct Inner {
@@ -189,6 +193,7 @@ struct Inner {
     limits: RunLimits,
     grants: Option<Arc<Grants>>,
     dlq: Option<String>,
+    task_results: Arc<tokio::sync::OnceCell<bool>>,
     usage: Mutex<Usage>,
     /// Committed checkpoints visible to this run, by checkpoint name (those it loaded; what
     /// it writes is not read again in the same execution, so it is not kept).
@@ -263,6 +268,7 @@ impl TaskContext {
                 limits: settings.limits,
                 grants: settings.grants,
                 dlq: settings.dlq,
+                task_results: settings.task_results,
                 usage: Mutex::new(Usage {
                     checkpoint_bytes: loaded,
                     ..Usage::default()
@@ -703,17 +709,157 @@ impl TaskContext {
         let d = &i.spawn_defaults;
         options.max_attempts = options.max_attempts.or(d.max_attempts);
         options.retry_strategy = options.retry_strategy.or_else(|| d.retry_strategy.clone());
-        i.client
-            .spawn(queue, task_name, params, &options)
+        // On our schema the new task is recorded as this task's child (cancelled with it).
+        let spawned = if self.has_task_results().await? {
+            i.client
+                .spawn_child(queue, task_name, params, &options, &i.queue, i.run.task_id)
+                .await
+        } else {
+            i.client.spawn(queue, task_name, params, &options).await
+        };
+        spawned.map_err(|e| match e {
+            ClientError::InvalidInput(_)
+            | ClientError::InvalidRetryStrategy(_)
+            | ClientError::QueueNotFound(_) => {
+                TaskError::Failed(Failure::new(FailureName::SpawnError, e.to_string()).permanent())
+            }
+            other => client_failure(other),
+        })
+    }
+
+    /// Whether the schema has migration 0019 (asked once per worker).
+    async fn has_task_results(&self) -> Result<bool, TaskError> {
+        self.inner
+            .task_results
+            .get_or_try_init(|| self.inner.client.has_task_results())
             .await
-            .map_err(|e| match e {
-                ClientError::InvalidInput(_)
-                | ClientError::InvalidRetryStrategy(_)
-                | ClientError::QueueNotFound(_) => TaskError::Failed(
-                    Failure::new(FailureName::SpawnError, e.to_string()).permanent(),
-                ),
-                other => client_failure(other),
-            })
+            .copied()
+            .map_err(client_failure)
+    }
+
+    /// Waits for the task `task_id` (of `queue`, or this task's queue) to finish. Returns its
+    /// outcome once it has, `Ok(None)` when `timeout_secs` passed first; otherwise the run
+    /// suspends (holding no worker slot) and is re-executed when the task finishes, the
+    /// outcome then replaying from the step's checkpoint (by default
+    /// `$awaitTaskResult:<task_id>`). At most `max_awaits` calls per run; the outcome read
+    /// back is within `max_checkpoint_bytes`. On a schema without migration 0019 the run polls
+    /// the task every [`AWAIT_POLL_SECS`] seconds instead.
+    pub async fn await_task_result(
+        &self,
+        queue: Option<&str>,
+        task_id: Uuid,
+        step: Option<&str>,
+        timeout_secs: Option<i32>,
+    ) -> Result<Option<TaskOutcome>, TaskError> {
+        let i = &self.inner;
+        let queue = queue.unwrap_or(&i.queue);
+        self.check_name("the awaited task's queue name", queue)?;
+        if let Some(g) = &i.grants {
+            g.check_await_task(&i.queue, queue)
+                .map_err(TaskError::Failed)?;
+        }
+        if timeout_secs.is_some_and(|t| t < 0) {
+            return Err(TaskError::Failed(limits::invalid_call(format!(
+                "await_task_result({task_id}): timeout {} s is negative",
+                timeout_secs.unwrap_or_default()
+            ))));
+        }
+        self.count(
+            |u| &mut u.awaits,
+            "max_awaits",
+            "await-task-result calls in this run",
+        )?;
+        let name = match step {
+            Some(step) => self.next_checkpoint_name(step)?,
+            None => self.count_step(&absurd_client::children::await_step_name(&task_id))?,
+        };
+        if let Some(v) = self.checkpoint(&name) {
+            return TaskOutcome::from_checkpoint(&name, &v).map(Some);
+        }
+        let max = i.limits.max_checkpoint_bytes;
+        if !self.has_task_results().await? {
+            return self
+                .poll_task_result(queue, task_id, &name, timeout_secs)
+                .await;
+        }
+        let (suspend, outcome) = i
+            .client
+            .await_task_result_bounded(
+                &i.queue,
+                i.run.task_id,
+                i.run.run_id,
+                &name,
+                queue,
+                task_id,
+                timeout_secs,
+                max,
+            )
+            .await
+            .map_err(|e| await_failure(e, queue, task_id))?;
+        if suspend {
+            return Err(TaskError::Suspended);
+        }
+        match outcome? {
+            None => Ok(None),
+            Some(v) => {
+                let size = absurd_client::jsonb::text_len(&v);
+                let mut usage = i.usage.lock().unwrap();
+                usage.checkpoint_bytes = usage.checkpoint_bytes.saturating_add(size);
+                drop(usage);
+                TaskOutcome::from_checkpoint(&name, &v).map(Some)
+            }
+        }
+    }
+
+    /// [`TaskContext::await_task_result`] on a schema without migration 0019: reads the
+    /// task's result, and while it has not finished, sleeps [`AWAIT_POLL_SECS`] (the deadline
+    /// of a timeout is kept in the checkpoint `<step>:deadline`).
+    async fn poll_task_result(
+        &self,
+        queue: &str,
+        task_id: Uuid,
+        name: &str,
+        timeout_secs: Option<i32>,
+    ) -> Result<Option<TaskOutcome>, TaskError> {
+        let i = &self.inner;
+        let outcome = i
+            .client
+            .task_outcome_bounded(queue, task_id, i.limits.max_checkpoint_bytes)
+            .await
+            .map_err(|e| await_failure(e, queue, task_id))??;
+        if let Some(v) = outcome {
+            let parsed = TaskOutcome::from_checkpoint(name, &v)?;
+            self.store_checkpoint(name, &v).await?;
+            return Ok(Some(parsed));
+        }
+        let now = self.db_now().await?;
+        let mut wake = now + TimeDelta::seconds(AWAIT_POLL_SECS);
+        if let Some(t) = timeout_secs {
+            let deadline_name = format!("{name}:deadline");
+            let deadline = match self
+                .checkpoint(&deadline_name)
+                .and_then(|v| v.as_str().map(str::to_string))
+                .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+            {
+                Some(d) => d.with_timezone(&Utc),
+                None => {
+                    let d = now + TimeDelta::seconds(i64::from(t));
+                    let stamp =
+                        Value::String(d.to_rfc3339_opts(chrono::SecondsFormat::Micros, false));
+                    self.store_checkpoint(&deadline_name, &stamp).await?;
+                    d
+                }
+            };
+            if deadline <= now {
+                return Ok(None);
+            }
+            wake = wake.min(deadline);
+        }
+        i.client
+            .schedule_run(&i.queue, i.run.run_id, wake)
+            .await
+            .map_err(client_failure)?;
+        Err(TaskError::Suspended)
     }
 
     /// Extends the lease by `seconds` (default: the claim timeout), at most the run's timeout:
@@ -758,6 +904,63 @@ impl TaskContext {
             .limits
             .check(key, what, *n)
             .map_err(TaskError::Failed)
+    }
+}
+
+/// How often a run waiting for another task's result polls it, on a schema without migration
+/// 0019's wake-ups (one installed by `absurdctl init`).
+pub const AWAIT_POLL_SECS: i64 = 2;
+
+/// How an awaited task ended (the checkpoint `{"state", "result" | "failure"}`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskOutcome {
+    Completed(Value),
+    Failed(Value),
+    Cancelled,
+}
+
+impl TaskOutcome {
+    /// Reads the outcome stored under the checkpoint `name`.
+    pub fn from_checkpoint(name: &str, v: &Value) -> Result<TaskOutcome, TaskError> {
+        let field = |k: &str| v.get(k).cloned().unwrap_or(Value::Null);
+        match v.get("state").and_then(Value::as_str) {
+            Some("completed") => Ok(TaskOutcome::Completed(field("result"))),
+            Some("failed") => Ok(TaskOutcome::Failed(field("failure"))),
+            Some("cancelled") => Ok(TaskOutcome::Cancelled),
+            _ => Err(TaskError::Failed(
+                Failure::new(
+                    FailureName::BadCheckpoint,
+                    format!(
+                        "checkpoint {} should hold a task's outcome, found {}",
+                        limits::preview(name),
+                        limits::preview(&v.to_string())
+                    ),
+                )
+                .permanent(),
+            )),
+        }
+    }
+}
+
+/// A client error while waiting for a task: an unknown task or queue is the caller's mistake
+/// (permanent), anything else is handled as every client error inside a task.
+fn await_failure(e: ClientError, queue: &str, task_id: Uuid) -> TaskError {
+    let unknown = match &e {
+        ClientError::Rejected(m) => {
+            m.contains("not found in queue") || m.contains("does not exist")
+        }
+        ClientError::QueueNotFound(_) | ClientError::InvalidInput(_) => true,
+        _ => false,
+    };
+    match e {
+        _ if unknown => TaskError::Failed(
+            Failure::new(
+                FailureName::InvalidCall,
+                format!("await_task_result({task_id}, queue {queue:?}): {e}"),
+            )
+            .permanent(),
+        ),
+        other => client_failure(other),
     }
 }
 

@@ -262,7 +262,7 @@ impl Gen {
     }
 
     fn op(&mut self, i: u32) {
-        match self.rng.below(18) {
+        match self.rng.below(19) {
             0..=2 => {
                 let name = self.name();
                 let value = self.json();
@@ -369,6 +369,8 @@ impl Gen {
                         max_attempts: Some(1),
                         idempotency_key: None,
                         headers: None,
+                        retry_strategy: None,
+                        cancellation: None,
                     };
                     if durable::spawn("fuzz", &params, &opts).is_err() {
                         break;
@@ -400,6 +402,29 @@ impl Gen {
                 }
             }
             16 => self.files(),
+            17 => {
+                // await-task-result: a child just spawned, a task that does not exist, or
+                // text that is no task id; always with a short timeout, so a child that
+                // never ends cannot hold the run.
+                let id = match self.rng.below(4) {
+                    0 | 1 => self.spawn_one().unwrap_or_default(),
+                    2 => "00000000-0000-7000-8000-000000000000".to_string(),
+                    _ => self.name(),
+                };
+                let queue = match self.rng.below(4) {
+                    0 | 1 => None,
+                    2 => Some("no-such-queue".to_string()),
+                    _ => Some(self.name()),
+                };
+                let step_name = self.rng.pct(20).then(|| self.name());
+                let options = durable::AwaitOptions {
+                    queue,
+                    step_name,
+                    timeout_seconds: Some(self.rng.pick(&[0u32, 1, 2])),
+                };
+                let r = durable::await_task_result(&id, &options);
+                log(&format!("op {i}: await-task-result: {}", r.is_some()));
+            }
             _ => {
                 let n = self.size();
                 let chunk = fill('o', n.min(64 * 1024));
@@ -443,6 +468,25 @@ impl Gen {
             _ => None,
         };
         let headers = self.opt_json();
+        let retry_strategy = match self.rng.below(5) {
+            0 => Some(durable::RetryStrategy {
+                kind: durable::RetryKind::Exponential,
+                base_seconds: Some(self.rng.pick(&[-1.0, 0.0, 1.0, f64::NAN, 1e9])),
+                factor: Some(self.rng.pick(&[0.0, 2.0, f64::INFINITY])),
+                max_seconds: None,
+            }),
+            1 => Some(durable::RetryStrategy {
+                kind: durable::RetryKind::Fixed,
+                base_seconds: Some(1.0),
+                factor: None,
+                max_seconds: None,
+            }),
+            _ => None,
+        };
+        let cancellation = self.rng.pct(20).then(|| durable::CancellationPolicy {
+            max_delay: self.rng.pick(&[None, Some(0), Some(u64::MAX)]),
+            max_duration: self.rng.pick(&[None, Some(1), Some(u64::MAX)]),
+        });
         durable::spawn(
             &task,
             &params,
@@ -451,6 +495,8 @@ impl Gen {
                 max_attempts,
                 idempotency_key,
                 headers,
+                retry_strategy,
+                cancellation,
             },
         )
     }

@@ -377,6 +377,8 @@ fn host_calls(calls: Vec<Value>) -> Result<Value, TaskError> {
                     max_attempts: Some(1),
                     idempotency_key: None,
                     headers: None,
+                    retry_strategy: None,
+                    cancellation: None,
                 };
                 let mut last = String::new();
                 for _ in 0..u("count", 1) {

@@ -33,6 +33,7 @@ use crate::execute::{BoxFuture, Failure, FailureName, Handler, TaskContext, Task
 use config::{SandboxDefaults, WasmTaskConfig};
 use store::{GuestStream, Limiter, OutputBudget, RunState, Stop};
 
+/// The `absurd:task@0.1.0` world (`wit/task.wit`).
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
@@ -40,6 +41,81 @@ pub(crate) mod bindings {
         imports: { default: async | trappable },
         exports: { default: async },
     });
+}
+
+/// The `absurd:task@0.2.0` world (`wit/0.2.0/task.wit`), a superset of 0.1.0. Both are linked
+/// into one linker (their interfaces have different versioned names); a component targets
+/// one of them, found when it is loaded.
+pub(crate) mod bindings_v2 {
+    wasmtime::component::bindgen!({
+        path: "../wit/0.2.0",
+        world: "task",
+        imports: { default: async | trappable },
+        exports: { default: async },
+    });
+}
+
+/// A loaded component, of either world.
+#[derive(Clone)]
+enum TaskPre {
+    V1(bindings::TaskPre<RunState>),
+    V2(bindings_v2::TaskPre<RunState>),
+}
+
+impl TaskPre {
+    /// The world's version, for logs.
+    fn version(&self) -> &'static str {
+        match self {
+            TaskPre::V1(_) => "0.1.0",
+            TaskPre::V2(_) => "0.2.0",
+        }
+    }
+}
+
+/// What a guest's `run` returned, whichever world it targets.
+type GuestOutcome =
+    Result<Result<String, bindings::absurd::task::types::TaskError>, wasmtime::Error>;
+
+/// Instantiates the component and calls its `run`.
+async fn call_run(
+    pre: &TaskPre,
+    store: &mut Store<RunState>,
+    info: &bindings::absurd::task::types::TaskInfo,
+    params: &str,
+) -> Result<GuestOutcome, wasmtime::Error> {
+    match pre {
+        TaskPre::V1(pre) => {
+            let task = pre.instantiate_async(&mut *store).await?;
+            Ok(task.call_run(&mut *store, info, params).await)
+        }
+        TaskPre::V2(pre) => {
+            use bindings_v2::absurd::task::types as t2;
+            let task = pre.instantiate_async(&mut *store).await?;
+            let info = t2::TaskInfo {
+                task_id: info.task_id.clone(),
+                run_id: info.run_id.clone(),
+                attempt: info.attempt,
+                queue: info.queue.clone(),
+                task_name: info.task_name.clone(),
+                headers: info.headers.clone(),
+            };
+            Ok(task.call_run(&mut *store, &info, params).await.map(|r| {
+                r.map_err(|e| bindings::absurd::task::types::TaskError {
+                    kind: match e.kind {
+                        t2::ErrorKind::Retryable => {
+                            bindings::absurd::task::types::ErrorKind::Retryable
+                        }
+                        t2::ErrorKind::Permanent => {
+                            bindings::absurd::task::types::ErrorKind::Permanent
+                        }
+                    },
+                    name: e.name,
+                    message: e.message,
+                    details: e.details,
+                })
+            }))
+        }
+    }
 }
 
 /// The epoch ticker period: the granularity of wall-clock deadlines and of guest yields.
@@ -226,6 +302,7 @@ impl Sandbox {
         cfg: WasmTaskConfig,
     ) -> Result<WasmHandler, String> {
         let pre = self.task_pre(&self.engine, &self.linker, task_name, &cfg.component)?;
+        debug!(task = task_name, world = pre.version(), "loaded component");
         Ok(WasmHandler {
             shared: Arc::new(HandlerShared {
                 sandbox: self.clone(),
@@ -243,17 +320,29 @@ impl Sandbox {
         linker: &Linker<RunState>,
         task_name: &str,
         path: &Path,
-    ) -> Result<bindings::TaskPre<RunState>, String> {
+    ) -> Result<TaskPre, String> {
         let component = self.component_for(engine, path)?;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             format!(
-                "component {} cannot run as task {task_name:?}: {e:#} (it must target the absurd:task/task world, importing only WASI and absurd:task interfaces)",
+                "component {} cannot run as task {task_name:?}: {e:#} (it must target the absurd:task/task world, 0.1.0 or 0.2.0, importing only WASI and absurd:task interfaces)",
                 path.display()
             )
         })?;
-        bindings::TaskPre::new(pre).map_err(|e| {
+        // Its absurd:task imports say which world it targets (the `run` export's types are
+        // structurally the same in both). One importing nothing of absurd:task@0.1.0 is run
+        // through the 0.2.0 bindings.
+        let v1 = component
+            .component_type()
+            .imports(engine)
+            .any(|(name, _)| name.starts_with("absurd:task/") && name.ends_with("@0.1.0"));
+        if !v1 {
+            if let Ok(p) = bindings_v2::TaskPre::new(pre.clone()) {
+                return Ok(TaskPre::V2(p));
+            }
+        }
+        bindings::TaskPre::new(pre).map(TaskPre::V1).map_err(|e| {
             format!(
-                "component {} does not export the absurd:task `run` function: {e:#}",
+                "component {} does not export the absurd:task `run` function (of absurd:task@0.1.0 or @0.2.0): {e:#}",
                 path.display()
             )
         })
@@ -340,6 +429,19 @@ fn new_linker(engine: &Engine) -> Result<Linker<RunState>, String> {
         })
         .and_then(|()| store::add_log_to_linker(&mut linker))
         .map_err(|e| format!("linking the task world: {e}"))?;
+    // The same for absurd:task@0.2.0.
+    bindings_v2::absurd::task::types::add_to_linker::<RunState, HasSelf<RunState>>(
+        &mut linker,
+        |s| s,
+    )
+    .and_then(|()| {
+        bindings_v2::absurd::task::durable::add_to_linker::<RunState, HasSelf<RunState>>(
+            &mut linker,
+            |s| s,
+        )
+    })
+    .and_then(|()| store::add_log_v2_to_linker(&mut linker))
+    .map_err(|e| format!("linking the task world 0.2.0: {e}"))?;
     Ok(linker)
 }
 
@@ -371,16 +473,16 @@ pub struct WasmHandler {
 
 struct HandlerShared {
     sandbox: Arc<Sandbox>,
-    pre: bindings::TaskPre<RunState>,
+    pre: TaskPre,
     cfg: WasmTaskConfig,
     task_name: String,
     /// The component on the overflow engine, made when the pool is first found full.
-    overflow_pre: OnceLock<Result<(Engine, bindings::TaskPre<RunState>), String>>,
+    overflow_pre: OnceLock<Result<(Engine, TaskPre), String>>,
 }
 
 impl HandlerShared {
     /// The engine and component for a run that found the pool full.
-    fn overflow(&self) -> Result<(Engine, bindings::TaskPre<RunState>), String> {
+    fn overflow(&self) -> Result<(Engine, TaskPre), String> {
         self.overflow_pre
             .get_or_init(|| {
                 let o = self.sandbox.overflow()?;
@@ -488,7 +590,7 @@ async fn run_component(shared: &HandlerShared, ctx: TaskContext) -> Result<Value
     };
     let mut store = new_store(&shared.sandbox.engine, state, cfg, options, deadline)?;
 
-    let mut instance = shared.pre.instantiate_async(&mut store).await;
+    let mut instance = call_run(&shared.pre, &mut store, &info, &params).await;
     if instance
         .as_ref()
         .is_err_and(|e| e.is::<wasmtime::PoolConcurrencyLimitError>())
@@ -497,17 +599,14 @@ async fn run_component(shared: &HandlerShared, ctx: TaskContext) -> Result<Value
         match shared.overflow() {
             Ok((engine, pre)) => {
                 store = new_store(&engine, store.into_data(), cfg, options, deadline)?;
-                instance = pre.instantiate_async(&mut store).await;
+                instance = call_run(&pre, &mut store, &info, &params).await;
             }
             Err(e) => {
                 warn!(error = %e, "no on-demand engine to take the run the full pool refused")
             }
         }
     }
-    let outcome = match instance {
-        Ok(task) => task.call_run(&mut store, &info, &params).await,
-        Err(e) => Err(e),
-    };
+    let outcome = instance.and_then(|r| r);
 
     let fuel_used = if fuel_enabled {
         cfg.fuel.and_then(|budget| {

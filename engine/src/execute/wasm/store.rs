@@ -11,8 +11,9 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::absurd::task::{durable, log, types};
-use crate::execute::{Failure, TaskContext, TaskError};
-use absurd_client::SpawnOptions;
+use super::bindings_v2::absurd::task::{durable as durable2, log as log2, types as types2};
+use crate::execute::{Failure, TaskContext, TaskError, TaskOutcome};
+use absurd_client::{Cancellation, RetryStrategy, SpawnOptions};
 
 /// Why the host ended a guest's execution from inside a host call. Carried through the trap
 /// as the error value and recovered by the handler.
@@ -231,6 +232,7 @@ impl WasiView for RunState {
 }
 
 impl types::Host for RunState {}
+impl types2::Host for RunState {}
 
 /// Parses JSON a guest passed, refusing what PostgreSQL's `jsonb` cannot store (so the guest
 /// gets the error, not a database exception later).
@@ -343,6 +345,34 @@ impl durable::Host for RunState {
         params: String,
         options: durable::SpawnOptions,
     ) -> wasmtime::Result<Result<String, String>> {
+        let extra = SpawnExtra::default();
+        self.spawn_task(task_name, params, options, extra).await
+    }
+
+    async fn heartbeat(&mut self, seconds: Option<u32>) -> wasmtime::Result<()> {
+        self.ctx
+            .heartbeat(seconds.map(i64::from))
+            .await
+            .map_err(stop)
+    }
+}
+
+/// What `spawn` of absurd:task@0.2.0 adds to 0.1.0's options.
+#[derive(Default)]
+struct SpawnExtra {
+    retry_strategy: Option<RetryStrategy>,
+    cancellation: Option<Cancellation>,
+}
+
+impl RunState {
+    /// `spawn` of either world: 0.2.0's retry strategy and cancellation policy in `extra`.
+    async fn spawn_task(
+        &mut self,
+        task_name: String,
+        params: String,
+        options: durable::SpawnOptions,
+        extra: SpawnExtra,
+    ) -> wasmtime::Result<Result<String, String>> {
         self.ctx
             .check_name("the spawned task's name", &task_name)
             .map_err(stop)?;
@@ -377,7 +407,8 @@ impl durable::Host for RunState {
             headers,
             max_attempts: options.max_attempts.map(|m| m.min(i32::MAX as u32) as i32),
             idempotency_key: options.idempotency_key,
-            ..Default::default()
+            retry_strategy: extra.retry_strategy,
+            cancellation: extra.cancellation,
         };
         match self
             .ctx
@@ -393,13 +424,161 @@ impl durable::Host for RunState {
             Err(e) => Err(stop(e)),
         }
     }
+}
+
+impl durable2::Host for RunState {
+    async fn begin_step(&mut self, name: String) -> wasmtime::Result<durable2::Step> {
+        let s = <Self as durable::Host>::begin_step(self, name).await?;
+        Ok(durable2::Step {
+            checkpoint_name: s.checkpoint_name,
+            value: s.value,
+        })
+    }
+
+    async fn complete_step(
+        &mut self,
+        checkpoint_name: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), String>> {
+        <Self as durable::Host>::complete_step(self, checkpoint_name, value).await
+    }
+
+    async fn sleep_for(&mut self, step_name: String, seconds: f64) -> wasmtime::Result<()> {
+        <Self as durable::Host>::sleep_for(self, step_name, seconds).await
+    }
+
+    async fn sleep_until(&mut self, step_name: String, unix_millis: i64) -> wasmtime::Result<()> {
+        <Self as durable::Host>::sleep_until(self, step_name, unix_millis).await
+    }
+
+    async fn await_event(
+        &mut self,
+        event: String,
+        step_name: Option<String>,
+        timeout_seconds: Option<u32>,
+    ) -> wasmtime::Result<Option<String>> {
+        <Self as durable::Host>::await_event(self, event, step_name, timeout_seconds).await
+    }
+
+    async fn emit_event(
+        &mut self,
+        event: String,
+        payload: String,
+    ) -> wasmtime::Result<Result<(), String>> {
+        <Self as durable::Host>::emit_event(self, event, payload).await
+    }
+
+    async fn spawn(
+        &mut self,
+        task_name: String,
+        params: String,
+        options: durable2::SpawnOptions,
+    ) -> wasmtime::Result<Result<String, String>> {
+        let extra = SpawnExtra {
+            retry_strategy: options.retry_strategy.map(|r| RetryStrategy {
+                kind: match r.kind {
+                    durable2::RetryKind::None => "none",
+                    durable2::RetryKind::Fixed => "fixed",
+                    durable2::RetryKind::Exponential => "exponential",
+                }
+                .to_string(),
+                base_seconds: r.base_seconds,
+                factor: r.factor,
+                max_seconds: r.max_seconds,
+            }),
+            cancellation: options.cancellation.map(|c| Cancellation {
+                max_delay: c.max_delay.map(|s| s.min(i64::MAX as u64) as i64),
+                max_duration: c.max_duration.map(|s| s.min(i64::MAX as u64) as i64),
+            }),
+        };
+        let base = durable::SpawnOptions {
+            queue: options.queue,
+            max_attempts: options.max_attempts,
+            idempotency_key: options.idempotency_key,
+            headers: options.headers,
+        };
+        self.spawn_task(task_name, params, base, extra).await
+    }
 
     async fn heartbeat(&mut self, seconds: Option<u32>) -> wasmtime::Result<()> {
-        self.ctx
-            .heartbeat(seconds.map(i64::from))
-            .await
-            .map_err(stop)
+        <Self as durable::Host>::heartbeat(self, seconds).await
     }
+
+    async fn await_task_result(
+        &mut self,
+        task_id: String,
+        options: durable2::AwaitOptions,
+    ) -> wasmtime::Result<Option<durable2::TaskOutcome>> {
+        let Ok(id) = uuid::Uuid::parse_str(&task_id) else {
+            return Err(stop(TaskError::Failed(crate::limits::invalid_call(
+                format!(
+                    "await-task-result({}): not a task id (a UUID)",
+                    crate::limits::preview(&task_id)
+                ),
+            ))));
+        };
+        if let Some(q) = &options.queue {
+            self.ctx
+                .check_name("the awaited task's queue name", q)
+                .map_err(stop)?;
+        }
+        if let Some(step) = &options.step_name {
+            self.ctx.check_name("step name", step).map_err(stop)?;
+        }
+        let timeout = options
+            .timeout_seconds
+            .map(|t| t.min(i32::MAX as u32) as i32);
+        let outcome = self
+            .ctx
+            .await_task_result(
+                options.queue.as_deref(),
+                id,
+                options.step_name.as_deref(),
+                timeout,
+            )
+            .await
+            .map_err(stop)?;
+        Ok(outcome.map(|o| match o {
+            TaskOutcome::Completed(v) => durable2::TaskOutcome::Completed(v.to_string()),
+            TaskOutcome::Failed(v) => durable2::TaskOutcome::Failed(v.to_string()),
+            TaskOutcome::Cancelled => durable2::TaskOutcome::Cancelled,
+        }))
+    }
+}
+
+/// The `log` import of absurd:task@0.2.0 (as [`add_log_to_linker`]).
+pub fn add_log_v2_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
+    linker.instance("absurd:task/log@0.2.0")?.func_wrap(
+        "log",
+        |mut store: StoreContextMut<'_, RunState>, (level, message): (log2::Level, WasmStr)| {
+            let level = match level {
+                log2::Level::Trace => log::Level::Trace,
+                log2::Level::Debug => log::Level::Debug,
+                log2::Level::Info => log::Level::Info,
+                log2::Level::Warn => log::Level::Warn,
+                log2::Level::Error => log::Level::Error,
+            };
+            log_line(&mut store, level, message)
+        },
+    )
+}
+
+/// One `log` call: the line is checked against `max_log_line_bytes` before it is copied.
+fn log_line(
+    store: &mut StoreContextMut<'_, RunState>,
+    level: log::Level,
+    message: WasmStr,
+) -> wasmtime::Result<()> {
+    let limit = store.data().ctx.limits().max_log_line_bytes;
+    let text = message.to_str(&*store)?;
+    if text.len() as u64 > limit {
+        let f =
+            crate::limits::exceeded("max_log_line_bytes", limit, "a log line", text.len() as u64);
+        return Err(stop(TaskError::Failed(f)));
+    }
+    let text = text.into_owned();
+    store.data_mut().log(level, &text);
+    Ok(())
 }
 
 /// The `log` import, linked by hand rather than through bindgen: the message arrives as a

@@ -1,0 +1,208 @@
+//! Tasks that wait for other tasks, and tasks' children (migration 0019).
+//!
+//! A run waits for another task's result through `absurd.await_task_result`, which suspends it
+//! as an event wait does; a trigger on every queue's task table wakes it when the awaited task
+//! finishes, whoever finished it. A task spawned from a run through
+//! [`Client::spawn_child`] is recorded as that task's child, and cancelled with it.
+//!
+//! A schema installed by `absurdctl init` has neither: [`Client::has_task_results`] says so,
+//! and the engine then polls [`Client::task_result`] instead.
+
+use serde_json::Value;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::claimed::{invalid_data, limit_exceeded};
+use crate::client::{check_queue_name, sql_limit, Client};
+use crate::error::{ClientError, Result};
+use crate::failure::Failure;
+use crate::types::{SpawnOptions, Spawned};
+
+/// The prefix of the internal event a waiter waits on: `<prefix><child queue>:<task id>`.
+pub const TASK_DONE_EVENT_PREFIX: &str = "$absurd_host.task_done:";
+
+/// The default step name of a wait for `task_id`'s result (the SDKs' convention).
+pub fn await_step_name(task_id: &Uuid) -> String {
+    format!("$awaitTaskResult:{task_id}")
+}
+
+impl Client {
+    /// Whether the schema has migration 0019's `absurd.await_task_result` and
+    /// `absurd.spawn_child_task` (a schema installed by `absurdctl init` does not).
+    pub async fn has_task_results(&self) -> Result<bool> {
+        sqlx::query_scalar(
+            "select to_regprocedure('absurd.await_task_result(text,uuid,uuid,text,text,uuid,integer)') is not null \
+                and to_regprocedure('absurd.spawn_child_task(text,text,jsonb,jsonb,text,uuid)') is not null",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| ClientError::from_sqlx(e, None))
+    }
+
+    /// Waits, for the running run `run_id` of `task_id` in `queue`, for the task
+    /// `child_task_id` of `child_queue` to finish (`absurd.await_task_result`). Returns
+    /// `(true, _)` when the run is suspended now; else the outcome
+    /// (`{"state", "result" | "failure"}`), `None` when `timeout_secs` passed first. The
+    /// outcome is measured in SQL and sent only within `max_bytes`; one over it, or one that
+    /// cannot be read, is `Ok((false, Err(failure)))`, to fail the run permanently.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn await_task_result_bounded(
+        &self,
+        queue: &str,
+        task_id: Uuid,
+        run_id: Uuid,
+        step_name: &str,
+        child_queue: &str,
+        child_task_id: Uuid,
+        timeout_secs: Option<i32>,
+        max_bytes: u64,
+    ) -> Result<(bool, Result<Option<Value>, Failure>)> {
+        check_queue_name(queue)?;
+        check_queue_name(child_queue)?;
+        let row = sqlx::query(
+            "select a.should_suspend, s.bytes, \
+                    case when s.bytes <= $8::int8 then a.payload end as outcome \
+             from absurd.await_task_result($1, $2, $3, $4, $5, $6, $7) a \
+             cross join lateral (select octet_length(a.payload::text)::int8 as bytes) s",
+        )
+        .bind(queue)
+        .bind(task_id)
+        .bind(run_id)
+        .bind(step_name)
+        .bind(child_queue)
+        .bind(child_task_id)
+        .bind(timeout_secs)
+        .bind(sql_limit(max_bytes))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
+        let suspend: bool = row
+            .try_get("should_suspend")
+            .map_err(ClientError::Database)?;
+        let bytes: Option<i64> = row.try_get("bytes").map_err(ClientError::Database)?;
+        if let Some(n) = bytes.filter(|n| *n as u64 > max_bytes) {
+            return Ok((
+                false,
+                Err(limit_exceeded(
+                    "the awaited task's outcome",
+                    n as u64,
+                    "max_checkpoint_bytes",
+                    max_bytes,
+                )),
+            ));
+        }
+        let outcome = match row.try_get::<Option<Value>, _>("outcome") {
+            Ok(v) => Ok(v),
+            Err(e) => Err(invalid_data("the awaited task's outcome", &e)),
+        };
+        Ok((suspend, outcome))
+    }
+
+    /// The outcome of `task_id` in `queue` as `absurd.await_task_result` would give it
+    /// (`{"state", "result" | "failure"}`), `None` while it has not finished, measured in SQL
+    /// first like [`Client::await_task_result_bounded`]. For schemas without migration 0019.
+    /// An unknown task is [`ClientError::Rejected`].
+    pub async fn task_outcome_bounded(
+        &self,
+        queue: &str,
+        task_id: Uuid,
+        max_bytes: u64,
+    ) -> Result<Result<Option<Value>, Failure>> {
+        check_queue_name(queue)?;
+        let row = sqlx::query(
+            "with r as (select g.state, \
+                   case g.state \
+                     when 'completed' then jsonb_build_object('state', 'completed', 'result', coalesce(g.result, 'null'::jsonb)) \
+                     when 'failed' then jsonb_build_object('state', 'failed', 'failure', coalesce(g.failure_reason, 'null'::jsonb)) \
+                     when 'cancelled' then jsonb_build_object('state', 'cancelled') \
+                   end as payload \
+                 from absurd.get_task_result($1, $2) g) \
+             select s.bytes, case when s.bytes <= $3::int8 then r.payload end as outcome \
+             from r cross join lateral (select octet_length(r.payload::text)::int8 as bytes) s",
+        )
+        .bind(queue)
+        .bind(task_id)
+        .bind(sql_limit(max_bytes))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
+        let Some(row) = row else {
+            return Err(ClientError::Rejected(format!(
+                "Task \"{task_id}\" not found in queue \"{queue}\""
+            )));
+        };
+        let bytes: Option<i64> = row.try_get("bytes").map_err(ClientError::Database)?;
+        if let Some(n) = bytes.filter(|n| *n as u64 > max_bytes) {
+            return Ok(Err(limit_exceeded(
+                "the awaited task's outcome",
+                n as u64,
+                "max_checkpoint_bytes",
+                max_bytes,
+            )));
+        }
+        Ok(match row.try_get::<Option<Value>, _>("outcome") {
+            Ok(v) => Ok(v),
+            Err(e) => Err(invalid_data("the awaited task's outcome", &e)),
+        })
+    }
+
+    /// Spawns a task (as [`Client::spawn`]) as a child of `parent_task_id` of `parent_queue`
+    /// (`absurd.spawn_child_task`): cancelling the parent cancels the child while it has not
+    /// finished. A parent cancelled already refuses the spawn with [`ClientError::Cancelled`].
+    pub async fn spawn_child(
+        &self,
+        queue: &str,
+        task_name: &str,
+        params: &Value,
+        options: &SpawnOptions,
+        parent_queue: &str,
+        parent_task_id: Uuid,
+    ) -> Result<Spawned> {
+        check_queue_name(queue)?;
+        check_queue_name(parent_queue)?;
+        if task_name.trim().is_empty() {
+            return Err(ClientError::InvalidInput(
+                "task name must not be empty".into(),
+            ));
+        }
+        if let Some(m) = options.max_attempts {
+            if m < 1 {
+                return Err(ClientError::InvalidInput(format!(
+                    "max_attempts must be >= 1, got {m}"
+                )));
+            }
+        }
+        let opts = serde_json::to_value(options).expect("options serialise");
+        sqlx::query_as(
+            "select task_id, run_id, attempt, created \
+             from absurd.spawn_child_task($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(queue)
+        .bind(task_name)
+        .bind(params)
+        .bind(&opts)
+        .bind(parent_queue)
+        .bind(parent_task_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| ClientError::from_sqlx(e, Some(queue)))
+    }
+
+    /// The children recorded for a task that has not finished: `(queue, task id)` pairs.
+    pub async fn task_children(
+        &self,
+        parent_queue: &str,
+        parent_task_id: Uuid,
+    ) -> Result<Vec<(String, Uuid)>> {
+        check_queue_name(parent_queue)?;
+        sqlx::query_as(
+            "select child_queue, child_task_id from absurd.task_children \
+             where parent_queue = $1 and parent_task_id = $2 order by created_at, child_task_id",
+        )
+        .bind(parent_queue)
+        .bind(parent_task_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| ClientError::from_sqlx(e, Some(parent_queue)))
+    }
+}
