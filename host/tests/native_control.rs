@@ -331,7 +331,11 @@ async fn protocol_abuse_gets_errors_or_fails_only_that_run() {
     let cfg = config(
         &root,
         &[
-            task("abuse", "abuse", "max_control_line_bytes = 4096"),
+            task(
+                "abuse",
+                "abuse",
+                "max_control_line_bytes = 4096\nmax_control_connections = 3",
+            ),
             task(
                 "flood",
                 "abuse",
@@ -375,6 +379,18 @@ async fn protocol_abuse_gets_errors_or_fails_only_that_run() {
         .unwrap()
         .contains("`name`"));
     assert_eq!(replies[5]["protocol"], 1);
+
+    // A connection past max_control_connections gets one error line naming the limit.
+    let (_, r) = run_one(&client, "ctl", "abuse", json!({"mode": "connections"}), 1).await;
+    assert_eq!(r.state, State::Completed, "{r:?}");
+    let replies = r.result.unwrap()["replies"].clone();
+    assert_eq!(replies[0]["ok"], true, "{replies}");
+    assert_eq!(replies[1]["ok"], true, "{replies}");
+    assert_eq!(replies[2]["error"]["kind"], "limit", "{replies}");
+    assert!(replies[2]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_control_connections"));
 
     // An overlong line fails the run, naming the limit; it is not retried.
     let (id, r) = run_one(
