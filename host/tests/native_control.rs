@@ -341,6 +341,7 @@ async fn protocol_abuse_gets_errors_or_fails_only_that_run() {
                 "abuse",
                 "max_control_requests_per_second = 20\ntimeout = 120",
             ),
+            task("capped", "abuse", "max_control_requests = 20"),
             task("fine", "echo", ""),
         ],
     );
@@ -443,7 +444,28 @@ async fn protocol_abuse_gets_errors_or_fails_only_that_run() {
         1,
         "the program was told"
     );
-    // The program did not outlive its run.
+    // So is a program past its total of requests for the execution.
+    let capped_dir = dir.join("capped");
+    std::fs::create_dir_all(&capped_dir).unwrap();
+    let (_, r) = run_one(
+        &client,
+        "ctl",
+        "capped",
+        json!({"mode": "flood", "dir": capped_dir}),
+        1,
+    )
+    .await;
+    let f = failure(&r).clone();
+    assert_eq!(f["name"], "$LimitExceeded", "{f}");
+    assert!(
+        f["message"]
+            .as_str()
+            .unwrap()
+            .contains("(max_control_requests)"),
+        "{f}"
+    );
+    assert_eq!(count(&journal(&capped_dir), "flood-stopped:run_failed"), 1);
+    // Nothing the programs sent made the host panic.
     assert!(!w.log_text().contains("panicked"), "{}", w.log_text());
 }
 
