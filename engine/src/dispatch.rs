@@ -330,6 +330,33 @@ mod tests {
     }
 
     #[test]
+    fn native_types_take_run_limits_control_limits_and_grants() {
+        let r = registry(
+            "[native]\nmax_spawns = 7\nmax_control_requests = 50\n\
+             [tasks.n]\nkind = \"native\"\nprogram = \"/bin/true\"\nmax_emits = 3\n\
+             max_control_connections = 2\nspawn_tasks = [\"n\"]\n",
+        )
+        .unwrap();
+        let t = r.get("n").unwrap();
+        assert_eq!((t.limits.max_spawns, t.limits.max_emits), (7, 3));
+        let g = t.grants.as_ref().expect("native types have grants");
+        assert_eq!(g.spawn_tasks, ["n"]);
+        assert!(g.native_types.contains("n"));
+        for (text, key) in [
+            ("max_control_requests = 0", "max_control_requests"),
+            ("max_steps = -1", "max_steps"),
+            ("spawn_tasks = \"n\"", "spawn_tasks"),
+            ("max_control_bogus = 1", "max_control_bogus"),
+        ] {
+            let e = registry(&format!(
+                "[tasks.n]\nkind = \"native\"\nprogram = \"/bin/true\"\n{text}\n"
+            ))
+            .unwrap_err();
+            assert!(e.contains("[tasks.n]") && e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn builtins_are_registered_with_their_limits() {
         let r = registry(
             "[tasks.echo]\nkind = \"builtin\"\n[tasks.slow]\nkind = \"builtin\"\nbuiltin = \"sleep\"\ntimeout = 2.5\nmax_attempts = 2\n",

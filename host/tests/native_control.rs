@@ -331,12 +331,17 @@ async fn protocol_abuse_gets_errors_or_fails_only_that_run() {
     let cfg = config(
         &root,
         &[
-            task("abuse", "abuse", "max_control_line_bytes = 4096"),
+            task(
+                "abuse",
+                "abuse",
+                "max_control_line_bytes = 4096\nmax_control_connections = 3",
+            ),
             task(
                 "flood",
                 "abuse",
                 "max_control_requests_per_second = 20\ntimeout = 120",
             ),
+            task("capped", "abuse", "max_control_requests = 20"),
             task("fine", "echo", ""),
         ],
     );
@@ -375,6 +380,18 @@ async fn protocol_abuse_gets_errors_or_fails_only_that_run() {
         .unwrap()
         .contains("`name`"));
     assert_eq!(replies[5]["protocol"], 1);
+
+    // A connection past max_control_connections gets one error line naming the limit.
+    let (_, r) = run_one(&client, "ctl", "abuse", json!({"mode": "connections"}), 1).await;
+    assert_eq!(r.state, State::Completed, "{r:?}");
+    let replies = r.result.unwrap()["replies"].clone();
+    assert_eq!(replies[0]["ok"], true, "{replies}");
+    assert_eq!(replies[1]["ok"], true, "{replies}");
+    assert_eq!(replies[2]["error"]["kind"], "limit", "{replies}");
+    assert!(replies[2]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_control_connections"));
 
     // An overlong line fails the run, naming the limit; it is not retried.
     let (id, r) = run_one(
@@ -427,7 +444,28 @@ async fn protocol_abuse_gets_errors_or_fails_only_that_run() {
         1,
         "the program was told"
     );
-    // The program did not outlive its run.
+    // So is a program past its total of requests for the execution.
+    let capped_dir = dir.join("capped");
+    std::fs::create_dir_all(&capped_dir).unwrap();
+    let (_, r) = run_one(
+        &client,
+        "ctl",
+        "capped",
+        json!({"mode": "flood", "dir": capped_dir}),
+        1,
+    )
+    .await;
+    let f = failure(&r).clone();
+    assert_eq!(f["name"], "$LimitExceeded", "{f}");
+    assert!(
+        f["message"]
+            .as_str()
+            .unwrap()
+            .contains("(max_control_requests)"),
+        "{f}"
+    );
+    assert_eq!(count(&journal(&capped_dir), "flood-stopped:run_failed"), 1);
+    // Nothing the programs sent made the host panic.
     assert!(!w.log_text().contains("panicked"), "{}", w.log_text());
 }
 

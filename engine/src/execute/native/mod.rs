@@ -4,7 +4,7 @@
 //! [tasks.calibration-solve]
 //! kind = "native"
 //! program = "/opt/casa-venv/bin/python"      # a path (relative: to this file) or a name on PATH
-//! args = ["-u", "calibrate.py", "solve", "{params}"]
+//! args = ["-u", "-m", "absurd_native", "calibrate:solve", "{params}"]
 //! env = { HOME = "{workdir}", CASA_LOGFILE = "{workdir}/casa.log" }
 //! timeout = 1800
 //! grace = 10
@@ -14,7 +14,9 @@
 //! (`{"params": …, "task": {task_id, run_id, attempt, queue, task_name, headers}}`), runs the
 //! program in that directory (stdin null, its own process group, under a per-run reaper that
 //! lets no descendant outlive the run or the host: see `reaper`), and
-//! reads `result.json` after exit 0. Everything else (failure classification, logs, limits,
+//! reads `result.json` after exit 0. The program may talk to the host meanwhile through its
+//! control channel (`control`: checkpointed steps, heartbeats, spawns, events, durable
+//! sleeps and event waits, which suspend the run). Everything else (failure classification, logs, limits,
 //! what is not supported) is described for operators in `docs/native-tasks.md`.
 //!
 //! The task's timeout is a hard stop: the group gets SIGTERM `grace` before the deadline
