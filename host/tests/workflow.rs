@@ -35,6 +35,14 @@ component = "{dir}/fanout.wasm"
 spawn_tasks = ["*"]
 spawn_queues = ["*"]
 
+# Tight limits on what a run may wait for and read back.
+[tasks.fanout-tight]
+kind = "wasm"
+component = "{dir}/fanout.wasm"
+spawn_tasks = ["*"]
+max_awaits = 2
+max_checkpoint_bytes = 2048
+
 [tasks.echo]
 kind = "wasm"
 component = "{dir}/echo.wasm"
@@ -587,4 +595,41 @@ async fn children_run_by_the_python_sdk_worker_wake_the_workflow() {
         "{report}"
     );
     assert_eq!(node(&report, "after")["state"], "completed", "{report}");
+}
+
+/// What one run may wait for is bounded: `max_awaits` calls per run, and an awaited outcome
+/// read back within `max_checkpoint_bytes` (measured in SQL before it is sent); both fail the
+/// run permanently with `$LimitExceeded` naming the limit.
+#[tokio::test]
+async fn awaits_are_bounded_by_the_run_limits() {
+    let q = "wf-limits";
+    let (db, client) = setup(q).await;
+    let _w = WorkerProc::start(&db.url, &config(), &["--queue", q, "--concurrency", "2"]);
+    let too_many = client
+        .spawn(
+            q,
+            "fanout-tight",
+            &json!({"task": "echo", "items": [1, 2, 3]}),
+            &once(),
+        )
+        .await
+        .unwrap()
+        .task_id;
+    let too_big = client
+        .spawn(
+            q,
+            "fanout-tight",
+            &json!({"task": "echo", "items": ["x".repeat(4096)]}),
+            &once(),
+        )
+        .await
+        .unwrap()
+        .task_id;
+    for (id, limit) in [(too_many, "max_awaits"), (too_big, "max_checkpoint_bytes")] {
+        let r = terminal(&client, q, id, LIMIT).await;
+        assert_eq!(r.state, State::Failed, "{r:?}");
+        let f = r.failure_reason.unwrap();
+        assert_eq!(f["name"], "$LimitExceeded", "{f}");
+        assert_eq!(f["details"]["limit"], limit, "{f}");
+    }
 }
