@@ -35,6 +35,14 @@ component = "{dir}/fanout.wasm"
 spawn_tasks = ["*"]
 spawn_queues = ["*"]
 
+# Tight limits on what a run may wait for and read back.
+[tasks.fanout-tight]
+kind = "wasm"
+component = "{dir}/fanout.wasm"
+spawn_tasks = ["*"]
+max_awaits = 2
+max_checkpoint_bytes = 2048
+
 [tasks.echo]
 kind = "wasm"
 component = "{dir}/echo.wasm"
@@ -316,11 +324,17 @@ async fn a_child_completed_by_another_worker_wakes_the_workflow() {
         (t.state == State::Sleeping).then_some(())
     })
     .await;
+    let completed_at = std::time::Instant::now();
     client
         .complete_run(other, run.run_id, &json!({"outputs": {"from": "outside"}}))
         .await
         .unwrap();
     let r = terminal(&client, q, wf, LIMIT).await;
+    // A figure, not an assertion: from the child's completion to the workflow's.
+    eprintln!(
+        "workflow finished {:?} after its child was completed elsewhere",
+        completed_at.elapsed()
+    );
     assert_eq!(r.state, State::Completed, "{r:?}");
     let report = r.result.unwrap();
     assert_eq!(node(&report, "outside")["queue"], other);
@@ -531,4 +545,91 @@ async fn workflows_run_on_an_absurdctl_schema_by_polling() {
     assert_eq!(r.state, State::Completed, "{r:?}");
     let report = r.result.unwrap();
     assert_eq!(node(&report, "b")["outputs"], json!({"a": 1}));
+}
+
+/// Children run by the Python SDK's own worker (`Absurd.work_batch`, which settles through
+/// `complete_run` and `fail_run`) wake the workflow waiting for them: the wake-up does not
+/// depend on which worker finished the child.
+#[tokio::test]
+async fn children_run_by_the_python_sdk_worker_wake_the_workflow() {
+    let q = "wf-ours";
+    let py_queue = "wf-python";
+    let (db, client) = setup(q).await;
+    client.create_queue(py_queue).await.unwrap();
+    let _w = WorkerProc::start(&db.url, &config(), &["--queue", q]);
+    let wf = client
+        .spawn(
+            q,
+            "workflow",
+            &json!({"nodes": [
+                {"id": "py-echo", "task": "echo", "queue": py_queue, "params": {"from": "python"}},
+                {"id": "py-fail", "task": "fail", "queue": py_queue, "optional": true,
+                 "max_attempts": 1, "params": {"message": "boom from python"}},
+                {"id": "after", "task": "stage", "depends_on": ["py-echo"]}
+            ]}),
+            &once(),
+        )
+        .await
+        .unwrap()
+        .task_id;
+    let script = common::repo_root().join("tests/interop/sdk_worker.py");
+    let mut python = tokio::process::Command::new(common::venv_bin("python"))
+        .arg(&script)
+        .args(["--url", &db.url, "--queue", py_queue])
+        .args(["--until-idle", "5", "--deadline", "80"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the Python SDK worker");
+    let r = terminal(&client, q, wf, LIMIT).await;
+    let _ = python.kill().await;
+    assert_eq!(r.state, State::Completed, "{r:?}");
+    let report = r.result.unwrap();
+    assert_eq!(node(&report, "py-echo")["state"], "completed", "{report}");
+    assert_eq!(node(&report, "py-fail")["state"], "failed", "{report}");
+    assert_eq!(
+        node(&report, "py-fail")["failure"]["message"],
+        "boom from python",
+        "{report}"
+    );
+    assert_eq!(node(&report, "after")["state"], "completed", "{report}");
+}
+
+/// What one run may wait for is bounded: `max_awaits` calls per run, and an awaited outcome
+/// read back within `max_checkpoint_bytes` (measured in SQL before it is sent); both fail the
+/// run permanently with `$LimitExceeded` naming the limit.
+#[tokio::test]
+async fn awaits_are_bounded_by_the_run_limits() {
+    let q = "wf-limits";
+    let (db, client) = setup(q).await;
+    let _w = WorkerProc::start(&db.url, &config(), &["--queue", q, "--concurrency", "2"]);
+    let too_many = client
+        .spawn(
+            q,
+            "fanout-tight",
+            &json!({"task": "echo", "items": [1, 2, 3]}),
+            &once(),
+        )
+        .await
+        .unwrap()
+        .task_id;
+    let too_big = client
+        .spawn(
+            q,
+            "fanout-tight",
+            &json!({"task": "echo", "items": ["x".repeat(4096)]}),
+            &once(),
+        )
+        .await
+        .unwrap()
+        .task_id;
+    for (id, limit) in [(too_many, "max_awaits"), (too_big, "max_checkpoint_bytes")] {
+        let r = terminal(&client, q, id, LIMIT).await;
+        assert_eq!(r.state, State::Failed, "{r:?}");
+        let f = r.failure_reason.unwrap();
+        assert_eq!(f["name"], "$LimitExceeded", "{f}");
+        assert_eq!(f["details"]["limit"], limit, "{f}");
+    }
 }

@@ -774,6 +774,14 @@ impl TaskContext {
             None => self.count_step(&absurd_client::children::await_step_name(&task_id))?,
         };
         if let Some(v) = self.checkpoint(&name) {
+            // Written by the wake-up (another task's result): within this type's limit too.
+            i.limits
+                .check(
+                    "max_checkpoint_bytes",
+                    "the awaited task's outcome",
+                    absurd_client::jsonb::text_len(&v),
+                )
+                .map_err(TaskError::Failed)?;
             return TaskOutcome::from_checkpoint(&name, &v).map(Some);
         }
         let max = i.limits.max_checkpoint_bytes;
