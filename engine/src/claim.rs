@@ -71,6 +71,15 @@ impl Wakeups {
     /// Listens for wake-up notifications until `stop`; reconnects after a dropped connection
     /// and then wakes every claimer, since notifications sent meanwhile are lost.
     pub async fn listen(self, client: Client, stop: CancellationToken) {
+        if !client.can_listen() {
+            // Behind a transaction-mode pooler a LISTEN would stay on whatever server
+            // connection the pooler lent; without a direct URL, the poll interval wakes us.
+            info!(
+                "connections go through a pooler in transaction mode and no direct listen URL \
+                 is set: no wake-up notifications, claiming on the poll interval"
+            );
+            return;
+        }
         let mut down_since: Option<tokio::time::Instant> = None;
         loop {
             let mut listener = match client.wakeup_listener().await {
