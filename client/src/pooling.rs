@@ -151,14 +151,12 @@ impl<'p> Executor<'p> for &'_ Db {
             tx.commit().await?;
             Ok::<_, Error>(items)
         };
-        Box::pin(
-            futures_util::stream::once(all).flat_map(|r| {
-                futures_util::stream::iter(match r {
-                    Ok(items) => items.into_iter().map(Ok).collect::<Vec<_>>(),
-                    Err(e) => vec![Err(e)],
-                })
-            }),
-        )
+        Box::pin(futures_util::stream::once(all).flat_map(|r| {
+            futures_util::stream::iter(match r {
+                Ok(items) => items.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            })
+        }))
     }
 
     fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Option<PgRow>, Error>>
@@ -188,7 +186,10 @@ impl<'p> Executor<'p> for &'_ Db {
         (&self.pool).prepare_with(sql, parameters)
     }
 
-    fn describe<'e>(self, sql: sqlx::SqlStr) -> BoxFuture<'e, Result<sqlx::Describe<Postgres>, Error>> {
+    fn describe<'e>(
+        self,
+        sql: sqlx::SqlStr,
+    ) -> BoxFuture<'e, Result<sqlx::Describe<Postgres>, Error>> {
         (&self.pool).describe(sql)
     }
 }

@@ -994,10 +994,8 @@ pub async fn run_worker(
     }
     let url = config.database_url_or_default().to_string();
     let redacted = absurd_client::db::redact_url(&url);
-    let connections = crate::connections::Connections::resolve(
-        &args.connections,
-        args.config.as_deref(),
-    )?;
+    let connections =
+        crate::connections::Connections::resolve(&args.connections, args.config.as_deref())?;
     let maintenance = crate::maintain::Settings::load(args.config.as_ref())?;
     connections.check_maintenance(maintenance.enabled)?;
     // Claimers, lease renewal, settling and (without a listen URL) the listener share the

@@ -173,7 +173,10 @@ impl Connections {
         }
         c.listen_url = nonempty(s.listen_url);
         c.api_read_url = nonempty(s.api_read_url);
-        for (key, url) in [("listen_url", &c.listen_url), ("api_read_url", &c.api_read_url)] {
+        for (key, url) in [
+            ("listen_url", &c.listen_url),
+            ("api_read_url", &c.api_read_url),
+        ] {
             if let Some(u) = url {
                 check_url(&format!("[database] {key}"), u).map_err(|e| e.to_string())?;
             }
@@ -217,9 +220,10 @@ impl Connections {
     /// (connected once here), with the listen URL for its sessions.
     pub async fn worker_client(&self, url: &str, concurrency: usize) -> Result<Client> {
         let redacted = absurd_client::db::redact_url(url);
-        let db = absurd_client::db::connect_db(url, self.worker_pool_size(concurrency), self.pooling)
-            .await
-            .with_context(|| format!("cannot connect to {redacted}"))?;
+        let db =
+            absurd_client::db::connect_db(url, self.worker_pool_size(concurrency), self.pooling)
+                .await
+                .with_context(|| format!("cannot connect to {redacted}"))?;
         let mut client = Client::with_db(db);
         if let Some(o) = self.session_options()? {
             client = client.with_session_options(o);
@@ -238,12 +242,7 @@ impl Connections {
                 statement_timeout,
                 self.pooling,
             )
-            .with_context(|| {
-                format!(
-                    "invalid database URL {}",
-                    absurd_client::db::redact_url(u)
-                )
-            })
+            .with_context(|| format!("invalid database URL {}", absurd_client::db::redact_url(u)))
         };
         let mut primary = Client::with_db(open(url)?);
         if let Some(o) = self.session_options()? {
@@ -268,12 +267,8 @@ fn nonempty(s: Option<String>) -> Option<String> {
 }
 
 fn parse_url(what: &str, url: &str) -> Result<PgConnectOptions> {
-    url.parse::<PgConnectOptions>().map_err(|e| {
-        anyhow::anyhow!(
-            "invalid {what} {}: {e}",
-            absurd_client::db::redact_url(url)
-        )
-    })
+    url.parse::<PgConnectOptions>()
+        .map_err(|e| anyhow::anyhow!("invalid {what} {}: {e}", absurd_client::db::redact_url(url)))
 }
 
 fn check_url(what: &str, url: &str) -> Result<()> {
@@ -305,11 +300,23 @@ mod tests {
         assert_eq!(Connections::default().worker_pool_size(500), 64);
 
         for (text, needle) in [
-            ("max_connections = 1", "max_connections must be between 2 and 10000 connections, got 1"),
-            ("api_max_connections = 0", "api_max_connections must be between 2 and 10000 connections, got 0"),
+            (
+                "max_connections = 1",
+                "max_connections must be between 2 and 10000 connections, got 1",
+            ),
+            (
+                "api_max_connections = 0",
+                "api_max_connections must be between 2 and 10000 connections, got 0",
+            ),
             ("max_connections = 20000", "got 20000"),
-            ("pooling = \"statement\"", "\"statement\" is not a pooling mode"),
-            ("listen_url = \"postgresql://u:secret@h:port/x\"", "[database] listen_url postgresql://u:***@h:port/x"),
+            (
+                "pooling = \"statement\"",
+                "\"statement\" is not a pooling mode",
+            ),
+            (
+                "listen_url = \"postgresql://u:secret@h:port/x\"",
+                "[database] listen_url postgresql://u:***@h:port/x",
+            ),
             ("max_conections = 3", "unknown field `max_conections`"),
         ] {
             let e = Connections::from_table(&table(text)).unwrap_err();
@@ -323,7 +330,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("absurd-conn-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("absurd-host.toml");
-        std::fs::write(&path, "[database]\nmax_connections = 5\npooling = \"transaction\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "[database]\nmax_connections = 5\npooling = \"transaction\"\n",
+        )
+        .unwrap();
         let args = ConnectionArgs {
             db_max_connections: Some(9),
             ..ConnectionArgs::default()

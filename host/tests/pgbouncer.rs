@@ -128,18 +128,22 @@ impl Bouncer {
         let child = cmd.spawn().expect("start pgbouncer");
         let bouncer = Bouncer { child, port, log };
         let probe = bouncer.url("postgres");
-        wait_for("pgbouncer to accept connections", Duration::from_secs(30), || {
-            let probe = probe.clone();
-            async move {
-                let mut c = sqlx::PgConnection::connect(&probe).await.ok()?;
-                let one: i32 = sqlx::raw_sql(sqlx::AssertSqlSafe("select 1"))
-                    .fetch_one(&mut c)
-                    .await
-                    .ok()
-                    .map(|r| sqlx::Row::get(&r, 0))?;
-                (one == 1).then_some(())
-            }
-        })
+        wait_for(
+            "pgbouncer to accept connections",
+            Duration::from_secs(30),
+            || {
+                let probe = probe.clone();
+                async move {
+                    let mut c = sqlx::PgConnection::connect(&probe).await.ok()?;
+                    let one: i32 = sqlx::raw_sql(sqlx::AssertSqlSafe("select 1"))
+                        .fetch_one(&mut c)
+                        .await
+                        .ok()
+                        .map(|r| sqlx::Row::get(&r, 0))?;
+                    (one == 1).then_some(())
+                }
+            },
+        )
         .await;
         bouncer
     }
@@ -159,7 +163,12 @@ impl Bouncer {
             .await
             .expect("SHOW STATS");
         rows.iter()
-            .find(|r| sqlx::Row::try_get::<String, _>(*r, "database").ok().as_deref() == Some(database))
+            .find(|r| {
+                sqlx::Row::try_get::<String, _>(*r, "database")
+                    .ok()
+                    .as_deref()
+                    == Some(database)
+            })
             // The admin console answers in text; the counters are numeric.
             .map(|r| {
                 sqlx::Row::try_get_unchecked::<String, _>(r, "total_xact_count")
@@ -215,16 +224,16 @@ async fn run_fleet(bouncer: &Bouncer, db: &TestDb, extra_env: &[(&str, &str)]) -
                 &pooled_url,
                 &config,
                 &[
-                "--queue",
-                QUEUE,
-                "--concurrency",
-                "8",
-                "--poll-interval",
-                "0.1",
-                "--db-pooling",
-                "transaction",
-                "--db-max-connections",
-                "4",
+                    "--queue",
+                    QUEUE,
+                    "--concurrency",
+                    "8",
+                    "--poll-interval",
+                    "0.1",
+                    "--db-pooling",
+                    "transaction",
+                    "--db-max-connections",
+                    "4",
                     "--worker-id",
                     &id,
                 ],
@@ -269,7 +278,10 @@ async fn run_fleet(bouncer: &Bouncer, db: &TestDb, extra_env: &[(&str, &str)]) -
     let logs: String = workers.iter().map(|w| w.log_text()).collect();
     assert_eq!(completed as usize, TASKS, "completed tasks\n{logs}");
     assert_eq!(runs as usize, TASKS, "one run per task\n{logs}");
-    assert_eq!(first_attempts as usize, TASKS, "every run completed on its first attempt");
+    assert_eq!(
+        first_attempts as usize, TASKS,
+        "every run completed on its first attempt"
+    );
     assert_eq!(right_results as usize, TASKS, "every result is [0, 1]");
     eprintln!("{TASKS} tasks completed by {workers_seen} of {WORKERS} workers");
     for w in &workers {
@@ -364,7 +376,10 @@ async fn pooled_workers_complete_every_task_once_listening_on_a_direct_url() {
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    assert_eq!(listening as usize, WORKERS, "one direct LISTEN session per worker");
+    assert_eq!(
+        listening as usize, WORKERS,
+        "one direct LISTEN session per worker"
+    );
     for w in &workers {
         let log = w.log_text();
         assert!(
@@ -379,7 +394,9 @@ async fn a_pooled_worker_with_maintenance_needs_a_listen_url() {
     let db = TestDb::migrated().await;
     let config = temp_file(
         "absurd-host.toml",
-        &format!("{CONFIG}\n[maintenance]\nenabled = true\n[maintenance.retention]\ncompleted = 7\n"),
+        &format!(
+            "{CONFIG}\n[maintenance]\nenabled = true\n[maintenance.retention]\ncompleted = 7\n"
+        ),
     );
     let mut w = start_worker(
         &db.url,
@@ -455,8 +472,13 @@ async fn get(router: &axum::Router, method: &str, path: &str, body: Option<Value
         .await
         .unwrap();
     let status = resp.status().as_u16();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 /// The read-only routes read from the read URL, writes and health go to the database URL.
@@ -494,7 +516,10 @@ async fn the_api_reads_from_the_read_url_and_writes_to_the_database_url() {
         None,
     )
     .await;
-    assert_eq!(status, 200, "the task that exists only on the read URL: {body}");
+    assert_eq!(
+        status, 200,
+        "the task that exists only on the read URL: {body}"
+    );
     let (status, body) = get(
         &router,
         "POST",
@@ -508,8 +533,8 @@ async fn the_api_reads_from_the_read_url_and_writes_to_the_database_url() {
         sqlx::query_scalar("select count(*) from absurd.t_bounced where task_id = $1::uuid")
             .bind(&spawned)
             .fetch_one(&primary.pool)
-    .await
-    .unwrap();
+            .await
+            .unwrap();
     assert_eq!(on_primary, 1, "the write went to the database URL");
     let (status, body) = get(&router, "GET", "/api/absurd/health", None).await;
     assert_eq!(status, 200, "{body}");
@@ -521,7 +546,10 @@ async fn the_api_reads_from_the_read_url_and_writes_to_the_database_url() {
     .fetch_one(&primary.pool)
     .await
     .unwrap();
-    assert!(read_sessions >= 1, "the read pool's sessions are on the replica");
+    assert!(
+        read_sessions >= 1,
+        "the read pool's sessions are on the replica"
+    );
     let (misrouted,): (i64,) = sqlx::query_as(
         "select count(*) from pg_stat_activity where application_name = 'absurd-api-read' and datname = $1",
     )

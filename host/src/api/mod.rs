@@ -177,8 +177,7 @@ impl ApiSettings {
     /// as `api-read`.
     pub fn set_read_client(&mut self, reads: Option<Client>) {
         if let Some(c) = &reads {
-            self.extra_pools
-                .push(("api-read".into(), c.pool().clone()));
+            self.extra_pools.push(("api-read".into(), c.pool().clone()));
         }
         self.read_client = reads;
     }
@@ -370,7 +369,10 @@ pub fn router_until(
     let mut r: Router<AppState> = Router::new();
     for (method, path) in ROUTES {
         if reads_from_replica(method, path) {
-            r = r.route(path, method_router(method, path).with_state(read_state.clone()));
+            r = r.route(
+                path,
+                method_router(method, path).with_state(read_state.clone()),
+            );
         } else {
             r = r.route(path, method_router(method, path));
         }

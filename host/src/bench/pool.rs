@@ -184,7 +184,9 @@ impl Bouncer {
             None => o.get_host().to_string(),
         };
         let user = o.get_username().to_string();
-        let dir = tempfile::Builder::new().prefix("absurd-bench-pgbouncer-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("absurd-bench-pgbouncer-")
+            .tempdir()?;
         let root = rustix::process::geteuid().is_root();
         if root {
             use std::os::unix::fs::PermissionsExt;
@@ -192,7 +194,9 @@ impl Bouncer {
         }
         let users = dir.path().join("users.txt");
         std::fs::write(&users, format!("\"{user}\" \"\"\n"))?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let ini = dir.path().join("pgbouncer.ini");
         std::fs::write(
             &ini,
@@ -224,7 +228,10 @@ impl Bouncer {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if sqlx::PgConnection::connect(&b.url("postgres")).await.is_ok() {
+            if sqlx::PgConnection::connect(&b.url("postgres"))
+                .await
+                .is_ok()
+            {
                 return Ok(b);
             }
             if Instant::now() > deadline {
@@ -235,7 +242,10 @@ impl Bouncer {
     }
 
     fn url(&self, database: &str) -> String {
-        format!("postgres://{}@127.0.0.1:{}/{database}", self.user, self.port)
+        format!(
+            "postgres://{}@127.0.0.1:{}/{database}",
+            self.user, self.port
+        )
     }
 }
 
