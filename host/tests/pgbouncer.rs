@@ -26,6 +26,8 @@ use tower::ServiceExt;
 
 const QUEUE: &str = "bounced";
 const TASKS: usize = 300;
+/// Tasks that fail for good (and go to the dead-letter queue), beside them.
+const FAILS: usize = 20;
 const WORKERS: usize = 4;
 
 /// The pgbouncer binary, installing Debian's package through `scripts/setup-pgbouncer` when
@@ -197,11 +199,17 @@ const CONFIG: &str = r#"
 [tasks.steps]
 kind = "builtin"
 builtin = "steps"
+
+[tasks.fail]
+kind = "builtin"
+builtin = "fail"
 "#;
 
-/// Spawns [`TASKS`] `steps` tasks (two checkpoints each, one attempt allowed), runs
-/// [`WORKERS`] worker processes on them through `bouncer`, and checks that every task
-/// completed exactly once, with its result.
+/// Spawns [`TASKS`] `steps` tasks (two checkpoints each, one attempt allowed) and [`FAILS`]
+/// `fail` tasks (three attempts allowed, failing for good at the first), runs [`WORKERS`]
+/// worker processes on them through `bouncer`, and checks that every `steps` task completed
+/// exactly once, with its result, and every `fail` task failed once and reached the
+/// dead-letter queue once.
 async fn run_fleet(bouncer: &Bouncer, db: &TestDb, extra_env: &[(&str, &str)]) -> Vec<WorkerProc> {
     let client = Client::new(db.pool.clone());
     client.create_queue(QUEUE).await.unwrap();
@@ -214,6 +222,17 @@ async fn run_fleet(bouncer: &Bouncer, db: &TestDb, extra_env: &[(&str, &str)]) -
     };
     let spawned = client.spawn_batch(QUEUE, &tasks, &options).await.unwrap();
     assert_eq!(spawned.len(), TASKS);
+    let fails: Vec<(String, Value)> = (0..FAILS)
+        .map(|i| ("fail".to_string(), json!({"permanent": true, "i": i})))
+        .collect();
+    let fail_options = SpawnOptions {
+        max_attempts: Some(3),
+        ..Default::default()
+    };
+    client
+        .spawn_batch(QUEUE, &fails, &fail_options)
+        .await
+        .unwrap();
 
     let config = temp_file("absurd-host.toml", CONFIG);
     let pooled_url = bouncer.url(&db.name);
@@ -254,19 +273,20 @@ async fn run_fleet(bouncer: &Bouncer, db: &TestDb, extra_env: &[(&str, &str)]) -
                 .fetch_one(&pool)
                 .await
                 .ok()?;
-                (finished as usize == TASKS).then_some(finished)
+                (finished as usize == TASKS + FAILS).then_some(finished)
             }
         },
     )
     .await;
-    assert_eq!(done as usize, TASKS);
+    assert_eq!(done as usize, TASKS + FAILS);
 
     // Exactly once: every task completed, each with one run (its first attempt), and every
     // result is what the task computes.
     let (completed, runs, first_attempts, right_results, workers_seen): (i64, i64, i64, i64, i64) =
         sqlx::query_as(
             "select (select count(*) from absurd.t_bounced where state = 'completed'),
-                    (select count(*) from absurd.r_bounced),
+                    (select count(*) from absurd.r_bounced r join absurd.t_bounced t using (task_id)
+                      where t.task_name = 'steps'),
                     (select count(*) from absurd.r_bounced where attempt = 1 and state = 'completed'),
                     (select count(*) from absurd.t_bounced
                       where completed_payload = '[0, 1]'::jsonb),
@@ -284,6 +304,38 @@ async fn run_fleet(bouncer: &Bouncer, db: &TestDb, extra_env: &[(&str, &str)]) -
     );
     assert_eq!(right_results as usize, TASKS, "every result is [0, 1]");
     eprintln!("{TASKS} tasks completed by {workers_seen} of {WORKERS} workers");
+    // The failures: each task failed at its one run, and was copied to the dead-letter queue
+    // once.
+    let (failed, fail_runs): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from absurd.t_bounced where state = 'failed' and task_name = 'fail'),
+                (select count(*) from absurd.r_bounced r join absurd.t_bounced t using (task_id)
+                  where t.task_name = 'fail')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(failed as usize, FAILS, "failed tasks\n{logs}");
+    assert_eq!(fail_runs as usize, FAILS, "one run per failed task\n{logs}");
+    wait_for(
+        "every failed task in the dead-letter queue",
+        Duration::from_secs(60),
+        || {
+            let pool = db.pool.clone();
+            async move {
+                let n: i64 = sqlx::query_scalar(r#"select count(*) from absurd."t_bounced-dlq""#)
+                    .fetch_one(&pool)
+                    .await
+                    .ok()?;
+                (n as usize >= FAILS).then_some(())
+            }
+        },
+    )
+    .await;
+    let dead: i64 = sqlx::query_scalar(r#"select count(*) from absurd."t_bounced-dlq""#)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(dead as usize, FAILS, "each failed task dead-lettered once");
     for w in &workers {
         let log = w.log_text();
         assert!(
