@@ -611,3 +611,60 @@ async fn the_api_reads_from_the_read_url_and_writes_to_the_database_url() {
     .unwrap();
     assert_eq!(misrouted, 0);
 }
+
+/// The API through PgBouncer in transaction mode: spawning and reading work, and its
+/// `statement_timeout` holds in every transaction (a `set local`, not a session's `SET`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_works_through_pgbouncer_with_its_statement_timeout() {
+    let Some(binary) = pgbouncer_binary() else {
+        return;
+    };
+    let bouncer = Bouncer::start(&binary).await;
+    let db = TestDb::migrated().await;
+    Client::new(db.pool.clone())
+        .create_queue(QUEUE)
+        .await
+        .unwrap();
+    let connections = absurd_host::connections::Connections {
+        pooling: absurd_client::pooling::Pooling::Transaction,
+        ..Default::default()
+    };
+    let mut settings = ApiSettings::default();
+    settings.statement_timeout = Duration::from_millis(4321);
+    let clients = connections
+        .api_clients(&bouncer.url(&db.name), settings.statement_timeout)
+        .unwrap();
+    for _ in 0..20 {
+        let shown: String = sqlx::query_scalar("show statement_timeout")
+            .fetch_one(clients.primary.db())
+            .await
+            .unwrap();
+        assert_eq!(shown, "4321ms");
+    }
+    let router = absurd_host::api::router(clients.primary, settings, Counters::default());
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let (status, body) = get(
+            &router,
+            "POST",
+            "/api/absurd/tasks",
+            Some(json!({"task_name": "steps", "queue_name": QUEUE, "params": {"i": i}})),
+        )
+        .await;
+        assert!(status == 200 || status == 201, "{status} {body}");
+        ids.push(body["task_id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        let (status, body) = get(
+            &router,
+            "GET",
+            &format!("/api/absurd/tasks/{id}?queue_name={QUEUE}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = get(&router, "GET", "/api/absurd/health", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(bouncer.transactions(&db.name).await >= 40);
+}
