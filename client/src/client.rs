@@ -109,6 +109,13 @@ impl Client {
     /// `absurd.get_schema_version()`, or `None` when the database has no absurd schema.
     pub async fn schema_version(&self) -> Result<Option<String>> {
         let db = |e| ClientError::from_sqlx(e, None);
+        if self.pool.pooling() == Pooling::Direct {
+            return crate::db::schema_version(self.pool.pool())
+                .await
+                .map_err(db);
+        }
+        // Two statements on one connection: in a transaction, so that a pooler in
+        // transaction mode keeps them on one server connection.
         let mut tx = self.pool.begin().await.map_err(db)?;
         let v = crate::db::schema_version_on(&mut tx).await.map_err(db)?;
         tx.commit().await.map_err(db)?;

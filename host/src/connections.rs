@@ -193,6 +193,26 @@ impl Connections {
         })
     }
 
+    /// One line for `absurd-host check` and the log.
+    pub fn describe(&self, concurrency: usize) -> String {
+        format!(
+            "worker pool of {} connections, API pool of {}, pooling {}, {}, {}",
+            self.worker_pool_size(concurrency),
+            self.api_max_connections,
+            self.pooling.as_str(),
+            match (&self.listen_url, self.pooling) {
+                (Some(_), _) => "LISTEN on the direct listen URL",
+                (None, Pooling::Direct) => "LISTEN on a pool connection",
+                (None, Pooling::Transaction) => "no LISTEN: claims on the poll interval",
+            },
+            if self.api_read_url.is_some() {
+                "API reads from the read URL"
+            } else {
+                "API reads from the database URL"
+            }
+        )
+    }
+
     /// The session options (`listen_url`), parsed.
     fn session_options(&self) -> Result<Option<PgConnectOptions>> {
         self.listen_url

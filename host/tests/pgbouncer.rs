@@ -629,8 +629,10 @@ async fn the_api_works_through_pgbouncer_with_its_statement_timeout() {
         pooling: absurd_client::pooling::Pooling::Transaction,
         ..Default::default()
     };
-    let mut settings = ApiSettings::default();
-    settings.statement_timeout = Duration::from_millis(4321);
+    let settings = ApiSettings {
+        statement_timeout: Duration::from_millis(4321),
+        ..Default::default()
+    };
     let clients = connections
         .api_clients(&bouncer.url(&db.name), settings.statement_timeout)
         .unwrap();
