@@ -83,7 +83,8 @@ impl Client {
                 .connect_lazy_with(o.clone())),
             (None, Pooling::Direct) => Ok(self.pool.pool().clone()),
             (None, Pooling::Transaction) => Err(ClientError::Unavailable(
-                "LISTEN needs a session of its own, and this client's connections go through a                  pooler in transaction mode: give a direct connection (ABSURD_LISTEN_URL)"
+                "LISTEN needs a session of its own, and this client's connections go through a \
+                 pooler in transaction mode: give a direct connection (ABSURD_LISTEN_URL)"
                     .into(),
             )),
         }

@@ -4,7 +4,9 @@
 //! Three things wake a claimer:
 //! * a notification on the `absurd_wakeup` channel (payload: the queue name), sent by our
 //!   schema's functions whenever they make a run claimable now, received on one dedicated
-//!   `LISTEN` connection that is re-established after a drop;
+//!   `LISTEN` connection that is re-established after a drop (a direct one, from
+//!   `ABSURD_LISTEN_URL`, when the pool goes through a transaction-mode pooler; without it
+//!   there is none, and the poll interval does the waking);
 //! * a timer set to the earliest `available_at` of the queue's waiting runs (sleeping tasks,
 //!   retry back-offs), so they start on time without waiting for a poll tick;
 //! * the poll interval (`ABSURD_WORKER_POLL_INTERVAL`), the fallback for schemas that do not
