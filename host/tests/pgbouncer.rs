@@ -670,3 +670,53 @@ async fn the_api_works_through_pgbouncer_with_its_statement_timeout() {
     assert_eq!(status, 200, "{body}");
     assert!(bouncer.transactions(&db.name).await >= 40);
 }
+
+/// Explicit transactions (`Db::begin`, what schedule firing and permanent failures use) and
+/// single statements with parameters, from many tasks at once, through PgBouncer's four
+/// server connections: every statement gets its own parameters back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_and_statements_from_many_clients_through_pgbouncer() {
+    let Some(binary) = pgbouncer_binary() else {
+        return;
+    };
+    let bouncer = Bouncer::start(&binary).await;
+    let db = TestDb::migrated().await;
+    let pooled = absurd_client::db::connect_db(
+        &bouncer.url(&db.name),
+        16,
+        absurd_client::pooling::Pooling::Transaction,
+    )
+    .await
+    .unwrap();
+    let mut jobs = tokio::task::JoinSet::new();
+    for job in 0..16i64 {
+        let pooled = pooled.clone();
+        jobs.spawn(async move {
+            for round in 0..20i64 {
+                let mut tx = pooled.begin().await.unwrap();
+                for k in 0..3i64 {
+                    let want = job * 10_000 + round * 10 + k;
+                    let (got, text): (i64, String) = sqlx::query_as("select $1::int8, $2::text")
+                        .bind(want)
+                        .bind(want.to_string())
+                        .fetch_one(&mut *tx)
+                        .await
+                        .unwrap();
+                    assert_eq!((got, text), (want, want.to_string()));
+                }
+                tx.commit().await.unwrap();
+                let want = -(job * 10_000 + round);
+                let got: i64 = sqlx::query_scalar("select $1::int8")
+                    .bind(want)
+                    .fetch_one(&pooled)
+                    .await
+                    .unwrap();
+                assert_eq!(got, want);
+            }
+        });
+    }
+    while let Some(r) = jobs.join_next().await {
+        r.unwrap();
+    }
+    assert!(bouncer.transactions(&db.name).await >= 16 * 20 * 2);
+}
