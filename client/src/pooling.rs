@@ -8,7 +8,11 @@
 //! the statement it prepares (`sqlx_s_<n>`, counted per client connection) even when its
 //! statement cache is off. Outside a transaction the two exchanges can land on different
 //! server connections ("prepared statement does not exist"), and a name can already exist on
-//! the server connection another client left ("already exists"). So in `Transaction` mode:
+//! the server connection another client left ("already exists"). Turning the statement cache
+//! off (`statement_cache_capacity(0)`) is not enough with sqlx 0.9: sixteen clients through a
+//! PgBouncer 1.18 of four server connections fail at once with `prepared statement "sqlx_s_1"
+//! already exists` (tried with `host/tests/pgbouncer.rs`'s many-clients test). So in
+//! `Transaction` mode:
 //!
 //! * the statement cache is off ([`pooled_options`]), so nothing is expected to survive on a
 //!   server connection;
