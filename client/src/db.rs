@@ -97,6 +97,60 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .await
 }
 
+/// Opens a pool of at most `max_connections` whose connections reach the server as `pooling`
+/// says (see [`crate::pooling`]); connects one connection at once, so that a wrong URL fails
+/// here.
+pub async fn connect_db(
+    url: &str,
+    max_connections: u32,
+    pooling: crate::pooling::Pooling,
+) -> Result<crate::pooling::Db, sqlx::Error> {
+    let mut opts: PgConnectOptions = url.parse()?;
+    if pooling == crate::pooling::Pooling::Transaction {
+        opts = crate::pooling::pooled_options(opts);
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(false)
+        .connect_with(opts)
+        .await?;
+    Ok(crate::pooling::Db::new(pool, pooling))
+}
+
+/// [`lazy_pool_with_statement_timeout`] whose connections reach the server as `pooling` says:
+/// in `Transaction` mode the timeout is a `set local` in every transaction's opening
+/// statement instead of a session's `SET`.
+pub fn lazy_db_with_statement_timeout(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    statement_timeout: Duration,
+    pooling: crate::pooling::Pooling,
+) -> Result<crate::pooling::Db, sqlx::Error> {
+    use crate::pooling::{pooled_options, Db, Pooling};
+    match pooling {
+        Pooling::Direct => Ok(Db::direct(lazy_pool_with_statement_timeout(
+            url,
+            max_connections,
+            acquire_timeout,
+            statement_timeout,
+        )?)),
+        Pooling::Transaction => {
+            let opts = pooled_options(url.parse()?);
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(acquire_timeout)
+                .connect_lazy_with(opts);
+            let set = format!(
+                "statement_timeout = {}",
+                statement_timeout.as_millis().clamp(1, i32::MAX as u128)
+            );
+            Ok(Db::with_begin(pool, Pooling::Transaction, Some(&set)))
+        }
+    }
+}
+
 /// Opens a pool without connecting yet (the first use connects), for a server that must start
 /// while the database is unreachable. A use waits at most `acquire_timeout` for a connection.
 ///

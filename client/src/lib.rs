@@ -91,6 +91,7 @@ pub mod live;
 pub mod maintenance;
 pub mod measure;
 pub mod monitor;
+pub mod pooling;
 pub mod protocol;
 pub mod schedules;
 pub mod seed;

@@ -19,7 +19,7 @@ impl Client {
     /// Opens a connection of its own for wake-up notifications; [`WakeupListener::listen`]
     /// then subscribes it.
     pub async fn wakeup_listener(&self) -> Result<WakeupListener, ClientError> {
-        let listener = PgListener::connect_with(&self.pool)
+        let listener = PgListener::connect_with(&self.listener_pool()?)
             .await
             .map_err(|e| ClientError::from_sqlx(e, None))?;
         Ok(WakeupListener { listener })

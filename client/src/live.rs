@@ -169,7 +169,7 @@ impl Client {
     /// Opens a connection of its own for live-update notifications; [`LiveListener::listen`]
     /// then subscribes it.
     pub async fn live_listener(&self) -> Result<LiveListener> {
-        let listener = PgListener::connect_with(&self.pool)
+        let listener = PgListener::connect_with(&self.listener_pool()?)
             .await
             .map_err(|e| ClientError::from_sqlx(e, None))?;
         Ok(LiveListener { listener })

@@ -131,7 +131,16 @@ impl Client {
     /// waiting. `None` when another session holds it. The lock lasts as long as the returned
     /// [`Leadership`]'s connection: dropping it, or the process dying, hands it on.
     pub async fn try_lead_maintenance(&self) -> Result<Option<Leadership>> {
-        let options = self.pool.connect_options();
+        // A session of its own: never one behind a transaction-mode pooler, where the lock
+        // would stay on whatever server connection the pooler lent.
+        let options = self.session_options().ok_or_else(|| {
+            ClientError::InvalidInput(
+                "the maintenance leader needs a direct session (a session-level advisory \
+                 lock), and this client's connections go through a pooler in transaction \
+                 mode: give a direct connection (ABSURD_LISTEN_URL)"
+                    .into(),
+            )
+        })?;
         let mut conn = PgConnection::connect_with(&options)
             .await
             .map_err(|e| ClientError::from_sqlx(e, None))?;

@@ -4,7 +4,9 @@
 //! Three things wake a claimer:
 //! * a notification on the `absurd_wakeup` channel (payload: the queue name), sent by our
 //!   schema's functions whenever they make a run claimable now, received on one dedicated
-//!   `LISTEN` connection that is re-established after a drop;
+//!   `LISTEN` connection that is re-established after a drop (a direct one, from
+//!   `ABSURD_LISTEN_URL`, when the pool goes through a transaction-mode pooler; without it
+//!   there is none, and the poll interval does the waking);
 //! * a timer set to the earliest `available_at` of the queue's waiting runs (sleeping tasks,
 //!   retry back-offs), so they start on time without waiting for a poll tick;
 //! * the poll interval (`ABSURD_WORKER_POLL_INTERVAL`), the fallback for schemas that do not
@@ -71,6 +73,15 @@ impl Wakeups {
     /// Listens for wake-up notifications until `stop`; reconnects after a dropped connection
     /// and then wakes every claimer, since notifications sent meanwhile are lost.
     pub async fn listen(self, client: Client, stop: CancellationToken) {
+        if !client.can_listen() {
+            // Behind a transaction-mode pooler a LISTEN would stay on whatever server
+            // connection the pooler lent; without a direct URL, the poll interval wakes us.
+            info!(
+                "connections go through a pooler in transaction mode and no direct listen URL \
+                 is set: no wake-up notifications, claiming on the poll interval"
+            );
+            return;
+        }
         let mut down_since: Option<tokio::time::Instant> = None;
         loop {
             let mut listener = match client.wakeup_listener().await {

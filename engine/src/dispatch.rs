@@ -53,6 +53,10 @@ pub struct HostConfig {
     /// and the CLI start them); the engine does not look at them.
     #[serde(default)]
     pub workflows: toml::Table,
+    /// Connections to PostgreSQL (`[database]`: pool sizes, pooling mode, the direct listen
+    /// URL, the API's read URL), read by the host's `connections` module.
+    #[serde(default)]
+    pub database: Option<toml::Table>,
 }
 
 /// One `[tasks.<name>]` table: the keys every kind shares, plus the kind's own keys.

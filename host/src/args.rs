@@ -128,6 +128,8 @@ pub struct WorkerArgs {
     pub api: bool,
     #[command(flatten)]
     pub api_args: ApiArgs,
+    #[command(flatten)]
+    pub connections: crate::connections::ConnectionArgs,
 }
 
 impl WorkerArgs {

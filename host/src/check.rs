@@ -132,6 +132,18 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<bool> {
     };
 
     check_host_config(&mut report, args.worker.config.as_deref());
+    let concurrency = config.as_ref().map_or(4, |(_, s)| s.concurrency);
+    match crate::connections::Connections::resolve(
+        &args.worker.connections,
+        args.worker.config.as_deref(),
+    ) {
+        Ok(c) => report.ok("connections", c.describe(concurrency)),
+        Err(e) => report.fail(
+            "connections",
+            format!("{e:#}"),
+            "fix the flag, ABSURD_* variable or [database] key it names (README, \"Connections\")",
+        ),
+    }
 
     if !args.no_database {
         let url = global

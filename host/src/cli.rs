@@ -219,8 +219,11 @@ absurd-host maintain --config /etc/absurd-host/absurd-host.toml --json"
 pub struct ServeArgs {
     #[command(flatten)]
     pub api: ApiArgs,
+    #[command(flatten)]
+    pub connections: crate::connections::ConnectionArgs,
     /// Host configuration file (absurd-host.toml): its `[workflows.<name>]` are the workflows
-    /// `POST /api/absurd/workflows` and `POST /api/absurd/groups` start by name.
+    /// `POST /api/absurd/workflows` and `POST /api/absurd/groups` start by name, and its
+    /// `[database]` section gives the defaults of the connection flags.
     #[arg(long, env = "ABSURD_HOST_CONFIG", value_name = "PATH")]
     pub config: Option<std::path::PathBuf>,
 }
@@ -1239,11 +1242,21 @@ pub async fn run_worker(
     }
     let url = config.database_url_or_default().to_string();
     let redacted = absurd_client::db::redact_url(&url);
-    // Claimers, lease renewal, settling and the listener share the pool; size it to the load.
-    let pool = absurd_client::db::connect(&url, (settings.concurrency as u32 + 4).min(64))
-        .await
-        .with_context(|| format!("cannot connect to {redacted}"))?;
-    let client = Client::new(pool);
+    let connections =
+        crate::connections::Connections::resolve(&args.connections, args.config.as_deref())?;
+    let maintenance = crate::maintain::Settings::load(args.config.as_ref())?;
+    connections.check_maintenance(maintenance.enabled)?;
+    // Claimers, lease renewal, settling and (without a listen URL) the listener share the
+    // pool; by default it is sized to the load.
+    let client = connections
+        .worker_client(&url, settings.concurrency)
+        .await?;
+    tracing::info!(
+        max_connections = connections.worker_pool_size(settings.concurrency),
+        pooling = connections.pooling.as_str(),
+        listen_url = connections.listen_url.is_some(),
+        "worker pool"
+    );
     match client.schema_version().await? {
         Some(v) => tracing::info!(schema_version = %v, database = %redacted, "connected"),
         None => bail!(
@@ -1258,7 +1271,6 @@ pub async fn run_worker(
     let scheduler = start_scheduler(args, &client, &schedules, &settings, &shutdown).await?;
     let counters = absurd_engine::metrics::Counters::default();
     // Maintenance: a candidate for the database's one maintaining worker, if configured.
-    let maintenance = crate::maintain::Settings::load(args.config.as_ref())?;
     let maintainer = maintenance.enabled.then(|| {
         tokio::spawn(crate::maintain::lead_when_elected(
             client.clone(),
@@ -1292,8 +1304,10 @@ pub async fn run_worker(
     api_settings
         .extra_pools
         .push(("worker".into(), client.pool().clone()));
+    let clients = connections.api_clients(&url, api_settings.statement_timeout)?;
+    api_settings.set_read_client(clients.reads);
     let listener = crate::api::bind(&api_settings).await?;
-    let api_client = Client::new(crate::api::lazy_pool(&url, api_settings.statement_timeout)?);
+    let api_client = clients.primary;
     let api = tokio::spawn(crate::api::serve_on(
         listener,
         api_client,
@@ -1416,7 +1430,12 @@ pub async fn run_serve(
         .clone()
         .or_else(|| config.database_url.clone())
         .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
-    let client = Client::new(crate::api::lazy_pool(&url, settings.statement_timeout)?);
+    let connections =
+        crate::connections::Connections::resolve(&args.connections, args.config.as_deref())?;
+    let clients = connections.api_clients(&url, settings.statement_timeout)?;
+    let mut settings = settings;
+    settings.set_read_client(clients.reads);
+    let client = clients.primary;
     let redacted = absurd_client::db::redact_url(&url);
     match tokio::time::timeout(Duration::from_secs(5), client.schema_version()).await {
         Ok(Ok(Some(v))) => tracing::info!(schema_version = %v, database = %redacted, "connected"),

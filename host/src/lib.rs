@@ -28,6 +28,7 @@ pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod devmode;
 pub mod embedded;
 pub mod maintain;

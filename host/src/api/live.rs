@@ -315,7 +315,17 @@ impl Hub {
                 return;
             }
             let outcome = match self.client.live_updates_supported().await {
-                Ok(true) => self.listen(&mut idle_since).await,
+                Ok(true) if self.client.can_listen() => self.listen(&mut idle_since).await,
+                Ok(true) => {
+                    tracing::warn!(
+                        "live updates: the database URL goes through a pooler in transaction mode \
+                         and no ABSURD_LISTEN_URL gives a direct session to LISTEN on: task_update \
+                         messages are not sent, and queue_stats_update comes from polling queue \
+                         statistics every {:?}",
+                        self.settings.poll_interval
+                    );
+                    self.poll(&mut idle_since).await
+                }
                 Ok(false) => {
                     tracing::warn!(
                         "live updates: this database's absurd schema has no live-update triggers \

@@ -132,6 +132,9 @@ pub struct ApiSettings {
     /// The named workflows `POST /workflows` and `POST /groups` start (`[workflows.<name>]`
     /// of the configuration file given with `--config`).
     pub workflows: Arc<crate::workflow::Workflows>,
+    /// Where the read-only routes read (`ABSURD_API_READ_URL`, e.g. a replica); `None`: the
+    /// client the API writes with. Health, writes and live updates always use that one.
+    pub read_client: Option<Client>,
 }
 
 impl ApiSettings {
@@ -175,7 +178,17 @@ impl ApiSettings {
             enabled: true,
             live: live::LiveSettings::default(),
             workflows: Arc::default(),
+            read_client: None,
         }
+    }
+
+    /// Sends the read-only routes to `reads` (when given), whose pool `/metrics` then reports
+    /// as `api-read`.
+    pub fn set_read_client(&mut self, reads: Option<Client>) {
+        if let Some(c) = &reads {
+            self.extra_pools.push(("api-read".into(), c.pool().clone()));
+        }
+        self.read_client = reads;
     }
 
     /// Refuses to expose the API off this machine without a token.
@@ -323,6 +336,15 @@ fn method_router(method: &str, path: &str) -> MethodRouter<AppState> {
     }
 }
 
+/// Whether a route reads from [`ApiSettings::read_client`]: every `GET` of `ROUTES` but the
+/// health checks and the Prometheus metrics (which report the primary, the database the
+/// workers use, and the API's own pools).
+pub fn reads_from_replica(method: &str, path: &str) -> bool {
+    method == "GET"
+        && !path.starts_with(HEALTH_PATH)
+        && !matches!(path, "/metrics" | "/api/absurd/metrics/prometheus")
+}
+
 /// The router, with the security layers.
 pub fn router(client: Client, settings: ApiSettings, counters: Counters) -> Router {
     router_until(client, settings, counters, CancellationToken::new())
@@ -349,9 +371,24 @@ pub fn router_until(
         started: Instant::now(),
         settings: Arc::new(settings),
     };
+    let read_state = AppState {
+        client: state
+            .settings
+            .read_client
+            .clone()
+            .unwrap_or_else(|| state.client.clone()),
+        ..state.clone()
+    };
     let mut r: Router<AppState> = Router::new();
     for (method, path) in ROUTES {
-        r = r.route(path, method_router(method, path));
+        if reads_from_replica(method, path) {
+            r = r.route(
+                path,
+                method_router(method, path).with_state(read_state.clone()),
+            );
+        } else {
+            r = r.route(path, method_router(method, path));
+        }
     }
     // The live-update streams: not in ROUTES nor the OpenAPI document (see `live`).
     r = r.route(live::WS_PATH, get(live::websocket));

@@ -44,6 +44,11 @@ impl Server {
         })
     }
 
+    /// The pool on the server's admin database (for `pg_stat_activity` readings).
+    pub fn admin(&self) -> &PgPool {
+        &self.admin
+    }
+
     pub async fn version(&self) -> String {
         absurd_client::db::server_version(&self.admin)
             .await
@@ -254,6 +259,15 @@ pub struct WorkerSpec<'a> {
 
 impl WorkerProc {
     pub fn start(spec: &WorkerSpec) -> Result<WorkerProc> {
+        Self::start_with(spec, &[], &[])
+    }
+
+    /// [`WorkerProc::start`] with more arguments and environment variables.
+    pub fn start_with(
+        spec: &WorkerSpec,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<WorkerProc> {
         let exe = std::env::current_exe().context("cannot find the absurd-host executable")?;
         let log = std::env::temp_dir().join(format!("{}.log", spec.worker_id.replace(':', "-")));
         let url = with_param(spec.url, "application_name", spec.app);
@@ -270,6 +284,8 @@ impl WorkerProc {
             // The default log level, as in production.
             .env_remove("ABSURD_LOG")
             .env_remove("ABSURD_QUEUE_NAME")
+            .args(args)
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)

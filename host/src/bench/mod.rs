@@ -9,6 +9,8 @@
 //! * [`latency`]: pickup latency of an idle worker;
 //! * [`pgcost`]: Postgres backend CPU per task, our schema against the upstream one;
 //! * [`memory`]: worker RSS with many tasks in flight, and its drift over many tasks;
+//! * [`pool`]: many worker processes on one database, straight and through PgBouncer:
+//!   tasks/s and the PostgreSQL connections they hold;
 //! * [`sandbox`]: per-run sandbox overhead, component load time, epoch and fuel cost, and
 //!   timeout precision (in this process, no database).
 //!
@@ -19,6 +21,7 @@ pub mod env;
 pub mod latency;
 pub mod memory;
 pub mod pgcost;
+pub mod pool;
 pub mod report;
 pub mod sandbox;
 pub mod throughput;
@@ -80,6 +83,9 @@ pub enum Scenario {
     Backlog,
     /// Worker RSS with many tasks in flight, and its drift.
     Memory,
+    /// 1, 4 and 16 worker processes (1 and 4 with --quick), straight and through PgBouncer in
+    /// transaction mode: tasks/s and peak PostgreSQL connections.
+    Pool,
     /// Per-run sandbox overhead, load time, epoch/fuel cost, timeout precision.
     Sandbox,
 }
@@ -198,6 +204,7 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<bool> {
             Scenario::PgCost => pgcost::pg_cost(&server, &plan, absurdctl.as_deref()).await,
             Scenario::Backlog => throughput::backlog(&server, &plan).await,
             Scenario::Memory => memory::memory(&server, &plan).await,
+            Scenario::Pool => pool::pool(&server, &plan, &db.url).await,
             Scenario::Sandbox => {
                 sandbox::run(&sandbox::SandboxBenchOptions {
                     components_dir: plan.components.clone(),
