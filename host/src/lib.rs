@@ -18,11 +18,13 @@
 //! * [`devmode`]: `absurd-host dev` and `demo`, on [`embedded`] PostgreSQL when no database
 //!   is given;
 //! * [`check`]: `absurd-host check`, validating a worker's configuration without running it;
-//! * [`bench`]: `absurd-host bench`, the benchmark.
+//! * [`bench`]: `absurd-host bench`, the benchmark;
+//! * [`buildpy`]: `absurd-host build-py`, building Python task components.
 
 pub mod api;
 pub mod args;
 pub mod bench;
+pub mod buildpy;
 pub mod check;
 pub mod cli;
 pub mod config;
