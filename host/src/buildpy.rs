@@ -27,6 +27,9 @@ use sha2::{Digest, Sha256};
 /// The componentize-py release this host builds with (the newest on PyPI when pinned).
 pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
 
+/// The CPython inside componentize-py 0.25.1's components: requirements are resolved for it.
+pub const GUEST_PYTHON_VERSION: &str = "3.14";
+
 /// The WIT world the components target: this host's own copy.
 pub const WIT_TASK: &str = include_str!("../../wit/task.wit");
 
@@ -401,6 +404,7 @@ fn install_requirements(tool: &Path, req: &Path, deps: &Path, quiet: bool) -> Re
     cmd.args(["-m", "pip", "install", "--disable-pip-version-check", "--quiet"])
         .args(["--no-compile", "--only-binary=:all:", "--platform", "any"])
         .args(["--implementation", "py", "--abi", "none"])
+        .args(["--python-version", GUEST_PYTHON_VERSION])
         .arg("--target")
         .arg(deps)
         .arg("-r")
