@@ -4,8 +4,10 @@ contain it with the same failure as the Rust zoo (examples/zoo). ``params.mode``
 | mode | what it does | expected host outcome |
 |---|---|---|
 | infinite-loop | spins forever | $Timeout (or $OutOfFuel under a fuel budget) |
-| deep-recursion | unbounded Python recursion, recursion limit lifted | $Trap, cause "stack overflow" |
+| deep-recursion | unbounded Python recursion; CPython's guard raises RecursionError | $Trap, cause "stack overflow" |
+| deep-recursion, ``"unlimited": true`` | the same with the recursion limit lifted: frames fill the heap | $MemoryLimit |
 | memory-bomb | keeps 1 MiB blocks until allocation fails | $MemoryLimit |
+| huge-allocation | one step allocates ``bytes`` (default 1 GiB) at once | $MemoryLimit |
 | huge-result | returns a string of ``bytes`` (default 64 MiB) | $ResultTooLarge |
 | log-flood | ``lines`` log records plus ``bytes`` to stdout and stderr | completes; logs truncated |
 | read-passwd | opens /etc/passwd | completes, reporting the denial |
@@ -36,12 +38,16 @@ def zoo(params, ctx):
         while True:
             x = (x * 6364136223846793005 + 1) & 0xFFFFFFFFFFFFFFFF
     if mode == "deep-recursion":
-        sys.setrecursionlimit(1_000_000_000)
+        if params.get("unlimited"):
+            sys.setrecursionlimit(1_000_000_000)
         return {"depth": recurse(0)}
     if mode == "memory-bomb":
         hoard = []
         while True:
             hoard.append(bytearray(MIB))
+    if mode == "huge-allocation":
+        size = params.get("bytes", 1024 * MIB)
+        return ctx.step("allocate", lambda: len(bytearray(size)))
     if mode == "huge-result":
         return "x" * params.get("bytes", 64 * MIB)
     if mode == "log-flood":

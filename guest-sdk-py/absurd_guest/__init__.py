@@ -23,7 +23,9 @@ the run itself.
 
 Failures: a ``TaskError`` (``PermanentError``, ``RetryableError``, ``InvalidParams``) fails
 the run with its name and message; any other exception fails it as retryable, named after the
-exception's class with the traceback in ``details``.
+exception's class with the traceback in ``details``. CPython's own guards report under the
+host's names for the same conditions: ``RecursionError`` (CPython's stack-overflow check) as
+``$Trap`` with cause ``stack overflow``, ``MemoryError`` as ``$MemoryLimit``.
 """
 
 import dataclasses
@@ -360,6 +362,21 @@ def _failure(exc):
         kind = _types.ErrorKind.PERMANENT if exc.permanent else _types.ErrorKind.RETRYABLE
         details = exc.details
         name, message = exc.name, exc.message
+    elif isinstance(exc, RecursionError):
+        # CPython stops a runaway recursion itself, before the wasm stack overflows: reported
+        # as the host reports a guest's stack overflow, so a Python and a Rust guest fail alike.
+        kind = _types.ErrorKind.RETRYABLE
+        name = "$Trap"
+        message = f"the guest trapped: stack overflow (Python: RecursionError: {exc})"
+        details = {"cause": "stack overflow", "exception": "RecursionError",
+                   "traceback": _traceback_text(exc)}
+    elif isinstance(exc, MemoryError):
+        # An allocation CPython refused without growing the memory (the host's memory limit
+        # traps a growth past it as $MemoryLimit): reported under the same name.
+        kind = _types.ErrorKind.RETRYABLE
+        name = "$MemoryLimit"
+        message = f"the guest ran out of memory (Python: MemoryError: {exc})"
+        details = {"cause": "MemoryError", "exception": "MemoryError", "traceback": _traceback_text(exc)}
     else:
         kind = _types.ErrorKind.RETRYABLE
         name, message = type(exc).__name__, str(exc)

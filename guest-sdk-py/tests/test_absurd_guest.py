@@ -270,6 +270,29 @@ class Failures(Base):
         f = run(None)
         self.assertEqual((f.kind, f.name), (types.ErrorKind.RETRYABLE, "SystemExit"))
 
+    def test_recursion_error_is_reported_as_the_hosts_stack_overflow(self):
+        def down(n):
+            return down(n + 1)
+
+        @task("t")
+        def t(params, ctx):
+            return down(0)
+
+        f = run(None)
+        self.assertEqual((f.kind, f.name), (types.ErrorKind.RETRYABLE, "$Trap"))
+        details = json.loads(f.details)
+        self.assertEqual((details["cause"], details["exception"]), ("stack overflow", "RecursionError"))
+        self.assertIn("stack overflow", f.message)
+
+    def test_memory_error_is_reported_as_the_hosts_memory_limit(self):
+        @task("t")
+        def t(params, ctx):
+            raise MemoryError()
+
+        f = run(None)
+        self.assertEqual((f.kind, f.name), (types.ErrorKind.RETRYABLE, "$MemoryLimit"))
+        self.assertEqual(json.loads(f.details)["exception"], "MemoryError")
+
     def test_a_huge_traceback_is_cut_to_its_end(self):
         @task("t")
         def t(params, ctx):

@@ -79,7 +79,12 @@ pub struct BuildPyArgs {
     #[arg(long, value_name = "PATH", env = "ABSURD_COMPONENTIZE_PY")]
     pub componentize_py: Option<PathBuf>,
     /// The Python that creates the componentize-py venv (3.9 or newer).
-    #[arg(long, value_name = "PATH", default_value = "python3", env = "ABSURD_BUILD_PYTHON")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "python3",
+        env = "ABSURD_BUILD_PYTHON"
+    )]
     pub python: PathBuf,
     /// Where componentize-py's venv and built components are cached (default:
     /// $XDG_CACHE_HOME/absurd-host, else ~/.cache/absurd-host).
@@ -242,7 +247,10 @@ pub fn build(args: &BuildPyArgs) -> Result<Built> {
 /// The module name of `app.py`, refused unless it is an importable, non-clashing name.
 fn app_module_name(app: &Path) -> Result<String> {
     if !app.is_file() {
-        bail!("{} is not a file (expected a Python module such as app.py)", app.display());
+        bail!(
+            "{} is not a file (expected a Python module such as app.py)",
+            app.display()
+        );
     }
     if app.extension().and_then(|e| e.to_str()) != Some("py") {
         bail!("{} is not a .py file", app.display());
@@ -377,7 +385,13 @@ pub fn ensure_componentize_py(cache: &Path, python: &Path, quiet: bool) -> Resul
     }
     run_checked(
         Command::new(venv.join("bin").join("python"))
-            .args(["-m", "pip", "install", "--disable-pip-version-check", "--quiet"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--quiet",
+            ])
             .arg(format!("componentize-py=={COMPONENTIZE_PY_VERSION}")),
         "install componentize-py from PyPI",
     )?;
@@ -398,17 +412,26 @@ fn install_requirements(tool: &Path, req: &Path, deps: &Path, quiet: bool) -> Re
         .filter(|p| p.is_file())
         .unwrap_or_else(|| PathBuf::from("python3"));
     if !quiet {
-        eprintln!("build-py: bundling the pure-Python packages of {}", req.display());
+        eprintln!(
+            "build-py: bundling the pure-Python packages of {}",
+            req.display()
+        );
     }
     let mut cmd = Command::new(&python);
-    cmd.args(["-m", "pip", "install", "--disable-pip-version-check", "--quiet"])
-        .args(["--no-compile", "--only-binary=:all:", "--platform", "any"])
-        .args(["--implementation", "py", "--abi", "none"])
-        .args(["--python-version", GUEST_PYTHON_VERSION])
-        .arg("--target")
-        .arg(deps)
-        .arg("-r")
-        .arg(req);
+    cmd.args([
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--quiet",
+    ])
+    .args(["--no-compile", "--only-binary=:all:", "--platform", "any"])
+    .args(["--implementation", "py", "--abi", "none"])
+    .args(["--python-version", GUEST_PYTHON_VERSION])
+    .arg("--target")
+    .arg(deps)
+    .arg("-r")
+    .arg(req);
     let out = cmd
         .output()
         .with_context(|| format!("cannot run {}", python.display()))?;
@@ -456,7 +479,8 @@ fn copy_atomically(from: &Path, to: &Path) -> Result<()> {
 }
 
 fn describe(output: &Path, cached: bool, key: String) -> Result<Built> {
-    let bytes = std::fs::read(output).with_context(|| format!("cannot read {}", output.display()))?;
+    let bytes =
+        std::fs::read(output).with_context(|| format!("cannot read {}", output.display()))?;
     let (imports, exports) = component_interface(&bytes)
         .with_context(|| format!("{} is not a readable component", output.display()))?;
     Ok(Built {
@@ -480,12 +504,12 @@ pub fn component_interface(bytes: &[u8]) -> Result<(Vec<String>, Vec<String>)> {
             Payload::End(_) => depth = depth.saturating_sub(1),
             Payload::ComponentImportSection(s) if depth == 0 => {
                 for i in s {
-                    imports.push(i?.name.0.to_string());
+                    imports.push(i?.name.name.to_string());
                 }
             }
             Payload::ComponentExportSection(s) if depth == 0 => {
                 for e in s {
-                    exports.push(e?.name.0.to_string());
+                    exports.push(e?.name.name.to_string());
                 }
             }
             _ => {}
@@ -556,7 +580,10 @@ mod tests {
         std::fs::write(dir.path().join("helpers/util.py"), "y = 2\n").unwrap();
         let b = cache_key(dir.path(), "app", None).unwrap();
         assert_ne!(a, b, "a helper module is part of the sources");
-        assert_ne!(b, cache_key(dir.path(), "app", Some(b"attrs==23.1")).unwrap());
+        assert_ne!(
+            b,
+            cache_key(dir.path(), "app", Some(b"attrs==23.1")).unwrap()
+        );
         assert_ne!(b, cache_key(dir.path(), "other", None).unwrap());
     }
 

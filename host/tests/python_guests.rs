@@ -42,7 +42,10 @@ fn py_components() -> PathBuf {
             );
             let report = String::from_utf8_lossy(&out.stdout);
             assert!(
-                report.contains("exports: run") && report.contains("absurd:task/durable@0.1.0"),
+                report
+                    .lines()
+                    .any(|l| l.trim_start().starts_with("exports:") && l.contains("run"))
+                    && report.contains("absurd:task/durable@0.1.0"),
                 "build-py prints the exports and imports: {report}"
             );
             assert!(wasm.is_file());
@@ -52,7 +55,31 @@ fn py_components() -> PathBuf {
     .clone()
 }
 
+/// The worker configuration, written once; its components are compiled into the precompile
+/// cache by `absurd-host check` before any worker starts, so that the tests' workers (started
+/// in parallel) load them instead of each compiling the same 19 MB components.
 fn config() -> PathBuf {
+    static CONFIG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let cfg = write_config();
+            let out = Command::new(env!("CARGO_BIN_EXE_absurd-host"))
+                .args(["check", "--no-database", "--config"])
+                .arg(&cfg)
+                .output()
+                .expect("run absurd-host check");
+            assert!(
+                out.status.success(),
+                "check refused the Python components:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            cfg
+        })
+        .clone()
+}
+
+fn write_config() -> PathBuf {
     let dir = py_components();
     let echo = common::components_dir().join("echo.wasm");
     let text = format!(
@@ -180,7 +207,10 @@ async fn python_calibration_planner_plans_spawns_and_names_bad_fields() {
         }
     })
     .await;
-    assert!(log.contains(&good.to_string()), "tagged with the task id: {log}");
+    assert!(
+        log.contains(&good.to_string()),
+        "tagged with the task id: {log}"
+    );
 }
 
 /// A step, a sleep and an event: the task suspends twice and its step replays its value.
@@ -255,6 +285,15 @@ async fn python_zoo_members_fail_alone_with_the_rust_zoos_causes() {
         ("zoo-roomy", json!({"mode": "open-socket"})),
         ("zoo", json!({"mode": "block-poll"})),
         ("zoo-roomy", json!({"mode": "no-such-mode"})),
+        (
+            "zoo-roomy",
+            json!({"mode": "deep-recursion", "unlimited": true}),
+        ),
+        ("zoo-roomy", json!({"mode": "huge-allocation"})),
+        (
+            "zoo-roomy",
+            json!({"mode": "huge-allocation", "bytes": 2_147_483_000u64}),
+        ),
     ];
     let mut zoo = vec![];
     for (task, params) in &cases {
@@ -270,7 +309,12 @@ async fn python_zoo_members_fail_alone_with_the_rust_zoos_causes() {
     for i in 0..10 {
         healthy.push(
             client
-                .spawn("py-zoo", "zoo-roomy", &json!({"mode": "ok", "i": i}), &once())
+                .spawn(
+                    "py-zoo",
+                    "zoo-roomy",
+                    &json!({"mode": "ok", "i": i}),
+                    &once(),
+                )
                 .await
                 .unwrap()
                 .task_id,
@@ -295,8 +339,16 @@ async fn python_zoo_members_fail_alone_with_the_rust_zoos_causes() {
         assert_eq!(r.state, State::Completed, "{:?}: {r:?}", cases[i]);
         r.result.clone().unwrap()
     };
-    assert_eq!(failure(0).0, "$Timeout", "infinite loop under a wall-clock limit");
-    assert_eq!(failure(1).0, "$OutOfFuel", "infinite loop under a fuel budget");
+    assert_eq!(
+        failure(0).0,
+        "$Timeout",
+        "infinite loop under a wall-clock limit"
+    );
+    assert_eq!(
+        failure(1).0,
+        "$OutOfFuel",
+        "infinite loop under a fuel budget"
+    );
     let (name, f) = failure(2);
     assert_eq!(
         (name.as_str(), f["details"]["cause"].as_str()),
@@ -320,6 +372,24 @@ async fn python_zoo_members_fail_alone_with_the_rust_zoos_causes() {
             .unwrap()
             .contains("unknown mode"),
         "{f}"
+    );
+    assert_eq!(
+        failure(10).0,
+        "$MemoryLimit",
+        "recursion limit lifted: {}",
+        failure(10).1
+    );
+    assert_eq!(
+        failure(11).0,
+        "$MemoryLimit",
+        "1 GiB at once: {}",
+        failure(11).1
+    );
+    assert_eq!(
+        failure(12).0,
+        "$MemoryLimit",
+        "2 GiB at once: {}",
+        failure(12).1
     );
 
     let after = client

@@ -6,6 +6,8 @@
 //!
 //! * [`throughput`]: end-to-end drains (wasm and builtin, one and two processes), spawning,
 //!   claiming with a backlog, and the Python reference worker on the same server;
+//! * [`python`]: Python guests (`absurd-host build-py`): first run, warm run, drain against
+//!   the reference worker, RSS with 256 in flight;
 //! * [`latency`]: pickup latency of an idle worker;
 //! * [`pgcost`]: Postgres backend CPU per task, our schema against the upstream one;
 //! * [`memory`]: worker RSS with many tasks in flight, and its drift over many tasks;
@@ -19,6 +21,7 @@ pub mod env;
 pub mod latency;
 pub mod memory;
 pub mod pgcost;
+pub mod python;
 pub mod report;
 pub mod sandbox;
 pub mod throughput;
@@ -70,6 +73,9 @@ pub enum Scenario {
     E2e,
     /// The Python absurd-sdk worker on the same workload, and the ratio to ours.
     Reference,
+    /// Python guests (built with build-py): first run cold/warm, warm run p50, drain against
+    /// the reference worker, RSS with 256 in flight.
+    Python,
     /// Spawning through our client, one at a time and batched.
     Spawn,
     /// Spawn-to-start latency of an idle worker.
@@ -193,6 +199,7 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<bool> {
                     }),
                 None => Ok(Vec::new()),
             },
+            Scenario::Python => python::python(&server, &plan, theirs.0).await,
             Scenario::Spawn => throughput::spawn(&server, &plan).await,
             Scenario::Pickup => latency::pickup(&server, &plan, python.as_deref()).await,
             Scenario::PgCost => pgcost::pg_cost(&server, &plan, absurdctl.as_deref()).await,
