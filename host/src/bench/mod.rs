@@ -73,9 +73,13 @@ pub enum Scenario {
     E2e,
     /// The Python absurd-sdk worker on the same workload, and the ratio to ours.
     Reference,
-    /// Python guests (built with build-py): first run cold/warm, warm run p50, drain against
-    /// the reference worker, RSS with 256 in flight.
-    Python,
+    /// Python guests (built with build-py), in this process: first run with a cold and a warm
+    /// precompile cache, warm run p50.
+    PythonRun,
+    /// Python guests end to end: one worker's drain, against the reference worker's best.
+    PythonE2e,
+    /// Python guests: worker RSS with 256 in flight.
+    PythonMemory,
     /// Spawning through our client, one at a time and batched.
     Spawn,
     /// Spawn-to-start latency of an idle worker.
@@ -199,7 +203,9 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<bool> {
                     }),
                 None => Ok(Vec::new()),
             },
-            Scenario::Python => python::python(&server, &plan, theirs.0).await,
+            Scenario::PythonRun => python::in_process(&plan).await,
+            Scenario::PythonE2e => python::e2e(&server, &plan, theirs.0).await,
+            Scenario::PythonMemory => python::memory(&server, &plan).await,
             Scenario::Spawn => throughput::spawn(&server, &plan).await,
             Scenario::Pickup => latency::pickup(&server, &plan, python.as_deref()).await,
             Scenario::PgCost => pgcost::pg_cost(&server, &plan, absurdctl.as_deref()).await,

@@ -1,4 +1,4 @@
-//! Python guests (scenario `python`): task components built from Python with
+//! Python guests (scenarios `python-run`, `python-e2e`, `python-memory`): task components built from Python with
 //! `absurd-host build-py` (`examples/python/echo.py` and `zoo.py`, about 19 MB each).
 //!
 //! * **First run after start**: loading the component (from a cold precompile cache: a
@@ -76,14 +76,12 @@ fn write_config(plan: &Plan) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Runs the scenario; `reference_best` is the reference worker's best one-process rate of
-/// this run (NaN when it was not measured).
-pub async fn python(server: &Server, plan: &Plan, reference_best: f64) -> Result<Vec<Figure>> {
+/// Scenario `python-e2e`: one worker draining trivial Python tasks; `reference_best` is the
+/// reference worker's best one-process rate of this run (NaN when it was not measured).
+pub async fn e2e(server: &Server, plan: &Plan, reference_best: f64) -> Result<Vec<Figure>> {
     ensure_components(plan)?;
     let config = write_config(plan)?;
-    let mut figures = in_process(plan).await?;
-
-    // End to end, one worker process, at the best of a few concurrencies.
+    let mut figures = Vec::new();
     let candidates: &[usize] = if plan.quick {
         &[32]
     } else {
@@ -117,20 +115,22 @@ pub async fn python(server: &Server, plan: &Plan, reference_best: f64) -> Result
         )),
     );
     figures.push(
-        Figure::new(
-            SCENARIO,
-            "e2e.ratio_to_reference",
-            best / reference_best,
-            "x",
-        )
-        .target(Target::AtLeast(RATIO_TARGET))
-        .note("our Python-guest drain / the reference worker's best (one process each, this run)"),
+        Figure::new(SCENARIO, "e2e.ratio_to_reference", best / reference_best, "x")
+            .target(Target::AtLeast(RATIO_TARGET))
+            .note("our Python-guest drain / the reference worker's best (one process each, this run; NaN without --only reference)"),
     );
+    Ok(figures)
+}
 
+/// Scenario `python-memory`: the worker's RSS with 256 Python tasks in flight.
+pub async fn memory(server: &Server, plan: &Plan) -> Result<Vec<Figure>> {
+    ensure_components(plan)?;
+    let config = write_config(plan)?;
+    let mut figures = Vec::new();
     let db = server.fresh("python-memory", QUEUE).await?;
     let r = blocked_rss(server, &config, &db, IN_FLIGHT).await;
     server.drop_db(db).await;
-    let (idle, full) = r?;
+    let (idle, full, pss) = r?;
     figures.push(
         Figure::new(SCENARIO, "rss_idle", idle, "MiB")
             .note("worker started with the Python task types loaded"),
@@ -142,11 +142,17 @@ pub async fn python(server: &Server, plan: &Plan, reference_best: f64) -> Result
                 "{IN_FLIGHT} Python tasks blocked in a WASI sleep at once"
             )),
     );
+    figures.push(
+        Figure::new(SCENARIO, format!("pss_{IN_FLIGHT}_in_flight"), pss, "MiB").note(
+            "the same, proportional set size: RSS counts the shared copy-on-write memory image once per instance",
+        ),
+    );
     Ok(figures)
 }
 
 /// First run (cold and warm precompile cache) and warm per-run time, in this process.
-async fn in_process(plan: &Plan) -> Result<Vec<Figure>> {
+pub async fn in_process(plan: &Plan) -> Result<Vec<Figure>> {
+    ensure_components(plan)?;
     let mut figures = Vec::new();
     let client = detached_client()?;
     let scratch = tempfile::Builder::new()
@@ -258,7 +264,7 @@ async fn blocked_rss(
     config: &Path,
     db: &env::BenchDb,
     n: usize,
-) -> Result<(f64, f64)> {
+) -> Result<(f64, f64, f64)> {
     let w = WorkerProc::start(&WorkerSpec {
         url: &db.url,
         config,
@@ -298,5 +304,6 @@ async fn blocked_rss(
         }
         full = full.max(now);
     }
-    Ok((idle, full))
+    let pss = env::proc_pss_mib(w.pid()).unwrap_or(f64::NAN);
+    Ok((idle, full, pss))
 }
