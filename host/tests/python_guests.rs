@@ -438,3 +438,74 @@ fn check_names_the_wit_version_a_component_was_built_against() {
         "{text}"
     );
 }
+
+/// A task a Python component started is finished by the Absurd Python SDK's own worker: the
+/// component's checkpoints carry the SDKs' names, so the SDK replays `fetch` instead of
+/// running it again.
+#[tokio::test]
+async fn python_sdk_worker_resumes_a_task_a_python_component_started() {
+    let (db, client) = setup("py-handoff").await;
+    let mut w = WorkerProc::start(&db.url, &config(), &["--queue", "py-handoff"]);
+    let id = client
+        .spawn(
+            "py-handoff",
+            "durable",
+            &json!({"input": "from-python-wasm", "sleep_seconds": 2}),
+            &once(),
+        )
+        .await
+        .unwrap()
+        .task_id;
+    let t = wait_for(
+        "the component to suspend",
+        Duration::from_secs(120),
+        || async {
+            let t = client.get_task("py-handoff", id).await.unwrap().unwrap();
+            (t.summary.state == State::Sleeping).then_some(t)
+        },
+    )
+    .await;
+    w.signal(libc::SIGTERM);
+    w.wait_exit(Duration::from_secs(30)).expect("worker stops");
+    let wasm_run = t.runs[0].run_id.to_string();
+
+    let script = r#"
+import sys, time
+from absurd_sdk import Absurd
+app = Absurd(sys.argv[1], queue_name="py-handoff")
+ran = []
+@app.register_task("durable")
+def durable(params, ctx):
+    fetch = ctx.step("fetch", lambda: ran.append("fetch") or {"input": "python", "run_id": "python"})
+    ctx.sleep_for("cool-down", 2)
+    return {"fetch": fetch, "python_ran": ran}
+deadline = time.time() + 60
+while time.time() < deadline:
+    app.work_batch(worker_id="python-worker", claim_timeout=30, batch_size=1)
+    r = app.fetch_task_result(sys.argv[2])
+    if r is not None and r.state in ("completed", "failed", "cancelled"):
+        break
+    time.sleep(0.2)
+"#;
+    let out = Command::new(common::venv_bin("python"))
+        .arg("-c")
+        .arg(script)
+        .arg(&db.url)
+        .arg(id.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = client.task_result("py-handoff", id).await.unwrap().unwrap();
+    assert_eq!(r.state, State::Completed, "{r:?}");
+    let result = r.result.unwrap();
+    assert_eq!(result["python_ran"], json!([]), "replayed: {result}");
+    assert_eq!(
+        result["fetch"],
+        json!({"input": "from-python-wasm", "run_id": wasm_run}),
+        "the component's checkpoint: {result}"
+    );
+}
