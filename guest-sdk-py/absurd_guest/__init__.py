@@ -129,7 +129,7 @@ class HostLogHandler(logging.Handler):
             message = self.format(record)
         except Exception:  # a bad format string must not fail the task
             message = f"{record.msg!r} (unformattable: {record.args!r})"
-        _log.log(_host_level(record.levelno), message)
+        _log.log(_host_level(record.levelno), _text(message))
 
 
 _handler = HostLogHandler()
@@ -145,10 +145,28 @@ _root.setLevel(logging.INFO)
 
 def _dumps(value, what: str) -> str:
     try:
-        return json.dumps(_params.to_json_value(value), ensure_ascii=False, allow_nan=False,
+        text = json.dumps(_params.to_json_value(value), ensure_ascii=False, allow_nan=False,
                           separators=(",", ":"), default=_params.to_json_value_strict)
     except (TypeError, ValueError) as e:
         raise TaskError(f"{what} is not JSON: {e}", name="$GuestError") from e
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate cannot cross into the host as UTF-8: escaped instead, the host then
+        # decides (PostgreSQL's jsonb refuses it, which fails the run as $InvalidResult).
+        text = json.dumps(_params.to_json_value(value), ensure_ascii=True, allow_nan=False,
+                          separators=(",", ":"), default=_params.to_json_value_strict)
+    return text
+
+
+def _text(s) -> str:
+    """`s` as a string that crosses into the host (lone surrogates replaced)."""
+    s = str(s)
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "replace").decode("utf-8")
 
 
 class TaskContext:
@@ -383,10 +401,10 @@ def _failure(exc):
         details = {"traceback": _traceback_text(exc)}
     if details is not None:
         try:
-            details = json.dumps(details, ensure_ascii=False, default=str)
+            details = json.dumps(details, ensure_ascii=True, default=str)
         except (TypeError, ValueError):
-            details = json.dumps(str(details))
-    return _types.TaskError(kind=kind, name=name, message=message, details=details)
+            details = json.dumps(_text(details))
+    return _types.TaskError(kind=kind, name=_text(name), message=_text(message), details=details)
 
 
 def _pick(task_name: str):

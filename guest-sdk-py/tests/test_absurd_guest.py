@@ -293,6 +293,23 @@ class Failures(Base):
         self.assertEqual((f.kind, f.name), (types.ErrorKind.RETRYABLE, "$MemoryLimit"))
         self.assertEqual(json.loads(f.details)["exception"], "MemoryError")
 
+    def test_lone_surrogates_never_break_the_crossing_into_the_host(self):
+        @task("t")
+        def t(params, ctx):
+            if params == "fail":
+                raise ValueError("bad \ud800 text")
+            logging.getLogger("s").warning("log \udcff")
+            return {"text": "ok \ud800", "plain": "é"}
+
+        out = absurd_guest.run(info(), '"ok"')
+        out.encode("utf-8")
+        self.assertIn("\\ud800", out)
+        self.assertEqual(json.loads(out)["plain"], "é")
+        wit_log.RECORDS[-1][1].encode("utf-8")
+        f = run("fail")
+        f.message.encode("utf-8")
+        self.assertEqual(f.name, "ValueError")
+
     def test_a_huge_traceback_is_cut_to_its_end(self):
         @task("t")
         def t(params, ctx):
