@@ -456,10 +456,32 @@ fn check_task(
                 .strip_prefix(&format!("[tasks.{task}]: "))
                 .unwrap_or(&e.message)
                 .to_string();
-            let fix = task_fix(task, t.kind, &msg);
+            let mut fix = task_fix(task, t.kind, &msg);
+            let mut msg = msg;
+            if t.kind == HandlerKind::Wasm {
+                if let Some(other) = other_wit_version(&what("component")) {
+                    msg = format!("{msg} (it was built against absurd:task@{other}; this host provides absurd:task@{})", crate::buildpy::host_wit_version());
+                    fix = format!(
+                        "rebuild it against this host's WIT (absurd:task@{}): `absurd-host build-py` for a Python module, or the Rust guest SDK of this release; or run it with a host that provides absurd:task@{other}",
+                        crate::buildpy::host_wit_version()
+                    );
+                }
+            }
             report.fail(name, msg, fix);
         }
     }
+}
+
+/// The `absurd:task` versions a component names, when none is this host's (so a failure to
+/// link is explained by the WIT version it was built against).
+fn other_wit_version(component: &str) -> Option<String> {
+    let bytes = std::fs::read(component).ok()?;
+    let versions = crate::buildpy::absurd_task_versions(&bytes);
+    let ours = crate::buildpy::host_wit_version();
+    if versions.is_empty() || versions.contains(ours) {
+        return None;
+    }
+    Some(versions.into_iter().collect::<Vec<_>>().join(", "))
 }
 
 fn task_fix(task: &str, kind: HandlerKind, msg: &str) -> String {

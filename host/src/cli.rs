@@ -212,6 +212,13 @@ absurd-host maintain --config /etc/absurd-host/absurd-host.toml --json"
     /// for the run. Prints a table per scenario and, last, one JSON line with every figure.
     /// `--quick` is the short run CI does; docs/performance.md has the full figures.
     Bench(crate::bench::BenchArgs),
+    /// Build a Python module of `absurd_guest` tasks into a task component
+    /// (`absurd-host build-py app.py -o app.wasm`), with componentize-py, against this host's
+    /// own WIT and Python SDK. Installs componentize-py into a venv in the cache directory on
+    /// first use; bundles pure-Python requirements; caches components by the hash of their
+    /// sources. Prints the component's size, exports and imports.
+    #[command(name = "build-py")]
+    BuildPy(crate::buildpy::BuildPyArgs),
 }
 
 /// Options of `absurd-host serve`.
@@ -629,6 +636,7 @@ pub async fn run_admin(cli: Cli, config: AbsurdConfig) -> Result<()> {
         | Command::Demo(_)
         | Command::Check(_)
         | Command::Bench(_)
+        | Command::BuildPy(_)
         | Command::Maintain(_) => {
             unreachable!("started by main")
         }

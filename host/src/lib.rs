@@ -18,13 +18,15 @@
 //! * [`devmode`]: `absurd-host dev` and `demo`, on [`embedded`] PostgreSQL when no database
 //!   is given;
 //! * [`check`]: `absurd-host check`, validating a worker's configuration without running it;
-//! * [`bench`]: `absurd-host bench`, the benchmark.
+//! * [`bench`]: `absurd-host bench`, the benchmark;
+//! * [`buildpy`]: `absurd-host build-py`, building Python task components;
 //! * [`workflow`]: workflow definitions (`[workflows.<name>]` and inline DAGs), checked
 //!   before the API or `absurd-host workflow` spawns a `workflow` task.
 
 pub mod api;
 pub mod args;
 pub mod bench;
+pub mod buildpy;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -12,7 +12,7 @@ async fn main() -> std::process::ExitCode {
     // So does `demo` (its warnings still show, such as the contained guests' failures).
     let quiet = matches!(
         cli.command,
-        Command::Check(_) | Command::Demo(_) | Command::Bench(_)
+        Command::Check(_) | Command::Demo(_) | Command::Bench(_) | Command::BuildPy(_)
     );
     init_tracing(cli.global.log_format, quiet);
     let result = match &cli.command {
@@ -34,6 +34,7 @@ async fn main() -> std::process::ExitCode {
             Ok(false) => return std::process::ExitCode::FAILURE,
             Err(e) => Err(e),
         },
+        Command::BuildPy(args) => absurd_host::buildpy::run(args),
         Command::Check(args) => match absurd_host::check::run(&cli.global, args).await {
             Ok(true) => Ok(()),
             Ok(false) => return std::process::ExitCode::FAILURE,

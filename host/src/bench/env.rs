@@ -178,6 +178,16 @@ pub fn proc_rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// A process's proportional set size (`Pss` of /proc/PID/smaps_rollup), in MiB: resident
+/// memory with each shared page divided among its mappings. Pooled wasm instances map the
+/// same copy-on-write memory image once per slot, which RSS counts once per slot.
+pub fn proc_pss_mib(pid: u32) -> Option<f64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let line = rollup.lines().find(|l| l.starts_with("Pss:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
 /// Spawns `n` tasks named `task` in batches of 1,000 per statement, through `spawn_task` (so
 /// this works on either schema). Params are `{"i": k}`.
 pub async fn spawn_bulk(pool: &PgPool, queue: &str, task: &str, n: usize) -> Result<()> {

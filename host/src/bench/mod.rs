@@ -6,6 +6,8 @@
 //!
 //! * [`throughput`]: end-to-end drains (wasm and builtin, one and two processes), spawning,
 //!   claiming with a backlog, and the Python reference worker on the same server;
+//! * [`python`]: Python guests (`absurd-host build-py`): first run, warm run, drain against
+//!   the reference worker, RSS with 256 in flight;
 //! * [`latency`]: pickup latency of an idle worker;
 //! * [`pgcost`]: Postgres backend CPU per task, our schema against the upstream one;
 //! * [`memory`]: worker RSS with many tasks in flight, and its drift over many tasks;
@@ -22,6 +24,7 @@ pub mod latency;
 pub mod memory;
 pub mod pgcost;
 pub mod pool;
+pub mod python;
 pub mod report;
 pub mod sandbox;
 pub mod throughput;
@@ -73,6 +76,13 @@ pub enum Scenario {
     E2e,
     /// The Python absurd-sdk worker on the same workload, and the ratio to ours.
     Reference,
+    /// Python guests (built with build-py), in this process: first run with a cold and a warm
+    /// precompile cache, warm run p50.
+    PythonRun,
+    /// Python guests end to end: one worker's drain, against the reference worker's best.
+    PythonE2e,
+    /// Python guests: worker RSS with 256 in flight.
+    PythonMemory,
     /// Spawning through our client, one at a time and batched.
     Spawn,
     /// Spawn-to-start latency of an idle worker.
@@ -199,6 +209,9 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<bool> {
                     }),
                 None => Ok(Vec::new()),
             },
+            Scenario::PythonRun => python::in_process(&plan).await,
+            Scenario::PythonE2e => python::e2e(&server, &plan, theirs.0).await,
+            Scenario::PythonMemory => python::memory(&server, &plan).await,
             Scenario::Spawn => throughput::spawn(&server, &plan).await,
             Scenario::Pickup => latency::pickup(&server, &plan, python.as_deref()).await,
             Scenario::PgCost => pgcost::pg_cost(&server, &plan, absurdctl.as_deref()).await,

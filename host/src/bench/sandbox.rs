@@ -181,7 +181,7 @@ async fn run_with(opts: &SandboxBenchOptions, counts: Counts) -> anyhow::Result<
 }
 
 /// A client whose pool never connects: the benchmark's guests make no durable calls.
-fn detached_client() -> anyhow::Result<Client> {
+pub(super) fn detached_client() -> anyhow::Result<Client> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .connect_lazy("postgres://bench@127.0.0.1:1/unused")
         .context("a lazy pool")?;
@@ -220,6 +220,30 @@ fn handler(sandbox: &Arc<Sandbox>, dir: &Path, guest: &str) -> anyhow::Result<Ar
         .map_err(|e| anyhow!(e))?;
     let h = sandbox.load(guest, cfg).map_err(|e| anyhow!(e))?;
     Ok(Arc::new(h))
+}
+
+/// A sandbox with the default engine options (for the `python` scenario).
+pub(super) fn new_sandbox(scratch: &Path, allocator: &str) -> anyhow::Result<Arc<Sandbox>> {
+    sandbox(scratch, allocator, EngineOptions::default())
+}
+
+/// The task type for `<dir>/<guest>.wasm` (for the `python` scenario).
+pub(super) fn load_handler(
+    sandbox: &Arc<Sandbox>,
+    dir: &Path,
+    guest: &str,
+) -> anyhow::Result<Arc<dyn Handler>> {
+    handler(sandbox, dir, guest)
+}
+
+/// The context of one benchmark run (for the `python` scenario).
+pub(super) fn bench_context(
+    client: &Client,
+    task: &str,
+    params: Value,
+    deadline: Duration,
+) -> TaskContext {
+    context(client, task, params, deadline)
 }
 
 /// The context of one benchmark run, with a deadline `deadline` from now.
