@@ -107,6 +107,17 @@ impl Client {
         &self.pool
     }
 
+    /// The TCP port the server's backend sees this connection arrive on
+    /// (`inet_server_port()`); `None` over a Unix socket. A different port from the URL's
+    /// means something sits in between: a pooler, or a port mapping.
+    pub async fn server_port(&self) -> Result<Option<i32>> {
+        // No parameters: the simple protocol, safe whatever the pooling.
+        sqlx::query_scalar("select inet_server_port()")
+            .fetch_one(self.pool.pool())
+            .await
+            .map_err(|e| ClientError::from_sqlx(e, None))
+    }
+
     /// `absurd.get_schema_version()`, or `None` when the database has no absurd schema.
     pub async fn schema_version(&self) -> Result<Option<String>> {
         let db = |e| ClientError::from_sqlx(e, None);

@@ -1259,6 +1259,7 @@ pub async fn run_worker(
     let client = connections
         .worker_client(&url, settings.concurrency)
         .await?;
+    connections.warn_if_pooled(&client, &url).await;
     tracing::info!(
         max_connections = connections.worker_pool_size(settings.concurrency),
         pooling = connections.pooling.as_str(),

@@ -251,6 +251,33 @@ impl Connections {
         Ok(client)
     }
 
+    /// A cheap check for a pooler the settings do not mention: in `direct` mode, when the
+    /// server sees the connection arrive on another TCP port than the URL's, warns that a
+    /// pooler in transaction mode needs `ABSURD_DB_POOLING=transaction` (a port mapping gives
+    /// the same sign, so it only warns).
+    pub async fn warn_if_pooled(&self, client: &Client, url: &str) {
+        if self.pooling != Pooling::Direct {
+            return;
+        }
+        let Ok(o) = url.parse::<PgConnectOptions>() else {
+            return;
+        };
+        if o.get_socket().is_some() {
+            return;
+        }
+        if let Ok(Some(server)) = client.server_port().await {
+            if server != i32::from(o.get_port()) {
+                tracing::warn!(
+                    url_port = o.get_port(),
+                    server_port = server,
+                    "the server sees this connection on another port than the database URL's: \
+                     if a pooler in transaction mode (PgBouncer) is in between, set \
+                     ABSURD_DB_POOLING=transaction and ABSURD_LISTEN_URL to a direct URL"
+                );
+            }
+        }
+    }
+
     /// The API's clients, opened lazily: the one for writes (and health), on `url`, and the
     /// one for reads, on the read URL when there is one.
     pub fn api_clients(&self, url: &str, statement_timeout: Duration) -> Result<ApiClients> {

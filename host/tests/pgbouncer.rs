@@ -720,3 +720,40 @@ async fn transactions_and_statements_from_many_clients_through_pgbouncer() {
     }
     assert!(bouncer.transactions(&db.name).await >= 16 * 20 * 2);
 }
+
+/// A worker told nothing about the pooler in front warns, naming the setting: the server
+/// sees its connections arrive on another port than the URL's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_not_told_about_the_pooler_says_what_to_set() {
+    let Some(binary) = pgbouncer_binary() else {
+        return;
+    };
+    let bouncer = Bouncer::start(&binary).await;
+    let db = TestDb::migrated().await;
+    let config = temp_file("absurd-host.toml", CONFIG);
+    let w = start_worker(&bouncer.url(&db.name), &config, &["--queue", QUEUE], &[]);
+    wait_for(
+        "the warning about the pooler",
+        Duration::from_secs(60),
+        || {
+            let log = w.log_text();
+            async move {
+                log.contains("set ABSURD_DB_POOLING=transaction")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    // Straight to the server, no such warning.
+    let direct = start_worker(&db.url, &config, &["--queue", QUEUE], &[]);
+    wait_for(
+        "the direct worker to start",
+        Duration::from_secs(60),
+        || {
+            let log = direct.log_text();
+            async move { log.contains("worker pool").then_some(()) }
+        },
+    )
+    .await;
+    assert!(!direct.log_text().contains("ABSURD_DB_POOLING"));
+}
