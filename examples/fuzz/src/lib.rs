@@ -407,7 +407,13 @@ impl Gen {
                 // text that is no task id; always with a short timeout, so a child that
                 // never ends cannot hold the run.
                 let id = match self.rng.below(4) {
-                    0 | 1 => self.spawn_one().unwrap_or_default(),
+                    // Under a key drawn from the seeded PRNG, as a durable guest spawns what it
+                    // awaits: every execution of the run then awaits the same child (its
+                    // outcome replays from one checkpoint), not a new child each time.
+                    0 | 1 => {
+                        let key = format!("fuzz-await-{:016x}", self.rng.next());
+                        self.spawn_keyed(Some(key)).unwrap_or_default()
+                    }
                     2 => "00000000-0000-7000-8000-000000000000".to_string(),
                     _ => self.name(),
                 };
@@ -446,6 +452,11 @@ impl Gen {
     }
 
     fn spawn_one(&mut self) -> Result<String, String> {
+        self.spawn_keyed(None)
+    }
+
+    /// A spawn with random arguments; `key`, when given, replaces the random idempotency key.
+    fn spawn_keyed(&mut self, key: Option<String>) -> Result<String, String> {
         let task = match self.rng.below(8) {
             0..=2 => "fuzz".to_string(),
             3 => "no-such-type".to_string(),
@@ -467,6 +478,7 @@ impl Gen {
             1 => Some(self.name()),
             _ => None,
         };
+        let idempotency_key = key.or(idempotency_key);
         let headers = self.opt_json();
         let retry_strategy = match self.rng.below(5) {
             0 => Some(durable::RetryStrategy {
