@@ -679,19 +679,31 @@ end;
 $$;
 
 -- Tables once detached from a queue's parents and not dropped yet (a detach whose drop did not
--- follow, by absurdctl detach-candidate without --drop or an interrupted maintenance pass).
+-- follow: absurdctl detach-candidate without --drop, an interrupted maintenance pass, or an
+-- operator keeping a week aside), with whether they hold rows.
 create function absurd.detached_partitions()
-returns table (queue_name text, partition_table text)
-language sql stable
+returns table (queue_name text, partition_table text, is_empty boolean)
+language plpgsql stable
 as $$
-    select q.queue_name, c.relname::text
-    from absurd.queues q
-    cross join lateral unnest(array['t', 'r', 'c', 'w']) p(prefix)
-    join pg_class c on c.relnamespace = 'absurd'::regnamespace and c.relkind = 'r'
-     and left(c.relname, length(p.prefix || '_' || q.queue_name || '_'))
-         = p.prefix || '_' || q.queue_name || '_'
-     and substr(c.relname, length(p.prefix || '_' || q.queue_name || '_') + 1) ~ '^([0-9]{3}|d)$'
-    where q.storage_mode = 'partitioned'
-      and not exists (select from pg_inherits h where h.inhrelid = c.oid)
-    order by q.queue_name, c.relname
+declare
+    v_row record;
+begin
+    for v_row in
+        select q.queue_name as q, c.relname::text as t
+        from absurd.queues q
+        cross join lateral unnest(array['t', 'r', 'c', 'w']) p(prefix)
+        join pg_class c on c.relnamespace = 'absurd'::regnamespace and c.relkind = 'r'
+         and left(c.relname, length(p.prefix || '_' || q.queue_name || '_'))
+             = p.prefix || '_' || q.queue_name || '_'
+         and substr(c.relname, length(p.prefix || '_' || q.queue_name || '_') + 1) ~ '^([0-9]{3}|d)$'
+        where q.storage_mode = 'partitioned'
+          and not exists (select from pg_inherits h where h.inhrelid = c.oid)
+        order by q.queue_name, c.relname
+    loop
+        queue_name := v_row.q;
+        partition_table := v_row.t;
+        execute format('select not exists (select from absurd.%I)', v_row.t) into is_empty;
+        return next;
+    end loop;
+end;
 $$;

@@ -90,6 +90,7 @@ pub mod live;
 pub mod maintenance;
 pub mod measure;
 pub mod monitor;
+pub mod partitions;
 pub mod protocol;
 pub mod schedules;
 pub mod seed;
