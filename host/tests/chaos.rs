@@ -840,10 +840,10 @@ async fn admin(url: &str) -> PgConnection {
 
 // ---- scenarios --------------------------------------------------------------------------------
 
+both_modes!(sigkill_and_pause_workers_under_load_scenario => sigkill_and_pause_workers_under_load, sigkill_and_pause_workers_under_load_partitioned);
 /// SIGKILL a random worker every ~2 s under load (ledger, wasm and native tasks in flight) and
 /// SIGSTOP another past its lease now and then, so that it wakes up as a zombie whose writes must
 /// all be refused.
-both_modes!(sigkill_and_pause_workers_under_load_scenario => sigkill_and_pause_workers_under_load, sigkill_and_pause_workers_under_load_partitioned);
 async fn sigkill_and_pause_workers_under_load_scenario() {
     let _slot = FLEETS.acquire().await.unwrap();
     let started = Instant::now();
@@ -885,11 +885,11 @@ async fn sigkill_and_pause_workers_under_load_scenario() {
     figures.report("sigkill_and_pause_workers_under_load", started);
 }
 
+both_modes!(stolen_leases_are_fenced_scenario => stolen_leases_are_fenced, stolen_leases_are_fenced_partitioned);
 /// Steal leases under load: expire the lease of every running run once a second (what a network
 /// partition, a long GC pause or a stalled host looks like from the database), so that other
 /// workers sweep and re-claim those runs while their first worker is still executing them. The
 /// first worker's writes (checkpoints, completion) must all be refused by run id and state.
-both_modes!(stolen_leases_are_fenced_scenario => stolen_leases_are_fenced, stolen_leases_are_fenced_partitioned);
 async fn stolen_leases_are_fenced_scenario() {
     let _slot = FLEETS.acquire().await.unwrap();
     let started = Instant::now();
@@ -935,9 +935,9 @@ async fn stolen_leases_are_fenced_scenario() {
     figures.report("stolen_leases_are_fenced", started);
 }
 
+both_modes!(postgres_restarts_mid_load_scenario => postgres_restarts_mid_load, postgres_restarts_mid_load_partitioned);
 /// Restart the (private, embedded) PostgreSQL cluster mid-load: fast restarts and crash-like
 /// immediate stops.
-both_modes!(postgres_restarts_mid_load_scenario => postgres_restarts_mid_load, postgres_restarts_mid_load_partitioned);
 async fn postgres_restarts_mid_load_scenario() {
     let _slot = FLEETS.acquire().await.unwrap();
     let started = Instant::now();
@@ -989,9 +989,9 @@ async fn postgres_restarts_mid_load_scenario() {
     figures.report("postgres_restarts_mid_load", started);
 }
 
+both_modes!(terminated_backends_including_listen_scenario => terminated_backends_including_listen, terminated_backends_including_listen_partitioned);
 /// Terminate every backend of the workers (pool and LISTEN connections) once a second; at the
 /// end, an idle fleet must still be woken by NOTIFY (the poll interval is longer than the wait).
-both_modes!(terminated_backends_including_listen_scenario => terminated_backends_including_listen, terminated_backends_including_listen_partitioned);
 async fn terminated_backends_including_listen_scenario() {
     let _slot = FLEETS.acquire().await.unwrap();
     let started = Instant::now();
@@ -1054,9 +1054,9 @@ async fn terminated_backends_including_listen_scenario() {
     figures.report("terminated_backends_including_listen", started);
 }
 
+both_modes!(long_lock_on_the_runs_table_scenario => long_lock_on_the_runs_table, long_lock_on_the_runs_table_partitioned);
 /// Hold a SHARE ROW EXCLUSIVE lock on the runs table for 3 s (times the scale, at most 10 s),
 /// again and again under load.
-both_modes!(long_lock_on_the_runs_table_scenario => long_lock_on_the_runs_table, long_lock_on_the_runs_table_partitioned);
 async fn long_lock_on_the_runs_table_scenario() {
     let _slot = FLEETS.acquire().await.unwrap();
     let started = Instant::now();
@@ -1141,10 +1141,10 @@ fn the_lease_outlasts_the_lock_at_every_scale() {
     }
 }
 
+both_modes!(sigterm_drains_without_losing_work_scenario => sigterm_drains_without_losing_work, sigterm_drains_without_losing_work_partitioned);
 /// SIGTERM the whole fleet mid-load: each worker stops claiming, lets short runs finish, hands
 /// back long ones after its grace period, and exits 0; a new fleet finishes the rest. Nothing is
 /// lost and no lease had to expire.
-both_modes!(sigterm_drains_without_losing_work_scenario => sigterm_drains_without_losing_work, sigterm_drains_without_losing_work_partitioned);
 async fn sigterm_drains_without_losing_work_scenario() {
     let _slot = FLEETS.acquire().await.unwrap();
     let started = Instant::now();
@@ -1204,10 +1204,10 @@ async fn sigterm_drains_without_losing_work_scenario() {
     figures.report("sigterm_drains_without_losing_work", started);
 }
 
+both_modes!(poison_tasks_are_dead_lettered_and_never_block_the_queue_scenario => poison_tasks_are_dead_lettered_and_never_block_the_queue, poison_tasks_are_dead_lettered_and_never_block_the_queue_partitioned);
 /// Poison tasks crash their sandbox (wasm panic, memory bomb) or their subprocess (SIGKILL)
 /// on every attempt: each ends failed after 3 attempts, dead-lettered exactly once, and the
 /// healthy tasks around them keep completing.
-both_modes!(poison_tasks_are_dead_lettered_and_never_block_the_queue_scenario => poison_tasks_are_dead_lettered_and_never_block_the_queue, poison_tasks_are_dead_lettered_and_never_block_the_queue_partitioned);
 async fn poison_tasks_are_dead_lettered_and_never_block_the_queue_scenario() {
     let _slot = FLEETS.acquire().await.unwrap();
     let started = Instant::now();
@@ -1267,19 +1267,19 @@ async fn poison_tasks_are_dead_lettered_and_never_block_the_queue_scenario() {
     );
 }
 
+both_modes!(fake_clock_drives_event_timeouts_scenario => fake_clock_drives_event_timeouts, fake_clock_drives_event_timeouts_partitioned);
 /// Event timeouts (and delivered events) follow the database clock, moved with
 /// `absurd.fake_now` (set per database, seen by every new connection; the workers' existing
 /// connections are terminated so that they reconnect and see it).
-both_modes!(fake_clock_drives_event_timeouts_scenario => fake_clock_drives_event_timeouts, fake_clock_drives_event_timeouts_partitioned);
 async fn fake_clock_drives_event_timeouts_scenario() {
     fake_clock_scenario("fake_clock_drives_event_timeouts", false).await;
 }
 
+both_modes!(fake_clock_drives_durable_sleep_scenario => fake_clock_drives_durable_sleep, fake_clock_drives_durable_sleep_partitioned);
 /// Durable sleeps under `absurd.fake_now`: wake-up times are computed and compared on the
 /// database clock, as claims compare `available_at`. (Found by this scenario: judged by the
 /// host's clock, a napping task under a moved database clock woke early or rescheduled itself
 /// in a hot loop; the same would happen with clock skew between a host and PostgreSQL.)
-both_modes!(fake_clock_drives_durable_sleep_scenario => fake_clock_drives_durable_sleep, fake_clock_drives_durable_sleep_partitioned);
 async fn fake_clock_drives_durable_sleep_scenario() {
     fake_clock_scenario("fake_clock_drives_durable_sleep", true).await;
 }
