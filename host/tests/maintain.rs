@@ -472,7 +472,22 @@ async fn partitions_follow_the_policy_on_a_moved_clock() {
     )
     .await
     .unwrap();
-    // One task in the week of t0 (410): its t_ and r_ weeks are never candidates.
+    // A cancelled task (for retention, which works the same on partitioned queues) ...
+    let gone = c0
+        .spawn(
+            "mq",
+            "job",
+            &serde_json::json!({}),
+            &absurd_client::SpawnOptions {
+                idempotency_key: Some("k".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    c0.cancel_task("mq", gone.task_id).await.unwrap();
+    // ... and one pending task in the week of t0 (410): its t_ and r_ weeks are never
+    // candidates.
     c0.spawn(
         "mq",
         "job",
@@ -509,8 +524,16 @@ async fn partitions_follow_the_policy_on_a_moved_clock() {
         "a dry run changes nothing"
     );
 
-    // The real pass does what the dry one said.
-    let done = json_of(&maintain(&db.url, &["--json"], Some(t1)));
+    // The real pass does what the dry one said, and deletes the cancelled task (freeing its
+    // idempotency key).
+    let done = json_of(&maintain(
+        &db.url,
+        &["--json", "--cancelled-days", "7"],
+        Some(t1),
+    ));
+    assert_eq!(done["queues"]["mq"]["cancelled"], 1, "{done}");
+    assert_eq!(count(&db.pool, "select count(*) from absurd.t_mq").await, 1);
+    assert_eq!(count(&db.pool, "select count(*) from absurd.i_mq").await, 0);
     let work = &done["partitions"]["mq"];
     assert_eq!(names(&work["created"]), created, "{done}");
     assert_eq!(names(&work["detached"]), detached, "{done}");
