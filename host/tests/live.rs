@@ -711,3 +711,38 @@ async fn queues_created_before_the_migration_get_the_triggers() {
         (QUEUE, vec![(t.task_id, absurd_client::State::Pending)])
     );
 }
+
+/// The triggers work on a partitioned queue's task table (a partitioned parent) alike: a spawn
+/// and a claim are each told once, with the task and its new state.
+#[tokio::test]
+async fn partitioned_queues_notify_too() {
+    use absurd_client::partitions::StorageMode;
+    let (_db, client) = setup(QUEUE).await;
+    let q = "live-p";
+    client
+        .create_queue_with_mode(q, StorageMode::Partitioned)
+        .await
+        .unwrap();
+    let mut listener = client.live_listener().await.unwrap();
+    listener.listen().await.unwrap();
+    client.renew_live_updates(60).await.unwrap();
+    let t = client
+        .spawn(q, "noop", &json!({}), &SpawnOptions::default())
+        .await
+        .unwrap();
+    let mut next = async || {
+        let p = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+            .await
+            .expect("a notification within 10 s")
+            .unwrap()
+            .unwrap();
+        absurd_client::live::LiveNotice::parse(&p).unwrap()
+    };
+    let n = next().await;
+    assert_eq!(n.queue, q);
+    assert_eq!(n.changes, vec![(t.task_id, absurd_client::State::Pending)]);
+    let claimed = client.claim(q, "w", 60, 1).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let n = next().await;
+    assert_eq!(n.changes, vec![(t.task_id, absurd_client::State::Running)]);
+}
