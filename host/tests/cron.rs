@@ -15,7 +15,7 @@ use std::time::Duration;
 use absurd_client::partitions::{QueuePolicyUpdate, StorageMode};
 use absurd_client::{Client, SpawnOptions};
 use absurd_host::embedded::EmbeddedPostgres;
-use common::{temp_dir, wait_for, TestDb};
+use common::{temp_dir, venv_bin, wait_for, TestDb};
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -242,15 +242,11 @@ async fn cron_jobs_run_in_a_private_cluster_with_pg_cron() {
         .unwrap();
     assert!(again.is_empty(), "{again:?}");
 
-    // drop_queue unschedules the queue's jobs too; the all-queues scope is left alone.
-    sqlx::query("select * from absurd.enable_cron('cq')")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("select * from absurd.enable_cron()")
-        .execute(&pool)
-        .await
-        .unwrap();
+    // absurdctl's `cron` command drives the same functions. Jobs it enables for the queue
+    // go with drop_queue; the all-queues scope is left alone, until `cron --disable`.
+    let out = absurdctl(&url, &["cron", "--enable", "--queue", "cq"]).await;
+    assert!(out.contains(&format!("absurd_partitions_{scope}")), "{out}");
+    absurdctl(&url, &["cron", "--enable"]).await;
     c.drop_queue("cq").await.unwrap();
     assert_eq!(
         job_names(&pool).await,
@@ -260,8 +256,39 @@ async fn cron_jobs_run_in_a_private_cluster_with_pg_cron() {
             "absurd_partitions_all"
         ]
     );
+    let out = absurdctl(&url, &["cron", "--disable"]).await;
+    assert!(out.contains("absurd_cleanup_all"), "{out}");
+    assert!(
+        job_names(&pool).await.is_empty(),
+        "{:?}",
+        job_names(&pool).await
+    );
     pool.close().await;
     blocking(move || drop(pg)).await;
+}
+
+/// Runs `absurdctl <args> -d <url>`, which must succeed; returns its output.
+async fn absurdctl(url: &str, args: &[&str]) -> String {
+    let out = absurdctl_output(url, args).await;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "absurdctl {args:?} failed: {text}");
+    text
+}
+
+async fn absurdctl_output(url: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(venv_bin("absurdctl"));
+    cmd.args(args)
+        .arg("-d")
+        .arg(url)
+        .stdin(std::process::Stdio::null());
+    tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("absurdctl within 60 s")
+        .expect("run absurdctl (scripts/setup-python makes the venv)")
 }
 
 #[tokio::test]
@@ -298,6 +325,15 @@ async fn without_pg_cron_the_helpers_point_to_maintain() {
     assert_eq!(
         err.as_database_error().unwrap().message(),
         r#"Queue "nope" does not exist"#
+    );
+    // absurdctl's `cron` command gets the same refusal.
+    let out = absurdctl_output(&db.url, &["cron", "--enable"]).await;
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("pg_cron is not available (missing cron.job)"),
+        "{text}"
     );
     // drop_queue works without pg_cron.
     let c = Client::new(db.pool.clone());
