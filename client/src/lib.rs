@@ -91,6 +91,7 @@ pub mod live;
 pub mod maintenance;
 pub mod measure;
 pub mod monitor;
+pub mod partitions;
 pub mod pooling;
 pub mod protocol;
 pub mod schedules;

@@ -123,7 +123,7 @@ impl Client {
 
     /// Registers the listener `holder` (renewing it when it is already registered) for the
     /// next `seconds` (at most an hour), and makes sure the triggers exist on every queue
-    /// (migration 0025: they exist only while someone listens). Returns until when
+    /// (migration 0022: they exist only while someone listens). Returns until when
     /// notifications will be sent. Call it again well before then to keep them coming.
     pub async fn hold_live_updates(&self, holder: &str, seconds: i32) -> Result<DateTime<Utc>> {
         sqlx::query_scalar("select absurd.live_updates_hold($1, $2)")
@@ -149,7 +149,7 @@ impl Client {
     /// once their lease has run out. Returns `None` while someone listens (the triggers are
     /// meant to be there), otherwise how many task tables still have them because their lock
     /// could not be had within 100 ms (a later call retries). Does nothing, and returns
-    /// `Some(0)`, on a schema without migration 0025.
+    /// `Some(0)`, on a schema without migration 0022.
     pub async fn retire_live_triggers(&self) -> Result<Option<i32>> {
         let present: bool = sqlx::query_scalar(
             "select to_regprocedure('absurd.live_updates_retire()') is not null",

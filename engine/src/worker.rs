@@ -729,7 +729,7 @@ impl WarnedNames {
 }
 
 /// Drops the live-update triggers an API that died left on the task tables, once its lease ran
-/// out (migration 0025): they cost every claim and completion while nobody listens. Best effort,
+/// out (migration 0022): they cost every claim and completion while nobody listens. Best effort,
 /// once at start; `absurd-host maintain` does it too.
 async fn retire_live_triggers(client: Client) {
     match client.retire_live_triggers().await {

@@ -1,5 +1,6 @@
 //! Maintenance without pg_cron: finished tasks and consumed events deleted by retention, in
-//! bounded batches.
+//! bounded batches; and, for partitioned queues, the partitions their policies call for
+//! (future weeks created, old empty weeks detached and dropped when `detach_mode = 'empty'`).
 //!
 //! Two ways in: `absurd-host maintain` (one pass, `--dry-run` to only count), and the
 //! `[maintenance]` section of `absurd-host.toml`, with which `absurd-host worker` takes part in
@@ -30,6 +31,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use absurd_client::partitions::StorageMode;
 use absurd_client::{Client, State};
 use absurd_engine::metrics::Counters;
 
@@ -228,6 +230,19 @@ impl Deleted {
     }
 }
 
+/// What one pass did (or, dry, would do) to one partitioned queue's partitions, by table name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PartitionWork {
+    /// Week (and DEFAULT) partitions created ahead of time.
+    pub created: Vec<String>,
+    /// Old empty weeks detached, as the queue's detach policy allows.
+    pub detached: Vec<String>,
+    /// Detached partitions dropped: the ones detached now, and empty ones detached before.
+    pub dropped: Vec<String>,
+    /// Detached partitions that hold rows (an operator's archive?): never dropped here.
+    pub kept: Vec<String>,
+}
+
 /// The report of one pass, as printed by `maintain --json` and recorded in
 /// `absurd.maintenance_runs`.
 #[derive(Debug, Clone, Serialize)]
@@ -240,6 +255,8 @@ pub struct Report {
     /// Queues and kinds where the pass stopped at `max_batches` with more left to delete
     /// (the next pass goes on).
     pub unfinished: Vec<String>,
+    /// Partitioned queues only.
+    pub partitions: BTreeMap<String, PartitionWork>,
     pub seconds: f64,
 }
 
@@ -265,9 +282,17 @@ pub async fn run_once(client: &Client, settings: &Settings, dry_run: bool) -> Re
         queues: BTreeMap::new(),
         totals: Deleted::default(),
         unfinished: Vec::new(),
+        partitions: BTreeMap::new(),
         seconds: 0.0,
     };
+    let partition_helpers = client.has_partition_helpers().await?;
     for queue in queues {
+        if partition_helpers && is_partitioned(client, &queue).await? {
+            let work = partitions(client, &queue, dry_run)
+                .await
+                .with_context(|| format!("maintaining the partitions of queue {queue}"))?;
+            report.partitions.insert(queue.clone(), work);
+        }
         let mut deleted = Deleted::default();
         for (state, ttl) in settings.retention.task_states() {
             let Some(ttl) = ttl else { continue };
@@ -306,7 +331,7 @@ pub async fn run_once(client: &Client, settings: &Settings, dry_run: bool) -> Re
         report.queues.insert(queue, deleted);
     }
     if !dry_run {
-        // Live-update triggers a dead API left behind (migration 0025); they cost every claim
+        // Live-update triggers a dead API left behind (migration 0022); they cost every claim
         // and completion while nobody listens. Not part of the report: nothing is deleted.
         match client.retire_live_triggers().await {
             Ok(Some(n)) if n > 0 => {
@@ -321,6 +346,66 @@ pub async fn run_once(client: &Client, settings: &Settings, dry_run: bool) -> Re
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+async fn is_partitioned(client: &Client, queue: &str) -> Result<bool> {
+    Ok(client
+        .get_queue_policy(queue)
+        .await?
+        .is_some_and(|p| p.storage_mode == StorageMode::Partitioned.as_str()))
+}
+
+/// One queue's partition step: future weeks first (they keep new rows out of the DEFAULT
+/// partition), then the old empty weeks its policy lets go, detached and dropped one by one.
+async fn partitions(client: &Client, queue: &str, dry_run: bool) -> Result<PartitionWork> {
+    let mut work = PartitionWork::default();
+    let missing = client.missing_partitions(Some(queue)).await?;
+    if dry_run {
+        work.created = missing.into_iter().map(|m| m.partition_table).collect();
+    } else if !missing.is_empty() {
+        client.ensure_partitions(Some(queue)).await?;
+        let still: Vec<String> = client
+            .missing_partitions(Some(queue))
+            .await?
+            .into_iter()
+            .map(|m| m.partition_table)
+            .collect();
+        work.created = missing
+            .into_iter()
+            .map(|m| m.partition_table)
+            .filter(|t| !still.contains(t))
+            .collect();
+    }
+    let leftovers: Vec<_> = client
+        .detached_partitions()
+        .await?
+        .into_iter()
+        .filter(|d| d.queue_name == queue)
+        .collect();
+    for d in leftovers {
+        if !d.is_empty {
+            work.kept.push(d.partition_table);
+        } else if dry_run || client.drop_detached_partition(&d.partition_table).await? {
+            work.dropped.push(d.partition_table);
+        }
+    }
+    for c in client.list_detach_candidates(Some(queue)).await? {
+        if dry_run {
+            work.detached.push(c.partition_table.clone());
+            work.dropped.push(c.partition_table);
+            continue;
+        }
+        // Gone from the candidates since the list was read (another maintainer, a row
+        // written meanwhile): nothing to do.
+        if client.detach_partition(&c.partition_table).await?.is_none() {
+            continue;
+        }
+        work.detached.push(c.partition_table.clone());
+        if client.drop_detached_partition(&c.partition_table).await? {
+            work.dropped.push(c.partition_table);
+        }
+    }
+    Ok(work)
 }
 
 /// Runs `batch` until one deletes fewer than a full batch, or `max_batches` ran. Returns the
@@ -514,13 +599,6 @@ pub async fn run_command(global: &GlobalArgs, args: &MaintainArgs) -> Result<()>
     if let Some(b) = args.batch_size {
         settings.batch_size = b;
     }
-    if settings.retention.is_empty() {
-        bail!(
-            "no retention given, so nothing would be deleted: pass --completed-days, \
-             --failed-days, --cancelled-days or --events-days, or set [maintenance.retention] \
-             in the --config file"
-        );
-    }
     let config = AbsurdConfig::from_env()?;
     let url = global
         .database_url
@@ -535,6 +613,13 @@ pub async fn run_command(global: &GlobalArgs, args: &MaintainArgs) -> Result<()>
     );
     if client.schema_version().await?.is_none() {
         bail!("{redacted} has no absurd schema; run `absurd-host migrate` first");
+    }
+    if settings.retention.is_empty() && !any_partitioned(&client, &settings).await? {
+        bail!(
+            "no retention given, so nothing would be deleted: pass --completed-days, \
+             --failed-days, --cancelled-days or --events-days, or set [maintenance.retention] \
+             in the --config file (partitioned queues get their partitions maintained without)"
+        );
     }
     let started_at = Utc::now();
     let outcome = run_once(&client, &settings, args.dry_run).await;
@@ -556,6 +641,24 @@ pub async fn run_command(global: &GlobalArgs, args: &MaintainArgs) -> Result<()>
     }
     print!("{}", render(&report));
     Ok(())
+}
+
+/// Whether a queue the pass covers is partitioned (so a pass without retention still has
+/// work: its partitions).
+async fn any_partitioned(client: &Client, settings: &Settings) -> Result<bool> {
+    if !client.has_partition_helpers().await? {
+        return Ok(false);
+    }
+    let queues = match &settings.queues {
+        Some(q) => q.clone(),
+        None => client.list_queues().await?,
+    };
+    for q in queues {
+        if is_partitioned(client, &q).await? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn render(r: &Report) -> String {
@@ -610,6 +713,34 @@ fn render(r: &Report) -> String {
             out,
             "more left in {u} (max_batches reached; the next pass goes on)"
         );
+    }
+    let (created, detached, dropped) = if r.dry_run {
+        ("would create", "would detach", "would drop")
+    } else {
+        ("created", "detached", "dropped")
+    };
+    for (q, w) in &r.partitions {
+        let list = |v: &Vec<String>| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(" ")
+            }
+        };
+        let _ = writeln!(
+            out,
+            "partitions of {q}: {created} {}; {detached} {}; {dropped} {}",
+            list(&w.created),
+            list(&w.detached),
+            list(&w.dropped)
+        );
+        if !w.kept.is_empty() {
+            let _ = writeln!(
+                out,
+                "detached partitions of {q} kept (they hold rows): {}",
+                w.kept.join(" ")
+            );
+        }
     }
     out
 }

@@ -7,6 +7,9 @@
 //! Scale: `ABSURD_CHAOS_SCALE` (default 1) multiplies task counts and disturbance durations,
 //! for a soak: `ABSURD_CHAOS_SCALE=20 cargo test -p absurd-host --test chaos -- --nocapture`.
 //!
+//! Every scenario runs on both storage modes: `NAME` on an unpartitioned queue,
+//! `NAME_partitioned` on a partitioned one (spec §5.13).
+//!
 //! Mutation check: `ABSURD_CHAOS_MUTATE=<name>` breaks one guarantee in each scenario's scratch
 //! database (never in the repository), so that the scenario's invariant check must fail:
 //! `complete-unfenced` (the queue's completion no longer checks the run's state), `no-replay` (runs see
@@ -22,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use absurd_client::partitions::StorageMode;
 use absurd_client::{Client, RetryStrategy, SpawnOptions};
 use common::{components_dir, TestDb};
 use serde_json::{json, Value};
@@ -336,6 +340,27 @@ max_attempts = 3
 
 // ---- the database side ------------------------------------------------------------------------
 
+tokio::task_local! {
+    /// The storage mode of the queue the running scenario works in (see [`prepare`]).
+    static MODE: StorageMode;
+}
+
+/// Declares a scenario's two tests: on an unpartitioned queue (under its own name) and on a
+/// partitioned one (`_partitioned`).
+macro_rules! both_modes {
+    ($body:ident => $plain:ident, $partitioned:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $plain() {
+            MODE.scope(StorageMode::Unpartitioned, $body()).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $partitioned() {
+            MODE.scope(StorageMode::Partitioned, $body()).await
+        }
+    };
+}
+
 /// A scratch database with the ledger table, the queue, and any requested mutation.
 async fn prepare(pool: &PgPool, queue: &str) {
     sqlx::raw_sql(
@@ -345,7 +370,11 @@ async fn prepare(pool: &PgPool, queue: &str) {
     .execute(pool)
     .await
     .unwrap();
-    Client::new(pool.clone()).create_queue(queue).await.unwrap();
+    let mode = MODE.try_with(|m| *m).unwrap_or(StorageMode::Unpartitioned);
+    Client::new(pool.clone())
+        .create_queue_with_mode(queue, mode)
+        .await
+        .unwrap();
     mutate(pool, queue).await;
 }
 
@@ -811,11 +840,11 @@ async fn admin(url: &str) -> PgConnection {
 
 // ---- scenarios --------------------------------------------------------------------------------
 
+both_modes!(sigkill_and_pause_workers_under_load_scenario => sigkill_and_pause_workers_under_load, sigkill_and_pause_workers_under_load_partitioned);
 /// SIGKILL a random worker every ~2 s under load (ledger, wasm and native tasks in flight) and
 /// SIGSTOP another past its lease now and then, so that it wakes up as a zombie whose writes must
 /// all be refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_and_pause_workers_under_load() {
+async fn sigkill_and_pause_workers_under_load_scenario() {
     let _slot = FLEETS.acquire().await.unwrap();
     let started = Instant::now();
     let q = "kill";
@@ -856,12 +885,12 @@ async fn sigkill_and_pause_workers_under_load() {
     figures.report("sigkill_and_pause_workers_under_load", started);
 }
 
+both_modes!(stolen_leases_are_fenced_scenario => stolen_leases_are_fenced, stolen_leases_are_fenced_partitioned);
 /// Steal leases under load: expire the lease of every running run once a second (what a network
 /// partition, a long GC pause or a stalled host looks like from the database), so that other
 /// workers sweep and re-claim those runs while their first worker is still executing them. The
 /// first worker's writes (checkpoints, completion) must all be refused by run id and state.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stolen_leases_are_fenced() {
+async fn stolen_leases_are_fenced_scenario() {
     let _slot = FLEETS.acquire().await.unwrap();
     let started = Instant::now();
     let q = "stolen";
@@ -906,10 +935,10 @@ async fn stolen_leases_are_fenced() {
     figures.report("stolen_leases_are_fenced", started);
 }
 
+both_modes!(postgres_restarts_mid_load_scenario => postgres_restarts_mid_load, postgres_restarts_mid_load_partitioned);
 /// Restart the (private, embedded) PostgreSQL cluster mid-load: fast restarts and crash-like
 /// immediate stops.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_restarts_mid_load() {
+async fn postgres_restarts_mid_load_scenario() {
     let _slot = FLEETS.acquire().await.unwrap();
     let started = Instant::now();
     let q = "pgrestart";
@@ -960,10 +989,10 @@ async fn postgres_restarts_mid_load() {
     figures.report("postgres_restarts_mid_load", started);
 }
 
+both_modes!(terminated_backends_including_listen_scenario => terminated_backends_including_listen, terminated_backends_including_listen_partitioned);
 /// Terminate every backend of the workers (pool and LISTEN connections) once a second; at the
 /// end, an idle fleet must still be woken by NOTIFY (the poll interval is longer than the wait).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn terminated_backends_including_listen() {
+async fn terminated_backends_including_listen_scenario() {
     let _slot = FLEETS.acquire().await.unwrap();
     let started = Instant::now();
     let q = "term";
@@ -1025,10 +1054,10 @@ async fn terminated_backends_including_listen() {
     figures.report("terminated_backends_including_listen", started);
 }
 
+both_modes!(long_lock_on_the_runs_table_scenario => long_lock_on_the_runs_table, long_lock_on_the_runs_table_partitioned);
 /// Hold a SHARE ROW EXCLUSIVE lock on the runs table for 3 s (times the scale, at most 10 s),
 /// again and again under load.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn long_lock_on_the_runs_table() {
+async fn long_lock_on_the_runs_table_scenario() {
     let _slot = FLEETS.acquire().await.unwrap();
     let started = Instant::now();
     let q = "locked";
@@ -1112,11 +1141,11 @@ fn the_lease_outlasts_the_lock_at_every_scale() {
     }
 }
 
+both_modes!(sigterm_drains_without_losing_work_scenario => sigterm_drains_without_losing_work, sigterm_drains_without_losing_work_partitioned);
 /// SIGTERM the whole fleet mid-load: each worker stops claiming, lets short runs finish, hands
 /// back long ones after its grace period, and exits 0; a new fleet finishes the rest. Nothing is
 /// lost and no lease had to expire.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_without_losing_work() {
+async fn sigterm_drains_without_losing_work_scenario() {
     let _slot = FLEETS.acquire().await.unwrap();
     let started = Instant::now();
     let q = "drain";
@@ -1175,11 +1204,11 @@ async fn sigterm_drains_without_losing_work() {
     figures.report("sigterm_drains_without_losing_work", started);
 }
 
+both_modes!(poison_tasks_are_dead_lettered_and_never_block_the_queue_scenario => poison_tasks_are_dead_lettered_and_never_block_the_queue, poison_tasks_are_dead_lettered_and_never_block_the_queue_partitioned);
 /// Poison tasks crash their sandbox (wasm panic, memory bomb) or their subprocess (SIGKILL)
 /// on every attempt: each ends failed after 3 attempts, dead-lettered exactly once, and the
 /// healthy tasks around them keep completing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn poison_tasks_are_dead_lettered_and_never_block_the_queue() {
+async fn poison_tasks_are_dead_lettered_and_never_block_the_queue_scenario() {
     let _slot = FLEETS.acquire().await.unwrap();
     let started = Instant::now();
     let q = "poison";
@@ -1238,20 +1267,20 @@ async fn poison_tasks_are_dead_lettered_and_never_block_the_queue() {
     );
 }
 
+both_modes!(fake_clock_drives_event_timeouts_scenario => fake_clock_drives_event_timeouts, fake_clock_drives_event_timeouts_partitioned);
 /// Event timeouts (and delivered events) follow the database clock, moved with
 /// `absurd.fake_now` (set per database, seen by every new connection; the workers' existing
 /// connections are terminated so that they reconnect and see it).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fake_clock_drives_event_timeouts() {
+async fn fake_clock_drives_event_timeouts_scenario() {
     fake_clock_scenario("fake_clock_drives_event_timeouts", false).await;
 }
 
+both_modes!(fake_clock_drives_durable_sleep_scenario => fake_clock_drives_durable_sleep, fake_clock_drives_durable_sleep_partitioned);
 /// Durable sleeps under `absurd.fake_now`: wake-up times are computed and compared on the
 /// database clock, as claims compare `available_at`. (Found by this scenario: judged by the
 /// host's clock, a napping task under a moved database clock woke early or rescheduled itself
 /// in a hot loop; the same would happen with clock skew between a host and PostgreSQL.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fake_clock_drives_durable_sleep() {
+async fn fake_clock_drives_durable_sleep_scenario() {
     fake_clock_scenario("fake_clock_drives_durable_sleep", true).await;
 }
 

@@ -1338,6 +1338,223 @@ async fn sdk_operations_upstream() {
     sdk_operations(TestDb::upstream().await).await;
 }
 
+// ---- scenario 5b: a partitioned queue and its policy through the SDK and absurdctl ---------
+
+/// Whether `absurd.<table>` exists.
+async fn table_exists(db: &TestDb, table: &str) -> bool {
+    sqlx::query_scalar("select to_regclass(format('absurd.%I', $1::text)) is not null")
+        .bind(table)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+async fn partitioned_queue_and_policy(db: TestDb) {
+    let client = Client::new(db.pool.clone());
+    let q = "pq";
+    // The SDK creates the queue partitioned, with a policy: detach weeks empty for a day, and
+    // three weeks of look-back, so that past (empty) weeks exist once partitions are ensured.
+    let policy =
+        r#"{"detach_mode": "empty", "detach_min_age": "1 day", "partition_lookback": "21 days"}"#;
+    py(
+        &db,
+        q,
+        "sdk_ops.py",
+        &[
+            "create-queue",
+            "--storage-mode",
+            "partitioned",
+            "--policy",
+            policy,
+        ],
+    )
+    .await;
+    let got = client
+        .get_queue_policy(q)
+        .await
+        .unwrap()
+        .expect("policy row");
+    assert_eq!(
+        (
+            got.storage_mode.as_str(),
+            got.detach_mode.as_str(),
+            got.partition_lookback.as_str()
+        ),
+        ("partitioned", "empty", "21 days"),
+        "{got:?}"
+    );
+    let parent_kind: String = sqlx::query_scalar(
+        "select relkind::text from pg_class where oid = 'absurd.t_pq'::regclass",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(parent_kind, "p", "t_pq must be a partitioned table");
+
+    // absurdctl: the same mode again is fine (and ensures the partitions the policy now asks
+    // for); another mode is refused with upstream's message.
+    ctl_ok(&db, &["create-queue", q, "--storage-mode", "partitioned"]).await;
+    let other = ctl(&db, &["create-queue", q]).await;
+    assert!(
+        !other.ok,
+        "{}: an unpartitioned re-create must fail",
+        other.what
+    );
+    assert!(
+        format!("{}{}", other.stdout, other.stderr)
+            .contains(r#"Queue "pq" already exists with storage mode "partitioned""#),
+        "{}\n{}",
+        other.stdout,
+        other.stderr
+    );
+
+    // Policy reads and writes: absurdctl prints it; the SDK's bad value is refused by name.
+    let shown = ctl_ok(&db, &["queue-policy", q]).await;
+    for line in [
+        "storage_mode: partitioned",
+        "detach_mode: empty",
+        "default_partition: enabled",
+    ] {
+        assert!(
+            shown.stdout.contains(line),
+            "{line:?} not in\n{}",
+            shown.stdout
+        );
+    }
+    ctl_ok(&db, &["queue-policy", q, "--cleanup-limit", "77"]).await;
+    assert_eq!(
+        client
+            .get_queue_policy(q)
+            .await
+            .unwrap()
+            .unwrap()
+            .cleanup_limit,
+        77
+    );
+    let err = py_err(
+        &db,
+        q,
+        "sdk_ops.py",
+        &[
+            "set-queue-policy",
+            "--policy",
+            r#"{"partition_lookahead": "-1 day"}"#,
+        ],
+    )
+    .await;
+    assert!(
+        err.contains("partition_lookahead must be non-negative"),
+        "{err}"
+    );
+    let out = py(
+        &db,
+        q,
+        "sdk_ops.py",
+        &[
+            "set-queue-policy",
+            "--policy",
+            r#"{"cleanup_ttl": "12345 seconds"}"#,
+        ],
+    )
+    .await;
+    assert_eq!(
+        client
+            .get_queue_policy(q)
+            .await
+            .unwrap()
+            .unwrap()
+            .cleanup_ttl,
+        "03:25:45",
+        "{out}"
+    );
+
+    // Old empty weeks are detach candidates; absurdctl lists them, detaches one, and detaches
+    // and drops another.
+    let candidates = client.list_detach_candidates(Some(q)).await.unwrap();
+    let weeks: Vec<String> = candidates
+        .iter()
+        .filter(|c| c.parent_table == "t_pq")
+        .map(|c| c.partition_table.clone())
+        .collect();
+    assert!(weeks.len() >= 2, "two past weeks at least: {candidates:?}");
+    let listed = ctl_ok(&db, &["list-detach-candidates", "--queue", q]).await;
+    for w in &weeks {
+        assert!(
+            listed.stdout.contains(w.as_str()),
+            "{w} not in\n{}",
+            listed.stdout
+        );
+    }
+    let detached = ctl_ok(&db, &["detach-candidate", "--queue", q, &weeks[0]]).await;
+    assert!(
+        detached.stdout.contains("Detach succeeded"),
+        "{}",
+        detached.stdout
+    );
+    assert!(table_exists(&db, &weeks[0]).await, "detached, not dropped");
+    let dropped = ctl_ok(
+        &db,
+        &["detach-candidate", "--queue", q, &weeks[1], "--drop"],
+    )
+    .await;
+    assert!(
+        dropped.stdout.contains("Drop succeeded"),
+        "{}",
+        dropped.stdout
+    );
+    assert!(!table_exists(&db, &weeks[1]).await, "{} dropped", weeks[1]);
+    let left = client.list_detach_candidates(Some(q)).await.unwrap();
+    assert!(
+        !left
+            .iter()
+            .any(|c| c.partition_table == weeks[0] || c.partition_table == weeks[1]),
+        "{left:?}"
+    );
+
+    // Idempotency through the registry, and absurdctl cleanup frees the key.
+    let opts = SpawnOptions {
+        idempotency_key: Some("once".into()),
+        ..Default::default()
+    };
+    let first = client
+        .spawn(q, "job", &json!({"n": 1}), &opts)
+        .await
+        .unwrap();
+    let again = client
+        .spawn(q, "job", &json!({"n": 2}), &opts)
+        .await
+        .unwrap();
+    assert!(first.created && !again.created, "{first:?} {again:?}");
+    assert_eq!(again.task_id, first.task_id);
+    client.cancel_task(q, first.task_id).await.unwrap();
+    ctl_ok(&db, &["cleanup", q, "0"]).await;
+    assert!(
+        client.get_task(q, first.task_id).await.unwrap().is_none(),
+        "cleaned up"
+    );
+    let third = client
+        .spawn(q, "job", &json!({"n": 3}), &opts)
+        .await
+        .unwrap();
+    assert!(third.created && third.task_id != first.task_id, "{third:?}");
+
+    // The SDK drops the queue, parents, weeks and registry together.
+    py(&db, q, "sdk_ops.py", &["drop-queue"]).await;
+    for t in ["t_pq", "r_pq", "i_pq"] {
+        assert!(!table_exists(&db, t).await, "{t} dropped with the queue");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_queue_and_policy_migrated() {
+    partitioned_queue_and_policy(TestDb::migrated().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_queue_and_policy_upstream() {
+    partitioned_queue_and_policy(TestDb::upstream().await).await;
+}
+
 // ---- scenario 6: a Rust worker's lease expires; the Python worker takes over ---------------
 
 async fn python_worker_sweeps_rust_expired_lease(db: TestDb) {

@@ -727,7 +727,7 @@ async fn live_triggers(db: &TestDb, queue: &str) -> i64 {
 
 #[tokio::test]
 async fn the_triggers_exist_only_while_someone_listens() {
-    // Migration 0025: a task table nobody watches has no trigger to pay for.
+    // Migration 0022: a task table nobody watches has no trigger to pay for.
     let (db, client) = setup(QUEUE).await;
     let other = "live q \"3\"";
     assert_eq!(live_triggers(&db, QUEUE).await, 0);
@@ -818,4 +818,39 @@ async fn an_api_installs_the_triggers_while_it_streams_and_drops_them_when_it_st
         || async { (live_triggers(&db, QUEUE).await == 0).then_some(()) },
     )
     .await;
+}
+
+/// The triggers work on a partitioned queue's task table (a partitioned parent) alike: a spawn
+/// and a claim are each told once, with the task and its new state.
+#[tokio::test]
+async fn partitioned_queues_notify_too() {
+    use absurd_client::partitions::StorageMode;
+    let (_db, client) = setup(QUEUE).await;
+    let q = "live-p";
+    client
+        .create_queue_with_mode(q, StorageMode::Partitioned)
+        .await
+        .unwrap();
+    let mut listener = client.live_listener().await.unwrap();
+    listener.listen().await.unwrap();
+    client.renew_live_updates(60).await.unwrap();
+    let t = client
+        .spawn(q, "noop", &json!({}), &SpawnOptions::default())
+        .await
+        .unwrap();
+    let mut next = async || {
+        let p = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+            .await
+            .expect("a notification within 10 s")
+            .unwrap()
+            .unwrap();
+        absurd_client::live::LiveNotice::parse(&p).unwrap()
+    };
+    let n = next().await;
+    assert_eq!(n.queue, q);
+    assert_eq!(n.changes, vec![(t.task_id, absurd_client::State::Pending)]);
+    let claimed = client.claim(q, "w", 60, 1).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let n = next().await;
+    assert_eq!(n.changes, vec![(t.task_id, absurd_client::State::Running)]);
 }

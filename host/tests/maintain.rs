@@ -412,3 +412,165 @@ async fn one_worker_maintains_and_another_takes_over_when_it_dies() {
     )
     .await;
 }
+
+// ---- partitioned queues: future weeks created, old empty weeks detached and dropped ----------
+
+/// A client on one connection whose session clock is frozen at `at`.
+async fn client_at(db_url: &str, at: &str) -> absurd_client::Client {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(db_url)
+        .await
+        .unwrap();
+    sqlx::query("select set_config('absurd.fake_now', $1, false)")
+        .bind(at)
+        .execute(&pool)
+        .await
+        .unwrap();
+    absurd_client::Client::new(pool)
+}
+
+fn names(v: &Value) -> Vec<String> {
+    let mut n: Vec<String> = v
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    n.sort();
+    n
+}
+
+async fn tables_like(pool: &PgPool, pattern: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "select relname::text from pg_class where relnamespace = 'absurd'::regnamespace \
+         and relkind = 'r' and relname like $1 order by 1",
+    )
+    .bind(pattern)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn partitions_follow_the_policy_on_a_moved_clock() {
+    use absurd_client::partitions::{QueuePolicyUpdate, StorageMode};
+    let (db, _) = setup("plain-q").await;
+    // Monday 2024-03-04: the queue gets the weeks 409 (one day back) to 414 (28 days ahead).
+    let t0 = "2024-03-04T12:00:00Z";
+    let c0 = client_at(&db.url, t0).await;
+    c0.create_queue_with_mode("mq", StorageMode::Partitioned)
+        .await
+        .unwrap();
+    c0.set_queue_policy(
+        "mq",
+        &QueuePolicyUpdate {
+            detach_mode: Some("empty".into()),
+            detach_min_age: Some("7 days".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // A cancelled task (for retention, which works the same on partitioned queues) ...
+    let gone = c0
+        .spawn(
+            "mq",
+            "job",
+            &serde_json::json!({}),
+            &absurd_client::SpawnOptions {
+                idempotency_key: Some("k".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    c0.cancel_task("mq", gone.task_id).await.unwrap();
+    // ... and one pending task in the week of t0 (410): its t_ and r_ weeks are never
+    // candidates.
+    c0.spawn(
+        "mq",
+        "job",
+        &serde_json::json!({}),
+        &absurd_client::SpawnOptions::default(),
+    )
+    .await
+    .unwrap();
+    let before = tables_like(&db.pool, "%mq%").await;
+    assert!(before.contains(&"t_mq_410".to_string()), "{before:?}");
+
+    // 2024-05-13 (ten weeks on), dry: future weeks 419..424 would be created; the empty weeks
+    // ending before 2024-05-06 would be detached and dropped. Nothing changes, and no
+    // retention is needed for a partitioned queue to have work.
+    let t1 = "2024-05-13T12:00:00Z";
+    let dry = json_of(&maintain(&db.url, &["--json", "--dry-run"], Some(t1)));
+    let work = &dry["partitions"]["mq"];
+    let created = names(&work["created"]);
+    assert!(created.contains(&"t_mq_420".to_string()), "{dry}");
+    assert!(created.contains(&"w_mq_424".to_string()), "{dry}");
+    assert!(!created.iter().any(|t| t.ends_with("_410")), "{dry}");
+    let detached = names(&work["detached"]);
+    for t in ["t_mq_409", "c_mq_410", "w_mq_410", "r_mq_414", "t_mq_414"] {
+        assert!(detached.contains(&t.to_string()), "{t}: {dry}");
+    }
+    for t in ["t_mq_410", "r_mq_410"] {
+        assert!(!detached.contains(&t.to_string()), "{t} holds rows: {dry}");
+    }
+    assert_eq!(names(&work["dropped"]), detached, "{dry}");
+    assert!(dry["partitions"].get("plain-q").is_none(), "{dry}");
+    assert_eq!(
+        tables_like(&db.pool, "%mq%").await,
+        before,
+        "a dry run changes nothing"
+    );
+
+    // The real pass does what the dry one said, and deletes the cancelled task (freeing its
+    // idempotency key).
+    let done = json_of(&maintain(
+        &db.url,
+        &["--json", "--cancelled-days", "7"],
+        Some(t1),
+    ));
+    assert_eq!(done["queues"]["mq"]["cancelled"], 1, "{done}");
+    assert_eq!(count(&db.pool, "select count(*) from absurd.t_mq").await, 1);
+    assert_eq!(count(&db.pool, "select count(*) from absurd.i_mq").await, 0);
+    let work = &done["partitions"]["mq"];
+    assert_eq!(names(&work["created"]), created, "{done}");
+    assert_eq!(names(&work["detached"]), detached, "{done}");
+    assert_eq!(names(&work["dropped"]), detached, "{done}");
+    let after = tables_like(&db.pool, "%mq%").await;
+    for t in &created {
+        assert!(after.contains(t), "{t} created: {after:?}");
+    }
+    for t in &detached {
+        assert!(!after.contains(t), "{t} dropped: {after:?}");
+    }
+    for t in ["t_mq_410", "r_mq_410", "t_mq_d"] {
+        assert!(after.contains(&t.to_string()), "{t} kept: {after:?}");
+    }
+
+    // Again: nothing left to do. A week detached by hand that holds rows is kept.
+    sqlx::raw_sql("alter table absurd.t_mq detach partition absurd.t_mq_410")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let again = json_of(&maintain(&db.url, &["--json"], Some(t1)));
+    let work = &again["partitions"]["mq"];
+    assert!(names(&work["created"]).is_empty(), "{again}");
+    assert!(names(&work["detached"]).is_empty(), "{again}");
+    assert!(names(&work["dropped"]).is_empty(), "{again}");
+    assert_eq!(
+        names(&work["kept"]),
+        vec!["t_mq_410".to_string()],
+        "{again}"
+    );
+    assert_eq!(tables_like(&db.pool, "t_mq_410").await.len(), 1);
+
+    // The text report says the same.
+    let text = maintain(&db.url, &["--dry-run"], Some(t1));
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(
+        text.contains("detached partitions of mq kept (they hold rows): t_mq_410"),
+        "{text}"
+    );
+}

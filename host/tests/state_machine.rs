@@ -5,6 +5,10 @@
 //! our migrations (`*_ours`) and once on the upstream schema installed by the real
 //! `absurdctl init` (`*_upstream`), so both implementations are held to the same behaviour.
 //!
+//! The scenarios on our schema run once more on a partitioned queue (`*_partitioned`: every
+//! queue a scenario makes is created with storage mode `partitioned`, spec §5.13), so both
+//! storage modes are held to the same state machine.
+//!
 //! Most scenarios freeze the database clock with `absurd.fake_now` (on a one-connection pool,
 //! so the session setting sticks) and compare timestamps to the microsecond; the ones that
 //! need the real clock (lease expiry, the plain happy path) poll with generous deadlines.
@@ -16,6 +20,7 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::time::Duration;
 
+use absurd_client::partitions::StorageMode;
 use absurd_client::{
     AwaitOutcome, Cancellation, Client, ClientError, RetryOptions, RetryStrategy, RunInfo,
     SpawnOptions, State, TaskDetails, TaskFilter,
@@ -46,9 +51,23 @@ where
     drop(db);
 }
 
-/// Declares `$ours` / `$upstream` tests running `$scenario` on a migrated / upstream database.
+tokio::task_local! {
+    /// The storage mode of the queues the running scenario creates (see [`make_queue`]).
+    static MODE: StorageMode;
+}
+
+/// Creates `queue` in the storage mode of the running scenario (unpartitioned outside one).
+async fn make_queue(c: &Client, queue: &str) {
+    let mode = MODE.try_with(|m| *m).unwrap_or(StorageMode::Unpartitioned);
+    c.create_queue_with_mode(queue, mode)
+        .await
+        .unwrap_or_else(|e| panic!("create {} queue {queue}: {e}", mode.as_str()));
+}
+
+/// Declares `$ours` / `$upstream` tests running `$scenario` on a migrated / upstream database,
+/// and `$partitioned` running it on a migrated database with partitioned queues.
 macro_rules! both_schemas {
-    ($scenario:ident => $ours:ident, $upstream:ident) => {
+    ($scenario:ident => $ours:ident, $upstream:ident, $partitioned:ident) => {
         #[tokio::test]
         async fn $ours() {
             run_scenario(TestDb::migrated().await, |db| async move {
@@ -66,30 +85,39 @@ macro_rules! both_schemas {
             })
             .await;
         }
+
+        #[tokio::test]
+        async fn $partitioned() {
+            run_scenario(TestDb::migrated().await, |db| async move {
+                MODE.scope(StorageMode::Partitioned, $scenario(&db)).await;
+                db
+            })
+            .await;
+        }
     };
 }
 
-both_schemas!(scenario_complete => complete_ours, complete_upstream);
-both_schemas!(scenario_retry_backoff => retry_backoff_ours, retry_backoff_upstream);
-both_schemas!(scenario_lease_expiry => lease_expiry_ours, lease_expiry_upstream);
-both_schemas!(scenario_lease_expiry_fake_clock => lease_expiry_fake_clock_ours, lease_expiry_fake_clock_upstream);
-both_schemas!(scenario_sleep => sleep_ours, sleep_upstream);
-both_schemas!(scenario_sleep_real_clock => sleep_real_clock_ours, sleep_real_clock_upstream);
-both_schemas!(scenario_events => events_ours, events_upstream);
-both_schemas!(scenario_event_timeout => event_timeout_ours, event_timeout_upstream);
-both_schemas!(scenario_cancel => cancel_ours, cancel_upstream);
-both_schemas!(scenario_retry_task => retry_task_ours, retry_task_upstream);
-both_schemas!(scenario_idempotent_spawn => idempotent_spawn_ours, idempotent_spawn_upstream);
-both_schemas!(scenario_cleanup => cleanup_ours, cleanup_upstream);
-both_schemas!(scenario_checkpoints => checkpoints_ours, checkpoints_upstream);
-both_schemas!(scenario_cancellation_policy => cancellation_policy_ours, cancellation_policy_upstream);
-both_schemas!(scenario_invalid_spawn => invalid_spawn_ours, invalid_spawn_upstream);
-both_schemas!(scenario_list_tasks => list_tasks_ours, list_tasks_upstream);
+both_schemas!(scenario_complete => complete_ours, complete_upstream, complete_partitioned);
+both_schemas!(scenario_retry_backoff => retry_backoff_ours, retry_backoff_upstream, retry_backoff_partitioned);
+both_schemas!(scenario_lease_expiry => lease_expiry_ours, lease_expiry_upstream, lease_expiry_partitioned);
+both_schemas!(scenario_lease_expiry_fake_clock => lease_expiry_fake_clock_ours, lease_expiry_fake_clock_upstream, lease_expiry_fake_clock_partitioned);
+both_schemas!(scenario_sleep => sleep_ours, sleep_upstream, sleep_partitioned);
+both_schemas!(scenario_sleep_real_clock => sleep_real_clock_ours, sleep_real_clock_upstream, sleep_real_clock_partitioned);
+both_schemas!(scenario_events => events_ours, events_upstream, events_partitioned);
+both_schemas!(scenario_event_timeout => event_timeout_ours, event_timeout_upstream, event_timeout_partitioned);
+both_schemas!(scenario_cancel => cancel_ours, cancel_upstream, cancel_partitioned);
+both_schemas!(scenario_retry_task => retry_task_ours, retry_task_upstream, retry_task_partitioned);
+both_schemas!(scenario_idempotent_spawn => idempotent_spawn_ours, idempotent_spawn_upstream, idempotent_spawn_partitioned);
+both_schemas!(scenario_cleanup => cleanup_ours, cleanup_upstream, cleanup_partitioned);
+both_schemas!(scenario_checkpoints => checkpoints_ours, checkpoints_upstream, checkpoints_partitioned);
+both_schemas!(scenario_cancellation_policy => cancellation_policy_ours, cancellation_policy_upstream, cancellation_policy_partitioned);
+both_schemas!(scenario_invalid_spawn => invalid_spawn_ours, invalid_spawn_upstream, invalid_spawn_partitioned);
+both_schemas!(scenario_list_tasks => list_tasks_ours, list_tasks_upstream, list_tasks_partitioned);
 
 /// A client on the test database's shared pool (real clock).
 async fn real_client(db: &TestDb) -> Client {
     let c = Client::new(db.pool.clone());
-    c.create_queue(Q).await.expect("create queue");
+    make_queue(&c, Q).await;
     c
 }
 
@@ -106,7 +134,7 @@ async fn fake_client(db: &TestDb, at: DateTime<Utc>) -> Client {
         .expect("connect the fake-clock pool");
     let c = Client::new(pool);
     set_now(&c, at).await;
-    c.create_queue(Q).await.expect("create queue");
+    make_queue(&c, Q).await;
     c
 }
 
@@ -1792,7 +1820,7 @@ async fn scenario_idempotent_spawn(db: &TestDb) {
         .unwrap();
     assert!(other.created);
     assert_ne!(other.task_id, first.task_id);
-    c.create_queue("sm-other").await.unwrap();
+    make_queue(&c, "sm-other").await;
     let elsewhere = c
         .spawn("sm-other", "order", &json!({"n": 1}), &keyed("order-1"))
         .await
@@ -1940,8 +1968,8 @@ async fn scenario_cleanup(db: &TestDb) {
 
     // cleanup_all_queues: one row per queue (ordered by name), using the queue's policy
     // (default ttl 30 days).
-    c.create_queue("sm-b").await.unwrap();
-    c.create_queue("sm-a").await.unwrap();
+    make_queue(&c, "sm-b").await;
+    make_queue(&c, "sm-a").await;
     let b = c
         .spawn("sm-b", "x", &json!({}), &SpawnOptions::default())
         .await
@@ -2623,7 +2651,7 @@ async fn scenario_list_tasks(db: &TestDb) {
     assert_eq!((seen.len(), sizes), (5, vec![(5, 5)]));
 
     // Without a queue, every queue is listed.
-    c.create_queue("sm-2").await.unwrap();
+    make_queue(&c, "sm-2").await;
     let extra = c.spawn("sm-2", "alpha", &json!({}), &one).await.unwrap();
     let page = c
         .list_tasks(&TaskFilter {

@@ -5,10 +5,13 @@
   cancel TASK_ID                          Absurd.cancel_task       -> {"op", "task_id", "snapshot"}
   retry TASK_ID [--spawn-new] [--max-attempts N]
                                           Absurd.retry_task        -> {"op", "task_id", "run_id", "attempt", "created"}
-  create-queue [NAME]                     Absurd.create_queue      -> {"op", "queue", "queues"}
+  create-queue [NAME] [--storage-mode M] [--policy JSON]
+                                          Absurd.create_queue      -> {"op", "queue", "queues"}
   list-queues                             Absurd.list_queues       -> {"op", "queues"}
   drop-queue [NAME]                       Absurd.drop_queue        -> {"op", "queue", "queues"}
   queue-policy [NAME]                     Absurd.get_queue_policy  -> {"op", "queue", "policy"}
+  set-queue-policy [NAME] --policy JSON   Absurd.set_queue_policy  -> {"op", "queue", "policy"}
+                                          (JSON: the method's keyword arguments)
 
 NAME defaults to --queue. Options go before or after the subcommand's arguments.
 """
@@ -34,9 +37,13 @@ def main() -> None:
     r.add_argument("task_id")
     r.add_argument("--spawn-new", action="store_true")
     r.add_argument("--max-attempts", type=int, default=None)
-    for name in ("create-queue", "drop-queue", "queue-policy"):
+    for name in ("create-queue", "drop-queue", "queue-policy", "set-queue-policy"):
         q = sub.add_parser(name)
         q.add_argument("name", nargs="?", default=None)
+        if name in ("create-queue", "set-queue-policy"):
+            q.add_argument("--policy", default=None, help="JSON object of keyword arguments")
+        if name == "create-queue":
+            q.add_argument("--storage-mode", default=None)
     sub.add_parser("list-queues")
     args = p.parse_args()
 
@@ -60,7 +67,10 @@ def main() -> None:
                   "snapshot": snapshot_json(client.fetch_task_result(str(res["task_id"])))})
         elif args.op == "create-queue":
             name = args.name or args.queue
-            client.create_queue(name)
+            kwargs = json_arg(args.policy, "--policy") if args.policy is not None else {}
+            if args.storage_mode is not None:
+                kwargs["storage_mode"] = args.storage_mode
+            client.create_queue(name, **kwargs)
             queues = client.list_queues()
             if name not in queues:
                 fail(f"queue {name!r} missing from list_queues() after create_queue: {queues}")
@@ -74,6 +84,11 @@ def main() -> None:
             emit({"op": args.op, "queue": name, "queues": queues})
         elif args.op == "queue-policy":
             name = args.name or args.queue
+            emit({"op": args.op, "queue": name, "policy": client.get_queue_policy(name)})
+        elif args.op == "set-queue-policy":
+            name = args.name or args.queue
+            kwargs = json_arg(args.policy, "--policy") if args.policy is not None else {}
+            client.set_queue_policy(name, **kwargs)
             emit({"op": args.op, "queue": name, "policy": client.get_queue_policy(name)})
         elif args.op == "list-queues":
             emit({"op": args.op, "queues": client.list_queues()})

@@ -166,7 +166,7 @@ pub(crate) struct Hub {
     dropped: AtomicU64,
     mode: watch::Sender<Mode>,
     pump: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// This API's name among the database's live-update listeners (migration 0025).
+    /// This API's name among the database's live-update listeners (migration 0022).
     holder: String,
 }
 
@@ -379,7 +379,7 @@ impl Hub {
 
     /// The notification loop; `Ok(())` when it stops for good (shutdown or idle), and then
     /// this API lets go of the lease, so that the triggers are dropped unless another API
-    /// still listens (migration 0025).
+    /// still listens (migration 0022).
     async fn listen(&self, idle_since: &mut Option<Instant>) -> absurd_client::Result<()> {
         self.listen_until_done(idle_since).await?;
         match self.client.release_live_updates(&self.holder).await {

@@ -1,4 +1,4 @@
--- absurd-host schema, part 25: the live-update triggers of migration 0015 exist only while some
+-- absurd-host schema, part 22: the live-update triggers of migration 0015 exist only while some
 -- API listens.
 --
 -- Why: a statement-level trigger with transition tables costs every statement on a queue's task
@@ -69,7 +69,7 @@ begin
         begin
             perform set_config('lock_timeout', '100ms', true);
             if p_install then
-                perform absurd._host_install_live_triggers(v_q);
+                perform absurd._host_install_live_triggers_now(v_q);
             else
                 execute format('drop trigger if exists absurd_live_insert on %s', v_t);
                 execute format('drop trigger if exists absurd_live_update on %s', v_t);
@@ -169,13 +169,17 @@ as $$
 $$;
 
 -- A queue created (or ensured) while someone listens gets the triggers; otherwise none.
-create or replace function absurd.ensure_queue_tables(p_queue_name text) returns void
+-- Every ensure_queue_tables wrapper (0015's, 0020's for both storage modes) calls
+-- _host_install_live_triggers by name, so that name becomes the conditional one, and the
+-- unconditional installer of 0015 lives on under another name for the listeners' hold. (The
+-- function is renamed, not replaced, so no wrapper needs rewriting.)
+alter function absurd._host_install_live_triggers(text) rename to _host_install_live_triggers_now;
+create function absurd._host_install_live_triggers(p_queue_name text) returns void
 language plpgsql
 as $$
 begin
-    perform absurd._host_ensure_queue_tables_before_live(p_queue_name);
     if absurd._host_live_wanted() then
-        perform absurd._host_install_live_triggers(p_queue_name);
+        perform absurd._host_install_live_triggers_now(p_queue_name);
     end if;
 end;
 $$;
