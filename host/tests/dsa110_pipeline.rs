@@ -197,7 +197,8 @@ async fn finished(client: &Client, id: Uuid, limit: Duration) -> absurd_client::
 
 #[tokio::test]
 async fn standard_pipeline_with_real_casa_survives_a_worker_killed_mid_solve() {
-    let Some(venv) = casa_or_skip("standard_pipeline_with_real_casa_survives_a_worker_killed_mid_solve")
+    let Some(venv) =
+        casa_or_skip("standard_pipeline_with_real_casa_survives_a_worker_killed_mid_solve")
     else {
         return;
     };
@@ -318,7 +319,11 @@ async fn standard_pipeline_with_real_casa_survives_a_worker_killed_mid_solve() {
         .collect();
     assert_eq!(tables.len(), 2, "{out}");
     for t in &tables {
-        assert!(t.join("table.dat").exists(), "{} is a CASA table", t.display());
+        assert!(
+            t.join("table.dat").exists(),
+            "{} is a CASA table",
+            t.display()
+        );
     }
     let image = PathBuf::from(out["image_path"].as_str().unwrap());
     assert!(std::fs::read(&image).unwrap().starts_with(b"SIMPLE  ="));
@@ -409,8 +414,8 @@ async fn quick_imaging_with_a_failing_stage_fails_the_workflow() {
         ]
     );
     // The failure is permanent: imaging ran once, despite max_attempts = 3.
-    let imaging: Uuid = serde_json::from_value(details["workflow"]["nodes"][2]["task_id"].clone())
-        .unwrap();
+    let imaging: Uuid =
+        serde_json::from_value(details["workflow"]["nodes"][2]["task_id"].clone()).unwrap();
     let t = client.get_task(Q, imaging).await.unwrap().unwrap();
     assert_eq!(t.runs.len(), 1, "{:?}", t.runs);
     assert_eq!(calls(&standin_log(&stage_dir), "imaging"), [1]);
@@ -421,7 +426,10 @@ async fn quick_imaging_with_a_failing_stage_fails_the_workflow() {
     assert!(!stage_dir.join("images").exists());
 
     // `workflow show` tells the same.
-    let shown = ok_json(cli(&db.url, &["workflow", "show", &wf.to_string(), "--json"]));
+    let shown = ok_json(cli(
+        &db.url,
+        &["workflow", "show", &wf.to_string(), "--json"],
+    ));
     assert_eq!(shown["status"], "failed", "{shown}");
     assert!(
         shown["error"]
