@@ -10,7 +10,9 @@
 //! * [`pgcost`]: Postgres backend CPU per task, our schema against the upstream one;
 //! * [`memory`]: worker RSS with many tasks in flight, and its drift over many tasks;
 //! * [`sandbox`]: per-run sandbox overhead, component load time, epoch and fuel cost, and
-//!   timeout precision (in this process, no database).
+//!   timeout precision (in this process, no database);
+//! * [`workflow`]: a chain of five no-op stages run by the workflow component, spawn to
+//!   result, and how soon a fan-out's parent is woken after its last child.
 //!
 //! [`report`] prints a table per scenario as it finishes and, as the last line of output, one
 //! JSON object with every figure.
@@ -22,6 +24,7 @@ pub mod pgcost;
 pub mod report;
 pub mod sandbox;
 pub mod throughput;
+pub mod workflow;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -49,7 +52,8 @@ pub struct BenchArgs {
     /// Tasks per end-to-end drain [default: 20000, or 2000 with --quick].
     #[arg(long, value_name = "N")]
     pub tasks: Option<usize>,
-    /// Directory with the example components (echo.wasm, zoo.wasm, noop.wasm), as built by
+    /// Directory with the example components (echo.wasm, zoo.wasm, noop.wasm, workflow.wasm,
+    /// fanout.wasm), as built by
     /// scripts/build-examples [default: ~/.cache/absurd-host/components].
     #[arg(long, value_name = "DIR")]
     pub components: Option<PathBuf>,
@@ -82,6 +86,8 @@ pub enum Scenario {
     Memory,
     /// Per-run sandbox overhead, load time, epoch/fuel cost, timeout precision.
     Sandbox,
+    /// A workflow of five chained no-op stages, spawn to result; a fan-out's fan-in wake-up.
+    Workflow,
 }
 
 /// What every scenario needs to know.
@@ -198,6 +204,7 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<bool> {
             Scenario::PgCost => pgcost::pg_cost(&server, &plan, absurdctl.as_deref()).await,
             Scenario::Backlog => throughput::backlog(&server, &plan).await,
             Scenario::Memory => memory::memory(&server, &plan).await,
+            Scenario::Workflow => workflow::workflow(&server, &plan).await,
             Scenario::Sandbox => {
                 sandbox::run(&sandbox::SandboxBenchOptions {
                     components_dir: plan.components.clone(),
