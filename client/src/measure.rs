@@ -133,6 +133,57 @@ pub async fn first_run_waits_ms(pool: &PgPool, queue: &str) -> Result<Vec<f64>, 
     .await
 }
 
+/// For every completed task named `task_name`: its id, and the milliseconds from the task's
+/// enqueueing to its run's completion (spawn to result, as the database timed it).
+pub async fn task_spans_ms(
+    pool: &PgPool,
+    queue: &str,
+    task_name: &str,
+) -> Result<Vec<(uuid::Uuid, f64)>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select t.task_id, extract(epoch from r.completed_at - t.enqueue_at)::float8 * 1000
+         from {} r join {} t using (task_id)
+         where t.task_name = $1 and r.state = 'completed' and r.completed_at is not null",
+        table("r", queue),
+        table("t", queue)
+    )))
+    .bind(task_name)
+    .fetch_all(pool)
+    .await
+}
+
+/// A fan-in as the database timed it, from the completion of the last completed run of the
+/// tasks named `child_name` in `child_queue` (the children): milliseconds until the last claim of `parent`'s
+/// completed run (its last wake-up), and until that run's completion. `None`s when the
+/// parent has not completed or no child has.
+pub async fn fan_in_wake_ms(
+    pool: &PgPool,
+    child_queue: &str,
+    queue: &str,
+    parent: uuid::Uuid,
+    child_name: &str,
+) -> Result<(Option<f64>, Option<f64>), sqlx::Error> {
+    let row: Option<(Option<f64>, Option<f64>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "with last as (
+             select max(r.completed_at) as at
+             from {cr} r join {ct} t using (task_id)
+             where t.task_name = $2 and r.state = 'completed'
+         )
+         select extract(epoch from p.started_at - last.at)::float8 * 1000,
+                extract(epoch from p.completed_at - last.at)::float8 * 1000
+         from {r} p, last
+         where p.task_id = $1 and p.state = 'completed'",
+        cr = table("r", child_queue),
+        ct = table("t", child_queue),
+        r = table("r", queue)
+    )))
+    .bind(parent)
+    .bind(child_name)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.unwrap_or((None, None)))
+}
+
 /// Process ids of the server backends connected to database `db` with `application_name`
 /// `app` (from `pg_stat_activity`; any database of the server can be asked).
 pub async fn backend_pids(pool: &PgPool, db: &str, app: &str) -> Result<Vec<i32>, sqlx::Error> {

@@ -640,7 +640,7 @@ async fn bench_prints_tables_and_a_final_json_line() {
             "bench",
             "--quick",
             "--only",
-            "spawn,pg-cost",
+            "spawn,pg-cost,workflow",
             "--tasks",
             "200",
         ])
@@ -662,7 +662,9 @@ async fn bench_prints_tables_and_a_final_json_line() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("== spawn") && stdout.contains("== pg-cost"),
+        stdout.contains("== spawn")
+            && stdout.contains("== pg-cost")
+            && stdout.contains("== workflow"),
         "{stdout}"
     );
     let last = stdout.lines().last().expect("output");
@@ -675,6 +677,9 @@ async fn bench_prints_tables_and_a_final_json_line() {
         "pg_cost.ours.batched",
         "pg_cost.upstream.one_at_a_time",
         "pg_cost.upstream.batched",
+        "workflow.chain5.p50",
+        "workflow.chain5.p99",
+        "workflow.fanout.parent_done",
     ] {
         let value = figures[key]["value"].as_f64();
         assert!(
@@ -684,6 +689,10 @@ async fn bench_prints_tables_and_a_final_json_line() {
         );
     }
     assert_eq!(figures["pg_cost.ours.batched"]["target"], "<= 100");
+    assert_eq!(figures["workflow.chain5.p50"]["target"], "<= 25.0");
+    assert!(figures["workflow.fanout.wake"]["value"]
+        .as_f64()
+        .is_some_and(f64::is_finite));
     assert!(v["meta"]["machine"].as_str().unwrap().contains("CPUs"));
     // Every database it made is gone.
     let pool = absurd_client::db::connect(&admin, 1).await.unwrap();

@@ -362,7 +362,8 @@ pub async fn wait_listening(server: &Server, db: &str, app: &str, limit: Duratio
 
 /// Writes the worker configuration the scenarios use into `dir` and returns its path:
 /// `noop` (builtin), `echo` (builtin), `wasm-echo` and, when built, `wasm-noop` (components
-/// from `components`), and `block` (the zoo guest blocked in a WASI sleep).
+/// from `components`), `block` (the zoo guest blocked in a WASI sleep), and, when built,
+/// `workflow` and `fanout` (which may spawn any task type of the host).
 pub fn write_config(dir: &Path, components: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let mut toml = String::from(
@@ -391,6 +392,15 @@ pub fn write_config(dir: &Path, components: &Path) -> Result<PathBuf> {
             "[tasks.block]\nkind = \"wasm\"\ncomponent = {:?}\ntimeout = 600\n\n",
             component("zoo")
         ));
+    }
+    // The workflow runner and the fan-out example, spawning the builtin noop.
+    for name in ["workflow", "fanout"] {
+        if component(name).is_file() {
+            toml.push_str(&format!(
+                "[tasks.{name}]\nkind = \"wasm\"\ncomponent = {:?}\ntimeout = 300\nspawn_tasks = [\"*\"]\nspawn_queues = [\"*\"]\n\n",
+                component(name)
+            ));
+        }
     }
     let path = dir.join("absurd-host.toml");
     std::fs::write(&path, toml)?;

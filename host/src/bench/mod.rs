@@ -14,7 +14,9 @@
 //! * [`pool`]: many worker processes on one database, straight and through PgBouncer:
 //!   tasks/s and the PostgreSQL connections they hold;
 //! * [`sandbox`]: per-run sandbox overhead, component load time, epoch and fuel cost, and
-//!   timeout precision (in this process, no database).
+//!   timeout precision (in this process, no database);
+//! * [`workflow`]: a chain of five no-op stages run by the workflow component, spawn to
+//!   result, and how soon a fan-out's parent is woken after its last child.
 //!
 //! [`report`] prints a table per scenario as it finishes and, as the last line of output, one
 //! JSON object with every figure.
@@ -28,6 +30,7 @@ pub mod python;
 pub mod report;
 pub mod sandbox;
 pub mod throughput;
+pub mod workflow;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -55,7 +58,8 @@ pub struct BenchArgs {
     /// Tasks per end-to-end drain [default: 20000, or 2000 with --quick].
     #[arg(long, value_name = "N")]
     pub tasks: Option<usize>,
-    /// Directory with the example components (echo.wasm, zoo.wasm, noop.wasm), as built by
+    /// Directory with the example components (echo.wasm, zoo.wasm, noop.wasm, workflow.wasm,
+    /// fanout.wasm), as built by
     /// scripts/build-examples [default: ~/.cache/absurd-host/components].
     #[arg(long, value_name = "DIR")]
     pub components: Option<PathBuf>,
@@ -98,6 +102,8 @@ pub enum Scenario {
     Pool,
     /// Per-run sandbox overhead, load time, epoch/fuel cost, timeout precision.
     Sandbox,
+    /// A workflow of five chained no-op stages, spawn to result; a fan-out's fan-in wake-up.
+    Workflow,
 }
 
 /// What every scenario needs to know.
@@ -218,6 +224,7 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<bool> {
             Scenario::Backlog => throughput::backlog(&server, &plan).await,
             Scenario::Memory => memory::memory(&server, &plan).await,
             Scenario::Pool => pool::pool(&server, &plan, &db.url).await,
+            Scenario::Workflow => workflow::workflow(&server, &plan).await,
             Scenario::Sandbox => {
                 sandbox::run(&sandbox::SandboxBenchOptions {
                     components_dir: plan.components.clone(),
