@@ -162,13 +162,8 @@ impl Settings {
                 events: days("events", r.events)?,
             };
         }
-        if s.enabled && s.retention.is_empty() {
-            return Err(
-                "[maintenance] enabled = true, but [maintenance.retention] gives no retention: \
-                 nothing would ever be deleted (set completed/failed/cancelled/events in days)"
-                    .into(),
-            );
-        }
+        // No retention is allowed: the passes then only keep partitioned queues' partitions
+        // (created ahead, detached and dropped by policy). The leader says so when it starts.
         Ok(s)
     }
 
@@ -477,6 +472,13 @@ pub async fn lead_when_elected(
     shutdown: CancellationToken,
 ) {
     let retry = settings.interval.min(CANDIDATE_RETRY);
+    if settings.retention.is_empty() {
+        tracing::info!(
+            "[maintenance] gives no retention: maintenance passes delete no task or event, and \
+             only keep partitioned queues' partitions (set [maintenance.retention] in days to \
+             delete finished tasks and consumed events)"
+        );
+    }
     let mut leadership = None;
     loop {
         if leadership.is_none() {
@@ -775,12 +777,17 @@ mod tests {
             ("[retention]\nevents = 1e9", "events = 1000000000"),
             ("[retention]\nfinished = 3", "finished"),
             ("colour = 1", "colour"),
-            ("enabled = true", "no retention"),
             ("queues = [\"\"]", "queue"),
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.contains(needle), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn a_section_without_retention_only_keeps_partitions() {
+        let s = parse("enabled = true").unwrap();
+        assert!(s.enabled && s.retention.is_empty());
     }
 
     #[test]
