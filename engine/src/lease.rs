@@ -4,8 +4,17 @@
 //! claim timeout, one statement per queue; a run that is no longer `running` (lease expired
 //! and swept, or the task cancelled) has its token cancelled, which stops its execution
 //! without reporting anything.
+//!
+//! Two cases are not losses:
+//! * A `sleeping` run suspended itself (only its own sleep or event wait makes a run sleep).
+//!   Its execution is ending, perhaps slowly (a native program gets its `grace` to exit after
+//!   a suspension): its lease is no longer renewed, and it is left to finish.
+//! * Woken early, that same run can be claimed again by this worker while the old execution is
+//!   still exiting. Registrations are therefore counted per execution, not per run id: the
+//!   old one's end must not take the new one's lease out of the registry.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,20 +25,23 @@ use uuid::Uuid;
 
 struct Lease {
     queue: String,
+    run_id: Uuid,
     lost: CancellationToken,
 }
 
-/// The registry of in-flight runs and their leases.
+/// The registry of in-flight executions and their leases, keyed by a serial number per
+/// execution (one run id can have two: see the module's documentation).
 #[derive(Clone, Default)]
 pub struct Leases {
-    runs: Arc<Mutex<HashMap<Uuid, Lease>>>,
+    runs: Arc<Mutex<HashMap<u64, Lease>>>,
+    next: Arc<AtomicU64>,
 }
 
 /// A run's place in the registry. Dropping it (however the run ends: returned, failed,
 /// stopped, or unwound by a panic) ends the renewals, so a lease never outlives its run.
 pub struct Registration {
     leases: Leases,
-    run_id: Uuid,
+    serial: u64,
     lost: CancellationToken,
 }
 
@@ -42,7 +54,7 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.leases.release(self.run_id);
+        self.leases.runs.lock().unwrap().remove(&self.serial);
     }
 }
 
@@ -50,24 +62,23 @@ impl Leases {
     /// Registers a run, renewed until the returned registration is dropped.
     pub fn register(&self, queue: &str, run_id: Uuid) -> Registration {
         let lost = CancellationToken::new();
+        let serial = self.next.fetch_add(1, Ordering::Relaxed);
         self.runs.lock().unwrap().insert(
-            run_id,
+            serial,
             Lease {
                 queue: queue.to_string(),
+                run_id,
                 lost: lost.clone(),
             },
         );
         Registration {
             leases: self.clone(),
-            run_id,
+            serial,
             lost,
         }
     }
 
-    pub fn release(&self, run_id: Uuid) {
-        self.runs.lock().unwrap().remove(&run_id);
-    }
-
+    /// The number of executions in flight.
     pub fn len(&self) -> usize {
         self.runs.lock().unwrap().len()
     }
@@ -78,15 +89,19 @@ impl Leases {
 
     fn by_queue(&self) -> HashMap<String, Vec<Uuid>> {
         let mut m: HashMap<String, Vec<Uuid>> = HashMap::new();
-        for (run, lease) in self.runs.lock().unwrap().iter() {
-            m.entry(lease.queue.clone()).or_default().push(*run);
+        for lease in self.runs.lock().unwrap().values() {
+            let runs = m.entry(lease.queue.clone()).or_default();
+            if !runs.contains(&lease.run_id) {
+                runs.push(lease.run_id);
+            }
         }
         m
     }
 
+    /// Stops every execution of `run_id` (there may be two: see the module's documentation).
     fn mark_lost(&self, run_id: Uuid, why: &str) {
-        if let Some(l) = self.runs.lock().unwrap().get(&run_id) {
-            if !l.lost.is_cancelled() {
+        for l in self.runs.lock().unwrap().values() {
+            if l.run_id == run_id && !l.lost.is_cancelled() {
                 info!(%run_id, "run lost ({why}); stopping it without reporting");
                 l.lost.cancel();
             }
@@ -121,6 +136,9 @@ impl Leases {
             let state = row.state;
             if row.task_state == State::Cancelled {
                 self.mark_lost(run_id, "task cancelled");
+            } else if state == State::Sleeping {
+                // It suspended itself and its execution is ending: nothing to renew or stop.
+                debug!(%run_id, "run suspended; its execution is ending, no renewal");
             } else if state != State::Running {
                 self.mark_lost(run_id, &format!("run is {state}; its lease expired"));
             } else {

@@ -40,12 +40,17 @@ args = ["control_tasks:{function}"]
 }
 
 fn config(root: &Path, tasks: &[String]) -> PathBuf {
+    config_with_grace(root, tasks, 1)
+}
+
+/// `config` with the programs' `grace` (seconds to exit once told to) set.
+fn config_with_grace(root: &Path, tasks: &[String], grace: u32) -> PathBuf {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/native");
     let text = format!(
         r#"
 [native]
 workdir_root = "{root}"
-grace = 1
+grace = {grace}
 env = {{ PYTHONPATH = "{fixtures}" }}
 {tasks}
 "#,
@@ -242,6 +247,56 @@ async fn sleep_for_suspends_and_the_run_runs_again_to_completion() {
     let task = client.get_task("ctl", id).await.unwrap().unwrap();
     assert_eq!(task.runs.len(), 1, "{:?}", task.runs);
     assert!(task.checkpoints.iter().any(|c| c.checkpoint_name == "nap"));
+}
+
+/// A program still exiting after its sleep suspended the run is neither "lost" (killed by the
+/// lease renewal that finds its run sleeping) nor in the way of the run's next execution: the
+/// run wakes and is claimed again by the same worker while the old process still lingers, and
+/// the old execution's end must not take the new one's lease out of the renewals.
+#[tokio::test]
+async fn a_program_slow_to_exit_after_a_sleep_keeps_neither_run_from_its_lease() {
+    let (db, client) = setup("ctl").await;
+    let root = scratch_dir();
+    let dir = scratch_dir();
+    let cfg = config_with_grace(&root, &[task("slow", "slow_to_exit", "")], 10);
+    // A 1 s lease renewed every ~333 ms: the 2.5 s linger spans several renewals, and the
+    // resumed execution's 4 s of work outlives its lease unless renewed.
+    // Polling every 0.2 s, the worker claims the woken run again while the old process lingers.
+    let w = WorkerProc::start(
+        &db.url,
+        &cfg,
+        &[
+            "--queue",
+            "ctl",
+            "--claim-timeout",
+            "1",
+            "--concurrency",
+            "4",
+            "--poll-interval",
+            "0.2",
+        ],
+    );
+    let (id, r) = run_one(
+        &client,
+        "ctl",
+        "slow",
+        json!({"dir": dir, "seconds": 0.2, "linger": 2.5, "work": 4}),
+        1,
+    )
+    .await;
+    let j = journal(&dir);
+    assert_eq!(r.state, State::Completed, "{r:?}\n{j:?}\n{}", w.log_text());
+    assert_eq!(count(&j, "execution"), 2, "{j:?}");
+    // Not stopped while it exited within its grace.
+    assert_eq!(count(&j, "lingered"), 1, "{j:?}\n{}", w.log_text());
+    assert_eq!(count(&j, "execution-end"), 1, "{j:?}");
+    let task = client.get_task("ctl", id).await.unwrap().unwrap();
+    assert_eq!(task.runs.len(), 1, "{:?}", task.runs);
+    assert!(
+        !w.log_text().contains("run lost"),
+        "no execution of this run was lost:\n{}",
+        w.log_text()
+    );
 }
 
 #[tokio::test]
