@@ -12,40 +12,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use absurd_client::{Client, State, TaskResult};
-use common::{repo_root, wait_for, TestDb, WorkerProc};
+use common::{casa_or_skip, repo_root, wait_for, TestDb, WorkerProc};
 use serde_json::{json, Value};
 use uuid::Uuid;
-
-fn casa_venv() -> PathBuf {
-    if let Some(v) = std::env::var_os("ABSURD_CASA_VENV") {
-        return PathBuf::from(v);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from("/nonexistent"));
-    cache.join("absurd-host").join("venv-casa")
-}
-
-/// The venv, or None after printing why the CASA tests are skipped.
-fn casa_or_skip(test: &str) -> Option<PathBuf> {
-    let venv = casa_venv();
-    if venv.join(".absurd-casa-requirements").exists() && venv.join("bin/python").exists() {
-        return Some(venv);
-    }
-    let why = format!(
-        "skipped: {test}: no CASA venv at {} (run scripts/setup-casa, or set ABSURD_CASA_VENV)",
-        venv.display()
-    );
-    if std::env::var_os("ABSURD_REQUIRE_CASA").is_some_and(|v| v == "1") {
-        panic!("{why}; ABSURD_REQUIRE_CASA=1");
-    }
-    // Written to the process's stderr directly: libtest's capture (which hides the output of
-    // passing tests) only takes print!/eprint!, so the skip stays visible in every run.
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{why}");
-    None
-}
 
 fn example_dir() -> PathBuf {
     repo_root().join("examples/casa")

@@ -15,41 +15,13 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use absurd_client::{Client, State};
-use common::{components_dir, repo_root, setup, temp_dir, temp_file, wait_for, WorkerProc};
+use common::{
+    casa_or_skip, components_dir, repo_root, setup, temp_dir, temp_file, wait_for, WorkerProc,
+};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 const Q: &str = "dsa110";
-
-fn casa_venv() -> PathBuf {
-    if let Some(v) = std::env::var_os("ABSURD_CASA_VENV") {
-        return PathBuf::from(v);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from("/nonexistent"));
-    cache.join("absurd-host").join("venv-casa")
-}
-
-/// The CASA venv, or None after printing why the test is skipped.
-fn casa_or_skip(test: &str) -> Option<PathBuf> {
-    let venv = casa_venv();
-    if venv.join(".absurd-casa-requirements").exists() && venv.join("bin/python").exists() {
-        return Some(venv);
-    }
-    let why = format!(
-        "skipped: {test}: no CASA venv at {} (run scripts/setup-casa, or set ABSURD_CASA_VENV)",
-        venv.display()
-    );
-    if std::env::var_os("ABSURD_REQUIRE_CASA").is_some_and(|v| v == "1") {
-        panic!("{why}; ABSURD_REQUIRE_CASA=1");
-    }
-    // Straight to stderr: libtest's capture would hide an eprintln! of a passing test.
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{why}");
-    None
-}
 
 /// A worker configuration modelled on deploy/absurd-host.toml: the `workflow` runner, every
 /// stage of the chains as a native task on absurd-native running examples/dsa110/standins.py,

@@ -3,7 +3,7 @@
 //! The CASA tests at the end run real CASA when its venv exists (`scripts/setup-casa`).
 
 mod common;
-use common::{no_backoff as opts, setup, terminal};
+use common::{failure, no_backoff as opts, setup, terminal};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -80,18 +80,15 @@ async fn run_one(
     params: Value,
     attempts: i32,
 ) -> (Uuid, TaskResult) {
-    let id = client
-        .spawn(queue, task, &params, &opts(attempts))
-        .await
-        .unwrap()
-        .task_id;
-    let r = terminal(client, queue, id, Duration::from_secs(60)).await;
-    (id, r)
-}
-
-fn failure(r: &TaskResult) -> &Value {
-    assert_eq!(r.state, State::Failed, "expected a failure, got {r:?}");
-    r.failure_reason.as_ref().expect("a failure reason")
+    common::run_one(
+        client,
+        queue,
+        task,
+        params,
+        attempts,
+        Duration::from_secs(60),
+    )
+    .await
 }
 
 /// True while `pid` is a live process (not gone, not a zombie waiting for its reaper).

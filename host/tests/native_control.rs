@@ -3,7 +3,7 @@
 //! `absurd-host worker` against a real PostgreSQL, one database per test.
 
 mod common;
-use common::{no_backoff as opts, setup, terminal, wait_for, WorkerProc};
+use common::{failure, no_backoff as opts, setup, terminal, wait_for, WorkerProc};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -61,6 +61,7 @@ env = {{ PYTHONPATH = "{fixtures}" }}
     common::temp_file("absurd-host.toml", &text)
 }
 
+/// Runs one task to its end and returns its result row.
 async fn run_one(
     client: &Client,
     queue: &str,
@@ -68,18 +69,15 @@ async fn run_one(
     params: Value,
     attempts: i32,
 ) -> (Uuid, TaskResult) {
-    let id = client
-        .spawn(queue, task, &params, &opts(attempts))
-        .await
-        .unwrap()
-        .task_id;
-    let r = terminal(client, queue, id, Duration::from_secs(90)).await;
-    (id, r)
-}
-
-fn failure(r: &TaskResult) -> &Value {
-    assert_eq!(r.state, State::Failed, "expected a failure, got {r:?}");
-    r.failure_reason.as_ref().expect("a failure reason")
+    common::run_one(
+        client,
+        queue,
+        task,
+        params,
+        attempts,
+        Duration::from_secs(90),
+    )
+    .await
 }
 
 fn journal(dir: &Path) -> Vec<String> {

@@ -411,7 +411,7 @@ pub fn components_dir() -> PathBuf {
 
 // ---- tasks -----------------------------------------------------------------------------------
 
-use absurd_client::{Client, RetryStrategy, SpawnOptions, TaskResult};
+use absurd_client::{Client, RetryStrategy, SpawnOptions, State, TaskResult};
 
 /// Spawn options: at most `max_attempts` attempts, retried at once (no back-off).
 pub fn no_backoff(max_attempts: i32) -> SpawnOptions {
@@ -445,4 +445,62 @@ pub async fn terminal(
             .filter(|r| r.state.is_terminal())
     })
     .await
+}
+
+/// The CASA venv `scripts/setup-casa` makes (`ABSURD_CASA_VENV` overrides it).
+pub fn casa_venv() -> PathBuf {
+    if let Some(v) = std::env::var_os("ABSURD_CASA_VENV") {
+        return PathBuf::from(v);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/nonexistent"));
+    cache.join("absurd-host").join("venv-casa")
+}
+
+/// The CASA venv, or None after printing why the test is skipped (a panic instead with
+/// `ABSURD_REQUIRE_CASA=1`).
+pub fn casa_or_skip(test: &str) -> Option<PathBuf> {
+    let venv = casa_venv();
+    if venv.join(".absurd-casa-requirements").exists() && venv.join("bin/python").exists() {
+        return Some(venv);
+    }
+    let why = format!(
+        "skipped: {test}: no CASA venv at {} (run scripts/setup-casa, or set ABSURD_CASA_VENV)",
+        venv.display()
+    );
+    if std::env::var_os("ABSURD_REQUIRE_CASA").is_some_and(|v| v == "1") {
+        panic!("{why}; ABSURD_REQUIRE_CASA=1");
+    }
+    // Written to the process's stderr directly: libtest's capture (which hides the output of
+    // passing tests) only takes print!/eprint!, so the skip stays visible in every run.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{why}");
+    None
+}
+
+/// Spawns one task (no backoff, `attempts` attempts), waits up to `limit` for its end, and
+/// returns its id and result row.
+pub async fn run_one(
+    client: &Client,
+    queue: &str,
+    task: &str,
+    params: serde_json::Value,
+    attempts: i32,
+    limit: Duration,
+) -> (uuid::Uuid, TaskResult) {
+    let id = client
+        .spawn(queue, task, &params, &no_backoff(attempts))
+        .await
+        .unwrap()
+        .task_id;
+    let r = terminal(client, queue, id, limit).await;
+    (id, r)
+}
+
+/// The failure reason of a result that must be a failure.
+pub fn failure(r: &TaskResult) -> &serde_json::Value {
+    assert_eq!(r.state, State::Failed, "expected a failure, got {r:?}");
+    r.failure_reason.as_ref().expect("a failure reason")
 }
