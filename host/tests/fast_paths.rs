@@ -2,7 +2,8 @@
 //! migrations 0009-0011) against the 0.5.1 interface functions they stand in
 //! for: same runs, same leases, same task states, and the checkpoints a replay needs; the
 //! complete-and-claim `absurd.next_<queue>` and the single-run claim (migration 0012); and
-//! failing in one call, `absurd.fail_run_outcome` (migration 0013).
+//! failing in one call, `absurd.fail_run_outcome` (migration 0013); the single-run claim
+//! without a sort and the cheap state checks (migration 0024).
 
 mod common;
 
@@ -717,6 +718,167 @@ async fn single_run_claim_takes_the_oldest_ready_run_of_either_state() {
         task.runs[0].claim_expires_at,
         Some(t0() + chrono::TimeDelta::seconds(130))
     );
+}
+
+/// Spawns tasks at the client's frozen instant until their run ids (random within one
+/// millisecond on a server without a monotonic `uuidv7()`) are not in spawn order, so the
+/// index order of runs with one `available_at` (the order they were written) and the claim
+/// order (`available_at`, then `run_id`) differ. Returns them in spawn order.
+async fn spawn_with_tied_ids(c: &Client) -> Vec<absurd_client::Spawned> {
+    let mut spawned: Vec<absurd_client::Spawned> = Vec::new();
+    while spawned.len() < 4 || spawned.windows(2).all(|w| w[0].run_id < w[1].run_id) {
+        assert!(
+            spawned.len() < 32,
+            "32 run ids made at one instant came out in spawn order"
+        );
+        let i = spawned.len();
+        spawned.push(
+            c.spawn(Q, "t", &json!({"i": i}), &no_backoff(3))
+                .await
+                .unwrap(),
+        );
+    }
+    spawned
+}
+
+#[tokio::test]
+async fn single_run_claims_break_available_at_ties_by_run_id() {
+    // Migration 0024's single-run claim takes the first lockable run in index order and sorts
+    // only when another run shares its available_at: the order must still be
+    // (available_at, run_id), through lease_ and through next_, for pending runs ...
+    let db = TestDb::migrated().await;
+    let c = frozen_client(&db, t0()).await;
+    let spawned = spawn_with_tied_ids(&c).await;
+    let mut by_id: Vec<_> = spawned.iter().map(|s| s.run_id).collect();
+    by_id.sort();
+    let (first, _) = c.claim_fast(Q, "w", 30, 1).await.unwrap().remove(0);
+    let mut claimed = vec![first.run_id];
+    while claimed.len() < by_id.len() {
+        let last = *claimed.last().unwrap();
+        let (states, next) = c
+            .complete_and_claim(Q, &[last], &[json!(null)], "w", 30, 1)
+            .await
+            .unwrap();
+        assert_eq!(state_of(&states, last), "completed");
+        assert_eq!(next.len(), 1, "one run claimed per run completed");
+        claimed.push(next[0].0.run_id);
+    }
+    assert_eq!(claimed, by_id, "claimed in run id order");
+
+    // ... and for sleeping ones that wake at one instant (scheduled in spawn order).
+    let spawned = spawn_with_tied_ids(&c).await;
+    let got = c.claim_fast(Q, "w", 30, 100).await.unwrap();
+    assert_eq!(got.len(), spawned.len());
+    for s in &spawned {
+        c.schedule_run(Q, s.run_id, t0() + chrono::TimeDelta::seconds(5))
+            .await
+            .unwrap();
+    }
+    set_now(&c, t0() + chrono::TimeDelta::seconds(10)).await;
+    let mut by_id: Vec<_> = spawned.iter().map(|s| s.run_id).collect();
+    by_id.sort();
+    let mut woke = Vec::new();
+    for _ in 0..spawned.len() {
+        let (run, _) = c.claim_fast(Q, "w", 30, 1).await.unwrap().remove(0);
+        woke.push(run.run_id);
+    }
+    assert_eq!(woke, by_id, "woken in run id order");
+    assert!(c.claim_fast(Q, "w", 30, 1).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn queues_made_before_0024_get_the_cheap_state_checks() {
+    // The schema up to migration 23, a queue of each storage mode with a task, then 0024.
+    let db = TestDb::empty().await;
+    let full = absurd_client::db::migrator();
+    let mut before = absurd_client::db::migrator();
+    before.migrations =
+        std::borrow::Cow::Owned(full.iter().filter(|m| m.version < 24).cloned().collect());
+    before.run(&db.pool).await.unwrap();
+    let c = Client::new(db.pool.clone());
+    c.create_queue("plain").await.unwrap();
+    c.create_queue_with_mode(
+        "parted",
+        absurd_client::partitions::StorageMode::Partitioned,
+    )
+    .await
+    .unwrap();
+    let mut tasks = Vec::new();
+    for q in ["plain", "parted"] {
+        tasks.push(c.spawn(q, "t", &json!({}), &no_backoff(3)).await.unwrap());
+        assert!(state_check(&db, &format!("t_{q}"))
+            .await
+            .contains("ARRAY['pending'::text"));
+    }
+    absurd_client::db::migrate(&db.pool).await.unwrap();
+    c.create_queue("fresh").await.unwrap();
+
+    for q in ["plain", "parted", "fresh"] {
+        for table in [format!("t_{q}"), format!("r_{q}")] {
+            assert_eq!(
+                state_check(&db, &table).await,
+                "CHECK (absurd._host_valid_state(state))",
+                "{table}"
+            );
+            // Still a check: a state outside the six is refused, naming the constraint.
+            let err = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "update absurd.{table} set state = 'paused'"
+            )))
+            .execute(&db.pool)
+            .await;
+            let e = match (q, err) {
+                ("fresh", Ok(r)) => {
+                    assert_eq!(r.rows_affected(), 0, "{table} is empty");
+                    continue;
+                }
+                (_, Err(e)) => e,
+                (_, Ok(_)) => panic!("{table} took the state 'paused'"),
+            };
+            let e = e.as_database_error().unwrap();
+            assert_eq!(e.code().as_deref(), Some("23514"), "{e}");
+            assert_eq!(
+                e.constraint(),
+                Some(format!("{table}_state_check").as_str())
+            );
+        }
+    }
+    // The partitions of the partitioned queue follow their parents.
+    let children: Vec<String> = sqlx::query_scalar(
+        "select distinct pg_get_constraintdef(k.oid) from pg_inherits i \
+         join pg_constraint k on k.conrelid = i.inhrelid and k.contype = 'c' \
+         where i.inhparent in ('absurd.t_parted'::regclass, 'absurd.r_parted'::regclass)",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(children, ["CHECK (absurd._host_valid_state(state))"]);
+
+    // The queues made before work on: their tasks are claimed and completed.
+    for (q, t) in ["plain", "parted"].into_iter().zip(&tasks) {
+        let (run, _) = c.claim_fast(q, "w", 30, 1).await.unwrap().remove(0);
+        assert_eq!(run.run_id, t.run_id);
+        let (states, next) = c
+            .complete_and_claim(q, &[run.run_id], &[json!({"ok": q})], "w", 30, 1)
+            .await
+            .unwrap();
+        assert_eq!(state_of(&states, run.run_id), "completed");
+        assert!(next.is_empty());
+        let r = c.task_result(q, t.task_id).await.unwrap().unwrap();
+        assert_eq!(r.state, State::Completed);
+        assert_eq!(r.result, Some(json!({"ok": q})));
+    }
+}
+
+/// The definition of the state check of `absurd.<table>`.
+async fn state_check(db: &TestDb, table: &str) -> String {
+    sqlx::query_scalar(
+        "select pg_get_constraintdef(k.oid) from pg_constraint k \
+         where k.conrelid = to_regclass(format('absurd.%I', $1::text)) and k.contype = 'c'",
+    )
+    .bind(table)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
 }
 
 // ---- migration 0013: failing in one call ------------------------------------------------
