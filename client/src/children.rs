@@ -5,8 +5,13 @@
 //! finishes, whoever finished it. A task spawned from a run through
 //! [`Client::spawn_child`] is recorded as that task's child, and cancelled with it.
 //!
-//! A schema installed by `absurdctl init` has neither: [`Client::has_task_results`] says so,
-//! and the engine then polls [`Client::task_result`] instead.
+//! A run waits for whichever of several tasks ends first through
+//! `absurd.await_any_task_result` (migration 0023), on an event only that wait uses; the same
+//! trigger emits it when the first of them ends. A run cancels one of its children with
+//! [`Client::cancel_child`].
+//!
+//! A schema installed by `absurdctl init` has none of this: [`Client::has_task_results`] says
+//! so, and the engine then polls [`Client::task_result`] instead.
 
 use serde_json::Value;
 use sqlx::Row;
@@ -28,11 +33,13 @@ pub fn await_step_name(task_id: &Uuid) -> String {
 
 impl Client {
     /// Whether the schema has migration 0019's `absurd.await_task_result` and
-    /// `absurd.spawn_child_task` (a schema installed by `absurdctl init` does not).
+    /// `absurd.spawn_child_task`, and migration 0023's `absurd.await_any_task_result` (a schema
+    /// installed by `absurdctl init` has none of them).
     pub async fn has_task_results(&self) -> Result<bool> {
         sqlx::query_scalar(
             "select to_regprocedure('absurd.await_task_result(text,uuid,uuid,text,text,uuid,integer)') is not null \
-                and to_regprocedure('absurd.spawn_child_task(text,text,jsonb,jsonb,text,uuid)') is not null",
+                and to_regprocedure('absurd.spawn_child_task(text,text,jsonb,jsonb,text,uuid)') is not null \
+                and to_regprocedure('absurd.await_any_task_result(text,uuid,uuid,text,text[],uuid[],integer)') is not null",
         )
         .fetch_one(&self.pool)
         .await
@@ -96,6 +103,111 @@ impl Client {
             Err(e) => Err(invalid_data("the awaited task's outcome", &e)),
         };
         Ok((suspend, outcome))
+    }
+
+    /// Waits, for the running run `run_id` of `task_id` in `queue`, until any of `tasks`
+    /// (`(queue, task id)` pairs, in the caller's order) has ended
+    /// (`absurd.await_any_task_result`, migration 0023). Returns `(true, _)` when the run is
+    /// suspended now; else the answer (`{"index", "task_id", "queue", "state", "result" |
+    /// "failure"}`), `None` when `timeout_secs` passed first. Measured in SQL and sent only
+    /// within `max_bytes`, as [`Client::await_task_result_bounded`].
+    #[allow(clippy::too_many_arguments)]
+    pub async fn await_any_task_result_bounded(
+        &self,
+        queue: &str,
+        task_id: Uuid,
+        run_id: Uuid,
+        step_name: &str,
+        tasks: &[(String, Uuid)],
+        timeout_secs: Option<i32>,
+        max_bytes: u64,
+    ) -> Result<(bool, Result<Option<Value>, Failure>)> {
+        check_queue_name(queue)?;
+        for (q, _) in tasks {
+            check_queue_name(q)?;
+        }
+        let queues: Vec<&str> = tasks.iter().map(|(q, _)| q.as_str()).collect();
+        let ids: Vec<Uuid> = tasks.iter().map(|(_, id)| *id).collect();
+        let row = sqlx::query(
+            "select a.should_suspend, s.bytes, \
+                    case when s.bytes <= $8::int8 then a.payload end as outcome \
+             from absurd.await_any_task_result($1, $2, $3, $4, $5, $6, $7) a \
+             cross join lateral (select octet_length(a.payload::text)::int8 as bytes) s",
+        )
+        .bind(queue)
+        .bind(task_id)
+        .bind(run_id)
+        .bind(step_name)
+        .bind(&queues)
+        .bind(&ids)
+        .bind(timeout_secs)
+        .bind(sql_limit(max_bytes))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
+        let suspend: bool = row
+            .try_get("should_suspend")
+            .map_err(ClientError::Database)?;
+        let bytes: Option<i64> = row.try_get("bytes").map_err(ClientError::Database)?;
+        if let Some(n) = bytes.filter(|n| *n as u64 > max_bytes) {
+            return Ok((
+                false,
+                Err(limit_exceeded(
+                    "the awaited task's outcome",
+                    n as u64,
+                    "max_checkpoint_bytes",
+                    max_bytes,
+                )),
+            ));
+        }
+        let outcome = match row.try_get::<Option<Value>, _>("outcome") {
+            Ok(v) => Ok(v),
+            Err(e) => Err(invalid_data("the awaited task's outcome", &e)),
+        };
+        Ok((suspend, outcome))
+    }
+
+    /// Cancels `child_task_id` of `child_queue` if it is a child of `parent_task_id` of
+    /// `parent_queue` (recorded by [`Client::spawn_child`]): `None` when it is not,
+    /// `Some(true)` when it was cancelled now, `Some(false)` when it had ended already.
+    pub async fn cancel_child(
+        &self,
+        parent_queue: &str,
+        parent_task_id: Uuid,
+        child_queue: &str,
+        child_task_id: Uuid,
+    ) -> Result<Option<bool>> {
+        check_queue_name(parent_queue)?;
+        check_queue_name(child_queue)?;
+        let (is_child, state): (bool, Option<String>) = sqlx::query_as(
+            "select exists (select 1 from absurd.task_children c \
+                            where c.parent_queue = $1 and c.parent_task_id = $2 \
+                              and c.child_queue = $3 and c.child_task_id = $4), \
+                    (select g.state from absurd.get_task_result($3, $4) g)",
+        )
+        .bind(parent_queue)
+        .bind(parent_task_id)
+        .bind(child_queue)
+        .bind(child_task_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| ClientError::from_sqlx(e, Some(child_queue)))?;
+        if !is_child {
+            return Ok(None);
+        }
+        if matches!(
+            state.as_deref(),
+            None | Some("completed" | "failed" | "cancelled")
+        ) {
+            return Ok(Some(false));
+        }
+        sqlx::query("select absurd.cancel_task($1, $2)")
+            .bind(child_queue)
+            .bind(child_task_id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| ClientError::from_sqlx(e, Some(child_queue)))?;
+        Ok(Some(true))
     }
 
     /// The outcome of `task_id` in `queue` as `absurd.await_task_result` would give it
@@ -183,6 +295,60 @@ impl Client {
         .bind(&opts)
         .bind(parent_queue)
         .bind(parent_task_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| ClientError::from_sqlx(e, Some(queue)))
+    }
+
+    /// [`Client::spawn_child`] and, in the same statement, the checkpoint `checkpoint_name` of
+    /// the spawning run `parent_run_id` holding the new task's id (as JSON text), so that a
+    /// re-execution of the parent replays the spawn without asking the database again. The
+    /// checkpoint write renews the parent's lease by `extend_claim_by` and fences it as
+    /// `set_task_checkpoint_state` does (a cancelled parent spawns nothing).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn spawn_child_checkpointed(
+        &self,
+        queue: &str,
+        task_name: &str,
+        params: &Value,
+        options: &SpawnOptions,
+        parent_queue: &str,
+        parent_task_id: Uuid,
+        parent_run_id: Uuid,
+        checkpoint_name: &str,
+        extend_claim_by: Option<i32>,
+    ) -> Result<Spawned> {
+        check_queue_name(queue)?;
+        check_queue_name(parent_queue)?;
+        if task_name.trim().is_empty() {
+            return Err(ClientError::InvalidInput(
+                "task name must not be empty".into(),
+            ));
+        }
+        if let Some(m) = options.max_attempts {
+            if m < 1 {
+                return Err(ClientError::InvalidInput(format!(
+                    "max_attempts must be >= 1, got {m}"
+                )));
+            }
+        }
+        let opts = serde_json::to_value(options).expect("options serialise");
+        sqlx::query_as(
+            "with s as (select task_id, run_id, attempt, created \
+                        from absurd.spawn_child_task($1, $2, $3, $4, $5, $6)), \
+                  c as (select absurd.set_task_checkpoint_state($5, $6, $7, to_jsonb(s.task_id::text), $8, $9) \
+                        from s) \
+             select s.task_id, s.run_id, s.attempt, s.created from s, c",
+        )
+        .bind(queue)
+        .bind(task_name)
+        .bind(params)
+        .bind(&opts)
+        .bind(parent_queue)
+        .bind(parent_task_id)
+        .bind(checkpoint_name)
+        .bind(parent_run_id)
+        .bind(extend_claim_by)
         .fetch_one(&self.pool)
         .await
         .map_err(|e| ClientError::from_sqlx(e, Some(queue)))

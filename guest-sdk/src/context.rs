@@ -485,6 +485,79 @@ impl Context {
             .collect()
     }
 
+    /// Waits until any of `tasks` (task id and queue, the queue defaulting to this task's
+    /// queue) has ended, and returns the position in `tasks` of the one that ended first with
+    /// its outcome, or `None` if `timeout` passed first. Tasks that had ended already when the
+    /// call is made are looked at in list order. Until one ends the run is suspended, holding
+    /// no worker slot, and re-run when the first one ends. The answer replays from the
+    /// checkpoint `$awaitAny` (`$awaitAny#2`, … for later calls of one execution): a replay
+    /// returns the same task even if others have ended since, as long as the list has it at
+    /// the same position (keep the list's order deterministic). Timeouts are whole seconds
+    /// (rounded up). Needs absurd:task@0.2.1.
+    #[cfg(not(any(feature = "wit-0-1", feature = "wit-0-2-0")))]
+    pub fn await_any<S: AsRef<str>>(
+        &self,
+        tasks: &[(S, Option<&str>)],
+        timeout: Option<Duration>,
+    ) -> Option<(usize, TaskOutcome)> {
+        let list: Vec<durable::AwaitedTask> = tasks
+            .iter()
+            .map(|(id, queue)| durable::AwaitedTask {
+                task_id: id.as_ref().to_string(),
+                queue: queue.map(str::to_string),
+            })
+            .collect();
+        let options = durable::AwaitAnyOptions {
+            step_name: None,
+            timeout_seconds: timeout.map(whole_seconds),
+        };
+        durable::await_any_task_result(&list, &options).map(|first| {
+            let outcome = match first.outcome {
+                durable::TaskOutcome::Completed(r) => TaskOutcome::Completed(
+                    serde_json::from_str(&r).unwrap_or(serde_json::Value::Null),
+                ),
+                durable::TaskOutcome::Failed(f) => {
+                    TaskOutcome::Failed(serde_json::from_str(&f).unwrap_or(serde_json::Value::Null))
+                }
+                durable::TaskOutcome::Cancelled => TaskOutcome::Cancelled,
+            };
+            (first.index as usize, outcome)
+        })
+    }
+
+    /// [`Context::await_any`] over tasks of one queue (default this task's queue), without a
+    /// timeout: the position of the first of `task_ids` to end, and its outcome. React to
+    /// each child as it ends by calling it again over those still running.
+    #[cfg(not(any(feature = "wit-0-1", feature = "wit-0-2-0")))]
+    pub fn join_any<S: AsRef<str>>(
+        &self,
+        task_ids: &[S],
+        queue: Option<&str>,
+    ) -> Result<(usize, TaskOutcome), TaskError> {
+        let tasks: Vec<(&str, Option<&str>)> =
+            task_ids.iter().map(|id| (id.as_ref(), queue)).collect();
+        self.await_any(&tasks, None).ok_or_else(|| {
+            TaskError::retryable(
+                HOST_ERROR,
+                format!(
+                    "waiting for any of {} tasks returned no outcome",
+                    tasks.len()
+                ),
+            )
+        })
+    }
+
+    /// Cancels the task `task_id` (of `queue`, default this task's queue), a child of this
+    /// task (one it spawned), and through the cancellation cascade that task's own children.
+    /// `Ok(true)` when it was cancelled now, `Ok(false)` when it had ended already; an error
+    /// when it is not this task's child. Needs absurd:task@0.2.1.
+    #[cfg(not(any(feature = "wit-0-1", feature = "wit-0-2-0")))]
+    pub fn cancel_child(&self, task_id: &str, queue: Option<&str>) -> Result<bool, TaskError> {
+        durable::cancel_child(task_id, queue).map_err(|e| {
+            TaskError::retryable(HOST_ERROR, format!("cancelling task {task_id} failed: {e}"))
+        })
+    }
+
     /// Extends the run's lease by `seconds` (default: the claim timeout). The host renews
     /// leases on its own too; call this from long computations between steps if you like.
     pub fn heartbeat(&self, seconds: Option<u32>) {

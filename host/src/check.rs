@@ -502,8 +502,8 @@ fn task_fix(task: &str, kind: HandlerKind, msg: &str) -> String {
         HandlerKind::Wasm
             if msg.contains("cannot run as task") || msg.contains("does not export") =>
         {
-            "the component does not match an absurd:task/task world this host provides (0.1.0 or \
-             0.2.0): rebuild it against wit/0.2.0/task.wit with the current guest SDK \
+            "the component does not match an absurd:task/task world this host provides (0.1.0, \
+             0.2.0 or 0.2.1): rebuild it against wit/0.2.1/task.wit with the current guest SDK \
              (guest-sdk/README.md), importing only WASI and absurd:task interfaces"
                 .into()
         }

@@ -1,7 +1,9 @@
-//! Waiting for other tasks (WIT absurd:task@0.2.0 `await-task-result`, migration 0019) and the
-//! `workflow` component (examples/workflow, docs/workflows.md), through a real worker: DAGs of
-//! builtin and wasm nodes, failures, optional nodes, the cancellation cascade, wake-ups by other
-//! workers' SQL calls, a schema installed by `absurdctl init`, and both WIT worlds.
+//! Waiting for other tasks (WIT absurd:task@0.2.0 `await-task-result`, migration 0019; @0.2.1
+//! `await-any-task-result` and `cancel-child`, migration 0023) and the `workflow` component
+//! (examples/workflow, docs/workflows.md), through a real worker: DAGs of builtin and wasm
+//! nodes, nodes reacting to whichever parent ends first, failures (cancelling the siblings
+//! still running), optional nodes, the cancellation cascade, wake-ups by other workers' SQL
+//! calls, a schema installed by `absurdctl init`, and the three WIT worlds.
 
 mod common;
 use common::{setup, terminal};
@@ -62,6 +64,10 @@ builtin = "fail"
 [tasks.wait-event]
 kind = "builtin"
 builtin = "wait-event"
+
+[tasks.sleep]
+kind = "builtin"
+builtin = "sleep"
 "#,
         dir = dir.display(),
     );
@@ -286,6 +292,214 @@ async fn cancelling_the_workflow_cancels_its_running_child() {
     assert_eq!(w.state, State::Cancelled);
 }
 
+/// The workflow's children by node id (the header `absurd_host.workflow_node`), with their
+/// state.
+async fn nodes_of(client: &Client, q: &str, wf: Uuid) -> Vec<(String, Uuid, State)> {
+    let mut out = Vec::new();
+    for (cq, id) in client.task_children(q, wf).await.unwrap() {
+        let t = client.get_task(&cq, id).await.unwrap().unwrap();
+        let node = t
+            .headers
+            .as_ref()
+            .and_then(|h| h["absurd_host.workflow_node"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        out.push((node, id, t.summary.state));
+    }
+    out
+}
+
+/// absurd:task@0.2.1 `await-any-task-result`: the workflow reacts to whichever running node
+/// ends first. `slow` (defined first) waits for an event the test emits only later; `fast`
+/// (defined second) completes at once, and its dependent `after-fast` starts and completes
+/// while `slow` is still waiting. (A runner awaiting its nodes in definition order would not
+/// start `after-fast` before `slow` ends.) The first answer replays: the spawns are replayed
+/// from their checkpoints, one per node.
+#[tokio::test]
+async fn a_node_whose_parent_ends_first_starts_before_earlier_nodes_end() {
+    let q = "wf-any";
+    let (db, client) = setup(q).await;
+    let _w = WorkerProc::start(&db.url, &config(), &["--queue", q, "--concurrency", "2"]);
+    let wf = client
+        .spawn(
+            q,
+            "workflow",
+            &json!({"nodes": [
+                {"id": "slow", "task": "wait-event", "params": {"event": "release-slow"}},
+                {"id": "fast", "task": "stage", "params": {"produce": {"fast": 1}}},
+                {"id": "after-fast", "task": "stage", "depends_on": ["fast"]},
+                {"id": "after-all", "task": "stage", "depends_on": ["slow", "after-fast"]}
+            ]}),
+            &once(),
+        )
+        .await
+        .unwrap()
+        .task_id;
+    // `after-fast` completes while `slow` still waits for its event.
+    wait_for(
+        "`after-fast` to complete while `slow` waits",
+        LIMIT,
+        || async {
+            let nodes = nodes_of(&client, q, wf).await;
+            let state = |n: &str| nodes.iter().find(|x| x.0 == n).map(|x| x.2);
+            (state("after-fast") == Some(State::Completed)).then_some(())
+        },
+    )
+    .await;
+    let nodes = nodes_of(&client, q, wf).await;
+    let slow = nodes.iter().find(|x| x.0 == "slow").unwrap();
+    assert_eq!(slow.2, State::Sleeping, "{nodes:?}");
+    assert!(
+        !nodes.iter().any(|x| x.0 == "after-all"),
+        "after-all must wait for slow: {nodes:?}"
+    );
+    client
+        .emit_event(q, "release-slow", Some(&json!({"go": true})))
+        .await
+        .unwrap();
+    let r = terminal(&client, q, wf, LIMIT).await;
+    assert_eq!(r.state, State::Completed, "{r:?}");
+    let report = r.result.unwrap();
+    for id in ["slow", "fast", "after-fast", "after-all"] {
+        assert_eq!(node(&report, id)["state"], "completed", "{report}");
+    }
+    assert_eq!(node(&report, "after-all")["outputs"], json!({"fast": 1}));
+    // Each node spawned once, its id kept in a checkpoint of the spawn's key; the waits are
+    // answered in the order the nodes ended: fast, after-fast, slow, after-all.
+    let t = client.get_task(q, wf).await.unwrap().unwrap();
+    let cp = |name: &str| {
+        t.checkpoints
+            .iter()
+            .find(|c| c.checkpoint_name == name)
+            .map(|c| c.state.clone())
+    };
+    for n in ["slow", "fast", "after-fast", "after-all"] {
+        let id = child_id(&report, n);
+        assert_eq!(
+            cp(&format!("$absurd_host.spawn:{q}:{wf}:{n}")),
+            Some(json!(id.to_string())),
+            "{:?}",
+            t.checkpoints
+        );
+    }
+    let answered: Vec<String> = ["$awaitAny", "$awaitAny#2", "$awaitAny#3", "$awaitAny#4"]
+        .iter()
+        .map(|name| {
+            let v = cp(name).unwrap_or_else(|| panic!("no checkpoint {name}: {:?}", t.checkpoints));
+            let id: Uuid = v["task_id"].as_str().unwrap().parse().unwrap();
+            ["slow", "fast", "after-fast", "after-all"]
+                .into_iter()
+                .find(|n| child_id(&report, n) == id)
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(answered, ["fast", "after-fast", "slow", "after-all"]);
+    assert_eq!(
+        client
+            .list_tasks(&absurd_client::TaskFilter {
+                queue: Some(q.to_string()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .total,
+        5
+    );
+}
+
+/// A required node that fails while a sibling is still running (a builtin `sleep` holding a
+/// slot for five minutes) and another is suspended (waiting for an event that never comes):
+/// the workflow fails at once, naming the node, and both siblings end cancelled (the
+/// workflow's `cancel-child`), shown so in its report.
+#[tokio::test]
+async fn a_failing_required_node_cancels_its_running_siblings() {
+    let q = "wf-fail-cancels";
+    let (db, client) = setup(q).await;
+    let _w = WorkerProc::start(&db.url, &config(), &["--queue", q, "--concurrency", "4"]);
+    let (wf, r) = run_workflow(
+        &client,
+        q,
+        json!({"nodes": [
+            {"id": "sleeper", "task": "sleep", "params": {"seconds": 300}},
+            {"id": "waiter", "task": "wait-event", "params": {"event": "never-emitted"}},
+            {"id": "broken", "task": "fail", "max_attempts": 1,
+             "params": {"message": "stage broke", "permanent": true}},
+            {"id": "after", "task": "stage", "depends_on": ["sleeper", "broken"]}
+        ]}),
+    )
+    .await;
+    assert_eq!(r.state, State::Failed, "{r:?}");
+    let failure = r.failure_reason.unwrap();
+    assert_eq!(failure["name"], "$WorkflowNodeFailed", "{failure}");
+    let message = failure["message"].as_str().unwrap();
+    assert!(
+        message.contains("\"broken\"") && message.contains("stage broke"),
+        "{message}"
+    );
+    let report = &failure["details"]["workflow"];
+    assert_eq!(node(report, "broken")["state"], "failed", "{report}");
+    assert_eq!(node(report, "after")["state"], "skipped", "{report}");
+    for sibling in ["sleeper", "waiter"] {
+        assert_eq!(node(report, sibling)["state"], "cancelled", "{report}");
+        let id = child_id(report, sibling);
+        let t = terminal(&client, q, id, LIMIT).await;
+        assert_eq!(t.state, State::Cancelled, "{sibling}: {t:?}");
+    }
+    let nodes = nodes_of(&client, q, wf).await;
+    assert!(
+        nodes.is_empty(),
+        "the failed workflow forgets its children: {nodes:?}"
+    );
+}
+
+/// `Client::cancel_child` (the SQL behind `cancel-child`) cancels only a task's own children.
+#[tokio::test]
+async fn cancel_child_is_limited_to_the_task_s_children() {
+    let q = "wf-cancel-child";
+    let (_db, client) = setup(q).await;
+    let parent = client
+        .spawn(q, "stage", &json!({}), &once())
+        .await
+        .unwrap()
+        .task_id;
+    let stranger = client
+        .spawn(q, "stage", &json!({}), &once())
+        .await
+        .unwrap()
+        .task_id;
+    let child = client
+        .spawn_child(q, "stage", &json!({}), &once(), q, parent)
+        .await
+        .unwrap()
+        .task_id;
+    assert_eq!(
+        client.cancel_child(q, parent, q, stranger).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        client
+            .task_result(q, stranger)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        State::Pending
+    );
+    assert_eq!(
+        client.cancel_child(q, parent, q, child).await.unwrap(),
+        Some(true)
+    );
+    assert_eq!(
+        client.task_result(q, child).await.unwrap().unwrap().state,
+        State::Cancelled
+    );
+    assert_eq!(
+        client.cancel_child(q, parent, q, child).await.unwrap(),
+        Some(false)
+    );
+}
+
 /// A child finished by another worker through the plain SQL functions (claim_task,
 /// complete_run, as the Python SDK's worker calls them) wakes the waiting workflow.
 #[tokio::test]
@@ -406,10 +620,11 @@ async fn invalid_definitions_are_refused_naming_the_limit() {
     }
 }
 
-/// `noop` is built for absurd:task@0.1.0 and runs unchanged next to 0.2.0 components, also as
-/// a workflow's node.
+/// `noop` is built for absurd:task@0.1.0 and `fanout` for @0.2.0; both run unchanged next to
+/// 0.2.1 components (the 0.2.0 one through wasmtime's semver-compatible linking), `noop` also
+/// as a workflow's node.
 #[tokio::test]
-async fn a_0_1_0_component_still_runs_beside_0_2_0() {
+async fn components_of_0_1_0_and_0_2_0_still_run_beside_0_2_1() {
     let dir = components_dir();
     let world = |name: &str| {
         let bytes = std::fs::read(dir.join(name)).unwrap();
@@ -417,13 +632,23 @@ async fn a_0_1_0_component_still_runs_beside_0_2_0() {
         (
             text.contains("absurd:task/types@0.1.0"),
             text.contains("absurd:task/types@0.2.0"),
+            text.contains("absurd:task/types@0.2.1"),
         )
     };
-    assert_eq!(world("noop.wasm"), (true, false), "noop targets 0.1.0 only");
+    assert_eq!(
+        world("noop.wasm"),
+        (true, false, false),
+        "noop targets 0.1.0 only"
+    );
+    assert_eq!(
+        world("fanout.wasm"),
+        (false, true, false),
+        "fanout targets 0.2.0 only"
+    );
     assert_eq!(
         world("workflow.wasm"),
-        (false, true),
-        "workflow targets 0.2.0"
+        (false, false, true),
+        "workflow targets 0.2.1"
     );
 
     let q = "wf-worlds";
@@ -451,11 +676,26 @@ async fn a_0_1_0_component_still_runs_beside_0_2_0() {
     let report = r.result.unwrap();
     assert_eq!(node(&report, "old")["state"], "completed");
     assert_eq!(node(&report, "new")["state"], "completed");
+    // A 0.2.0 component waiting for its children (await-task-result, spawn).
+    let fan = client
+        .spawn(
+            q,
+            "fanout",
+            &json!({"task": "noop", "items": [{"n": 1}, {"n": 2}]}),
+            &once(),
+        )
+        .await
+        .unwrap()
+        .task_id;
+    let r = terminal(&client, q, fan, LIMIT).await;
+    assert_eq!(r.state, State::Completed, "{r:?}");
+    assert_eq!(r.result.unwrap()["results"][1]["result"], json!({"n": 2}));
     // The host bound each component to its own world.
     let log = w.log_text();
     assert!(
         log.contains(r#"task="noop" world="0.1.0""#)
-            && log.contains(r#"task="workflow" world="0.2.0""#),
+            && log.contains(r#"task="fanout" world="0.2.0""#)
+            && log.contains(r#"task="workflow" world="0.2.1""#),
         "{log}"
     );
 }

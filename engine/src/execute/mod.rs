@@ -680,6 +680,97 @@ impl TaskContext {
     ) -> Result<Spawned, TaskError> {
         let i = &self.inner;
         let queue = queue.unwrap_or(&i.queue);
+        let options = self.spawn_checks(queue, task_name, params, options)?;
+        // On our schema the new task is recorded as this task's child (cancelled with it).
+        let spawned = if self.has_task_results().await? {
+            i.client
+                .spawn_child(queue, task_name, params, &options, &i.queue, i.run.task_id)
+                .await
+        } else {
+            i.client.spawn(queue, task_name, params, &options).await
+        };
+        spawned.map_err(spawn_failure)
+    }
+
+    /// [`TaskContext::spawn`] returning the new task's id only, for guests that need no more
+    /// (the wasm `spawn` import). A spawn with an idempotency key is replayed: on our schema
+    /// its task id is written in the same statement as the checkpoint
+    /// `$absurd_host.spawn:<queue>:<key>`, and a re-execution that spawns with the same queue
+    /// and key again gets the id from that checkpoint without a round trip (the answer the
+    /// key would give anyway). The checks and limits apply to a replayed spawn as to any.
+    pub async fn spawn_replayable(
+        &self,
+        queue: Option<&str>,
+        task_name: &str,
+        params: &Value,
+        options: &SpawnOptions,
+    ) -> Result<Uuid, TaskError> {
+        let i = &self.inner;
+        let queue = queue.unwrap_or(&i.queue);
+        let Some(key) = options.idempotency_key.clone() else {
+            return Ok(self
+                .spawn(Some(queue), task_name, params, options)
+                .await?
+                .task_id);
+        };
+        let options = self.spawn_checks(queue, task_name, params, options)?;
+        if !self.has_task_results().await? {
+            return i
+                .client
+                .spawn(queue, task_name, params, &options)
+                .await
+                .map(|s| s.task_id)
+                .map_err(spawn_failure);
+        }
+        let name = format!("$absurd_host.spawn:{queue}:{key}");
+        if let Some(id) = self
+            .checkpoint(&name)
+            .as_ref()
+            .and_then(Value::as_str)
+            .and_then(|s| Uuid::parse_str(s).ok())
+        {
+            return Ok(id);
+        }
+        // What the checkpoint weighs: its value, a task id as JSON text.
+        let size = 38;
+        {
+            let mut usage = i.usage.lock().unwrap();
+            let total = usage.checkpoint_bytes.saturating_add(size);
+            i.limits
+                .check(
+                    "max_checkpoint_total_bytes",
+                    "the task's checkpoints together",
+                    total,
+                )
+                .map_err(TaskError::Failed)?;
+            usage.checkpoint_bytes = total;
+        }
+        i.client
+            .spawn_child_checkpointed(
+                queue,
+                task_name,
+                params,
+                &options,
+                &i.queue,
+                i.run.task_id,
+                i.run.run_id,
+                &name,
+                Some(i.claim_timeout_secs),
+            )
+            .await
+            .map(|s| s.task_id)
+            .map_err(spawn_failure)
+    }
+
+    /// What every spawn checks and counts; returns the options with the worker's defaults.
+    fn spawn_checks(
+        &self,
+        queue: &str,
+        task_name: &str,
+        params: &Value,
+        options: &SpawnOptions,
+    ) -> Result<SpawnOptions, TaskError> {
+        let i = &self.inner;
         self.check_name("the spawned task's name", task_name)?;
         self.check_name("the spawn's queue name", queue)?;
         if let Some(key) = &options.idempotency_key {
@@ -709,22 +800,7 @@ impl TaskContext {
         let d = &i.spawn_defaults;
         options.max_attempts = options.max_attempts.or(d.max_attempts);
         options.retry_strategy = options.retry_strategy.or_else(|| d.retry_strategy.clone());
-        // On our schema the new task is recorded as this task's child (cancelled with it).
-        let spawned = if self.has_task_results().await? {
-            i.client
-                .spawn_child(queue, task_name, params, &options, &i.queue, i.run.task_id)
-                .await
-        } else {
-            i.client.spawn(queue, task_name, params, &options).await
-        };
-        spawned.map_err(|e| match e {
-            ClientError::InvalidInput(_)
-            | ClientError::InvalidRetryStrategy(_)
-            | ClientError::QueueNotFound(_) => {
-                TaskError::Failed(Failure::new(FailureName::SpawnError, e.to_string()).permanent())
-            }
-            other => client_failure(other),
-        })
+        Ok(options)
     }
 
     /// Whether the schema has migration 0019 (asked once per worker).
@@ -840,6 +916,18 @@ impl TaskContext {
             self.store_checkpoint(name, &v).await?;
             return Ok(Some(parsed));
         }
+        self.poll_again(name, timeout_secs).await
+    }
+
+    /// A poll that found nothing yet: `Ok(None)` when the timeout of the step `name` has
+    /// passed (its deadline kept in the checkpoint `<name>:deadline`), else the run is
+    /// scheduled again in [`AWAIT_POLL_SECS`] (or at the deadline) and suspends.
+    async fn poll_again<T>(
+        &self,
+        name: &str,
+        timeout_secs: Option<i32>,
+    ) -> Result<Option<T>, TaskError> {
+        let i = &self.inner;
         let now = self.db_now().await?;
         let mut wake = now + TimeDelta::seconds(AWAIT_POLL_SECS);
         if let Some(t) = timeout_secs {
@@ -868,6 +956,162 @@ impl TaskContext {
             .await
             .map_err(client_failure)?;
         Err(TaskError::Suspended)
+    }
+
+    /// Waits until any of `tasks` (`(queue, task id)`, the queue defaulting to this task's) has
+    /// ended, and returns the position in `tasks` of the one that ended first with its outcome,
+    /// `Ok(None)` when `timeout_secs` passed first. Tasks ended already are looked at in list
+    /// order. Until one ends the run suspends (holding no worker slot) and is re-executed when
+    /// the first one ends; the answer replays from the step's checkpoint (by default
+    /// `$awaitAny`, `$awaitAny#2`, …), and a replay whose list no longer has the recorded task
+    /// at the recorded position fails the run (`$BadCheckpoint`). One call counts as one of
+    /// `max_awaits`; the list holds 1 to `max_awaits` tasks. On a schema without migrations
+    /// 0019 and 0023 the run polls the tasks every [`AWAIT_POLL_SECS`] seconds instead.
+    pub async fn await_any_task_result(
+        &self,
+        tasks: &[(Option<&str>, Uuid)],
+        step: Option<&str>,
+        timeout_secs: Option<i32>,
+    ) -> Result<Option<(usize, TaskOutcome)>, TaskError> {
+        let i = &self.inner;
+        if tasks.is_empty() {
+            return Err(TaskError::Failed(limits::invalid_call(
+                "await_any_task_result: the list of tasks is empty".to_string(),
+            )));
+        }
+        i.limits
+            .check(
+                "max_awaits",
+                "the tasks of one await_any_task_result call",
+                tasks.len() as u64,
+            )
+            .map_err(TaskError::Failed)?;
+        if timeout_secs.is_some_and(|t| t < 0) {
+            return Err(TaskError::Failed(limits::invalid_call(format!(
+                "await_any_task_result: timeout {} s is negative",
+                timeout_secs.unwrap_or_default()
+            ))));
+        }
+        let mut list: Vec<(String, Uuid)> = Vec::with_capacity(tasks.len());
+        for (q, id) in tasks {
+            let queue = q.unwrap_or(&i.queue);
+            self.check_name("the awaited task's queue name", queue)?;
+            if let Some(g) = &i.grants {
+                g.check_await_task(&i.queue, queue)
+                    .map_err(TaskError::Failed)?;
+            }
+            list.push((queue.to_string(), *id));
+        }
+        self.count(
+            |u| &mut u.awaits,
+            "max_awaits",
+            "await-task-result calls in this run",
+        )?;
+        let name = match step {
+            Some(step) => self.next_checkpoint_name(step)?,
+            None => self.count_step("$awaitAny")?,
+        };
+        if let Some(v) = self.checkpoint(&name) {
+            i.limits
+                .check(
+                    "max_checkpoint_bytes",
+                    "the awaited task's outcome",
+                    absurd_client::jsonb::text_len(&v),
+                )
+                .map_err(TaskError::Failed)?;
+            return first_outcome(&name, &v, &list).map(Some);
+        }
+        if !self.has_task_results().await? {
+            return self.poll_any_task_result(&list, &name, timeout_secs).await;
+        }
+        let (suspend, outcome) = i
+            .client
+            .await_any_task_result_bounded(
+                &i.queue,
+                i.run.task_id,
+                i.run.run_id,
+                &name,
+                &list,
+                timeout_secs,
+                i.limits.max_checkpoint_bytes,
+            )
+            .await
+            .map_err(|e| await_failure(e, &list[0].0, list[0].1))?;
+        if suspend {
+            return Err(TaskError::Suspended);
+        }
+        match outcome? {
+            None => Ok(None),
+            Some(v) => {
+                let size = absurd_client::jsonb::text_len(&v);
+                let mut usage = i.usage.lock().unwrap();
+                usage.checkpoint_bytes = usage.checkpoint_bytes.saturating_add(size);
+                drop(usage);
+                first_outcome(&name, &v, &list).map(Some)
+            }
+        }
+    }
+
+    /// [`TaskContext::await_any_task_result`] on a schema without migrations 0019 and 0023:
+    /// reads the tasks' results in list order, and while none has ended, sleeps
+    /// [`AWAIT_POLL_SECS`] (a timeout's deadline is kept in the checkpoint `<step>:deadline`).
+    async fn poll_any_task_result(
+        &self,
+        list: &[(String, Uuid)],
+        name: &str,
+        timeout_secs: Option<i32>,
+    ) -> Result<Option<(usize, TaskOutcome)>, TaskError> {
+        let i = &self.inner;
+        for (n, (queue, task_id)) in list.iter().enumerate() {
+            let outcome = i
+                .client
+                .task_outcome_bounded(queue, *task_id, i.limits.max_checkpoint_bytes)
+                .await
+                .map_err(|e| await_failure(e, queue, *task_id))??;
+            if let Some(mut v) = outcome {
+                if let Some(m) = v.as_object_mut() {
+                    m.insert("index".into(), json!(n));
+                    m.insert("task_id".into(), json!(task_id.to_string()));
+                    m.insert("queue".into(), json!(queue));
+                }
+                let parsed = first_outcome(name, &v, list)?;
+                self.store_checkpoint(name, &v).await?;
+                return Ok(Some(parsed));
+            }
+        }
+        self.poll_again(name, timeout_secs).await
+    }
+
+    /// Cancels `task_id` (of `queue`, default this task's queue) if it is a child of this task
+    /// (spawned from one of its runs): `Ok(Ok(true))` when it was cancelled now, `Ok(Ok(false))`
+    /// when it had ended already, `Ok(Err(why))` when it is not this task's child or the schema
+    /// records no children (one installed by `absurdctl init`). Cancelling it cancels its own
+    /// children too (migration 0019's cascade).
+    pub async fn cancel_child(
+        &self,
+        queue: Option<&str>,
+        task_id: Uuid,
+    ) -> Result<Result<bool, String>, TaskError> {
+        let i = &self.inner;
+        let queue = queue.unwrap_or(&i.queue);
+        self.check_name("the child's queue name", queue)?;
+        if !self.has_task_results().await? {
+            return Ok(Err(format!(
+                "cannot cancel task {task_id}: this database records no children (a schema \
+                 without absurd-host's migration 0019)"
+            )));
+        }
+        match i
+            .client
+            .cancel_child(&i.queue, i.run.task_id, queue, task_id)
+            .await
+            .map_err(client_failure)?
+        {
+            Some(cancelled) => Ok(Ok(cancelled)),
+            None => Ok(Err(format!(
+                "task {task_id} of queue {queue:?} is not a child of this task"
+            ))),
+        }
     }
 
     /// Extends the lease by `seconds` (default: the claim timeout), at most the run's timeout:
@@ -947,6 +1191,52 @@ impl TaskOutcome {
                 .permanent(),
             )),
         }
+    }
+}
+
+/// The answer of an `await_any_task_result` step: the position it names, checked against the
+/// list of this call (a replay with another list would otherwise return a different task's
+/// outcome), and the outcome.
+fn first_outcome(
+    name: &str,
+    v: &Value,
+    list: &[(String, Uuid)],
+) -> Result<(usize, TaskOutcome), TaskError> {
+    let index = v.get("index").and_then(Value::as_u64).map(|n| n as usize);
+    let task = v.get("task_id").and_then(Value::as_str);
+    let matches = index
+        .and_then(|n| list.get(n))
+        .is_some_and(|(_, id)| task.and_then(|t| Uuid::parse_str(t).ok()) == Some(*id));
+    if !matches {
+        return Err(TaskError::Failed(
+            Failure::new(
+                FailureName::BadCheckpoint,
+                format!(
+                    "checkpoint {} records task {} at position {} of the awaited tasks, which \
+                     this execution's list ({} tasks) does not have there: the task is not \
+                     deterministic",
+                    limits::preview(name),
+                    task.unwrap_or("(none)"),
+                    index.map_or("(none)".to_string(), |n| n.to_string()),
+                    list.len()
+                ),
+            )
+            .permanent(),
+        ));
+    }
+    Ok((index.unwrap_or(0), TaskOutcome::from_checkpoint(name, v)?))
+}
+
+/// A client error of a spawn: one the database refused (no such queue, bad options) is the
+/// task's to handle (`$SpawnError`), anything else is handled as every client error.
+fn spawn_failure(e: ClientError) -> TaskError {
+    match e {
+        ClientError::InvalidInput(_)
+        | ClientError::InvalidRetryStrategy(_)
+        | ClientError::QueueNotFound(_) => {
+            TaskError::Failed(Failure::new(FailureName::SpawnError, e.to_string()).permanent())
+        }
+        other => client_failure(other),
     }
 }
 

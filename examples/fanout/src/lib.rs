@@ -1,4 +1,6 @@
 //! `fanout`: fan-out/fan-in over child tasks with absurd:task@0.2.0's `await-task-result`.
+//! Built against 0.2.0 (its own workspace, absurd-guest's feature `wit-0-2-0`): the example
+//! that the host keeps running 0.2.0 components unchanged beside 0.2.1 ones.
 //!
 //! Params:
 //! - `task` (text): the children's task name

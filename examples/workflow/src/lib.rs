@@ -5,12 +5,17 @@
 //! `absurd_host.parent_task_id` and `absurd_host.workflow_node`, idempotency key
 //! `<workflow task id>:<node id>`, so a re-run finds the same children). Nodes whose
 //! dependencies have all completed are spawned together and run in parallel; the workflow waits
-//! for them with `await_task_result`, suspended (holding no worker slot) until one ends. A
+//! for whichever of them ends first with `await_any` (absurd:task@0.2.1
+//! `await-any-task-result`), suspended (holding no worker slot) until one ends. A
 //! node's params follow the DSA-110 chain contract: `{config, inputs, outputs, chain_name}`
 //! over its params template, `outputs` being the merge of its parents' `outputs`.
 //!
-//! The workflow is deterministic: every re-execution makes the same spawns (found again by
-//! their keys) and the same waits (replayed from their checkpoints) in the same order.
+//! When a required node fails, the nodes still running are cancelled (`cancel_child`, which
+//! also cancels their own children) and shown as `cancelled` in the report.
+//!
+//! The workflow is deterministic: every re-execution makes the same spawns (replayed by the
+//! host from the checkpoints of their idempotency keys) and the same waits (replayed from
+//! their checkpoints, which record which node ended first) in the same order.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -328,23 +333,57 @@ fn workflow(ctx: &Context, params: Value) -> Result<Value, TaskError> {
                 }
             }
         }
-        // Wait for the first running node, in definition order (deterministic on replay).
-        let Some(i) = (0..def.nodes.len()).find(|&i| matches!(states[i], State::Running(_))) else {
-            break;
-        };
-        if failed_node.is_some() {
+        // The running nodes, in definition order (the list of the wait below, so the same on
+        // every replay).
+        let running: Vec<(usize, String, String)> = (0..def.nodes.len())
+            .filter_map(|i| match &states[i] {
+                State::Running(id) => Some((
+                    i,
+                    id.clone(),
+                    def.nodes[i]
+                        .queue
+                        .clone()
+                        .unwrap_or_else(|| own_queue.clone()),
+                )),
+                _ => None,
+            })
+            .collect();
+        if running.is_empty() {
             break;
         }
-        let State::Running(id) = states[i].clone() else {
-            unreachable!()
-        };
+        if failed_node.is_some() {
+            // A required node failed: the workflow fails, and the nodes still running are of no
+            // use to it any more. Cancel them (and, by the cascade, their own children).
+            for (i, id, queue) in &running {
+                match ctx.cancel_child(id, Some(queue)) {
+                    Ok(true) => states[*i] = State::Cancelled(id.clone()),
+                    // It ended meanwhile: its outcome was not awaited, it stays `pending`.
+                    Ok(false) => {}
+                    // A database without records of children: the node runs on.
+                    Err(e) => absurd_guest::warn!(
+                        "node {:?} could not be cancelled: {}",
+                        def.nodes[*i].id,
+                        e.message()
+                    ),
+                }
+            }
+            break;
+        }
+        // Wait for whichever running node ends first: its dependents start at once, and a
+        // failure is seen as soon as it happens. The host records which one it was, so a
+        // replay takes the same path.
+        let tasks: Vec<(&str, Option<&str>)> = running
+            .iter()
+            .map(|(_, id, queue)| (id.as_str(), Some(queue.as_str())))
+            .collect();
+        let (k, outcome) = ctx.await_any(&tasks, None).ok_or_else(|| {
+            TaskError::retryable(
+                NODE_FAILED,
+                format!("no outcome for any of {} running nodes", running.len()),
+            )
+        })?;
+        let (i, id, _) = running[k].clone();
         let node = &def.nodes[i];
-        let queue = node.queue.clone().unwrap_or_else(|| own_queue.clone());
-        let outcome = ctx
-            .await_task_result(&id, Some(&queue), None)
-            .ok_or_else(|| {
-                TaskError::retryable(NODE_FAILED, format!("no outcome for node {:?}", node.id))
-            })?;
         states[i] = match outcome {
             TaskOutcome::Completed(result) if is_error_result(&result) => {
                 State::Failed(Some(id), result)

@@ -43,12 +43,14 @@ pub(crate) mod bindings {
     });
 }
 
-/// The `absurd:task@0.2.0` world (`wit/0.2.0/task.wit`), a superset of 0.1.0. Both are linked
-/// into one linker (their interfaces have different versioned names); a component targets
-/// one of them, found when it is loaded.
+/// The `absurd:task@0.2.1` world (`wit/0.2.1/task.wit`), a superset of 0.2.0 and so of 0.1.0.
+/// 0.1.0 and 0.2.1 are linked into one linker (their interfaces have different versioned
+/// names); a component targets one of them, found when it is loaded. A component of 0.2.0
+/// links to the 0.2.1 imports: wasmtime's linker resolves an import of `…@0.2.0` to the
+/// semver-compatible `…@0.2.1` it defines, and 0.2.1 only adds functions.
 pub(crate) mod bindings_v2 {
     wasmtime::component::bindgen!({
-        path: "../wit/0.2.0",
+        path: "../wit/0.2.1",
         world: "task",
         imports: { default: async | trappable },
         exports: { default: async },
@@ -59,7 +61,9 @@ pub(crate) mod bindings_v2 {
 #[derive(Clone)]
 enum TaskPre {
     V1(bindings::TaskPre<RunState>),
-    V2(bindings_v2::TaskPre<RunState>),
+    /// With the version its imports name (`0.2.0` or `0.2.1`; `0.2.1` when it imports
+    /// nothing of absurd:task).
+    V2(bindings_v2::TaskPre<RunState>, &'static str),
 }
 
 impl TaskPre {
@@ -67,7 +71,7 @@ impl TaskPre {
     fn version(&self) -> &'static str {
         match self {
             TaskPre::V1(_) => "0.1.0",
-            TaskPre::V2(_) => "0.2.0",
+            TaskPre::V2(_, version) => version,
         }
     }
 }
@@ -88,7 +92,7 @@ async fn call_run(
             let task = pre.instantiate_async(&mut *store).await?;
             Ok(task.call_run(&mut *store, info, params).await)
         }
-        TaskPre::V2(pre) => {
+        TaskPre::V2(pre, _) => {
             use bindings_v2::absurd::task::types as t2;
             let task = pre.instantiate_async(&mut *store).await?;
             let info = t2::TaskInfo {
@@ -324,25 +328,32 @@ impl Sandbox {
         let component = self.component_for(engine, path)?;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             format!(
-                "component {} cannot run as task {task_name:?}: {e:#} (it must target the absurd:task/task world, 0.1.0 or 0.2.0, importing only WASI and absurd:task interfaces)",
+                "component {} cannot run as task {task_name:?}: {e:#} (it must target the absurd:task/task world, 0.1.0, 0.2.0 or 0.2.1, importing only WASI and absurd:task interfaces)",
                 path.display()
             )
         })?;
         // Its absurd:task imports say which world it targets (the `run` export's types are
         // structurally the same in both). One importing nothing of absurd:task@0.1.0 is run
-        // through the 0.2.0 bindings.
-        let v1 = component
-            .component_type()
-            .imports(engine)
-            .any(|(name, _)| name.starts_with("absurd:task/") && name.ends_with("@0.1.0"));
-        if !v1 {
+        // through the 0.2.1 bindings (0.2.0's imports are a subset of them).
+        let task_import = |version: &str| {
+            component
+                .component_type()
+                .imports(engine)
+                .any(|(name, _)| name.starts_with("absurd:task/") && name.ends_with(version))
+        };
+        if !task_import("@0.1.0") {
             if let Ok(p) = bindings_v2::TaskPre::new(pre.clone()) {
-                return Ok(TaskPre::V2(p));
+                let version = if task_import("@0.2.0") {
+                    "0.2.0"
+                } else {
+                    "0.2.1"
+                };
+                return Ok(TaskPre::V2(p, version));
             }
         }
         bindings::TaskPre::new(pre).map(TaskPre::V1).map_err(|e| {
             format!(
-                "component {} does not export the absurd:task `run` function (of absurd:task@0.1.0 or @0.2.0): {e:#}",
+                "component {} does not export the absurd:task `run` function (of absurd:task@0.1.0, @0.2.0 or @0.2.1): {e:#}",
                 path.display()
             )
         })
@@ -429,7 +440,7 @@ fn new_linker(engine: &Engine) -> Result<Linker<RunState>, String> {
         })
         .and_then(|()| store::add_log_to_linker(&mut linker))
         .map_err(|e| format!("linking the task world: {e}"))?;
-    // The same for absurd:task@0.2.0.
+    // The same for absurd:task@0.2.1 (which serves @0.2.0 too).
     bindings_v2::absurd::task::types::add_to_linker::<RunState, HasSelf<RunState>>(
         &mut linker,
         |s| s,
@@ -441,7 +452,7 @@ fn new_linker(engine: &Engine) -> Result<Linker<RunState>, String> {
         )
     })
     .and_then(|()| store::add_log_v2_to_linker(&mut linker))
-    .map_err(|e| format!("linking the task world 0.2.0: {e}"))?;
+    .map_err(|e| format!("linking the task world 0.2.1: {e}"))?;
     Ok(linker)
 }
 

@@ -357,7 +357,7 @@ impl durable::Host for RunState {
     }
 }
 
-/// What `spawn` of absurd:task@0.2.0 adds to 0.1.0's options.
+/// What `spawn` of absurd:task@0.2.x adds to 0.1.0's options.
 #[derive(Default)]
 struct SpawnExtra {
     retry_strategy: Option<RetryStrategy>,
@@ -365,7 +365,9 @@ struct SpawnExtra {
 }
 
 impl RunState {
-    /// `spawn` of either world: 0.2.0's retry strategy and cancellation policy in `extra`.
+    /// `spawn` of either world: 0.2.x's retry strategy and cancellation policy in `extra`. A
+    /// spawn with an idempotency key replays from a checkpoint
+    /// ([`TaskContext::spawn_replayable`]).
     async fn spawn_task(
         &mut self,
         task_name: String,
@@ -412,10 +414,10 @@ impl RunState {
         };
         match self
             .ctx
-            .spawn(options.queue.as_deref(), &task_name, &params, &opts)
+            .spawn_replayable(options.queue.as_deref(), &task_name, &params, &opts)
             .await
         {
-            Ok(s) => Ok(Ok(s.task_id.to_string())),
+            Ok(id) => Ok(Ok(id.to_string())),
             // A spawn the database refused (no such queue, a bad retry strategy) is the
             // guest's to handle; an exceeded limit or a missing grant ends the run.
             Err(TaskError::Failed(f)) if f.name == crate::execute::FailureName::SpawnError => {
@@ -544,11 +546,67 @@ impl durable2::Host for RunState {
             TaskOutcome::Cancelled => durable2::TaskOutcome::Cancelled,
         }))
     }
+
+    async fn await_any_task_result(
+        &mut self,
+        tasks: Vec<durable2::AwaitedTask>,
+        options: durable2::AwaitAnyOptions,
+    ) -> wasmtime::Result<Option<durable2::FirstOutcome>> {
+        let mut list = Vec::with_capacity(tasks.len());
+        for t in &tasks {
+            let Ok(id) = uuid::Uuid::parse_str(&t.task_id) else {
+                return Err(stop(TaskError::Failed(crate::limits::invalid_call(
+                    format!(
+                        "await-any-task-result({}): not a task id (a UUID)",
+                        crate::limits::preview(&t.task_id)
+                    ),
+                ))));
+            };
+            list.push((t.queue.as_deref(), id));
+        }
+        if let Some(step) = &options.step_name {
+            self.ctx.check_name("step name", step).map_err(stop)?;
+        }
+        let timeout = options
+            .timeout_seconds
+            .map(|t| t.min(i32::MAX as u32) as i32);
+        let first = self
+            .ctx
+            .await_any_task_result(&list, options.step_name.as_deref(), timeout)
+            .await
+            .map_err(stop)?;
+        Ok(first.map(|(index, o)| durable2::FirstOutcome {
+            index: index as u32,
+            outcome: match o {
+                TaskOutcome::Completed(v) => durable2::TaskOutcome::Completed(v.to_string()),
+                TaskOutcome::Failed(v) => durable2::TaskOutcome::Failed(v.to_string()),
+                TaskOutcome::Cancelled => durable2::TaskOutcome::Cancelled,
+            },
+        }))
+    }
+
+    async fn cancel_child(
+        &mut self,
+        task_id: String,
+        queue: Option<String>,
+    ) -> wasmtime::Result<Result<bool, String>> {
+        let Ok(id) = uuid::Uuid::parse_str(&task_id) else {
+            return Ok(Err(format!(
+                "cancel-child({}): not a task id (a UUID)",
+                crate::limits::preview(&task_id)
+            )));
+        };
+        self.ctx
+            .cancel_child(queue.as_deref(), id)
+            .await
+            .map_err(stop)
+    }
 }
 
-/// The `log` import of absurd:task@0.2.0 (as [`add_log_to_linker`]).
+/// The `log` import of absurd:task@0.2.1 (as [`add_log_to_linker`]), which also serves
+/// components of @0.2.0 (the linker resolves semver-compatible names).
 pub fn add_log_v2_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
-    linker.instance("absurd:task/log@0.2.0")?.func_wrap(
+    linker.instance("absurd:task/log@0.2.1")?.func_wrap(
         "log",
         |mut store: StoreContextMut<'_, RunState>, (level, message): (log2::Level, WasmStr)| {
             let level = match level {
