@@ -1,7 +1,7 @@
 """absurd_guest: write Absurd task components for absurd-host in Python.
 
 A module of ``@task`` functions, built with ``absurd-host build-py app.py -o app.wasm``, is a
-WebAssembly component of the ``absurd:task@0.1.0`` world, interchangeable with one built with
+WebAssembly component of the ``absurd:task@0.2.0`` world, interchangeable with one built with
 the Rust SDK. The context mirrors the Absurd Python SDK's ``TaskContext``::
 
     import logging
@@ -46,6 +46,8 @@ __all__ = [
     "PermanentError",
     "InvalidParams",
     "TimeoutError",
+    "TaskResultSnapshot",
+    "CHILD_FAILED",
     "get_current_context",
     "registered_tasks",
 ]
@@ -61,6 +63,9 @@ from componentize_py_types import Err as _Err  # noqa: E402
 MAX_TRACEBACK_CHARS = 8192
 #: The longest await timeout the WIT can carry (u32 seconds).
 MAX_TIMEOUT_SECONDS = 2**32 - 1
+#: The failure name of ``TaskResultSnapshot.unwrap`` and ``ctx.spawn_and_wait`` for a child
+#: that failed or was cancelled (the Rust SDK's ``CHILD_FAILED``).
+CHILD_FAILED = "$ChildFailed"
 
 
 class TaskError(Exception):
@@ -101,7 +106,45 @@ class InvalidParams(PermanentError):
 
 
 class TimeoutError(TaskError, TimeoutError):  # noqa: A001 (as the Absurd Python SDK names it)
-    """``await_event`` with a timeout: the event did not arrive in time."""
+    """``await_event`` or ``await_task_result`` with a timeout: nothing arrived in time."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskResultSnapshot:
+    """How an awaited task ended (the Absurd Python SDK's ``TaskResultSnapshot``).
+
+    ``state`` is ``"completed"`` (``result`` is its result), ``"failed"`` (``failure`` is its
+    failure, ``{"name", "message", ...}``) or ``"cancelled"``.
+    """
+
+    state: str
+    result: object = None
+    failure: object = None
+
+    @property
+    def completed(self) -> bool:
+        return self.state == "completed"
+
+    def unwrap(self, what: str = "the awaited task"):
+        """The result; a failed or cancelled task raises a ``PermanentError`` named
+        ``$ChildFailed`` (its failure in ``details["failure"]``)."""
+        if self.state == "completed":
+            return self.result
+        if self.state == "failed":
+            message = self.failure.get("message") if isinstance(self.failure, dict) else None
+            if not isinstance(message, str):
+                message = "(no message)"
+            raise PermanentError(f"{what} failed: {message}", name=CHILD_FAILED,
+                                 details={"failure": self.failure})
+        raise PermanentError(f"{what} was {self.state}", name=CHILD_FAILED)
+
+    def to_json(self) -> dict:
+        """As the SDKs checkpoint it: ``{"state", "result" | "failure"}``."""
+        if self.state == "completed":
+            return {"state": "completed", "result": self.result}
+        if self.state == "failed":
+            return {"state": "failed", "failure": self.failure}
+        return {"state": self.state}
 
 
 # --- logging ----------------------------------------------------------------------------------
@@ -157,6 +200,64 @@ def _dumps(value, what: str) -> str:
         text = json.dumps(_params.to_json_value(value), ensure_ascii=True, allow_nan=False,
                           separators=(",", ":"), default=_params.to_json_value_strict)
     return text
+
+
+def _timeout_seconds(what: str, timeout):
+    """A timeout (seconds or a ``timedelta``) as the WIT's whole seconds, rounded up."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, _dt.timedelta):
+        timeout = timeout.total_seconds()
+    t = float(timeout)
+    if not math.isfinite(t) or t < 0 or t > MAX_TIMEOUT_SECONDS:
+        raise ValueError(f"{what}: timeout must be 0..{MAX_TIMEOUT_SECONDS} seconds, got {timeout!r}")
+    return math.ceil(t)
+
+
+_RETRY_KINDS = {"none": "NONE", "fixed": "FIXED", "exponential": "EXPONENTIAL"}
+
+
+def _retry_strategy(task_name: str, strategy):
+    """The Absurd SDK's ``retry_strategy`` dict as the WIT's record (``None`` for the host's)."""
+    if strategy is None:
+        return None
+    if not isinstance(strategy, dict):
+        raise ValueError(f"spawn `{task_name}`: retry_strategy must be a dict, got {strategy!r}")
+    unknown = sorted(set(strategy) - {"kind", "base_seconds", "factor", "max_seconds"})
+    if unknown:
+        raise ValueError(f"spawn `{task_name}`: retry_strategy has unknown keys {unknown} "
+                         "(known: kind, base_seconds, factor, max_seconds)")
+    kind = strategy.get("kind")
+    if kind not in _RETRY_KINDS:
+        raise ValueError(f"spawn `{task_name}`: retry_strategy kind must be one of "
+                         f"{sorted(_RETRY_KINDS)}, got {kind!r}")
+
+    def seconds(key):
+        v = strategy.get(key)
+        return None if v is None else float(v)
+
+    return _durable.RetryStrategy(kind=getattr(_durable.RetryKind, _RETRY_KINDS[kind]),
+                                  base_seconds=seconds("base_seconds"), factor=seconds("factor"),
+                                  max_seconds=seconds("max_seconds"))
+
+
+def _cancellation(task_name: str, policy):
+    """The Absurd SDK's ``cancellation`` dict as the WIT's record (``None`` for none)."""
+    if policy is None:
+        return None
+    if not isinstance(policy, dict):
+        raise ValueError(f"spawn `{task_name}`: cancellation must be a dict, got {policy!r}")
+    unknown = sorted(set(policy) - {"max_delay", "max_duration"})
+    if unknown:
+        raise ValueError(f"spawn `{task_name}`: cancellation has unknown keys {unknown} "
+                         "(known: max_delay, max_duration)")
+    values = {}
+    for key in ("max_delay", "max_duration"):
+        v = policy.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0 or v >= 2**64):
+            raise ValueError(f"spawn `{task_name}`: cancellation {key} must be whole seconds >= 0, got {v!r}")
+        values[key] = v
+    return _durable.CancellationPolicy(**values)
 
 
 def _text(s) -> str:
@@ -261,14 +362,7 @@ class TaskContext:
         Until it is emitted the run is suspended. With ``timeout`` (seconds, rounded up to a
         whole second), raises ``absurd_guest.TimeoutError`` if it did not arrive in time.
         """
-        seconds = None
-        if timeout is not None:
-            if isinstance(timeout, _dt.timedelta):
-                timeout = timeout.total_seconds()
-            t = float(timeout)
-            if not math.isfinite(t) or t < 0 or t > MAX_TIMEOUT_SECONDS:
-                raise ValueError(f"await_event `{event_name}`: timeout must be 0..{MAX_TIMEOUT_SECONDS} seconds, got {timeout!r}")
-            seconds = math.ceil(t)
+        seconds = _timeout_seconds(f"await_event `{event_name}`", timeout)
         payload = _durable.await_event(event_name, step_name, seconds)
         if payload is None:
             raise TimeoutError(f'Timed out waiting for event "{event_name}"', name="TimeoutError")
@@ -287,17 +381,27 @@ class TaskContext:
     # other tasks
 
     def spawn(self, task_name: str, params=None, *, queue: str = None, max_attempts: int = None,
-              idempotency_key: str = None, headers: dict = None) -> dict:
+              idempotency_key: str = None, headers: dict = None, retry_strategy: dict = None,
+              cancellation: dict = None) -> dict:
         """Spawns ``task_name`` with ``params``; returns ``{"task_id": ...}``.
 
         ``queue`` defaults to this task's queue. The host allows only the task names (and
-        queues) the task type was granted (``spawn_tasks`` in ``absurd-host.toml``).
+        queues) the task type was granted (``spawn_tasks`` in ``absurd-host.toml``). As in the
+        Absurd Python SDK, ``retry_strategy`` is ``{"kind": "none" | "fixed" | "exponential",
+        "base_seconds", "factor", "max_seconds"}`` and ``cancellation`` is ``{"max_delay",
+        "max_duration"}`` (seconds). The spawned task is this task's child: cancelling this
+        task cancels it too while it still runs.
+
+        A spawn is not a step: a re-run spawns again unless ``idempotency_key`` is set (or use
+        ``spawn_once``).
         """
         options = _durable.SpawnOptions(
             queue=queue,
             max_attempts=max_attempts,
             idempotency_key=idempotency_key,
             headers=None if headers is None else _dumps(headers, "spawn headers"),
+            retry_strategy=_retry_strategy(task_name, retry_strategy),
+            cancellation=_cancellation(task_name, cancellation),
         )
         text = _dumps(params, f"the params of spawned task `{task_name}`")
         try:
@@ -305,6 +409,77 @@ class TaskContext:
         except _Err as e:
             raise RetryableError(f"spawning `{task_name}` failed: {e.value}", name="$HostError") from None
         return {"task_id": task_id}
+
+    def spawn_once(self, task_name: str, params=None, **options) -> str:
+        """Spawns ``task_name`` as the checkpointed step ``$spawn:<task_name>`` and returns its
+        task id: a re-run returns the same id, never a second task.
+
+        Without ``idempotency_key`` one is made from this task's id and the step's checkpoint
+        name, as the Rust SDK's ``spawn_once`` does (so a Rust and a Python component resume
+        each other's spawns). Takes ``spawn``'s keyword options.
+        """
+        begun = _durable.begin_step(f"$spawn:{task_name}")
+        if begun.value is not None:
+            stored = json.loads(begun.value)
+            if not isinstance(stored, str):
+                raise PermanentError(f"stored value of step `{begun.checkpoint_name}` is not a task id: {begun.value[:200]}",
+                                     name="$CheckpointMismatch")
+            return stored
+        if options.get("idempotency_key") is None:
+            options["idempotency_key"] = f"{self.task_id}:{begun.checkpoint_name}"
+        task_id = self.spawn(task_name, params, **options)["task_id"]
+        try:
+            _durable.complete_step(begun.checkpoint_name, json.dumps(task_id))
+        except _Err as e:
+            raise RetryableError(f"step `{begun.checkpoint_name}` could not be stored: {e.value}",
+                                 name="$HostError") from None
+        return task_id
+
+    def await_task_result(self, task_id, queue_name: str = None, timeout=None,
+                          step_name: str = None) -> TaskResultSnapshot:
+        """Waits for the task ``task_id`` (of ``queue_name``, default this task's queue) to end
+        and returns a ``TaskResultSnapshot``.
+
+        Until it ends the run is suspended, holding no worker slot (so, unlike the Absurd
+        Python SDK, waiting for a task of the same queue is fine), and runs again when it does;
+        the outcome then replays from the checkpoint ``$awaitTaskResult:<task_id>`` (or
+        ``step_name``). With ``timeout`` (seconds, rounded up to a whole second), raises
+        ``absurd_guest.TimeoutError`` if the task had not ended in time. ``task_id`` may also be
+        what ``spawn`` returned (``{"task_id": ...}``). Other queues need a grant
+        (``spawn_queues``).
+        """
+        if isinstance(task_id, dict) and "task_id" in task_id:
+            task_id = task_id["task_id"]
+        if not isinstance(task_id, str) or not task_id:
+            raise ValueError(f"await_task_result: task_id must be a task id (a string), got {task_id!r}")
+        seconds = _timeout_seconds(f"await_task_result `{task_id}`", timeout)
+        options = _durable.AwaitOptions(queue=queue_name, step_name=step_name, timeout_seconds=seconds)
+        outcome = _durable.await_task_result(task_id, options)
+        if outcome is None:
+            raise TimeoutError(f'Timed out waiting for task "{task_id}"', name="TimeoutError")
+        if isinstance(outcome, _durable.TaskOutcome_Completed):
+            return TaskResultSnapshot("completed", result=json.loads(outcome.value))
+        if isinstance(outcome, _durable.TaskOutcome_Failed):
+            return TaskResultSnapshot("failed", failure=json.loads(outcome.value))
+        return TaskResultSnapshot("cancelled")
+
+    def spawn_and_wait(self, task_name: str, params=None, **options):
+        """Spawns ``task_name`` (replay-safe, as ``spawn_once``) and waits for it; returns its
+        result. A child that fails or is cancelled fails this run permanently with
+        ``$ChildFailed`` (the child's failure in ``details["failure"]``). Takes ``spawn``'s
+        keyword options; ``queue`` is also where the child is awaited.
+        """
+        task_id = self.spawn_once(task_name, params, **options)
+        snapshot = self.await_task_result(task_id, options.get("queue"))
+        return snapshot.unwrap(f"task {task_name} ({task_id})")
+
+    def join_all(self, task_ids, queue_name: str = None) -> list:
+        """Waits for every task of ``task_ids`` (all of ``queue_name``, default this task's
+        queue) and returns their ``TaskResultSnapshot``s in the same order: the fan-in after a
+        fan-out of spawns. The run is suspended while any of them still runs, and runs again
+        as they end; outcomes already known replay from their checkpoints.
+        """
+        return [self.await_task_result(t, queue_name) for t in task_ids]
 
     def heartbeat(self, seconds: int = None) -> None:
         """Extends the run's lease by ``seconds`` (default: the claim timeout)."""

@@ -205,7 +205,7 @@ class SpawnAndHeartbeat(Base):
         self.assertEqual(run(None), {"task_id": "00000000-0000-0000-0000-000000000001"})
         name, params, options = durable.HOST.spawned[0]
         self.assertEqual((name, params), ("next", {"a": 1}))
-        self.assertEqual(options, durable.SpawnOptions("other", 3, "k", '{"timeout_sec":5}'))
+        self.assertEqual(options, durable.SpawnOptions("other", 3, "k", '{"timeout_sec":5}', None, None))
 
     def test_a_refused_spawn_is_a_retryable_host_error_naming_the_task(self):
         durable.HOST.refuse_spawn = "task `x` is not granted"
@@ -229,6 +229,182 @@ class SpawnAndHeartbeat(Base):
         self.assertEqual(run(None, headers='{"trace":"abc"}'), {"trace": "abc"})
         self.assertEqual(durable.HOST.heartbeats, [None, 30])
         self.assertEqual(run(None), {})
+
+
+class SpawnOptionsOf020(Base):
+    def test_retry_strategy_and_cancellation_take_the_absurd_sdks_dicts(self):
+        @task("t")
+        def t(params, ctx):
+            ctx.spawn("a", retry_strategy={"kind": "exponential", "base_seconds": 2, "factor": 3,
+                                           "max_seconds": 60},
+                      cancellation={"max_delay": 10, "max_duration": 3600})
+            ctx.spawn("b", retry_strategy={"kind": "none"}, cancellation={"max_duration": 5})
+            return None
+
+        run(None)
+        a, b = (o for _, _, o in durable.HOST.spawned)
+        self.assertEqual(a.retry_strategy, durable.RetryStrategy(durable.RetryKind.EXPONENTIAL, 2.0, 3.0, 60.0))
+        self.assertEqual(a.cancellation, durable.CancellationPolicy(10, 3600))
+        self.assertEqual(b.retry_strategy, durable.RetryStrategy(durable.RetryKind.NONE, None, None, None))
+        self.assertEqual(b.cancellation, durable.CancellationPolicy(None, 5))
+
+    def test_bad_spawn_options_name_the_key(self):
+        for kw, needle in [
+            ({"retry_strategy": {"kind": "linear"}}, "retry_strategy kind must be one of"),
+            ({"retry_strategy": {"kind": "fixed", "base": 1}}, "unknown keys ['base']"),
+            ({"cancellation": {"max_delay": -1}}, "cancellation max_delay must be whole seconds"),
+            ({"cancellation": {"max_duration": 1.5}}, "cancellation max_duration must be whole seconds"),
+            ({"cancellation": {"delay": 1}}, "unknown keys ['delay']"),
+        ]:
+            absurd_guest._tasks.clear()
+
+            @task("t")
+            def t(params, ctx, kw=kw):
+                ctx.spawn("x", **kw)
+
+            f = run(None)
+            self.assertEqual(f.name, "ValueError", kw)
+            self.assertIn(needle, f.message)
+            self.assertIn("spawn `x`", f.message)
+        self.assertEqual(durable.HOST.spawned, [])
+
+
+def child_id(n):
+    return f"00000000-0000-0000-0000-{n:012d}"
+
+
+class AwaitingTasks(Base):
+    def test_await_task_result_suspends_until_the_task_ends_then_replays(self):
+        @task("t")
+        def t(params, ctx):
+            snap = ctx.await_task_result("c1")
+            return {"state": snap.state, "result": snap.result, "completed": snap.completed}
+
+        self.assertEqual(run(None), "suspended")
+        durable.HOST.ended["c1"] = ("completed", {"rows": 3})
+        self.assertEqual(run(None), {"state": "completed", "result": {"rows": 3}, "completed": True})
+        self.assertEqual(json.loads(durable.HOST.checkpoints["$awaitTaskResult:c1"]),
+                         {"state": "completed", "result": {"rows": 3}})
+        del durable.HOST.ended["c1"]
+        self.assertEqual(run(None)["result"], {"rows": 3}, "replayed from the checkpoint")
+
+    def test_failed_and_cancelled_outcomes(self):
+        durable.HOST.ended["f"] = ("failed", {"name": "Boom", "message": "it broke"})
+        durable.HOST.ended["c"] = ("cancelled",)
+
+        @task("t")
+        def t(params, ctx):
+            f = ctx.await_task_result({"task_id": "f"}, queue_name="other", step_name="wait-f")
+            c = ctx.await_task_result("c")
+            return [f.to_json(), c.to_json(), f.completed, c.completed]
+
+        self.assertEqual(run(None), [{"state": "failed", "failure": {"name": "Boom", "message": "it broke"}},
+                                     {"state": "cancelled"}, False, False])
+        (tid, opts), _ = durable.HOST.awaits
+        self.assertEqual((tid, opts), ("f", durable.AwaitOptions("other", "wait-f", None)))
+        self.assertIn("wait-f", durable.HOST.checkpoints)
+
+    def test_a_timeout_raises_timeout_error_and_is_rounded_up(self):
+        @task("t")
+        def t(params, ctx):
+            try:
+                ctx.await_task_result("slow", timeout=0)
+            except absurd_guest.TimeoutError as e:
+                return str(e)
+
+        self.assertEqual(run(None), 'Timed out waiting for task "slow"')
+
+        absurd_guest._tasks.clear()
+
+        @task("t")
+        def t2(params, ctx):
+            ctx.await_task_result("slow", timeout=dt.timedelta(seconds=1.5))
+
+        self.assertEqual(run(None), "suspended")
+        self.assertEqual(durable.HOST.awaits[-1][1].timeout_seconds, 2)
+
+    def test_a_bad_task_id_or_timeout_is_refused(self):
+        for args in [(None,), (42,), ("",), ("x", None, -1), ("x", None, float("nan"))]:
+            absurd_guest._tasks.clear()
+
+            @task("t")
+            def t(params, ctx, args=args):
+                ctx.await_task_result(*args)
+
+            f = run(None)
+            self.assertEqual(f.name, "ValueError", args)
+        self.assertEqual(durable.HOST.awaits, [])
+
+    def test_unwrap_gives_the_result_or_a_permanent_child_failed(self):
+        ok = absurd_guest.TaskResultSnapshot("completed", result=[1])
+        self.assertEqual(ok.unwrap(), [1])
+        failed = absurd_guest.TaskResultSnapshot("failed", failure={"name": "X", "message": "bad input"})
+        with self.assertRaises(PermanentError) as e:
+            failed.unwrap("task solve (id)")
+        self.assertEqual((e.exception.name, e.exception.message), ("$ChildFailed", "task solve (id) failed: bad input"))
+        self.assertEqual(e.exception.details, {"failure": {"name": "X", "message": "bad input"}})
+        with self.assertRaises(PermanentError) as e:
+            absurd_guest.TaskResultSnapshot("cancelled").unwrap()
+        self.assertEqual(e.exception.message, "the awaited task was cancelled")
+        with self.assertRaises(PermanentError) as e:
+            absurd_guest.TaskResultSnapshot("failed", failure="odd").unwrap()
+        self.assertIn("failed: (no message)", e.exception.message)
+
+    def test_spawn_once_is_a_step_with_the_rust_sdks_idempotency_key(self):
+        @task("t")
+        def t(params, ctx):
+            a = ctx.spawn_once("child", {"n": 1})
+            b = ctx.spawn_once("child", {"n": 2}, idempotency_key="mine", queue="q2")
+            ctx.sleep_for("nap", 10)
+            return [a, b]
+
+        self.assertEqual(run(None), "suspended")
+        durable.HOST.now_millis += 20_000
+        self.assertEqual(run(None), [child_id(1), child_id(2)])
+        self.assertEqual(len(durable.HOST.spawned), 2, "replays spawn nothing")
+        (_, p1, o1), (_, p2, o2) = durable.HOST.spawned
+        self.assertEqual((p1, o1.idempotency_key), ({"n": 1}, "tid:$spawn:child"))
+        self.assertEqual((p2, o2.idempotency_key, o2.queue), ({"n": 2}, "mine", "q2"))
+        self.assertEqual(durable.HOST.checkpoints["$spawn:child#2"], json.dumps(child_id(2)))
+
+    def test_spawn_and_wait_returns_the_childs_result(self):
+        @task("t")
+        def t(params, ctx):
+            return ctx.spawn_and_wait("child", {"x": 1}, queue="kids", max_attempts=2)
+
+        self.assertEqual(run(None), "suspended")
+        durable.HOST.ended[child_id(1)] = ("completed", {"y": 2})
+        self.assertEqual(run(None), {"y": 2})
+        self.assertEqual(len(durable.HOST.spawned), 1)
+        self.assertEqual([o.queue for _, o in durable.HOST.awaits], ["kids", "kids"])
+
+    def test_spawn_and_wait_fails_permanently_when_the_child_fails(self):
+        @task("t")
+        def t(params, ctx):
+            return ctx.spawn_and_wait("child")
+
+        self.assertEqual(run(None), "suspended")
+        durable.HOST.ended[child_id(1)] = ("failed", {"name": "BuiltinFailure", "message": "no"})
+        f = run(None)
+        self.assertEqual((f.kind, f.name), (types.ErrorKind.PERMANENT, "$ChildFailed"))
+        self.assertEqual(f.message, f"task child ({child_id(1)}) failed: no")
+        self.assertEqual(json.loads(f.details)["failure"]["name"], "BuiltinFailure")
+
+    def test_join_all_waits_for_each_in_order(self):
+        @task("t")
+        def t(params, ctx):
+            ids = [ctx.spawn_once("child", i) for i in range(3)]
+            return [s.to_json() for s in ctx.join_all(ids)]
+
+        self.assertEqual(run(None), "suspended")
+        durable.HOST.ended[child_id(1)] = ("completed", 0)
+        durable.HOST.ended[child_id(2)] = ("failed", {"message": "m"})
+        self.assertEqual(run(None), "suspended", "the third still runs")
+        durable.HOST.ended[child_id(3)] = ("cancelled",)
+        self.assertEqual(run(None), [{"state": "completed", "result": 0},
+                                     {"state": "failed", "failure": {"message": "m"}},
+                                     {"state": "cancelled"}])
+        self.assertEqual(len(durable.HOST.spawned), 3)
 
 
 class Failures(Base):

@@ -79,5 +79,37 @@ class Durable(unittest.TestCase):
         self.assertEqual(out["fetched_by_run"], "rid1")
 
 
+class Fanout(unittest.TestCase):
+    def setUp(self):
+        durable.HOST = durable.Host()
+        load("fanout")
+
+    def test_fans_out_joins_and_waits_for_the_last_child(self):
+        params = {"task": "solve", "items": [{"n": 1}, {"n": 2}], "then": {"last": True}, "queue": "kids"}
+        self.assertEqual(run(params, "fanout"), "suspended")
+        ids = [f"00000000-0000-0000-0000-{n:012d}" for n in (1, 2, 3)]
+        durable.HOST.ended[ids[0]] = ("completed", {"n": 1})
+        durable.HOST.ended[ids[1]] = ("failed", {"name": "Boom", "message": "no"})
+        self.assertEqual(run(params, "fanout"), "suspended", "waiting for the last child")
+        durable.HOST.ended[ids[2]] = ("completed", "done")
+        out = run(params, "fanout")
+        self.assertEqual(out, {"children": ids[:2], "then": "done",
+                               "results": [{"state": "completed", "result": {"n": 1}},
+                                           {"state": "failed", "failure": {"name": "Boom", "message": "no"}}]})
+        self.assertEqual([(n, p, o.queue, o.max_attempts) for n, p, o in durable.HOST.spawned],
+                         [("solve", {"n": 1}, "kids", 1), ("solve", {"n": 2}, "kids", 1),
+                          ("solve", {"last": True}, "kids", 1)])
+
+    def test_a_failed_last_child_fails_the_task_and_a_timeout_is_reported(self):
+        self.assertEqual(run({"task": "solve", "then": {}}, "fanout"), "suspended")
+        durable.HOST.ended["00000000-0000-0000-0000-000000000001"] = ("cancelled",)
+        f = run({"task": "solve", "then": {}}, "fanout")
+        self.assertEqual((f.name, f.kind), ("$ChildFailed", types.ErrorKind.PERMANENT))
+        durable.HOST = durable.Host()
+        out = run({"task": "solve", "items": [1], "timeout_seconds": 0}, "fanout")
+        self.assertEqual(out, {"timed_out": True, "children": ["00000000-0000-0000-0000-000000000001"]})
+        self.assertEqual(run({"task": "solve", "item": [1]}, "fanout").name, "$InvalidParams")
+
+
 if __name__ == "__main__":
     unittest.main()

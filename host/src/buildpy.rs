@@ -30,8 +30,13 @@ pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
 /// The CPython inside componentize-py 0.25.1's components: requirements are resolved for it.
 pub const GUEST_PYTHON_VERSION: &str = "3.14";
 
-/// The WIT world the components target: this host's own copy.
-pub const WIT_TASK: &str = include_str!("../../wit/task.wit");
+/// The WIT world the components target: this host's own copy of the newest `absurd:task`
+/// (0.2.0, which adds `await-task-result`; the Python SDK uses it).
+pub const WIT_TASK: &str = include_str!("../../wit/0.2.0/task.wit");
+
+/// Every `absurd:task` version this host runs (one linker holds them all; see
+/// `absurd_engine::execute::wasm`): a component built against another one does not link.
+pub const HOST_WIT_VERSIONS: &[&str] = &["0.1.0", "0.2.0"];
 
 /// The Python SDK, as shipped inside the binary: (file name, contents).
 pub const SDK_FILES: &[(&str, &str)] = &[
@@ -534,7 +539,7 @@ pub fn absurd_task_versions(bytes: &[u8]) -> BTreeSet<String> {
     out
 }
 
-/// The package version of this host's WIT (`package absurd:task@X;`).
+/// The package version `build-py` builds against (`package absurd:task@X;` of [`WIT_TASK`]).
 pub fn host_wit_version() -> &'static str {
     WIT_TASK
         .lines()
@@ -589,6 +594,14 @@ mod tests {
 
     #[test]
     fn the_host_wit_version_is_read_from_the_embedded_wit() {
-        assert_eq!(host_wit_version(), "0.1.0");
+        assert_eq!(host_wit_version(), "0.2.0");
+        assert!(HOST_WIT_VERSIONS.contains(&host_wit_version()));
+        for (v, wit) in [
+            ("0.1.0", include_str!("../../wit/task.wit")),
+            ("0.2.0", include_str!("../../wit/0.2.0/task.wit")),
+        ] {
+            assert!(wit.contains(&format!("package absurd:task@{v};")), "{v}");
+            assert!(HOST_WIT_VERSIONS.contains(&v), "{v}");
+        }
     }
 }

@@ -460,7 +460,10 @@ fn check_task(
             let mut msg = msg;
             if t.kind == HandlerKind::Wasm {
                 if let Some(other) = other_wit_version(&what("component")) {
-                    msg = format!("{msg} (it was built against absurd:task@{other}; this host provides absurd:task@{})", crate::buildpy::host_wit_version());
+                    msg = format!(
+                        "{msg} (it was built against absurd:task@{other}; this host provides {})",
+                        provided_wit_versions()
+                    );
                     fix = format!(
                         "rebuild it against this host's WIT (absurd:task@{}): `absurd-host build-py` for a Python module, or the Rust guest SDK of this release; or run it with a host that provides absurd:task@{other}",
                         crate::buildpy::host_wit_version()
@@ -477,11 +480,23 @@ fn check_task(
 fn other_wit_version(component: &str) -> Option<String> {
     let bytes = std::fs::read(component).ok()?;
     let versions = crate::buildpy::absurd_task_versions(&bytes);
-    let ours = crate::buildpy::host_wit_version();
-    if versions.is_empty() || versions.contains(ours) {
+    if versions.is_empty()
+        || crate::buildpy::HOST_WIT_VERSIONS
+            .iter()
+            .any(|v| versions.contains(*v))
+    {
         return None;
     }
     Some(versions.into_iter().collect::<Vec<_>>().join(", "))
+}
+
+/// "absurd:task@0.1.0 and absurd:task@0.2.0": every version this host runs.
+fn provided_wit_versions() -> String {
+    crate::buildpy::HOST_WIT_VERSIONS
+        .iter()
+        .map(|v| format!("absurd:task@{v}"))
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 fn task_fix(task: &str, kind: HandlerKind, msg: &str) -> String {

@@ -17,12 +17,12 @@ use std::time::Duration;
 use absurd_client::State;
 use serde_json::{json, Value};
 
-/// The examples built into components: (zoo, calibration_plan, durable_demo).
+/// The examples built into components: zoo, calibration_plan, durable_demo, fanout, echo.
 fn py_components() -> PathBuf {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
         let out_dir = common::temp_dir();
-        for name in ["zoo", "calibration_plan", "durable_demo"] {
+        for name in ["zoo", "calibration_plan", "durable_demo", "fanout", "echo"] {
             let app = common::repo_root()
                 .join("examples/python")
                 .join(format!("{name}.py"));
@@ -45,7 +45,7 @@ fn py_components() -> PathBuf {
                 report
                     .lines()
                     .any(|l| l.trim_start().starts_with("exports:") && l.contains("run"))
-                    && report.contains("absurd:task/durable@0.1.0"),
+                    && report.contains("absurd:task/durable@0.2.0"),
                 "build-py prints the exports and imports: {report}"
             );
             assert!(wasm.is_file());
@@ -126,6 +126,23 @@ builtin = "echo"
 [tasks.durable]
 kind = "wasm"
 component = "{dir}/durable_demo.wasm"
+
+[tasks.py-fanout]
+kind = "wasm"
+component = "{dir}/fanout.wasm"
+spawn_tasks = ["py-echo", "fail", "wait-event"]
+
+[tasks.py-echo]
+kind = "wasm"
+component = "{dir}/echo.wasm"
+
+[tasks.fail]
+kind = "builtin"
+builtin = "fail"
+
+[tasks.wait-event]
+kind = "builtin"
+builtin = "wait-event"
 "#,
         echo = echo.display(),
         dir = dir.display(),
@@ -434,8 +451,141 @@ fn check_names_the_wit_version_a_component_was_built_against() {
     );
     assert!(
         text.contains("built against absurd:task@9.1.0")
-            && text.contains("this host provides absurd:task@0.1.0"),
+            && text.contains("this host provides absurd:task@0.1.0 and absurd:task@0.2.0"),
         "{text}"
+    );
+}
+
+/// A Python parent (examples/python/fanout.py) spawns children and waits for their results
+/// with `await_task_result` (WIT 0.2.0): completed, failed and cancelled children come back as
+/// their outcomes, `spawn_and_wait` of a failing child fails the parent with `$ChildFailed`,
+/// and a wait with a timeout gives up.
+#[tokio::test]
+async fn python_parent_awaits_its_childrens_results() {
+    let q = "py-await";
+    let (db, client) = setup(q).await;
+    let _w = WorkerProc::start(&db.url, &config(), &["--queue", q, "--concurrency", "4"]);
+    let spawn = |params: Value| {
+        let client = &client;
+        async move {
+            client
+                .spawn(q, "py-fanout", &params, &once())
+                .await
+                .unwrap()
+                .task_id
+        }
+    };
+    // Generous: a worker compiles the components its precompile cache lacks when it starts.
+    let limit = Duration::from_secs(300);
+
+    // Python children that complete, then one more awaited with spawn_and_wait.
+    let ok = spawn(
+        json!({"task": "py-echo", "items": [{"n": 1}, {"n": 2}, {"n": 3}], "then": {"last": true}}),
+    )
+    .await;
+    // Children that fail for good.
+    let failed =
+        spawn(json!({"task": "fail", "items": [{"message": "bad ms", "permanent": true}]})).await;
+    // spawn_and_wait of a child that fails: the parent fails permanently.
+    let child_failed = client
+        .spawn(
+            q,
+            "py-fanout",
+            &json!({"task": "fail", "then": {"message": "no solution", "permanent": true}}),
+            &common::no_backoff(3),
+        )
+        .await
+        .unwrap()
+        .task_id;
+
+    let r = terminal(&client, q, ok, limit).await;
+    assert_eq!(r.state, State::Completed, "{r:?}");
+    let out = r.result.unwrap();
+    assert_eq!(
+        out["results"],
+        json!([{"state": "completed", "result": {"n": 1}},
+               {"state": "completed", "result": {"n": 2}},
+               {"state": "completed", "result": {"n": 3}}]),
+        "{out}"
+    );
+    assert_eq!(out["then"], json!({"last": true}));
+    let echoes = client
+        .list_tasks(&absurd_client::TaskFilter {
+            queue: Some(q.to_string()),
+            task_name: Some("py-echo".to_string()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        echoes.total, 4,
+        "each child spawned once across the re-runs: {echoes:?}"
+    );
+    let t = client.get_task(q, ok).await.unwrap().unwrap();
+    let awaited = t
+        .checkpoints
+        .iter()
+        .filter(|c| c.checkpoint_name.starts_with("$awaitTaskResult:"))
+        .count();
+    assert_eq!(
+        awaited, 4,
+        "each outcome is checkpointed: {:?}",
+        t.checkpoints
+    );
+
+    let r = terminal(&client, q, failed, limit).await;
+    assert_eq!(r.state, State::Completed, "{r:?}");
+    let out = r.result.unwrap();
+    assert_eq!(out["results"][0]["state"], "failed", "{out}");
+    assert_eq!(
+        out["results"][0]["failure"]["name"], "BuiltinFailure",
+        "{out}"
+    );
+    assert_eq!(out["results"][0]["failure"]["message"], "bad ms", "{out}");
+
+    let r = terminal(&client, q, child_failed, limit).await;
+    assert_eq!(r.state, State::Failed, "{r:?}");
+    let f = r.failure_reason.unwrap();
+    assert_eq!(f["name"], "$ChildFailed", "{f}");
+    assert!(
+        f["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("failed: no solution"),
+        "{f}"
+    );
+    assert_eq!(f["details"]["failure"]["name"], "BuiltinFailure", "{f}");
+    let t = client.get_task(q, child_failed).await.unwrap().unwrap();
+    assert_eq!(
+        t.runs.len(),
+        1,
+        "$ChildFailed is permanent, not retried: {t:?}"
+    );
+
+    // A child that never ends: first the wait times out, then a second parent sees it
+    // cancelled.
+    let timed_out =
+        spawn(json!({"task": "wait-event", "items": [{"event": "never"}], "timeout_seconds": 1}))
+            .await;
+    let r = terminal(&client, q, timed_out, limit).await;
+    assert_eq!(r.state, State::Completed, "{r:?}");
+    let out = r.result.unwrap();
+    assert_eq!(out["timed_out"], true, "{out}");
+    let waiting = spawn(json!({"task": "wait-event", "items": [{"event": "never again"}]})).await;
+    let child = wait_for("the child to be spawned", limit, || async {
+        let t = client.get_task(q, waiting).await.unwrap().unwrap();
+        t.checkpoints
+            .iter()
+            .find(|c| c.checkpoint_name == "$spawn:wait-event")
+            .map(|c| c.state.as_str().unwrap().parse::<uuid::Uuid>().unwrap())
+    })
+    .await;
+    client.cancel_task(q, child).await.unwrap();
+    let r = terminal(&client, q, waiting, limit).await;
+    assert_eq!(r.state, State::Completed, "{r:?}");
+    assert_eq!(
+        r.result.unwrap()["results"],
+        json!([{"state": "cancelled"}])
     );
 }
 

@@ -170,6 +170,15 @@ pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
     Some(ticks / hz.max(1.0))
 }
 
+/// Minor page faults of a process so far (`/proc/<pid>/stat`): each is a page the process
+/// touched for the first time in its mapping, such as a copy-on-write copy of a page of a wasm
+/// memory image. Load-independent, unlike times.
+pub fn proc_minor_faults(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    fields.get(7)?.parse().ok()
+}
+
 /// Resident set size of a process in MiB, from `/proc/<pid>/status`.
 pub fn proc_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

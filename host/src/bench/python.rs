@@ -202,9 +202,16 @@ pub async fn in_process(plan: &Plan) -> Result<Vec<Figure>> {
     let (warmup, runs) = if plan.quick { (20, 200) } else { (200, 5000) };
     let mut p50 = Vec::new();
     let mut p99 = Vec::new();
+    let mut cpu = Vec::new();
+    let mut faults = Vec::new();
+    let me = std::process::id();
     for _ in 0..plan.reps {
         let mut times = Vec::with_capacity(runs);
+        let mut start = None;
         for i in 0..warmup + runs {
+            if i == warmup {
+                start = Some((env::proc_cpu_secs(me), env::proc_minor_faults(me)));
+            }
             let params = json!({"i": i, "text": "hello"});
             let ctx = bench_context(&client, "echo", params.clone(), Duration::from_secs(60));
             let started = Instant::now();
@@ -219,6 +226,12 @@ pub async fn in_process(plan: &Plan) -> Result<Vec<Figure>> {
         }
         p50.push(quantile(&times, 0.5));
         p99.push(quantile(&times, 0.99));
+        if let Some((Some(c0), Some(f0))) = start {
+            if let (Some(c1), Some(f1)) = (env::proc_cpu_secs(me), env::proc_minor_faults(me)) {
+                cpu.push((c1 - c0) * 1e3 / runs as f64);
+                faults.push(f1.saturating_sub(f0) as f64 / runs as f64);
+            }
+        }
     }
     figures.push(
         Figure::new(SCENARIO, "warm_run.p50", median(&p50), "ms")
@@ -233,6 +246,20 @@ pub async fn in_process(plan: &Plan) -> Result<Vec<Figure>> {
         Figure::new(SCENARIO, "warm_run.p99", median(&p99), "ms")
             .note(format!("p99 {}", spread(&p99))),
     );
+    if !cpu.is_empty() {
+        figures.push(
+            Figure::new(SCENARIO, "warm_run.cpu_ms", median(&cpu), "ms").note(format!(
+                "CPU time of this process per warm run (less sensitive to other load than the wall-clock p50) {}",
+                spread(&cpu)
+            )),
+        );
+        figures.push(
+            Figure::new(SCENARIO, "warm_run.minor_faults", median(&faults), "faults").note(format!(
+                "minor page faults per warm run (copy-on-write and first-touch faults of the instance's memory, tables and stack; load-independent) {}",
+                spread(&faults)
+            )),
+        );
+    }
     Ok(figures)
 }
 

@@ -1,4 +1,4 @@
-"""Stand-in for the generated `wit_world` package of the `absurd:task@0.1.0` world."""
+"""Stand-in for the generated `wit_world` package of the `absurd:task@0.2.0` world."""
 
 from typing import Protocol
 

@@ -1,10 +1,11 @@
 """An in-memory host for the `durable` interface, with the WIT's semantics: step names
-numbered per execution, checkpoints replayed, sleeps and event waits that suspend (here: raise
+numbered per execution, checkpoints replayed, sleeps, event waits and task-result waits that suspend (here: raise
 `Suspended`, which the test harness catches, as the host ends the guest's execution)."""
 
 import json
 from dataclasses import dataclass
-from typing import Optional
+from enum import Enum
+from typing import Optional, Union
 
 from componentize_py_types import Err
 
@@ -19,12 +20,59 @@ class Step:
     value: Optional[str]
 
 
+class RetryKind(Enum):
+    NONE = 0
+    FIXED = 1
+    EXPONENTIAL = 2
+
+
+@dataclass
+class RetryStrategy:
+    kind: RetryKind
+    base_seconds: Optional[float]
+    factor: Optional[float]
+    max_seconds: Optional[float]
+
+
+@dataclass
+class CancellationPolicy:
+    max_delay: Optional[int]
+    max_duration: Optional[int]
+
+
 @dataclass
 class SpawnOptions:
     queue: Optional[str]
     max_attempts: Optional[int]
     idempotency_key: Optional[str]
     headers: Optional[str]
+    retry_strategy: Optional[RetryStrategy]
+    cancellation: Optional[CancellationPolicy]
+
+
+@dataclass
+class AwaitOptions:
+    queue: Optional[str]
+    step_name: Optional[str]
+    timeout_seconds: Optional[int]
+
+
+@dataclass
+class TaskOutcome_Completed:
+    value: str
+
+
+@dataclass
+class TaskOutcome_Failed:
+    value: str
+
+
+@dataclass
+class TaskOutcome_Cancelled:
+    pass
+
+
+TaskOutcome = Union[TaskOutcome_Completed, TaskOutcome_Failed, TaskOutcome_Cancelled]
 
 
 class Host:
@@ -36,6 +84,9 @@ class Host:
         self.spawned = []
         self.heartbeats = []
         self.refuse_spawn = None
+        # task id -> how it ended: ("completed", result) | ("failed", failure) | ("cancelled",)
+        self.ended = {}
+        self.awaits = []
         self.new_execution()
 
     def new_execution(self):
@@ -105,3 +156,35 @@ def spawn(task_name: str, params: str, options: SpawnOptions) -> str:
 
 def heartbeat(seconds: Optional[int]) -> None:
     HOST.heartbeats.append(seconds)
+
+
+def _outcome(stored: str) -> TaskOutcome:
+    v = json.loads(stored)
+    if v["state"] == "completed":
+        return TaskOutcome_Completed(json.dumps(v["result"]))
+    if v["state"] == "failed":
+        return TaskOutcome_Failed(json.dumps(v["failure"]))
+    return TaskOutcome_Cancelled()
+
+
+def await_task_result(task_id: str, options: AwaitOptions) -> Optional[TaskOutcome]:
+    """As the host: the outcome replays from the checkpoint `$awaitTaskResult:<task-id>` (or
+    the step name), `{"state", "result" | "failure"}`; a task still going suspends the run, or
+    returns `None` with a timeout of 0 (the stand-in's clock does not move on its own)."""
+    HOST.awaits.append((task_id, options))
+    cp = HOST.name(options.step_name or f"$awaitTaskResult:{task_id}")
+    if cp in HOST.checkpoints:
+        return _outcome(HOST.checkpoints[cp])
+    ended = HOST.ended.get(task_id)
+    if ended is not None:
+        state = ended[0]
+        stored = {"state": state}
+        if state == "completed":
+            stored["result"] = ended[1]
+        elif state == "failed":
+            stored["failure"] = ended[1]
+        HOST.checkpoints[cp] = json.dumps(stored)
+        return _outcome(HOST.checkpoints[cp])
+    if options.timeout_seconds == 0:
+        return None
+    raise Suspended(f"waiting for task {task_id}")
