@@ -34,9 +34,10 @@ pub const GUEST_PYTHON_VERSION: &str = "3.14";
 /// (0.2.0, which adds `await-task-result`; the Python SDK uses it).
 pub const WIT_TASK: &str = include_str!("../../wit/0.2.0/task.wit");
 
-/// Every `absurd:task` version this host runs (one linker holds them all; see
-/// `absurd_engine::execute::wasm`): a component built against another one does not link.
-pub const HOST_WIT_VERSIONS: &[&str] = &["0.1.0", "0.2.0"];
+/// Every `absurd:task` version this host runs (see `absurd_engine::execute::wasm`: 0.1.0 and
+/// 0.2.1 are linked, and 0.2.0 imports are served by 0.2.1, semver-compatible): a component
+/// built against another one does not link.
+pub const HOST_WIT_VERSIONS: &[&str] = &["0.1.0", "0.2.0", "0.2.1"];
 
 /// The Python SDK, as shipped inside the binary: (file name, contents).
 pub const SDK_FILES: &[(&str, &str)] = &[
@@ -599,6 +600,7 @@ mod tests {
         for (v, wit) in [
             ("0.1.0", include_str!("../../wit/task.wit")),
             ("0.2.0", include_str!("../../wit/0.2.0/task.wit")),
+            ("0.2.1", include_str!("../../wit/0.2.1/task.wit")),
         ] {
             assert!(wit.contains(&format!("package absurd:task@{v};")), "{v}");
             assert!(HOST_WIT_VERSIONS.contains(&v), "{v}");

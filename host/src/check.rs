@@ -490,13 +490,16 @@ fn other_wit_version(component: &str) -> Option<String> {
     Some(versions.into_iter().collect::<Vec<_>>().join(", "))
 }
 
-/// "absurd:task@0.1.0 and absurd:task@0.2.0": every version this host runs.
+/// "absurd:task@0.1.0, absurd:task@0.2.0 and absurd:task@0.2.1": every version this host runs.
 fn provided_wit_versions() -> String {
-    crate::buildpy::HOST_WIT_VERSIONS
+    let all: Vec<String> = crate::buildpy::HOST_WIT_VERSIONS
         .iter()
         .map(|v| format!("absurd:task@{v}"))
-        .collect::<Vec<_>>()
-        .join(" and ")
+        .collect();
+    match all.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => all.join(""),
+    }
 }
 
 fn task_fix(task: &str, kind: HandlerKind, msg: &str) -> String {

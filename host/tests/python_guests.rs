@@ -451,7 +451,9 @@ fn check_names_the_wit_version_a_component_was_built_against() {
     );
     assert!(
         text.contains("built against absurd:task@9.1.0")
-            && text.contains("this host provides absurd:task@0.1.0 and absurd:task@0.2.0"),
+            && text.contains(
+                "this host provides absurd:task@0.1.0, absurd:task@0.2.0 and absurd:task@0.2.1"
+            ),
         "{text}"
     );
 }
