@@ -3,7 +3,8 @@
 //! for: same runs, same leases, same task states, and the checkpoints a replay needs; the
 //! complete-and-claim `absurd.next_<queue>` and the single-run claim (migration 0012); and
 //! failing in one call, `absurd.fail_run_outcome` (migration 0013); the single-run claim
-//! without a sort and the cheap state checks (migration 0024).
+//! without a sort and the cheap state checks (migration 0024); a completion claiming the run
+//! it wakes (migration 0025).
 
 mod common;
 
@@ -667,6 +668,83 @@ async fn complete_and_claim_sweeps_like_every_claim() {
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].0.task_id, x.task_id);
     assert_eq!(next[0].0.attempt, 2);
+}
+
+/// A completion whose task has a waiter wakes the waiting run (the task-done trigger) and the
+/// same call claims it (migration 0025): the waiter does not wait for a NOTIFY and a claim of
+/// its own. Both the single-run and the batch completion, on the real clock.
+#[tokio::test]
+async fn complete_and_claim_takes_the_run_its_completion_wakes() {
+    let (_db, c) = setup(Q).await;
+    for batch in [false, true] {
+        // The parent claims, spawns its child and waits for the child's result: it sleeps.
+        let parent = c
+            .spawn(Q, "parent", &json!({}), &SpawnOptions::default())
+            .await
+            .unwrap();
+        let (claimed, _) = c.claim_fast(Q, "w", 30, 1).await.unwrap().remove(0);
+        assert_eq!(claimed.run_id, parent.run_id);
+        let child = c
+            .spawn_child(
+                Q,
+                "child",
+                &json!({}),
+                &SpawnOptions::default(),
+                Q,
+                parent.task_id,
+            )
+            .await
+            .unwrap();
+        let (suspended, _) = c
+            .await_task_result_bounded(
+                Q,
+                parent.task_id,
+                parent.run_id,
+                "wait",
+                Q,
+                child.task_id,
+                None,
+                1 << 20,
+            )
+            .await
+            .unwrap();
+        assert!(
+            suspended,
+            "the child has not finished, so the parent suspends"
+        );
+        let (run, _) = c.claim_fast(Q, "w", 30, 1).await.unwrap().remove(0);
+        assert_eq!(run.run_id, child.run_id);
+        // In the batch case a second run completes beside the child.
+        let mut runs = vec![child.run_id];
+        let mut results = vec![json!("child's result")];
+        if batch {
+            let other = c
+                .spawn(Q, "other", &json!({}), &SpawnOptions::default())
+                .await
+                .unwrap();
+            let (o, _) = c.claim_fast(Q, "w", 30, 1).await.unwrap().remove(0);
+            assert_eq!(o.run_id, other.run_id);
+            runs.push(other.run_id);
+            results.push(json!("other"));
+        }
+        // The child's completion wakes the parent, and the call claims it, with the outcome
+        // as the event that woke it.
+        let (states, next) = c
+            .complete_and_claim(Q, &runs, &results, "w", 30, runs.len() as i32)
+            .await
+            .unwrap();
+        assert!(states.iter().all(|(_, s)| s == "completed"), "{states:?}");
+        assert_eq!(next.len(), 1, "batch {batch}: {next:?}");
+        let (woken, _) = &next[0];
+        assert_eq!(woken.task_id, parent.task_id);
+        assert_eq!(woken.run_id, parent.run_id);
+        let outcome = woken.event_payload.as_ref().expect("the wake's payload");
+        assert_eq!(outcome["state"], "completed", "{outcome}");
+        assert_eq!(outcome["result"], "child's result", "{outcome}");
+        c.complete_and_claim(Q, &[parent.run_id], &[json!(null)], "w", 30, 0)
+            .await
+            .unwrap();
+    }
 }
 
 #[tokio::test]

@@ -32,7 +32,7 @@ pub async fn pg_cost(
         schemas.push("upstream");
     }
     for schema in schemas {
-        for (mode, conc, target) in [("one_at_a_time", 1, 500.0), ("batched", 100, 100.0)] {
+        for (mode, conc, target) in [("one_at_a_time", 1, 400.0), ("batched", 100, 100.0)] {
             let mut values = Vec::new();
             for _ in 0..plan.reps {
                 let db = match (schema, absurdctl) {

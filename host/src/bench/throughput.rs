@@ -172,7 +172,7 @@ pub async fn e2e(server: &Server, plan: &Plan) -> Result<(Vec<Figure>, f64, f64)
             100.0 * wasm_trivial.1 / builtin1,
             "%",
         )
-        .target(Target::AtLeast(90.0))
+        .target(Target::AtLeast(95.0))
         .note(format!(
             "wasm {} throughput as a share of the builtin no-op's",
             wasm_trivial.0
