@@ -27,9 +27,14 @@
 //! `LISTEN`, no temporary table. Those need a session of their own: see
 //! [`crate::Client::with_session_options`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
 use futures_core::future::BoxFuture;
 use futures_core::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
 use sqlx::{Either, Error, Execute, Executor, PgPool, Postgres, Transaction};
 
@@ -85,12 +90,103 @@ pub struct Db {
     pool: PgPool,
     /// `None` in `Direct` mode; else the statement opening every transaction.
     begin: Option<String>,
+    /// `Direct` mode on a pool of at least [`WARM_MIN_POOL`] connections: the connection the
+    /// last statement ran on, kept for the next one (see [`Warm`]).
+    warm: Option<Arc<Warm>>,
+}
+
+/// How long a connection stays warm after its statement: a statement that follows within
+/// this time runs on it instead of on the pool's next idle connection.
+const WARM_FOR: Duration = Duration::from_millis(50);
+
+/// The smallest pool that keeps a warm connection: the warm one is checked out of the pool
+/// while it waits, so at least two others stay free for transactions and the pool's other
+/// users.
+const WARM_MIN_POOL: u32 = 3;
+
+/// The connection a statement of a `Direct` [`Db`] ran on last, while it is warm.
+///
+/// sqlx's pool hands out its idle connections first in, first out, so a worker claiming one
+/// run at a time sends its statements to each of its connections in turn, and each lands on
+/// a server backend whose caches the others have since pushed out of the CPU's: measured
+/// with `absurd-host bench --only pg-cost`, one run at a time cost PostgreSQL about 90 µs
+/// more CPU per task on five connections than on two (docs/performance.md). Reusing the
+/// connection that was used last keeps one backend busy and its caches warm. A sweeper task
+/// hands the connection back to the pool once it has been idle for [`WARM_FOR`], so a
+/// closing pool waits at most that long for it.
+#[derive(Default)]
+struct Warm {
+    slot: Mutex<Option<(PoolConnection<Postgres>, Instant)>>,
+    /// Whether a sweeper task is running.
+    sweeping: AtomicBool,
+}
+
+impl std::fmt::Debug for Warm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Warm")
+    }
+}
+
+impl Warm {
+    fn for_pool(pool: &PgPool) -> Option<Arc<Warm>> {
+        (pool.options().get_max_connections() >= WARM_MIN_POOL).then(Arc::default)
+    }
+
+    /// The warm connection, unless it has cooled down (it goes back to the pool then).
+    fn take(&self, pool: &PgPool) -> Option<PoolConnection<Postgres>> {
+        let taken = self.slot.lock().unwrap().take();
+        match taken {
+            Some((conn, at)) if at.elapsed() < WARM_FOR && !pool.is_closed() => Some(conn),
+            _ => None,
+        }
+    }
+
+    /// Keeps `conn` warm for the next statement; an older warm connection goes back to the
+    /// pool.
+    fn keep(self: &Arc<Warm>, pool: &PgPool, conn: PoolConnection<Postgres>) {
+        if pool.is_closed() {
+            return;
+        }
+        let older = self.slot.lock().unwrap().replace((conn, Instant::now()));
+        drop(older);
+        if !self.sweeping.swap(true, Ordering::AcqRel) {
+            tokio::spawn(sweep(Arc::downgrade(self)));
+        }
+    }
+}
+
+/// Hands the warm connection back to the pool once it has been idle for [`WARM_FOR`]; ends
+/// when the slot is empty, or when the [`Db`] is gone.
+async fn sweep(warm: Weak<Warm>) {
+    loop {
+        tokio::time::sleep(WARM_FOR).await;
+        let Some(w) = warm.upgrade() else {
+            return;
+        };
+        let cold = {
+            let mut slot = w.slot.lock().unwrap();
+            match &*slot {
+                Some((_, at)) if at.elapsed() < WARM_FOR => continue,
+                _ => slot.take(),
+            }
+        };
+        drop(cold);
+        w.sweeping.store(false, Ordering::Release);
+        // A connection kept since the slot was emptied found a sweeper running: go on for it.
+        if w.slot.lock().unwrap().is_none() || w.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+    }
 }
 
 impl Db {
     /// Connections straight to the server.
     pub fn direct(pool: PgPool) -> Db {
-        Db { pool, begin: None }
+        Db {
+            warm: Warm::for_pool(&pool),
+            pool,
+            begin: None,
+        }
     }
 
     /// `pool`'s connections reach the server as `pooling` says. In `Transaction` mode the
@@ -103,13 +199,17 @@ impl Db {
     /// statements (e.g. `statement_timeout = 30000`) when they open.
     pub fn with_begin(pool: PgPool, pooling: Pooling, set_local: Option<&str>) -> Db {
         let begin = match pooling {
-            Pooling::Direct => None,
+            Pooling::Direct => return Db::direct(pool),
             Pooling::Transaction => Some(match set_local {
                 Some(s) => format!("begin; set local {s}; deallocate all"),
                 None => POOLED_BEGIN.to_string(),
             }),
         };
-        Db { pool, begin }
+        Db {
+            pool,
+            begin,
+            warm: None,
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -144,7 +244,27 @@ impl<'p> Executor<'p> for &'_ Db {
         E: 'q + Execute<'q, Postgres>,
     {
         let Some(begin) = self.begin.clone() else {
-            return (&self.pool).fetch_many(query);
+            let Some(warm) = self.warm.clone() else {
+                return (&self.pool).fetch_many(query);
+            };
+            // On the warm connection, read whole (as in `Transaction` mode) so that the
+            // connection is free again when the first item is handed out.
+            let pool = self.pool.clone();
+            let all = async move {
+                let mut conn = match warm.take(&pool) {
+                    Some(c) => c,
+                    None => pool.acquire().await?,
+                };
+                let items: Vec<_> = (&mut *conn).fetch_many(query).try_collect().await?;
+                warm.keep(&pool, conn);
+                Ok::<_, Error>(items)
+            };
+            return Box::pin(futures_util::stream::once(all).flat_map(|r| {
+                futures_util::stream::iter(match r {
+                    Ok(items) => items.into_iter().map(Ok).collect::<Vec<_>>(),
+                    Err(e) => vec![Err(e)],
+                })
+            }));
         };
         let pool = self.pool.clone();
         // Everything is read, and the transaction committed, before the first item is
@@ -168,7 +288,20 @@ impl<'p> Executor<'p> for &'_ Db {
         E: 'q + Execute<'q, Postgres>,
     {
         let Some(begin) = self.begin.clone() else {
-            return (&self.pool).fetch_optional(query);
+            let Some(warm) = self.warm.clone() else {
+                return (&self.pool).fetch_optional(query);
+            };
+            let pool = self.pool.clone();
+            return Box::pin(async move {
+                let mut conn = match warm.take(&pool) {
+                    Some(c) => c,
+                    None => pool.acquire().await?,
+                };
+                // On an error the connection goes back to the pool, which checks it.
+                let row = (&mut *conn).fetch_optional(query).await?;
+                warm.keep(&pool, conn);
+                Ok(row)
+            });
         };
         let pool = self.pool.clone();
         Box::pin(async move {

@@ -126,3 +126,77 @@ fn passwords_in_query_parameters_are_redacted() {
     assert!(err.contains("127.0.0.1"), "{err}");
     assert!(!err.contains("hunter2"), "password leaked: {err}");
 }
+
+/// The pool's warm connection (`absurd_client::pooling`): statements that follow each other
+/// run on one server backend instead of on each idle connection in turn; a pool of two keeps
+/// none (so transactions and the pool's other users always find a free connection); a pool
+/// whose owner closes it is not held open by the warm connection.
+#[tokio::test]
+async fn consecutive_statements_run_on_the_warm_connection() {
+    use absurd_client::pooling::Db;
+    use sqlx::postgres::PgPoolOptions;
+    use std::time::{Duration, Instant};
+
+    let db = TestDb::empty().await;
+    let backend = |d: &Db| {
+        let d = d.clone();
+        async move {
+            sqlx::query_scalar::<_, i32>("select pg_backend_pid()")
+                .fetch_one(&d)
+                .await
+                .unwrap()
+        }
+    };
+    let pool = |n: u32| {
+        PgPoolOptions::new()
+            .max_connections(n)
+            .min_connections(n)
+            .test_before_acquire(false)
+            .connect(&db.url)
+    };
+
+    // Five open connections: the statements land on one backend. (Taken in turn, as the
+    // pool alone hands them out, each would get about 4 of 20. A statement that follows
+    // after the warm time, on a busy machine, may land elsewhere: hence "most".)
+    let p5 = pool(5).await.unwrap();
+    let warm = Db::direct(p5.clone());
+    let first = backend(&warm).await;
+    let mut same = 0;
+    for _ in 0..20 {
+        if backend(&warm).await == first {
+            same += 1;
+        }
+    }
+    assert!(
+        same >= 15,
+        "only {same} of 20 statements on the warm connection"
+    );
+    // A transaction takes a connection of its own while the warm one is out.
+    let mut tx = warm.begin().await.unwrap();
+    let in_tx: i32 = sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_ne!(in_tx, 0);
+    // Closing the pool finishes: the idle warm connection goes back within its time.
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), p5.close())
+        .await
+        .expect("the pool closed with the warm connection out");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Two connections: no warm one, so the pool's order applies (first in, first out).
+    let p2 = pool(2).await.unwrap();
+    let plain = Db::direct(p2.clone());
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..6 {
+        seen.insert(backend(&plain).await);
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "a pool of two uses both connections: {seen:?}"
+    );
+    p2.close().await;
+}

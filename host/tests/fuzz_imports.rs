@@ -6,7 +6,8 @@
 //! - the worker never panics (no `panicked` in its log, no `$HostPanic` run), stays alive, and
 //!   exits 0 on SIGTERM;
 //! - its peak RSS (`VmHWM`) stays under a bound derived from the limits (see [`rss_bound_mib`]);
-//! - every run ends as the protocol allows: completed, failed with a known failure name,
+//! - every run ends as the protocol allows: completed, failed with a known failure name, a child
+//!   cancelled (by its policy or by its parent),
 //!   sleeping (for a wake time or an event), or pending for a later retry; none stays
 //!   `running`, and no database error leaks as a `$HostError`;
 //! - no row in the database exceeds the configured limits (checkpoints, events, waits, spawned
@@ -550,7 +551,7 @@ async fn fuzzed_imports_stay_within_limits() {
 async fn check_states(pool: &PgPool, report: &mut Report) {
     let seeds = Seeds::load(pool).await;
     /// Task, run state, task name, failure name and message, the `$t` tag of its params, and
-    /// whether the task has a cancellation policy.
+    /// whether the task has a cancellation policy, and whether it is a root run (with a seed).
     type Row = (
         Uuid,
         String,
@@ -559,17 +560,19 @@ async fn check_states(pool: &PgPool, report: &mut Report) {
         Option<String>,
         Option<String>,
         bool,
+        bool,
     );
     let rows: Vec<Row> = sqlx::query_as(
         "select r.task_id, r.state, t.task_name, r.failure_reason->>'name',
                     r.failure_reason->>'message', t.params->>'$t',
-                    t.cancellation is not null
+                    t.cancellation is not null,
+                    jsonb_typeof(t.params) = 'object' and t.params ? 'seed'
              from absurd.r_fuzz r join absurd.t_fuzz t using (task_id)",
     )
     .fetch_all(pool)
     .await
     .unwrap();
-    for (task, state, task_name, name, message, tag, has_policy) in rows {
+    for (task, state, task_name, name, message, tag, has_policy, root) in rows {
         let who = || format!("task {task} ({})", seeds.of(Some(task), tag.as_deref()));
         match state.as_str() {
             "completed" | "sleeping" => {}
@@ -577,6 +580,9 @@ async fn check_states(pool: &PgPool, report: &mut Report) {
             "pending" => {}
             // A child the fuzz guest spawned with a cancellation policy (absurd:task@0.2.0).
             "cancelled" if has_policy => {}
+            // A child its parent cancelled (`cancel-child`, absurd:task@0.2.1). A root run of
+            // the fuzzer is never cancelled.
+            "cancelled" if !root => {}
             "failed" => {
                 let name = name.unwrap_or_default();
                 let message = message.unwrap_or_default();

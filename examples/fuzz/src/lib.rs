@@ -5,7 +5,8 @@
 //! import calls (default 20): step names that are empty, huge, repeated or many; checkpoint
 //! values, event payloads, spawn params and headers that are invalid, deeply nested or huge
 //! JSON; sleeps of NaN, ±inf, negative, tiny and astronomic lengths; wake times from `i64::MIN`
-//! to `i64::MAX`; awaits with no, zero and maximal timeouts; spawns into foreign, missing and
+//! to `i64::MAX`; awaits with no, zero and maximal timeouts, of one task or of any of up to
+//! 5,000; cancelling children, non-children and no tasks; spawns into foreign, missing and
 //! dead-letter queues with huge names and `u32::MAX` attempts; heartbeats of `u32::MAX`
 //! seconds; log floods; files opened until the host says no (with `fs`, in the granted
 //! `/scratch`); and stdout floods. The run then returns a result (sometimes huge, sometimes
@@ -262,7 +263,7 @@ impl Gen {
     }
 
     fn op(&mut self, i: u32) {
-        match self.rng.below(19) {
+        match self.rng.below(21) {
             0..=2 => {
                 let name = self.name();
                 let value = self.json();
@@ -430,6 +431,68 @@ impl Gen {
                 };
                 let r = durable::await_task_result(&id, &options);
                 log(&format!("op {i}: await-task-result: {}", r.is_some()));
+            }
+            18 => {
+                // await-any-task-result: an empty list, a few tasks (keyed children, missing
+                // tasks, text that is no id, foreign queues), or far more than max_awaits; a
+                // short timeout or none.
+                let n = self.rng.pick(&[0u64, 1, 3, 8, 5000]);
+                let tasks: Vec<durable::AwaitedTask> = (0..n)
+                    .map(|_| {
+                        if n > 8 {
+                            // A long list of ids of tasks that do not exist (no spawns, no
+                            // huge names: the list's length is the point).
+                            let task_id = format!(
+                                "{:08x}-0000-7000-8000-{:012x}",
+                                self.rng.next() as u32,
+                                self.rng.next() & 0xffff_ffff_ffff
+                            );
+                            return durable::AwaitedTask {
+                                task_id,
+                                queue: None,
+                            };
+                        }
+                        let task_id = match self.rng.below(4) {
+                            0 => {
+                                let key = format!("fuzz-any-{:016x}", self.rng.next());
+                                self.spawn_keyed(Some(key)).unwrap_or_default()
+                            }
+                            1 => "00000000-0000-7000-8000-000000000000".to_string(),
+                            _ => self.name(),
+                        };
+                        let queue = match self.rng.below(5) {
+                            0..=2 => None,
+                            3 => Some("no-such-queue".to_string()),
+                            _ => Some(self.name()),
+                        };
+                        durable::AwaitedTask { task_id, queue }
+                    })
+                    .collect();
+                let options = durable::AwaitAnyOptions {
+                    step_name: self.rng.pct(20).then(|| self.name()),
+                    timeout_seconds: self.rng.pct(80).then(|| self.rng.pick(&[0u32, 1, 2])),
+                };
+                let r = durable::await_any_task_result(&tasks, &options);
+                log(&format!(
+                    "op {i}: await-any-task-result over {n}: {:?}",
+                    r.map(|f| f.index)
+                ));
+            }
+            19 => {
+                // cancel-child: a child of this run, a task that is no child, text that is no
+                // id, a missing or foreign queue.
+                let id = match self.rng.below(3) {
+                    0 => self.spawn_one().unwrap_or_default(),
+                    1 => "00000000-0000-7000-8000-000000000000".to_string(),
+                    _ => self.name(),
+                };
+                let queue = match self.rng.below(4) {
+                    0 | 1 => None,
+                    2 => Some("no-such-queue".to_string()),
+                    _ => Some(self.name()),
+                };
+                let r = durable::cancel_child(&id, queue.as_deref());
+                log(&format!("op {i}: cancel-child: {r:?}"));
             }
             _ => {
                 let n = self.size();
