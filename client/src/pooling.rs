@@ -108,9 +108,9 @@ const WARM_MIN_POOL: u32 = 3;
 ///
 /// sqlx's pool hands out its idle connections first in, first out, so a worker claiming one
 /// run at a time sends its statements to each of its connections in turn, and each lands on
-/// a server backend whose caches the others have since pushed out of the CPU's: measured
-/// with `absurd-host bench --only pg-cost`, one run at a time cost PostgreSQL about 90 µs
-/// more CPU per task on five connections than on two (docs/performance.md). Reusing the
+/// a server backend whose caches the others have since pushed out of the CPU's: a worker
+/// draining no-op tasks one at a time cost PostgreSQL about 90 µs more CPU per task on five
+/// connections than on two (docs/performance.md, "After the warm connection"). Reusing the
 /// connection that was used last keeps one backend busy and its caches warm. A sweeper task
 /// hands the connection back to the pool once it has been idle for [`WARM_FOR`], so a
 /// closing pool waits at most that long for it.
@@ -132,12 +132,16 @@ impl Warm {
         (pool.options().get_max_connections() >= WARM_MIN_POOL).then(Arc::default)
     }
 
-    /// The warm connection, unless it has cooled down (it goes back to the pool then).
-    fn take(&self, pool: &PgPool) -> Option<PoolConnection<Postgres>> {
+    /// The warm connection, unless it has cooled down (it goes back to the pool then), else
+    /// one from the pool.
+    async fn acquire(&self, pool: &PgPool) -> Result<PoolConnection<Postgres>, Error> {
         let taken = self.slot.lock().unwrap().take();
         match taken {
-            Some((conn, at)) if at.elapsed() < WARM_FOR && !pool.is_closed() => Some(conn),
-            _ => None,
+            Some((conn, at)) if at.elapsed() < WARM_FOR && !pool.is_closed() => Ok(conn),
+            cold => {
+                drop(cold);
+                pool.acquire().await
+            }
         }
     }
 
@@ -251,10 +255,7 @@ impl<'p> Executor<'p> for &'_ Db {
             // connection is free again when the first item is handed out.
             let pool = self.pool.clone();
             let all = async move {
-                let mut conn = match warm.take(&pool) {
-                    Some(c) => c,
-                    None => pool.acquire().await?,
-                };
+                let mut conn = warm.acquire(&pool).await?;
                 let items: Vec<_> = (&mut *conn).fetch_many(query).try_collect().await?;
                 warm.keep(&pool, conn);
                 Ok::<_, Error>(items)
@@ -293,10 +294,7 @@ impl<'p> Executor<'p> for &'_ Db {
             };
             let pool = self.pool.clone();
             return Box::pin(async move {
-                let mut conn = match warm.take(&pool) {
-                    Some(c) => c,
-                    None => pool.acquire().await?,
-                };
+                let mut conn = warm.acquire(&pool).await?;
                 // On an error the connection goes back to the pool, which checks it.
                 let row = (&mut *conn).fetch_optional(query).await?;
                 warm.keep(&pool, conn);
