@@ -17,6 +17,14 @@ use common::{no_backoff, setup, TestDb};
 
 const Q: &str = "fast";
 
+/// Run ids in order, to compare the runs of a batch claim (whose rows come in run id order)
+/// with the runs spawned.
+fn sorted(ids: impl IntoIterator<Item = uuid::Uuid>) -> Vec<uuid::Uuid> {
+    let mut v: Vec<_> = ids.into_iter().collect();
+    v.sort();
+    v
+}
+
 async fn fake_now(client: &Client, secs_from_now: i64) -> String {
     let ts: String = sqlx::query_scalar("select (now() + make_interval(secs => $1))::text")
         .bind(secs_from_now as f64)
@@ -57,10 +65,16 @@ async fn fast_claim_leases_like_claim_task() {
     }
     let got = c.claim_fast(Q, "w-fast", 30, 3).await.unwrap();
     assert_eq!(got.len(), 3);
-    // Oldest first, the same order claim_task uses; fresh tasks have no checkpoints.
-    for (k, (run, cps)) in got.iter().enumerate() {
+    // The oldest three, as claim_task takes them; fresh tasks have no checkpoints. (A batch's
+    // rows come in run id order, and two runs spawned within one millisecond may have their
+    // ids in either order: which runs, not their order, is the claim's contract.)
+    assert_eq!(
+        sorted(got.iter().map(|(r, _)| r.run_id)),
+        sorted(spawned[..3].iter().map(|s| s.run_id))
+    );
+    for (run, cps) in &got {
+        let k = spawned.iter().position(|s| s.run_id == run.run_id).unwrap();
         assert_eq!(run.task_id, spawned[k].task_id);
-        assert_eq!(run.run_id, spawned[k].run_id);
         assert_eq!(run.attempt, 1);
         assert_eq!(run.params, json!({"i": k}));
         assert!(cps.is_empty());
@@ -159,9 +173,13 @@ async fn batch_completion_fences_each_run() {
     }
     let claimed = c.claim_fast(Q, "w", 30, 3).await.unwrap();
     assert_eq!(claimed.len(), 3);
+    let ids: Vec<_> = tasks[..3].iter().map(|t| t.run_id).collect();
+    assert_eq!(
+        sorted(claimed.iter().map(|(r, _)| r.run_id)),
+        sorted(ids.clone())
+    );
     // The second task is cancelled while running: its completion must be refused.
     c.cancel_task(Q, tasks[1].task_id).await.unwrap();
-    let ids: Vec<_> = claimed.iter().map(|(r, _)| r.run_id).collect();
     let results = vec![json!({"r": 0}), json!({"r": 1}), json!(null)];
     let states = c.complete_runs_fast(Q, &ids, &results).await.unwrap();
     let state_of = |id| {
@@ -442,8 +460,11 @@ async fn complete_and_claim_gives_each_completed_run_one_successor() {
         t.push(c.spawn(Q, "t", &json!({"i": i}), &opts).await.unwrap());
     }
     let first = c.claim_fast(Q, "w1", 30, 2).await.unwrap();
-    let ids: Vec<_> = first.iter().map(|(r, _)| r.run_id).collect();
-    assert_eq!(ids, [t[0].run_id, t[1].run_id]);
+    let ids = vec![t[0].run_id, t[1].run_id];
+    assert_eq!(
+        sorted(first.iter().map(|(r, _)| r.run_id)),
+        sorted(ids.clone())
+    );
 
     // A batch: both complete, and two runs are claimed in the same call, oldest first, leased
     // to the caller as lease_ leases them.
@@ -454,8 +475,10 @@ async fn complete_and_claim_gives_each_completed_run_one_successor() {
     assert_eq!(states.len(), 2);
     assert_eq!(state_of(&states, ids[0]), "completed");
     assert_eq!(state_of(&states, ids[1]), "completed");
-    let next_ids: Vec<_> = next.iter().map(|(r, _)| r.run_id).collect();
-    assert_eq!(next_ids, [t[2].run_id, t[3].run_id]);
+    assert_eq!(
+        sorted(next.iter().map(|(r, _)| r.run_id)),
+        sorted([t[2].run_id, t[3].run_id])
+    );
     for (run, cps) in &next {
         assert_eq!(run.attempt, 1);
         assert!(cps.is_empty());
