@@ -52,6 +52,12 @@ fn readable(row: &PgRow, col: &str) -> Option<Value> {
     })
 }
 
+/// How long before the sweep horizon a claim may have read its clock and still be
+/// uncommitted ([`Client::dead_letter_horizon`]). A claim is one statement that commits in
+/// milliseconds; a minute covers one slowed by a busy server, and costs a sweep only re-reading
+/// the failures of that minute (each a probe of the dead-letter queue's key index).
+pub const CLAIM_COMMIT_ALLOWANCE_SECS: i32 = 60;
+
 /// The columns of [`FailedTask`], from a task table `t` joined with its run table `r`.
 const FAILED_COLUMNS: &str =
     "t.task_id, t.task_name, t.params, t.attempts, r.run_id, r.failure_reason, r.claimed_by";
@@ -75,13 +81,19 @@ impl Client {
 
     /// Where the next dead-letter sweep of `queue` may start: no run still in flight now can
     /// end up with an earlier claim time (the earliest `available_at` of its running and
-    /// sleeping runs, or now).
+    /// sleeping runs, or now), less [`CLAIM_COMMIT_ALLOWANCE_SECS`].
+    ///
+    /// The allowance is for claims in flight: a claim stamps its run with the clock it read
+    /// when it began (`available_at`), and this statement cannot see that run as running
+    /// until the claim commits. Without it, a run claimed a moment before the horizon and
+    /// committed a moment after would start before every later sweep's window, and a failure
+    /// of that run that its worker could not copy would never be dead-lettered.
     pub async fn dead_letter_horizon(&self, queue: &str) -> Result<DateTime<Utc>> {
         let sql = format!(
             "select least(
                 (select min(available_at) from {r} where state = 'running'),
                 (select min(available_at) from {r} where state = 'sleeping'),
-                absurd.current_time())",
+                absurd.current_time()) - make_interval(secs => {CLAIM_COMMIT_ALLOWANCE_SECS})",
             r = table("r", queue)
         );
         sqlx::query_scalar(sqlx::AssertSqlSafe(sql))

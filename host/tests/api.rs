@@ -19,7 +19,7 @@ use absurd_engine::metrics::Counters;
 use absurd_host::api::ApiSettings;
 use axum::body::Body;
 use axum::Router;
-use common::{temp_file, wait_for, TestDb};
+use common::{temp_file, wait_for, wait_for_ok, TestDb};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 use uuid::Uuid;
@@ -1313,7 +1313,7 @@ async fn stats_metrics_and_health_after_a_known_workload() {
         "absurd_db_pool_max_connections{pool=\"api\"} 8\n",
         "absurd_db_pool_max_connections{pool=\"worker\"}",
     ];
-    let metrics = wait_for(
+    wait_for_ok(
         "the worker's counters for the workload",
         Duration::from_secs(20),
         || async {
@@ -1324,16 +1324,19 @@ async fn stats_metrics_and_health_after_a_known_workload() {
                 Some("text/plain; version=0.0.4; charset=utf-8")
             );
             let text = r.text();
-            expected
+            let missing: Vec<&str> = expected
                 .iter()
-                .all(|line| text.contains(line))
-                .then_some(text)
+                .copied()
+                .filter(|line| !text.contains(line))
+                .collect();
+            if missing.is_empty() {
+                Ok(text)
+            } else {
+                Err(format!("the metrics lack {missing:?}:\n{text}"))
+            }
         },
     )
     .await;
-    for line in expected {
-        assert!(metrics.contains(line), "metrics lack {line:?}:\n{metrics}");
-    }
     let seed_path = get(a, "/api/absurd/metrics/prometheus").await;
     assert_eq!(seed_path.status, 200);
     assert!(seed_path

@@ -731,3 +731,35 @@ async fn postgres_restart_during_runs_loses_nothing() {
     drop(pg);
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// A claim stamps its run with the clock it read when it began, and commits a moment later. A
+/// run claimed in a transaction still open while the dead-letter sweep reads its horizon, and
+/// failed after, must still fall inside the next sweep's window: otherwise a failure its worker
+/// could not copy would never be dead-lettered.
+#[tokio::test]
+async fn a_claim_committed_after_the_sweep_horizon_is_still_in_the_next_window() {
+    let (db, client) = setup("dlh").await;
+    let task = client
+        .spawn("dlh", "boom", &json!({}), &opts(1))
+        .await
+        .unwrap()
+        .task_id;
+    let mut claim = db.pool.begin().await.unwrap();
+    let run: Uuid = sqlx::query_scalar("select run_id from absurd.claim_task('dlh', 'w', 60, 1)")
+        .fetch_one(&mut *claim)
+        .await
+        .unwrap();
+    let horizon = client.dead_letter_horizon("dlh").await.unwrap();
+    claim.commit().await.unwrap();
+    client
+        .fail_run("dlh", run, &json!({"name": "Boom", "message": "x"}), None)
+        .await
+        .unwrap();
+    client.ensure_queue("dlh-dlq").await.unwrap();
+    let found = client
+        .failed_tasks_since("dlh", "dlh-dlq", horizon, 10)
+        .await
+        .unwrap();
+    let found: Vec<(Uuid, Uuid)> = found.iter().map(|t| (t.task_id, t.run_id)).collect();
+    assert_eq!(found, vec![(task, run)], "horizon {horizon}");
+}

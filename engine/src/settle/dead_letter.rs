@@ -8,8 +8,9 @@
 //! Failures are noticed two ways: right after this worker's own failure ends a task (on our
 //! schema `absurd.fail_run_outcome` returns the task's row with the failure, so the copy needs
 //! no read), and by a periodic sweep that finds failures written elsewhere (lease expiry swept
-//! by any claim, another worker, an SDK). The sweep only looks at failed runs claimed since the oldest run
-//! that was still in flight at the previous sweep, through the `(state, available_at)` index.
+//! by any claim, another worker, an SDK). The sweep only looks at failed runs claimed since the
+//! oldest run that was still in flight at the previous sweep (less a minute for claims not yet
+//! committed then), through the `(state, available_at)` index.
 
 use absurd_client::dead_letter::FailedTask;
 use absurd_client::{Client, ClientError, SpawnOptions};

@@ -374,6 +374,26 @@ where
     }
 }
 
+/// Polls `check` until it returns `Ok`, failing the test after `limit` with `what` and the
+/// last `Err` it gave (what was still missing).
+pub async fn wait_for_ok<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                Instant::now() < deadline,
+                "timed out after {limit:?} waiting for {what}; last check: {last}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 // ---- example components ----------------------------------------------------------------------
 
 /// The directory holding the example components (`echo.wasm`, `durable.wasm`, `pipeline.wasm`,
