@@ -141,6 +141,16 @@ impl Gen {
         n.min(self.huge)
     }
 
+    /// The queue an await or cancel names: this run's own (half the time), one that does not
+    /// exist, or a drawn name.
+    fn queue_choice(&mut self) -> Option<String> {
+        match self.rng.below(4) {
+            0 | 1 => None,
+            2 => Some("no-such-queue".to_string()),
+            _ => Some(self.name()),
+        }
+    }
+
     fn name(&mut self) -> String {
         match self.rng.below(10) {
             0 => String::new(),
@@ -418,11 +428,7 @@ impl Gen {
                     2 => "00000000-0000-7000-8000-000000000000".to_string(),
                     _ => self.name(),
                 };
-                let queue = match self.rng.below(4) {
-                    0 | 1 => None,
-                    2 => Some("no-such-queue".to_string()),
-                    _ => Some(self.name()),
-                };
+                let queue = self.queue_choice();
                 let step_name = self.rng.pct(20).then(|| self.name());
                 let options = durable::AwaitOptions {
                     queue,
@@ -486,11 +492,7 @@ impl Gen {
                     1 => "00000000-0000-7000-8000-000000000000".to_string(),
                     _ => self.name(),
                 };
-                let queue = match self.rng.below(4) {
-                    0 | 1 => None,
-                    2 => Some("no-such-queue".to_string()),
-                    _ => Some(self.name()),
-                };
+                let queue = self.queue_choice();
                 let r = durable::cancel_child(&id, queue.as_deref());
                 log(&format!("op {i}: cancel-child: {r:?}"));
             }
