@@ -17,7 +17,10 @@ use serde_json::Value;
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::claimed::{invalid_data, limit_exceeded};
+use crate::claimed::{
+    claim_sql, claimed_from_row, inline_checkpoints, invalid_data, limit_exceeded, Claimed,
+    ReadLimits,
+};
 use crate::client::{check_queue_name, sql_limit, Client};
 use crate::error::{ClientError, Result};
 use crate::failure::Failure;
@@ -29,6 +32,39 @@ pub const TASK_DONE_EVENT_PREFIX: &str = "$absurd_host.task_done:";
 /// The default step name of a wait for `task_id`'s result (the SDKs' convention).
 pub fn await_step_name(task_id: &Uuid) -> String {
     format!("$awaitTaskResult:{task_id}")
+}
+
+/// What every spawn of a child checks before it asks the database; returns the options as the
+/// SQL functions take them.
+fn child_spawn_checks(
+    queue: &str,
+    task_name: &str,
+    options: &SpawnOptions,
+    parent_queue: &str,
+) -> Result<Value> {
+    check_queue_name(queue)?;
+    check_queue_name(parent_queue)?;
+    if task_name.trim().is_empty() {
+        return Err(ClientError::InvalidInput(
+            "task name must not be empty".into(),
+        ));
+    }
+    if let Some(m) = options.max_attempts {
+        if m < 1 {
+            return Err(ClientError::InvalidInput(format!(
+                "max_attempts must be >= 1, got {m}"
+            )));
+        }
+    }
+    Ok(serde_json::to_value(options).expect("options serialise"))
+}
+
+/// The worker a spawn claims a run for, with [`Client::spawn_child_and_claim`].
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimFor<'a> {
+    pub worker_id: &'a str,
+    pub claim_timeout_secs: i32,
+    pub limits: &'a ReadLimits,
 }
 
 impl Client {
@@ -270,21 +306,7 @@ impl Client {
         parent_queue: &str,
         parent_task_id: Uuid,
     ) -> Result<Spawned> {
-        check_queue_name(queue)?;
-        check_queue_name(parent_queue)?;
-        if task_name.trim().is_empty() {
-            return Err(ClientError::InvalidInput(
-                "task name must not be empty".into(),
-            ));
-        }
-        if let Some(m) = options.max_attempts {
-            if m < 1 {
-                return Err(ClientError::InvalidInput(format!(
-                    "max_attempts must be >= 1, got {m}"
-                )));
-            }
-        }
-        let opts = serde_json::to_value(options).expect("options serialise");
+        let opts = child_spawn_checks(queue, task_name, options, parent_queue)?;
         sqlx::query_as(
             "select task_id, run_id, attempt, created \
              from absurd.spawn_child_task($1, $2, $3, $4, $5, $6)",
@@ -318,21 +340,7 @@ impl Client {
         checkpoint_name: &str,
         extend_claim_by: Option<i32>,
     ) -> Result<Spawned> {
-        check_queue_name(queue)?;
-        check_queue_name(parent_queue)?;
-        if task_name.trim().is_empty() {
-            return Err(ClientError::InvalidInput(
-                "task name must not be empty".into(),
-            ));
-        }
-        if let Some(m) = options.max_attempts {
-            if m < 1 {
-                return Err(ClientError::InvalidInput(format!(
-                    "max_attempts must be >= 1, got {m}"
-                )));
-            }
-        }
-        let opts = serde_json::to_value(options).expect("options serialise");
+        let opts = child_spawn_checks(queue, task_name, options, parent_queue)?;
         sqlx::query_as(
             "with s as (select task_id, run_id, attempt, created \
                         from absurd.spawn_child_task($1, $2, $3, $4, $5, $6)), \
@@ -352,6 +360,74 @@ impl Client {
         .fetch_one(&self.pool)
         .await
         .map_err(|e| ClientError::from_sqlx(e, Some(queue)))
+    }
+
+    /// Whether the schema has `absurd.spawn_child_and_claim` (migration 0027).
+    pub async fn has_spawn_and_claim(&self) -> Result<bool> {
+        sqlx::query_scalar(
+            "select to_regprocedure('absurd.spawn_child_and_claim(text,text,jsonb,jsonb,text,uuid,uuid,text,integer,text,integer)') is not null",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| ClientError::from_sqlx(e, None))
+    }
+
+    /// [`Client::spawn_child_checkpointed`] and, in the same transaction, a claim of one run of
+    /// `queue` for `claim`'s worker through the queue's claim function, exactly as that
+    /// worker's claim loop would claim: the oldest ready run, the new task's unless older runs
+    /// wait (`absurd.spawn_child_and_claim`, migration 0027). A queue without the claim
+    /// function claims nothing. Needs [`Client::has_spawn_and_claim`].
+    #[allow(clippy::too_many_arguments)]
+    pub async fn spawn_child_and_claim(
+        &self,
+        queue: &str,
+        task_name: &str,
+        params: &Value,
+        options: &SpawnOptions,
+        parent_queue: &str,
+        parent_task_id: Uuid,
+        parent_run_id: Uuid,
+        checkpoint_name: &str,
+        extend_claim_by: Option<i32>,
+        claim: ClaimFor<'_>,
+    ) -> Result<(Spawned, Option<Claimed>)> {
+        let opts = child_spawn_checks(queue, task_name, options, parent_queue)?;
+        let sql = claim_sql(
+            "absurd.spawn_child_and_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            ", f.checkpoints, f.spawned_task_id, f.spawned_run_id, f.spawned_attempt, f.created",
+            12,
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(queue)
+            .bind(task_name)
+            .bind(params)
+            .bind(&opts)
+            .bind(parent_queue)
+            .bind(parent_task_id)
+            .bind(parent_run_id)
+            .bind(checkpoint_name)
+            .bind(extend_claim_by)
+            .bind(claim.worker_id)
+            .bind(claim.claim_timeout_secs)
+            .bind(sql_limit(claim.limits.max_event_payload_bytes))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| ClientError::from_sqlx(e, Some(queue)))?;
+        let err = |e: sqlx::Error| ClientError::from_sqlx(e, Some(queue));
+        let spawned = Spawned {
+            task_id: row.try_get("spawned_task_id").map_err(err)?,
+            run_id: row.try_get("spawned_run_id").map_err(err)?,
+            attempt: row.try_get("spawned_attempt").map_err(err)?,
+            created: row.try_get("created").map_err(err)?,
+        };
+        let claimed = match row.try_get::<Option<Uuid>, _>("run_id") {
+            Ok(Some(_)) => claimed_from_row(&row, claim.limits).map(|mut c| {
+                c.checkpoints = inline_checkpoints(&row);
+                c
+            }),
+            _ => None,
+        };
+        Ok((spawned, claimed))
     }
 
     /// The children recorded for a task that has not finished: `(queue, task id)` pairs.

@@ -148,7 +148,7 @@ fn json_col(row: &PgRow, col: &str, defect: &mut Option<Failure>) -> Option<Valu
 /// `claim_task`, with parameter `limit_param` the payload limit), measuring each event payload before sending it:
 /// exactly when it is stored uncompressed and its stored size is within the limit (then its
 /// text is small too), otherwise not at all in the claim (the worker reads it afterwards).
-fn claim_sql(source: &str, extra_cols: &str, limit_param: usize) -> String {
+pub(crate) fn claim_sql(source: &str, extra_cols: &str, limit_param: usize) -> String {
     let limit = format!("${limit_param}::int8");
     format!(
         "select f.run_id, f.task_id, f.attempt, f.task_name, f.params, f.retry_strategy, \
@@ -165,7 +165,7 @@ fn claim_sql(source: &str, extra_cols: &str, limit_param: usize) -> String {
 
 /// Decodes one row of [`claim_sql`]. `None` only when the row has no usable run id (then no
 /// one can fail it; its lease expires).
-fn claimed_from_row(row: &PgRow, limits: &ReadLimits) -> Option<Claimed> {
+pub(crate) fn claimed_from_row(row: &PgRow, limits: &ReadLimits) -> Option<Claimed> {
     let ids = (
         row.try_get::<Uuid, _>("run_id"),
         row.try_get::<Uuid, _>("task_id"),
@@ -237,7 +237,7 @@ fn claimed_from_row(row: &PgRow, limits: &ReadLimits) -> Option<Claimed> {
 /// The fast claim's `checkpoints` column: `Some` when it holds them, `None` when the worker
 /// must read them (the claim deferred them, or they did not decode as one value: read one by
 /// one, the bad one is then named).
-fn inline_checkpoints(row: &PgRow) -> Option<Vec<(String, Value)>> {
+pub(crate) fn inline_checkpoints(row: &PgRow) -> Option<Vec<(String, Value)>> {
     match row.try_get::<Option<Value>, _>("checkpoints") {
         Ok(None) => Some(Vec::new()),
         Ok(Some(Value::Array(items))) => Some(

@@ -6,15 +6,19 @@
 //! completion: the run that finished hands its slot straight to the run claimed in the same
 //! transaction ([`Completer::complete_and_claim`]), and the claim loop only claims for slots
 //! that come back empty. (With several queues, slots go back to the claim loops, which share
-//! them in turn, so a busy queue cannot keep every slot.) Shutdown stops claiming, lets running
-//! tasks finish within the grace period, then stops the rest and hands them back to the queue.
+//! them in turn, so a busy queue cannot keep every slot.) A run that spawns into one of the
+//! worker's queues claims for a slot free at that moment in the spawn's own transaction
+//! ([`LocalRuns`]), and the claimed run starts here like any other. Shutdown stops claiming,
+//! lets running tasks finish within the grace period, then stops the rest and hands them back
+//! to the queue.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, info_span, warn, Instrument};
@@ -23,7 +27,9 @@ use absurd_client::{ClaimedRun, Client, RetryStrategy, SpawnOptions};
 
 use crate::claim::{Claimed, Claimer, Wakeups};
 use crate::dispatch::{HandlerKind, Registry};
-use crate::execute::{CatchPanic, ContextSettings, Failure, FailureName, TaskContext, TaskError};
+use crate::execute::{
+    CatchPanic, ContextSettings, Failure, FailureName, LocalRuns, TaskContext, TaskError,
+};
 use crate::lease::Leases;
 use crate::metrics::{Counters, Event, Exit, Outcome, TaskMetrics, TaskTable};
 use crate::settle::dead_letter::DeadLetters;
@@ -88,6 +94,8 @@ struct Shared {
     /// Wakes a queue's claimer to recompute its timer (after a run went to sleep here).
     wakeups: Wakeups,
     unknown_logged: WarnedNames,
+    /// What spawns into this worker's queues use to claim for its free slots.
+    local_runs: Arc<LocalRuns>,
 }
 
 impl Shared {
@@ -125,7 +133,28 @@ pub async fn run_with_counters(
         claim_timeout_secs: claim_timeout_secs(settings.claim_timeout),
         limits: registry.read_limits(),
     };
-    let shared = Arc::new(Shared {
+    let slots = Arc::new(Semaphore::new(settings.concurrency));
+    let in_flight = Arc::new(Mutex::new(JoinSet::new()));
+    let shared = Arc::new_cyclic(|me: &Weak<Shared>| Shared {
+        local_runs: Arc::new(LocalRuns {
+            queues: settings.queues.iter().cloned().collect(),
+            slots: slots.clone(),
+            worker_id: settings.worker_id.clone(),
+            claim_timeout_secs: claim_timeout_secs(settings.claim_timeout),
+            limits: registry.read_limits(),
+            available: Default::default(),
+            start: {
+                let me = me.clone();
+                let in_flight = in_flight.clone();
+                Box::new(move |queue, claimed, permit| {
+                    // The spawning run holds the worker's state, so it is still there.
+                    if let Some(shared) = me.upgrade() {
+                        run_in_slot(shared, &in_flight, queue, claimed, permit);
+                    }
+                })
+            },
+            stop: shutdown.clone(),
+        }),
         client: client.clone(),
         registry,
         settings: settings.clone(),
@@ -171,8 +200,6 @@ pub async fn run_with_counters(
         }
     }
 
-    let slots = Arc::new(Semaphore::new(settings.concurrency));
-    let in_flight = Arc::new(Mutex::new(JoinSet::new()));
     let mut claimers = JoinSet::new();
     for queue in &settings.queues {
         let claimer = Claimer::new(
@@ -199,22 +226,17 @@ pub async fn run_with_counters(
     if running > 0 {
         info!(running, grace = ?settings.shutdown_grace, "stopped claiming; waiting for running tasks");
     }
-    let mut set = std::mem::take(&mut *in_flight.lock().unwrap());
-    let drained = tokio::time::timeout(settings.shutdown_grace, async {
-        while set.join_next().await.is_some() {}
-    })
-    .await
-    .is_ok();
+    let mut set = JoinSet::new();
+    let drained = tokio::time::timeout(settings.shutdown_grace, drain(&mut set, &in_flight))
+        .await
+        .is_ok();
     if !drained {
         warn!(
             still_running = set.len(),
             "grace period over; stopping the remaining tasks and handing them back"
         );
         shared.hard_stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(30), async {
-            while set.join_next().await.is_some() {}
-        })
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(30), drain(&mut set, &in_flight)).await;
     }
     background.cancel();
     while helpers.join_next().await.is_some() {}
@@ -225,6 +247,20 @@ pub async fn run_with_counters(
         "worker stopped"
     );
     Ok(counters)
+}
+
+/// Waits for the runs in flight: those in `set`, then any started meanwhile (by a spawn that
+/// claimed before the worker stopped claiming), until none is left. Runs not yet finished stay
+/// in `set` if this is cancelled.
+async fn drain(set: &mut JoinSet<()>, in_flight: &Mutex<JoinSet<()>>) {
+    loop {
+        while set.join_next().await.is_some() {}
+        let more = std::mem::take(&mut *in_flight.lock().unwrap());
+        if more.is_empty() {
+            return;
+        }
+        *set = more;
+    }
 }
 
 async fn sweep_dead_letters(
@@ -283,26 +319,8 @@ async fn claim_loop(
         }
         for claimed in runs {
             let permit = permits.pop().expect("claimed no more than the free slots");
-            let shared = shared.clone();
             let queue = claimer.queue().to_string();
-            in_flight.lock().unwrap().spawn(async move {
-                // The slot runs this run, then each run its completion claimed for it.
-                let mut next = Some(claimed);
-                while let Some(claimed) = next.take() {
-                    // A panic outside the handler (settling, say) must not take the worker's
-                    // bookkeeping with it: the run's lease registration is dropped while
-                    // unwinding, so its lease expires and another attempt follows.
-                    let run_id = claimed.run.run_id;
-                    let run = CatchPanic::new(Box::pin(execute_run(&shared, &queue, claimed)));
-                    match run.await {
-                        Ok(claimed_next) => next = claimed_next,
-                        Err(message) => {
-                            error!(%run_id, panic = %message, "host panic while settling a run; its lease will expire and it will be retried");
-                        }
-                    }
-                }
-                drop(permit);
-            });
+            run_in_slot(shared.clone(), &in_flight, queue, claimed, permit);
         }
         drop(permits);
         // Reap finished tasks so the set does not grow without bound.
@@ -321,6 +339,33 @@ async fn claim_loop(
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Runs `claimed` in the slot `permit` holds, then each run its completion claims for it.
+fn run_in_slot(
+    shared: Arc<Shared>,
+    in_flight: &Mutex<JoinSet<()>>,
+    queue: String,
+    claimed: Claimed,
+    permit: OwnedSemaphorePermit,
+) {
+    in_flight.lock().unwrap().spawn(async move {
+        let mut next = Some(claimed);
+        while let Some(claimed) = next.take() {
+            // A panic outside the handler (settling, say) must not take the worker's
+            // bookkeeping with it: the run's lease registration is dropped while
+            // unwinding, so its lease expires and another attempt follows.
+            let run_id = claimed.run.run_id;
+            let run = CatchPanic::new(Box::pin(execute_run(&shared, &queue, claimed)));
+            match run.await {
+                Ok(claimed_next) => next = claimed_next,
+                Err(message) => {
+                    error!(%run_id, panic = %message, "host panic while settling a run; its lease will expire and it will be retried");
+                }
+            }
+        }
+        drop(permit);
+    });
 }
 
 /// The lease asked for, in whole seconds (at least one).
@@ -377,6 +422,7 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) -> Option<C
         let started = tokio::time::Instant::now();
 
         // Execute.
+        let suspended_until_a_time = Arc::new(AtomicBool::new(false));
         let settings = ContextSettings {
             worker_id: shared.settings.worker_id.clone(),
             claim_timeout_secs: claim_secs,
@@ -392,6 +438,8 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) -> Option<C
             grants: task_type.grants.clone(),
             dlq: shared.settings.dlq.clone(),
             task_results: shared.task_results.clone(),
+            suspended_until_a_time: suspended_until_a_time.clone(),
+            local_runs: Some(shared.local_runs.clone()),
         };
         // A run whose data cannot be used fails here, alone (see absurd_client::claimed).
         let limits = &shared.registry.read_limits();
@@ -489,7 +537,10 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) -> Option<C
                 debug!("suspended");
                 metrics.add(Event::Suspended);
                 // Its wake-up time may be the earliest now: let the claimer re-arm its timer.
-                shared.wakeups.wake(queue);
+                // (Not for a wait without a timeout: that claim would find nothing to do.)
+                if suspended_until_a_time.load(Ordering::Relaxed) {
+                    shared.wakeups.wake(queue);
+                }
             }
             Err(TaskError::RunLost(e)) => {
                 info!(reason = %e, "run lost; nothing to report");

@@ -438,8 +438,8 @@ async fn mutate(pool: &PgPool, queue: &str) {
         // No wake-up notifications: idle workers find new work only by polling.
         "no-notify" => vec![(
             "absurd._host_notify_ready",
-            "select pg_notify('absurd_wakeup', p_queue_name)",
-            "select null::void",
+            "pg_notify('absurd_wakeup', p_queue_name)",
+            "null::void",
         )],
         // The settling functions stop waiting for locks: after 200 ms they fail with
         // `lock_timeout` instead. The shipped host retries such writes while its lease lasts,

@@ -4,7 +4,9 @@
 //! complete-and-claim `absurd.next_<queue>` and the single-run claim (migration 0012); and
 //! failing in one call, `absurd.fail_run_outcome` (migration 0013); the single-run claim
 //! without a sort and the cheap state checks (migration 0024); a completion claiming the run
-//! it wakes (migration 0025).
+//! it wakes (migration 0025), and sending no wake-up for it (migration 0026); a spawn claiming
+//! for a free slot of its worker (migration 0027); each queue's own checkpoint and event
+//! functions (migration 0028).
 
 mod common;
 
@@ -767,6 +769,369 @@ async fn complete_and_claim_takes_the_run_its_completion_wakes() {
         c.complete_and_claim(Q, &[parent.run_id], &[json!(null)], "w", 30, 0)
             .await
             .unwrap();
+    }
+}
+
+/// The wake-ups (`absurd_wakeup` payloads) committed by `act`, in order: everything a
+/// listener receives between two markers sent around it (notifications arrive in commit order).
+async fn wakeups_of<F: std::future::Future<Output = ()>>(
+    db: &TestDb,
+    listener: &mut sqlx::postgres::PgListener,
+    act: F,
+) -> Vec<String> {
+    async fn mark(db: &TestDb, listener: &mut sqlx::postgres::PgListener, m: &str) -> Vec<String> {
+        sqlx::query("select pg_notify('absurd_wakeup', $1)")
+            .bind(m)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        loop {
+            let n = tokio::time::timeout(Duration::from_secs(30), listener.recv())
+                .await
+                .expect("the marker within 30 s")
+                .unwrap();
+            if n.payload() == m {
+                return seen;
+            }
+            seen.push(n.payload().to_string());
+        }
+    }
+    mark(db, listener, "marker: before").await;
+    act.await;
+    mark(db, listener, "marker: after").await
+}
+
+#[tokio::test]
+async fn a_completion_that_claims_the_run_it_wakes_wakes_no_one_else() {
+    const OTHER: &str = "fast_other";
+    let (db, c) = setup(Q).await;
+    c.create_queue(OTHER).await.unwrap();
+    let mut listener = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
+    listener.listen("absurd_wakeup").await.unwrap();
+    // A parent of `parent_queue`, claimed, waiting for a new child of Q; returns the child's
+    // run, claimed.
+    async fn waiting_parent(c: &Client, parent_queue: &str) -> (uuid::Uuid, uuid::Uuid) {
+        let parent = c
+            .spawn(parent_queue, "parent", &json!({}), &SpawnOptions::default())
+            .await
+            .unwrap();
+        let (claimed, _) = c
+            .claim_fast(parent_queue, "w", 30, 1)
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(claimed.run_id, parent.run_id);
+        let child = c
+            .spawn_child(
+                Q,
+                "child",
+                &json!({}),
+                &SpawnOptions::default(),
+                parent_queue,
+                parent.task_id,
+            )
+            .await
+            .unwrap();
+        let (suspended, _) = c
+            .await_task_result_bounded(
+                parent_queue,
+                parent.task_id,
+                parent.run_id,
+                "wait",
+                Q,
+                child.task_id,
+                None,
+                1 << 20,
+            )
+            .await
+            .unwrap();
+        assert!(suspended);
+        let (run, _) = c.claim_fast(Q, "w", 30, 1).await.unwrap().remove(0);
+        assert_eq!(run.run_id, child.run_id);
+        (parent.run_id, child.run_id)
+    }
+
+    // The completion claims the parent it woke: no one else is told.
+    let (parent, child) = waiting_parent(&c, Q).await;
+    let mut next = Vec::new();
+    let seen = wakeups_of(&db, &mut listener, async {
+        next = c
+            .complete_and_claim(Q, &[child], &[json!(1)], "w", 30, 1)
+            .await
+            .unwrap()
+            .1;
+    })
+    .await;
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].0.run_id, parent);
+    assert_eq!(
+        seen,
+        Vec::<String>::new(),
+        "the woken run was claimed by the call"
+    );
+    c.complete_and_claim(Q, &[parent], &[json!(null)], "w", 30, 0)
+        .await
+        .unwrap();
+
+    // A completion that claims nothing: the woken parent is announced, as before.
+    let (parent, child) = waiting_parent(&c, Q).await;
+    let seen = wakeups_of(&db, &mut listener, async {
+        let next = c
+            .complete_and_claim(Q, &[child], &[json!(1)], "w", 30, 0)
+            .await
+            .unwrap()
+            .1;
+        assert!(next.is_empty());
+    })
+    .await;
+    assert_eq!(seen, vec![Q.to_string()]);
+    let (run, _) = c.claim_fast(Q, "w", 30, 1).await.unwrap().remove(0);
+    assert_eq!(run.run_id, parent);
+    c.complete_and_claim(Q, &[parent], &[json!(null)], "w", 30, 0)
+        .await
+        .unwrap();
+
+    // A parent in another queue is announced in that queue, whatever the call claims.
+    let (parent, child) = waiting_parent(&c, OTHER).await;
+    let seen = wakeups_of(&db, &mut listener, async {
+        let next = c
+            .complete_and_claim(Q, &[child], &[json!(1)], "w", 30, 1)
+            .await
+            .unwrap()
+            .1;
+        assert!(next.is_empty(), "{next:?}");
+    })
+    .await;
+    assert_eq!(seen, vec![OTHER.to_string()]);
+    let (run, _) = c.claim_fast(OTHER, "w", 30, 1).await.unwrap().remove(0);
+    assert_eq!(run.run_id, parent);
+
+    // The hold ends with the call: a spawn later in the same transaction is announced.
+    let seen = wakeups_of(&db, &mut listener, async {
+        let mut tx = db.pool.begin().await.unwrap();
+        sqlx::query(
+            "select * from absurd.next_fast(array[]::uuid[], array[]::jsonb[], 'w', 30, 1)",
+        )
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query("select * from absurd.spawn_task('fast', 'later', '{}', '{}')")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    })
+    .await;
+    assert_eq!(seen, vec![Q.to_string()]);
+}
+
+/// A child of `parent` (whose run `run` is claimed) spawned into Q with the checkpoint `name`,
+/// claiming for `claim`'s worker when given.
+async fn spawn_child_as(
+    c: &Client,
+    parent: &absurd_client::Spawned,
+    name: &str,
+    claim: Option<absurd_client::children::ClaimFor<'_>>,
+) -> absurd_client::Result<(absurd_client::Spawned, Option<absurd_client::Claimed>)> {
+    let params = json!({"n": name});
+    let opts = SpawnOptions::default();
+    match claim {
+        Some(claim) => {
+            c.spawn_child_and_claim(
+                Q,
+                "child",
+                &params,
+                &opts,
+                Q,
+                parent.task_id,
+                parent.run_id,
+                name,
+                Some(30),
+                claim,
+            )
+            .await
+        }
+        None => c
+            .spawn_child_checkpointed(
+                Q,
+                "child",
+                &params,
+                &opts,
+                Q,
+                parent.task_id,
+                parent.run_id,
+                name,
+                Some(30),
+            )
+            .await
+            .map(|s| (s, None)),
+    }
+}
+
+#[tokio::test]
+async fn a_spawn_claims_for_a_free_slot_of_its_worker() {
+    let (db, c) = setup(Q).await;
+    assert!(c.has_spawn_and_claim().await.unwrap());
+    let mut listener = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
+    listener.listen("absurd_wakeup").await.unwrap();
+    let limits = absurd_client::ReadLimits::default();
+    let claim = Some(absurd_client::children::ClaimFor {
+        worker_id: "w2",
+        claim_timeout_secs: 30,
+        limits: &limits,
+    });
+    let parent = c
+        .spawn(Q, "parent", &json!({}), &SpawnOptions::default())
+        .await
+        .unwrap();
+    let (run, _) = c.claim_fast(Q, "w", 30, 1).await.unwrap().remove(0);
+    assert_eq!(run.run_id, parent.run_id);
+    let spawn = |name: &'static str, claim| spawn_child_as(&c, &parent, name, claim);
+
+    // Nothing older waits: the new task is claimed for the worker, and no one else is woken.
+    let mut got = None;
+    let seen = wakeups_of(&db, &mut listener, async {
+        got = Some(spawn("first", claim).await.unwrap());
+    })
+    .await;
+    let (first, claimed) = got.unwrap();
+    assert!(first.created);
+    let claimed = claimed.expect("the new task is claimed");
+    assert_eq!(claimed.run.run_id, first.run_id);
+    assert_eq!(claimed.run.params, json!({"n": "first"}));
+    assert_eq!(seen, Vec::<String>::new());
+    let details = c.get_task(Q, first.task_id).await.unwrap().unwrap();
+    assert_eq!(details.summary.state, State::Running);
+    // The spawner's checkpoint holds the new task's id, as without the claim.
+    let cps = c
+        .get_checkpoints(Q, parent.task_id, parent.run_id)
+        .await
+        .unwrap();
+    let cp = cps.iter().find(|cp| cp.checkpoint_name == "first").unwrap();
+    assert_eq!(cp.state, json!(first.task_id.to_string()));
+
+    // An older ready run goes first, as in any claim; the new task waits its turn.
+    let (older, _) = spawn("older", None).await.unwrap();
+    let (newer, claimed) = spawn("newer", claim).await.unwrap();
+    assert_eq!(claimed.expect("a run is claimed").run.run_id, older.run_id);
+    assert_eq!(
+        c.get_task(Q, newer.task_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .summary
+            .state,
+        State::Pending
+    );
+
+    // Without a worker, nothing is claimed and the spawn wakes the queue's workers.
+    let mut got = None;
+    let seen = wakeups_of(&db, &mut listener, async {
+        got = Some(spawn("alone", None).await.unwrap());
+    })
+    .await;
+    assert!(got.unwrap().1.is_none());
+    assert_eq!(seen, vec![Q.to_string()]);
+
+    // A cancelled parent spawns nothing and claims nothing.
+    c.cancel_task(Q, parent.task_id).await.unwrap();
+    let err = spawn("late", claim).await.unwrap_err();
+    assert!(
+        matches!(err, absurd_client::ClientError::Cancelled),
+        "{err:?}"
+    );
+}
+
+/// Whether `absurd.<name>` exists.
+async fn has_function(c: &Client, signature: &str) -> bool {
+    sqlx::query_scalar::<_, bool>("select to_regprocedure($1) is not null")
+        .bind(format!("absurd.{signature}"))
+        .fetch_one(c.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn checkpoints_and_events_go_through_the_queues_own_functions() {
+    let (_db, c) = setup(Q).await;
+    let own = [
+        "ckpt_fast(uuid,text,jsonb,uuid,integer)",
+        "wait_fast(uuid,uuid,text,text,integer)",
+        "emit_fast(text,jsonb)",
+    ];
+    for f in own {
+        assert!(has_function(&c, f).await, "{f}");
+    }
+    // The same steps with the queue's own functions and, once they are gone, with the
+    // interface functions' own bodies (a queue made before migration 0028).
+    for round in ["own", "generic"] {
+        let task = c
+            .spawn(Q, "t", &json!({}), &SpawnOptions::default())
+            .await
+            .unwrap();
+        let (run, _) = c.claim_fast(Q, "w", 30, 1).await.unwrap().remove(0);
+        assert_eq!(run.run_id, task.run_id);
+        c.set_checkpoint(
+            Q,
+            task.task_id,
+            "step",
+            &json!({"round": round}),
+            run.run_id,
+            Some(60),
+        )
+        .await
+        .unwrap();
+        let event = format!("go-{round}");
+        let waited = c
+            .await_event(Q, task.task_id, run.run_id, "wait", &event, None)
+            .await
+            .unwrap();
+        assert!(waited.should_suspend, "{round}");
+        c.emit_event(Q, &event, Some(&json!({"at": round})))
+            .await
+            .unwrap();
+        // Woken with the payload, which is also the wait's checkpoint.
+        let (woken, cps) = c.claim_fast(Q, "w", 30, 1).await.unwrap().remove(0);
+        assert_eq!(woken.run_id, run.run_id, "{round}");
+        assert_eq!(woken.event_payload, Some(json!({"at": round})), "{round}");
+        let cps: std::collections::HashMap<_, _> = cps.into_iter().collect();
+        assert_eq!(cps.get("step"), Some(&json!({"round": round})), "{round}");
+        assert_eq!(cps.get("wait"), Some(&json!({"at": round})), "{round}");
+        // A replay of the wait returns the payload without suspending.
+        let again = c
+            .await_event(Q, task.task_id, run.run_id, "wait", &event, None)
+            .await
+            .unwrap();
+        assert!(!again.should_suspend);
+        assert_eq!(again.payload, Some(json!({"at": round})));
+        // A cancelled task refuses the checkpoint, as every write of a cancelled task.
+        c.cancel_task(Q, task.task_id).await.unwrap();
+        let err = c
+            .set_checkpoint(Q, task.task_id, "late", &json!(1), run.run_id, None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, absurd_client::ClientError::Cancelled),
+            "{round}: {err:?}"
+        );
+        for f in own {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "drop function if exists absurd.{f}"
+            )))
+            .execute(c.pool())
+            .await
+            .unwrap();
+        }
+    }
+    // Made again, the queue has them again; dropped, it has none.
+    c.create_queue(Q).await.unwrap();
+    for f in own {
+        assert!(has_function(&c, f).await, "{f}");
+    }
+    c.drop_queue(Q).await.unwrap();
+    for f in own {
+        assert!(!has_function(&c, f).await, "{f}");
     }
 }
 

@@ -12,15 +12,19 @@ pub mod native;
 pub mod reported;
 pub mod wasm;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use absurd_client::children::ClaimFor;
 use absurd_client::claimed::{self, Claimed, LoadedCheckpoints};
 pub use absurd_client::failure::Failure;
 pub use absurd_client::vocab::FailureName;
@@ -167,6 +171,63 @@ pub struct ContextSettings {
     /// Whether the schema has migration 0019 (waits for task results, children), shared by
     /// the worker's runs and asked once; unset, the first run that needs it asks.
     pub task_results: Arc<tokio::sync::OnceCell<bool>>,
+    /// Set when the run suspends until a time (a sleep, or a wait with a timeout), so that
+    /// the worker has its claimer arm a timer for it. A wait without a timeout is woken by
+    /// whatever ends it, and needs no timer (nor the claim that would arm one).
+    pub suspended_until_a_time: Arc<AtomicBool>,
+    /// The worker's free slots, for spawns that claim what they spawn; `None` outside a
+    /// worker.
+    pub local_runs: Option<Arc<LocalRuns>>,
+}
+
+/// Starts a run claimed outside the worker's claim loops, in the slot the permit holds.
+pub type StartRun = Box<dyn Fn(String, Claimed, OwnedSemaphorePermit) + Send + Sync>;
+
+/// What lets a spawn into a queue this worker serves claim a run for one of its free slots, in
+/// the spawn's own transaction (migration 0027): the new task then starts here at once,
+/// instead of after its wake-up has reached a claim loop and that loop's claim has committed.
+/// The claim is the claim loop's own (the oldest ready run, the new one unless older runs wait).
+pub struct LocalRuns {
+    /// The queues the worker claims from.
+    pub queues: HashSet<String>,
+    /// The worker's slots (the claim takes one only if one is free now).
+    pub slots: Arc<Semaphore>,
+    pub worker_id: String,
+    pub claim_timeout_secs: i32,
+    pub limits: ReadLimits,
+    /// Whether the schema has `absurd.spawn_child_and_claim`; asked at first need.
+    pub available: tokio::sync::OnceCell<bool>,
+    pub start: StartRun,
+    /// Cancelled when the worker stops claiming.
+    pub stop: CancellationToken,
+}
+
+impl std::fmt::Debug for LocalRuns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalRuns")
+            .field("queues", &self.queues)
+            .field("worker_id", &self.worker_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalRuns {
+    /// A free slot for a run of `queue`, when a spawn there may claim one.
+    async fn slot(&self, client: &Client, queue: &str) -> Option<OwnedSemaphorePermit> {
+        if self.stop.is_cancelled() || !self.queues.contains(queue) {
+            return None;
+        }
+        let available = self
+            .available
+            .get_or_try_init(|| client.has_spawn_and_claim())
+            .await
+            .copied()
+            .unwrap_or(false);
+        if !available {
+            return None;
+        }
+        self.slots.clone().try_acquire_owned().ok()
+    }
 }
 
 /// What one run has used of its limits so far.
@@ -194,6 +255,8 @@ struct Inner {
     grants: Option<Arc<Grants>>,
     dlq: Option<String>,
     task_results: Arc<tokio::sync::OnceCell<bool>>,
+    suspended_until_a_time: Arc<AtomicBool>,
+    local_runs: Option<Arc<LocalRuns>>,
     usage: Mutex<Usage>,
     /// Committed checkpoints visible to this run, by checkpoint name (those it loaded; what
     /// it writes is not read again in the same execution, so it is not kept).
@@ -269,6 +332,8 @@ impl TaskContext {
                 grants: settings.grants,
                 dlq: settings.dlq,
                 task_results: settings.task_results,
+                suspended_until_a_time: settings.suspended_until_a_time,
+                local_runs: settings.local_runs,
                 usage: Mutex::new(Usage {
                     checkpoint_bytes: loaded,
                     ..Usage::default()
@@ -535,6 +600,17 @@ impl TaskContext {
         .await
     }
 
+    /// The error that ends a run the database has just put to sleep; `until_a_time` says
+    /// whether it wakes at a time of its own (see [`ContextSettings::suspended_until_a_time`]).
+    fn suspend(&self, until_a_time: bool) -> TaskError {
+        if until_a_time {
+            self.inner
+                .suspended_until_a_time
+                .store(true, Ordering::Relaxed);
+        }
+        TaskError::Suspended
+    }
+
     /// The database's clock (`absurd.current_time()`, which honours `absurd.fake_now`). Wake-up
     /// times are compared with it, as `claim_task` compares `available_at` with it: judged by
     /// the host's clock instead, a host running behind the database would find a woken task
@@ -587,7 +663,7 @@ impl TaskContext {
             .schedule_run(&i.queue, i.run.run_id, wake_at)
             .await
             .map_err(client_failure)?;
-        Err(TaskError::Suspended)
+        Err(self.suspend(true))
     }
 
     /// Waits for an event. `Ok(Some(payload))` once emitted, `Ok(None)` when `timeout_secs`
@@ -635,7 +711,7 @@ impl TaskContext {
             .await
             .map_err(client_failure)?;
         if should_suspend {
-            return Err(TaskError::Suspended);
+            return Err(self.suspend(timeout_secs.is_some()));
         }
         // A payload over the limit or unreadable fails the run for good: retrying reads the
         // same payload again.
@@ -744,6 +820,35 @@ impl TaskContext {
                 )
                 .map_err(TaskError::Failed)?;
             usage.checkpoint_bytes = total;
+        }
+        if let Some(local) = &i.local_runs {
+            if let Some(permit) = local.slot(&i.client, queue).await {
+                let claim = ClaimFor {
+                    worker_id: &local.worker_id,
+                    claim_timeout_secs: local.claim_timeout_secs,
+                    limits: &local.limits,
+                };
+                let (spawned, claimed) = i
+                    .client
+                    .spawn_child_and_claim(
+                        queue,
+                        task_name,
+                        params,
+                        &options,
+                        &i.queue,
+                        i.run.task_id,
+                        i.run.run_id,
+                        &name,
+                        Some(i.claim_timeout_secs),
+                        claim,
+                    )
+                    .await
+                    .map_err(spawn_failure)?;
+                if let Some(claimed) = claimed {
+                    (local.start)(queue.to_string(), claimed, permit);
+                }
+                return Ok(spawned.task_id);
+            }
         }
         i.client
             .spawn_child_checkpointed(
@@ -881,7 +986,7 @@ impl TaskContext {
             .await
             .map_err(|e| await_failure(e, queue, task_id))?;
         if suspend {
-            return Err(TaskError::Suspended);
+            return Err(self.suspend(timeout_secs.is_some()));
         }
         match outcome? {
             None => Ok(None),
@@ -955,7 +1060,7 @@ impl TaskContext {
             .schedule_run(&i.queue, i.run.run_id, wake)
             .await
             .map_err(client_failure)?;
-        Err(TaskError::Suspended)
+        Err(self.suspend(true))
     }
 
     /// Waits until any of `tasks` (`(queue, task id)`, the queue defaulting to this task's) has
@@ -1038,7 +1143,7 @@ impl TaskContext {
             .await
             .map_err(|e| await_failure(e, &list[0].0, list[0].1))?;
         if suspend {
-            return Err(TaskError::Suspended);
+            return Err(self.suspend(timeout_secs.is_some()));
         }
         match outcome? {
             None => Ok(None),
