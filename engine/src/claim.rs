@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use absurd_client::children::ClaimFor;
 use absurd_client::claimed::ReadLimits;
 use absurd_client::{Client, ClientError};
 use tokio::sync::Notify;
@@ -132,46 +133,66 @@ impl Wakeups {
     }
 }
 
+/// Who claims: the worker's id, the lease a claim takes, and the bounds on what a claimed run
+/// brings along. One per worker, shared by everything of it that claims: its claim loops, its
+/// completions that claim the next run (`settle`), and its spawns that claim for a free slot
+/// (`execute::LocalRuns`).
+#[derive(Debug, Clone)]
+pub struct Claimant {
+    pub worker_id: String,
+    /// The lease in whole seconds, at least one.
+    pub claim_timeout_secs: i32,
+    pub limits: ReadLimits,
+}
+
+impl Claimant {
+    pub fn new(worker_id: &str, claim_timeout: Duration, limits: ReadLimits) -> Claimant {
+        Claimant {
+            worker_id: worker_id.to_string(),
+            claim_timeout_secs: claim_timeout.as_secs().clamp(1, i32::MAX as u64) as i32,
+            limits,
+        }
+    }
+
+    /// The same, as the client's spawn that claims takes it.
+    pub fn claim_for(&self) -> ClaimFor<'_> {
+        ClaimFor {
+            worker_id: &self.worker_id,
+            claim_timeout_secs: self.claim_timeout_secs,
+            limits: &self.limits,
+        }
+    }
+}
+
 /// Claims runs from one queue.
 pub struct Claimer {
     client: Client,
     queue: String,
-    worker_id: String,
-    claim_timeout_secs: i32,
+    claimant: Arc<Claimant>,
     poll_interval: Duration,
     /// Back-off while claims come back empty although runs look due (locked by others).
     empty_backoff: Duration,
     down: bool,
     /// Whether the queue has a fast path; `None` until first asked.
     fast: Option<bool>,
-    limits: ReadLimits,
 }
 
 impl Claimer {
     pub fn new(
         client: Client,
         queue: &str,
-        worker_id: &str,
-        claim_timeout: Duration,
+        claimant: Arc<Claimant>,
         poll_interval: Duration,
     ) -> Claimer {
         Claimer {
             client,
             queue: queue.to_string(),
-            worker_id: worker_id.to_string(),
-            claim_timeout_secs: claim_timeout.as_secs().clamp(1, i32::MAX as u64) as i32,
+            claimant,
             poll_interval,
             empty_backoff: Duration::from_millis(10),
             down: false,
             fast: None,
-            limits: ReadLimits::default(),
         }
-    }
-
-    /// Bounds on the event payloads a claim reads (and the worker passes on to the run).
-    pub fn with_read_limits(mut self, limits: ReadLimits) -> Claimer {
-        self.limits = limits;
-        self
     }
 
     pub fn queue(&self) -> &str {
@@ -218,10 +239,10 @@ impl Claimer {
                 .client
                 .claim_rows(
                     &self.queue,
-                    &self.worker_id,
-                    self.claim_timeout_secs,
+                    &self.claimant.worker_id,
+                    self.claimant.claim_timeout_secs,
                     qty,
-                    &self.limits,
+                    &self.claimant.limits,
                 )
                 .await;
         }
@@ -229,10 +250,10 @@ impl Claimer {
             .client
             .claim_fast_rows(
                 &self.queue,
-                &self.worker_id,
-                self.claim_timeout_secs,
+                &self.claimant.worker_id,
+                self.claimant.claim_timeout_secs,
                 qty,
-                &self.limits,
+                &self.claimant.limits,
             )
             .await;
         match result {

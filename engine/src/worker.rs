@@ -25,7 +25,7 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use absurd_client::{ClaimedRun, Client, RetryStrategy, SpawnOptions};
 
-use crate::claim::{Claimed, Claimer, Wakeups};
+use crate::claim::{Claimant, Claimed, Claimer, Wakeups};
 use crate::dispatch::{HandlerKind, Registry};
 use crate::execute::{
     CatchPanic, ContextSettings, Failure, FailureName, LocalRuns, TaskContext, TaskError,
@@ -33,7 +33,7 @@ use crate::execute::{
 use crate::lease::Leases;
 use crate::metrics::{Counters, Event, Exit, Outcome, TaskMetrics, TaskTable};
 use crate::settle::dead_letter::DeadLetters;
-use crate::settle::{self, Completer, DeadLetterTo, NextClaims, Settled};
+use crate::settle::{self, Completer, DeadLetterTo, Settled};
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -128,20 +128,18 @@ pub async fn run_with_counters(
 ) -> anyhow::Result<Counters> {
     let wakeups = Wakeups::new(&settings.queues);
     let metrics = TaskTable::new(&counters, &settings.queues, registry.names());
-    let next_claims = NextClaims {
-        worker_id: settings.worker_id.clone(),
-        claim_timeout_secs: claim_timeout_secs(settings.claim_timeout),
-        limits: registry.read_limits(),
-    };
+    let claimant = Arc::new(Claimant::new(
+        &settings.worker_id,
+        settings.claim_timeout,
+        registry.read_limits(),
+    ));
     let slots = Arc::new(Semaphore::new(settings.concurrency));
     let in_flight = Arc::new(Mutex::new(JoinSet::new()));
     let shared = Arc::new_cyclic(|me: &Weak<Shared>| Shared {
         local_runs: Arc::new(LocalRuns {
             queues: settings.queues.iter().cloned().collect(),
             slots: slots.clone(),
-            worker_id: settings.worker_id.clone(),
-            claim_timeout_secs: claim_timeout_secs(settings.claim_timeout),
-            limits: registry.read_limits(),
+            claimant: claimant.clone(),
             available: Default::default(),
             start: {
                 let me = me.clone();
@@ -159,7 +157,7 @@ pub async fn run_with_counters(
         registry,
         settings: settings.clone(),
         leases: Leases::default(),
-        completer: Completer::start_claiming(client.clone(), next_claims),
+        completer: Completer::start_claiming(client.clone(), claimant.clone()),
         counters: counters.clone(),
         metrics,
         hard_stop: CancellationToken::new(),
@@ -205,11 +203,9 @@ pub async fn run_with_counters(
         let claimer = Claimer::new(
             client.clone(),
             queue,
-            &settings.worker_id,
-            settings.claim_timeout,
+            claimant.clone(),
             settings.poll_interval,
-        )
-        .with_read_limits(shared.registry.read_limits());
+        );
         claimers.spawn(claim_loop(
             claimer,
             shared.clone(),
@@ -368,11 +364,6 @@ fn run_in_slot(
     });
 }
 
-/// The lease asked for, in whole seconds (at least one).
-fn claim_timeout_secs(lease: Duration) -> i32 {
-    lease.as_secs().clamp(1, i32::MAX as u64) as i32
-}
-
 /// Whether this schema fails a run in one call; asked once, and again after an error.
 async fn fail_in_one_call(shared: &Shared) -> bool {
     shared
@@ -417,7 +408,8 @@ async fn execute_run(shared: &Shared, queue: &str, claimed: Claimed) -> Option<C
         let type_timeout = task_type.timeout.unwrap_or(shared.settings.task_timeout);
         let own = RunTimeout::of(type_timeout, claimed.run.headers.as_ref());
         let timeout = own.effective;
-        let claim_secs = lease.as_secs().max(1) as i32;
+        // The lease its claim took, which its checkpoints and heartbeats renew.
+        let claim_secs = shared.local_runs.claimant.claim_timeout_secs;
         debug!(kind = %task_type.handler.kind(), ?timeout, "running");
         let started = tokio::time::Instant::now();
 

@@ -6,7 +6,8 @@
 //! without a sort and the cheap state checks (migration 0024); a completion claiming the run
 //! it wakes (migration 0025), and sending no wake-up for it (migration 0026); a spawn claiming
 //! for a free slot of its worker (migration 0027); each queue's own checkpoint and event
-//! functions (migration 0028).
+//! functions (migration 0028), and spawn (migration 0029); the trigger that runs for the tasks
+//! that end (migration 0030).
 
 mod common;
 
@@ -1133,6 +1134,271 @@ async fn checkpoints_and_events_go_through_the_queues_own_functions() {
     for f in own {
         assert!(!has_function(&c, f).await, "{f}");
     }
+}
+
+/// `select * from absurd.spawn_task(queue, task_name, '{}', options)`'s error message.
+async fn spawn_error(c: &Client, queue: &str, task_name: &str, options: &str) -> String {
+    let err = sqlx::query("select * from absurd.spawn_task($1, $2, '{}', $3::jsonb)")
+        .bind(queue)
+        .bind(task_name)
+        .bind(options)
+        .execute(c.pool())
+        .await
+        .expect_err("the spawn must be refused");
+    err.as_database_error()
+        .expect("a database error")
+        .message()
+        .to_string()
+}
+
+#[tokio::test]
+async fn spawns_go_through_the_queues_own_function() {
+    use absurd_client::partitions::StorageMode;
+    let db = TestDb::migrated().await;
+    let c = Client::new(db.pool.clone());
+    for (q, mode) in [
+        ("sq", StorageMode::Unpartitioned),
+        ("sqp", StorageMode::Partitioned),
+    ] {
+        c.create_queue_with_mode(q, mode).await.unwrap();
+        let own = format!("spwn_{q}(text,jsonb,jsonb)");
+        assert!(has_function(&c, &own).await, "{own}");
+        // The same spawns with the queue's own function and, once it is gone, with
+        // spawn_task's former body (a queue made before migration 0029).
+        for round in ["own", "generic"] {
+            let opts = SpawnOptions {
+                idempotency_key: Some(format!("key-{round}")),
+                max_attempts: Some(2),
+                headers: Some(json!({"h": round})),
+                ..Default::default()
+            };
+            let a = c
+                .spawn(q, "t", &json!({"round": round}), &opts)
+                .await
+                .unwrap();
+            let b = c.spawn(q, "other", &json!(2), &opts).await.unwrap();
+            assert!(a.created && !b.created, "{q} {round}");
+            assert_eq!((b.task_id, b.run_id, b.attempt), (a.task_id, a.run_id, 1));
+            let task = c.get_task(q, a.task_id).await.unwrap().unwrap();
+            assert_eq!(task.summary.task_name, "t");
+            assert_eq!(task.summary.state, State::Pending);
+            assert_eq!(task.summary.max_attempts, Some(2));
+            assert_eq!(task.summary.idempotency_key, opts.idempotency_key);
+            assert_eq!(task.params, json!({"round": round}));
+            assert_eq!(task.headers, Some(json!({"h": round})));
+            let (run, _) = c.claim_fast(q, "w", 30, 1).await.unwrap().remove(0);
+            assert_eq!(run.run_id, a.run_id, "{q} {round}");
+            // Refused before any write, with the same messages.
+            assert_eq!(
+                spawn_error(&c, q, " ", "{}").await,
+                "task_name must be provided"
+            );
+            assert_eq!(
+                spawn_error(&c, q, "t", r#"{"max_attempts": 0}"#).await,
+                "max_attempts must be >= 1"
+            );
+            if round == "own" {
+                // spawn_task did call the queue's function: a broken one breaks the spawn.
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "create or replace function absurd.spwn_{q}(p_task_name text, p_params jsonb, \
+                     p_options jsonb) returns table (task_id uuid, run_id uuid, attempt integer, \
+                     created boolean) language plpgsql as $$ begin raise exception 'own spawn'; end $$"
+                )))
+                .execute(c.pool())
+                .await
+                .unwrap();
+                assert_eq!(spawn_error(&c, q, "t", "{}").await, "own spawn");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "drop function absurd.spwn_{q}(text, jsonb, jsonb)"
+                )))
+                .execute(c.pool())
+                .await
+                .unwrap();
+            }
+        }
+        let tasks: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "select count(*) from absurd.t_{q}"
+        )))
+        .fetch_one(c.pool())
+        .await
+        .unwrap();
+        assert_eq!(
+            tasks, 2,
+            "{q}: one task per key, none for the refused spawns"
+        );
+        // Made again, the queue has it again; dropped, it has none.
+        c.create_queue_with_mode(q, mode).await.unwrap();
+        assert!(has_function(&c, &own).await, "{own}");
+        c.drop_queue(q).await.unwrap();
+        assert!(!has_function(&c, &own).await, "{own}");
+    }
+}
+
+/// The names of the triggers on `absurd.t_<queue>` itself (not its partitions').
+async fn task_triggers(c: &Client, queue: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "select g.tgname::text from pg_trigger g \
+         where g.tgrelid = to_regclass(format('absurd.%I', 't_' || $1)) and not g.tgisinternal \
+           and g.tgname like 'absurd_task_%' order by 1",
+    )
+    .bind(queue)
+    .fetch_all(c.pool())
+    .await
+    .unwrap()
+}
+
+/// Claims one run of `queue` for `worker`: its (run id, task id).
+async fn claim_one(c: &Client, queue: &str, worker: &str) -> (uuid::Uuid, uuid::Uuid) {
+    let (run, _) = c.claim_fast(queue, worker, 30, 1).await.unwrap().remove(0);
+    (run.run_id, run.task_id)
+}
+
+#[tokio::test]
+async fn a_task_that_ends_wakes_its_waiters_and_no_other_update_calls_the_trigger() {
+    use absurd_client::partitions::StorageMode;
+    let db = TestDb::migrated().await;
+    let c = Client::new(db.pool.clone());
+    let opts = SpawnOptions::default();
+    for (q, mode) in [
+        ("eq", StorageMode::Unpartitioned),
+        ("eqp", StorageMode::Partitioned),
+    ] {
+        c.create_queue_with_mode(q, mode).await.unwrap();
+        // Installed by the first child spawn (migration 0030's row trigger, not 0019's).
+        let parent = c.spawn(q, "parent", &json!({}), &opts).await.unwrap();
+        let (p_run, _) = claim_one(&c, q, "w").await;
+        let child = c
+            .spawn_child(q, "child", &json!({}), &opts, q, parent.task_id)
+            .await
+            .unwrap();
+        assert_eq!(task_triggers(&c, q).await, vec!["absurd_task_ended"], "{q}");
+        let (suspend, _) = c
+            .await_task_result_bounded(
+                q,
+                parent.task_id,
+                p_run,
+                "wait",
+                q,
+                child.task_id,
+                None,
+                1 << 20,
+            )
+            .await
+            .unwrap();
+        assert!(suspend, "{q}: the child has not ended");
+
+        // In one transaction: a claim, which updates the child's task row, calls no function;
+        // the completion calls it once. The backend's counts of calls not yet reported to the
+        // statistics (which can include an earlier transaction's, on a pooled connection) are
+        // not reported while a transaction runs, so the differences are this one's.
+        let mut tx = c.pool().begin().await.unwrap();
+        let calls = "select coalesce(pg_stat_get_xact_function_calls('absurd._host_task_ended'::regproc), 0)";
+        sqlx::query("set local track_functions = 'all'")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let before: i64 = sqlx::query_scalar(calls).fetch_one(&mut *tx).await.unwrap();
+        let claimed: uuid::Uuid = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "select run_id from absurd.lease_{q}('w', 30, 1)"
+        )))
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        assert_eq!(claimed, child.run_id);
+        let n: i64 = sqlx::query_scalar(calls).fetch_one(&mut *tx).await.unwrap();
+        assert_eq!(n - before, 0, "{q}: a claim ends no task");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "select * from absurd.done_{q}(array[$1::uuid], array['{{\"ok\": 1}}'::jsonb])"
+        )))
+        .bind(child.run_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        let n: i64 = sqlx::query_scalar(calls).fetch_one(&mut *tx).await.unwrap();
+        assert_eq!(n - before, 1, "{q}: the completion ends one task");
+        tx.commit().await.unwrap();
+
+        // The parent was woken with the outcome, which a replay of the wait returns.
+        let (woken, _) = claim_one(&c, q, "w").await;
+        assert_eq!(woken, p_run, "{q}");
+        let (suspend, outcome) = c
+            .await_task_result_bounded(
+                q,
+                parent.task_id,
+                p_run,
+                "wait",
+                q,
+                child.task_id,
+                None,
+                1 << 20,
+            )
+            .await
+            .unwrap();
+        assert!(!suspend);
+        assert_eq!(
+            outcome.unwrap(),
+            Some(json!({"state": "completed", "result": {"ok": 1}}))
+        );
+
+        // Any of two tasks: the one that fails first answers, with its failure.
+        let once = SpawnOptions {
+            max_attempts: Some(1),
+            ..Default::default()
+        };
+        let a = c
+            .spawn_child(q, "a", &json!({}), &once, q, parent.task_id)
+            .await
+            .unwrap();
+        let b = c
+            .spawn_child(q, "b", &json!({}), &once, q, parent.task_id)
+            .await
+            .unwrap();
+        let both = [(q.to_string(), a.task_id), (q.to_string(), b.task_id)];
+        let (suspend, _) = c
+            .await_any_task_result_bounded(q, parent.task_id, p_run, "any", &both, None, 1 << 20)
+            .await
+            .unwrap();
+        assert!(suspend);
+        let mut runs = [claim_one(&c, q, "w").await, claim_one(&c, q, "w").await];
+        runs.sort_by_key(|(_, task)| *task != b.task_id);
+        c.fail_run(q, runs[0].0, &json!({"name": "Boom"}), None)
+            .await
+            .unwrap();
+        let (woken, _) = claim_one(&c, q, "w").await;
+        assert_eq!(woken, p_run, "{q}");
+        let (_, answer) = c
+            .await_any_task_result_bounded(q, parent.task_id, p_run, "any", &both, None, 1 << 20)
+            .await
+            .unwrap();
+        let answer = answer.unwrap().unwrap();
+        assert_eq!(answer["index"], json!(1), "{q}: {answer}");
+        assert_eq!(answer["state"], json!("failed"), "{q}: {answer}");
+        assert_eq!(answer["failure"]["name"], json!("Boom"), "{q}: {answer}");
+
+        // Cancelling the parent cancels its child that is still running.
+        c.cancel_task(q, parent.task_id).await.unwrap();
+        let state = c
+            .get_task(q, a.task_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .summary
+            .state;
+        assert_eq!(state, State::Cancelled, "{q}");
+    }
+
+    // A queue that still has 0019's statement trigger gets the row trigger instead.
+    sqlx::raw_sql(
+        "drop trigger absurd_task_ended on absurd.t_eq; \
+         create trigger absurd_task_done after update on absurd.t_eq \
+           referencing new table as done_new for each statement \
+           execute function absurd._host_task_done('eq'); \
+         select absurd._host_install_task_done_trigger('eq');",
+    )
+    .execute(c.pool())
+    .await
+    .unwrap();
+    assert_eq!(task_triggers(&c, "eq").await, vec!["absurd_task_ended"]);
 }
 
 #[tokio::test]

@@ -24,12 +24,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use absurd_client::children::ClaimFor;
 use absurd_client::claimed::{self, Claimed, LoadedCheckpoints};
 pub use absurd_client::failure::Failure;
 pub use absurd_client::vocab::FailureName;
 use absurd_client::{ClaimedRun, Client, ClientError, SpawnOptions, Spawned};
 
+use crate::claim::Claimant;
 use crate::limits::ReadLimits;
 use crate::limits::{self, RunLimits};
 use grants::Grants;
@@ -192,9 +192,8 @@ pub struct LocalRuns {
     pub queues: HashSet<String>,
     /// The worker's slots (the claim takes one only if one is free now).
     pub slots: Arc<Semaphore>,
-    pub worker_id: String,
-    pub claim_timeout_secs: i32,
-    pub limits: ReadLimits,
+    /// Who the claim is for: the worker, as its claim loops claim.
+    pub claimant: Arc<Claimant>,
     /// Whether the schema has `absurd.spawn_child_and_claim`; asked at first need.
     pub available: tokio::sync::OnceCell<bool>,
     pub start: StartRun,
@@ -206,7 +205,7 @@ impl std::fmt::Debug for LocalRuns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalRuns")
             .field("queues", &self.queues)
-            .field("worker_id", &self.worker_id)
+            .field("worker_id", &self.claimant.worker_id)
             .finish_non_exhaustive()
     }
 }
@@ -823,11 +822,7 @@ impl TaskContext {
         }
         if let Some(local) = &i.local_runs {
             if let Some(permit) = local.slot(&i.client, queue).await {
-                let claim = ClaimFor {
-                    worker_id: &local.worker_id,
-                    claim_timeout_secs: local.claim_timeout_secs,
-                    limits: &local.limits,
-                };
+                let claim = local.claimant.claim_for();
                 let (spawned, claimed) = i
                     .client
                     .spawn_child_and_claim(

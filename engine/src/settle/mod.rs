@@ -39,9 +39,11 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use absurd_client::dead_letter::FailedTask;
-use absurd_client::{Claimed, ClaimedRun, Client, ClientError, Failure, ReadLimits, State};
+use absurd_client::{Claimed, ClaimedRun, Client, ClientError, Failure, State};
 
 use dead_letter::DeadLetters;
+
+use crate::claim::Claimant;
 
 /// What happened to the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,15 +145,6 @@ const MAX_BATCH: usize = 500;
 /// Batches being written at once; completions arriving meanwhile wait and form the next one.
 const BATCHES_IN_FLIGHT: usize = 2;
 
-/// How a [`Completer`] claims the next runs it is asked for (see
-/// [`Completer::complete_and_claim`]): as the worker's claim loop would.
-#[derive(Debug, Clone)]
-pub struct NextClaims {
-    pub worker_id: String,
-    pub claim_timeout_secs: i32,
-    pub limits: ReadLimits,
-}
-
 /// Completes runs in batches (see the module docs). Cheap to clone; the batching task ends
 /// when the last clone is dropped.
 #[derive(Clone)]
@@ -178,14 +171,15 @@ impl Completer {
         Self::spawn(client, None)
     }
 
-    /// [`Completer::start`], claiming with `next` when asked to.
-    pub fn start_claiming(client: Client, next: NextClaims) -> Completer {
+    /// [`Completer::start`], claiming the next runs it is asked for (see
+    /// [`Completer::complete_and_claim`]) as `next`, as the worker's claim loop would.
+    pub fn start_claiming(client: Client, next: Arc<Claimant>) -> Completer {
         Self::spawn(client, Some(next))
     }
 
-    fn spawn(client: Client, next: Option<NextClaims>) -> Completer {
+    fn spawn(client: Client, next: Option<Arc<Claimant>>) -> Completer {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(batch_loop(client.clone(), next.map(Arc::new), rx));
+        tokio::spawn(batch_loop(client.clone(), next, rx));
         Completer { tx, client }
     }
 
@@ -254,7 +248,7 @@ struct Paths {
 
 async fn batch_loop(
     client: Client,
-    next: Option<Arc<NextClaims>>,
+    next: Option<Arc<Claimant>>,
     mut rx: mpsc::UnboundedReceiver<Completion>,
 ) {
     let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
@@ -296,7 +290,7 @@ async fn queue_paths(client: &Client, queue: &str, want_next: bool) -> Paths {
 async fn write_batch(
     client: &Client,
     paths: &Mutex<HashMap<String, Paths>>,
-    next: Option<&NextClaims>,
+    next: Option<&Claimant>,
     queue: &str,
     batch: Vec<Completion>,
 ) {
